@@ -1,0 +1,159 @@
+//! Command line and environment configuration.
+//!
+//! Every option is a flag and an environment variable, so the same binary is configured the
+//! same way from a shell, a `.env` file, docker-compose or a Kubernetes manifest.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
+/// history of what it found.
+#[derive(Debug, Parser)]
+#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options for `serve`, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Print the OpenAPI document of the HTTP API and exit.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port the HTTP API listens on.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// Log output: human-readable `pretty` or one JSON object per line (`json`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// How many runs may execute at once across all inspections; more wait as `queued`.
+    #[arg(long, env = "RUN_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub run_concurrency: u32,
+
+    /// How many log groups of one run are read at once.
+    #[arg(long, env = "LOG_GROUP_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub log_group_concurrency: u32,
+
+    /// CloudWatch Logs FilterLogEvents calls per second allowed per account and region
+    /// (AWS's hard quota is 5; all runs of this process share it).
+    #[arg(long, env = "FILTER_LOG_EVENTS_RPS", default_value_t = 5.0)]
+    pub filter_log_events_rps: f64,
+
+    /// Seconds a `?wait=true` run trigger waits before answering 202 with the run still going.
+    #[arg(long, env = "RUN_WAIT_TIMEOUT_SECS", default_value_t = 900)]
+    pub run_wait_timeout_secs: u64,
+
+    /// Seconds before a management API request is cut off with 408.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Base URL users reach this service at, used in links to clusters (e.g.
+    /// `https://inspector.example.com`). Defaults to `http://<listen>`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl ServeArgs {
+    pub fn database(&self) -> anyhow::Result<DatabaseArgs> {
+        let Some(url) = self.database_url.clone() else {
+            anyhow::bail!(
+                "DATABASE_URL (or --database-url) is required, e.g. postgres://postgres:postgres@127.0.0.1/cloudtrail_inspector"
+            );
+        };
+        Ok(DatabaseArgs { database_url: url, database_max_connections: self.database_max_connections })
+    }
+
+    /// Settings the run machinery needs, separated from the HTTP ones.
+    pub fn runner(&self) -> RunnerSettings {
+        RunnerSettings {
+            run_concurrency: self.run_concurrency as usize,
+            log_group_concurrency: self.log_group_concurrency as usize,
+            filter_log_events_rps: self.filter_log_events_rps,
+            ..RunnerSettings::default()
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+}
+
+/// Knobs of the run machinery. Tests shrink the timings; production uses the defaults.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub run_concurrency: usize,
+    pub log_group_concurrency: usize,
+    pub filter_log_events_rps: f64,
+    /// How often a running run proves it is alive.
+    pub heartbeat_interval: Duration,
+    /// A run whose heartbeat is older than this is taken to be dead (its process crashed).
+    pub stale_after: Duration,
+    /// How often a Logs Insights query is polled.
+    pub insights_poll_interval: Duration,
+    /// Attempts per AWS call before the log group is given up for this run.
+    pub aws_max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    pub aws_retry_base: Duration,
+    /// Per-attempt timeout of an AWS call.
+    pub aws_call_timeout: Duration,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            run_concurrency: 4,
+            log_group_concurrency: 4,
+            filter_log_events_rps: 5.0,
+            heartbeat_interval: Duration::from_secs(15),
+            stale_after: Duration::from_secs(120),
+            insights_poll_interval: Duration::from_secs(1),
+            aws_max_attempts: 8,
+            aws_retry_base: Duration::from_millis(200),
+            aws_call_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The pure-logic engine of cloudtrail-inspector: from raw CloudTrail records to error clusters.
+//!
+//! Pipeline, per raw record (one JSON object):
+//! 1. [`might_be_error`] skips, unparsed, records that cannot be errors (most of them).
+//! 2. [`parse_record`] reads the dozen fields we need in one borrowed serde pass.
+//! 3. [`Record::error_kind`] decides whether it is an error: an errorCode, or a failed console
+//!    sign-in ("ConsoleLoginFailure").
+//! 4. [`IgnoreRules`] drop errors the operator already knows about.
+//! 5. [`template()`](fn@template) masks the variable parts of the errorMessage (rules in
+//!    [`mod@template`]), and [`Clusterer`] groups errors by account, region, API, error kind
+//!    and template ([`ClusterKey`]).
+//! 6. [`KeyTracker`] follows access-key activity on the side.
+//!
+//! Per-log-group clusterers are combined with [`Clusterer::merge`]; pre-aggregated rows from
+//! CloudWatch Logs Insights enter through [`Clusterer::ingest_aggregate`].
+
+pub mod cluster;
+pub mod ignore;
+pub mod keys;
+pub mod record;
+pub mod template;
+
+pub use cluster::{AggregateRow, Analysis, Cluster, ClusterKey, Clusterer, ClustererConfig, Counted, Outcome, Stats};
+pub use ignore::IgnoreRules;
+pub use keys::{KeyActivity, KeyTracker};
+pub use record::{Identity, ParseError, Record, might_be_error, parse_event_time, parse_record};
+pub use template::template;

@@ -1,0 +1,716 @@
+//! One CloudTrail record, read in a single borrowed pass.
+//!
+//! Only the dozen fields the engine looks at are deserialized; every other field is skipped with
+//! `IgnoredAny`, which serde_json walks iteratively, so huge or deeply nested request/response
+//! payloads cost a scan and never a stack frame per level. Strings borrow from the input unless
+//! they contain escapes.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use memchr::memmem::Finder;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// `userIdentity`: who made the call. Every field is optional because service-initiated and
+/// anonymous events carry only some of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity<'a> {
+    pub type_: Option<Cow<'a, str>>,
+    pub arn: Option<Cow<'a, str>>,
+    pub access_key_id: Option<Cow<'a, str>>,
+    pub principal_id: Option<Cow<'a, str>>,
+    pub account_id: Option<Cow<'a, str>>,
+    pub invoked_by: Option<Cow<'a, str>>,
+    pub user_name: Option<Cow<'a, str>>,
+}
+
+/// The fields of a CloudTrail record that error clustering and key tracking need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub event_time: DateTime<Utc>,
+    pub event_id: Option<Cow<'a, str>>,
+    pub event_source: Cow<'a, str>,
+    pub event_name: Cow<'a, str>,
+    pub aws_region: Option<Cow<'a, str>>,
+    pub recipient_account_id: Option<Cow<'a, str>>,
+    pub error_code: Option<Cow<'a, str>>,
+    pub error_message: Option<Cow<'a, str>>,
+    /// `sourceIPAddress`.
+    pub source_ip: Option<Cow<'a, str>>,
+    pub user_agent: Option<Cow<'a, str>>,
+    /// `userIdentity`; all `None` when absent or null.
+    pub identity: Identity<'a>,
+    /// `responseElements.ConsoleLogin`, the only place a failed console sign-in shows.
+    pub console_login: Option<Cow<'a, str>>,
+}
+
+/// Error kind given to failed console sign-ins, which CloudTrail records without an errorCode.
+pub const CONSOLE_LOGIN_FAILURE: &str = "ConsoleLoginFailure";
+
+fn non_empty<'s>(v: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+impl Record<'_> {
+    /// "ConsoleLoginFailure" for a failed console sign-in, else the errorCode; None if not an error.
+    pub fn error_kind(&self) -> Option<&str> {
+        if self.event_name == "ConsoleLogin"
+            && (self.console_login.as_deref() == Some("Failure")
+                || self.error_message.as_deref() == Some("Failed authentication"))
+        {
+            return Some(CONSOLE_LOGIN_FAILURE);
+        }
+        non_empty(&self.error_code)
+    }
+
+    /// recipientAccountId, else userIdentity.accountId, else "".
+    pub fn account_id(&self) -> &str {
+        non_empty(&self.recipient_account_id).or_else(|| non_empty(&self.identity.account_id)).unwrap_or("")
+    }
+
+    /// awsRegion or "".
+    pub fn region(&self) -> &str {
+        self.aws_region.as_deref().unwrap_or("")
+    }
+
+    /// userIdentity.arn, else invokedBy, else type, else "": the most specific name available.
+    pub fn principal(&self) -> &str {
+        non_empty(&self.identity.arn)
+            .or_else(|| non_empty(&self.identity.invoked_by))
+            .or_else(|| non_empty(&self.identity.type_))
+            .unwrap_or("")
+    }
+}
+
+/// Why a raw record could not be read. Deep nesting and bad UTF-8 are reported as `NotJson`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    NotJson,
+    NotObject,
+    MissingField(&'static str),
+    WrongType(&'static str),
+    BadTime,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::NotJson => f.write_str("not valid JSON"),
+            ParseError::NotObject => f.write_str("not a JSON object"),
+            ParseError::MissingField(n) => write!(f, "missing field {n}"),
+            ParseError::WrongType(n) => write!(f, "field {n} has the wrong type"),
+            ParseError::BadTime => f.write_str("eventTime is not a recognised timestamp"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+static ERROR_CODE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("\"errorCode\""));
+static CONSOLE_LOGIN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("ConsoleLogin"));
+
+/// Cheap check (memchr::memmem) that a record could be an error: contains `"errorCode"` or
+/// `ConsoleLogin`. False means certainly not an error, so most records are never parsed.
+/// (A key spelled with JSON escapes would slip past; CloudTrail never writes one.)
+pub fn might_be_error(raw: &[u8]) -> bool {
+    ERROR_CODE.find(raw).is_some() || CONSOLE_LOGIN.find(raw).is_some()
+}
+
+/// RFC 3339, and "YYYY-MM-DD HH:MM:SS[.f{1,9}]" taken as UTC (the form some exporters and
+/// Logs Insights write).
+pub fn parse_event_time(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    parse_space_time(s.as_bytes())
+}
+
+fn parse_space_time(b: &[u8]) -> Option<DateTime<Utc>> {
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut v = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        Some(v)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut nanos = 0u32;
+    if b.len() > 19 {
+        let frac = &b[20..];
+        if b[19] != b'.' || frac.is_empty() || frac.len() > 9 {
+            return None;
+        }
+        nanos = num(20..b.len())? * 10u32.pow(9 - frac.len() as u32);
+    }
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    Some(date.and_hms_nano_opt(hour, min, sec, nanos)?.and_utc())
+}
+
+/// Reads one raw record. Bad UTF-8 is `NotJson`; trailing bytes after the object are `NotJson`.
+pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+    let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotJson)?;
+    let field = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let fields = match (RecordSeed { field: &field }).deserialize(&mut de) {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(match (e.classify(), field.get()) {
+                (serde_json::error::Category::Data, Some(name)) => ParseError::WrongType(name),
+                (serde_json::error::Category::Data, None) => ParseError::NotObject,
+                _ => ParseError::NotJson,
+            });
+        }
+    };
+    de.end().map_err(|_| ParseError::NotJson)?;
+    fields.into_record()
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CowStrVisitor)
+    }
+}
+
+struct CowStrVisitor;
+
+impl<'de> Visitor<'de> for CowStrVisitor {
+    type Value = CowStr<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(CowStr(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(CowStr(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(CowStr(Cow::Owned(v)))
+    }
+}
+
+/// Reads an optional string field, naming it in `field` so a type error can say which one.
+fn opt_str<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    field: &Cell<Option<&'static str>>,
+    name: &'static str,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    field.set(Some(name));
+    let v = map.next_value::<Option<CowStr<'de>>>()?;
+    field.set(None);
+    Ok(v.map(|c| c.0))
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    event_time: Option<Cow<'a, str>>,
+    event_id: Option<Cow<'a, str>>,
+    event_source: Option<Cow<'a, str>>,
+    event_name: Option<Cow<'a, str>>,
+    aws_region: Option<Cow<'a, str>>,
+    recipient_account_id: Option<Cow<'a, str>>,
+    error_code: Option<Cow<'a, str>>,
+    error_message: Option<Cow<'a, str>>,
+    source_ip: Option<Cow<'a, str>>,
+    user_agent: Option<Cow<'a, str>>,
+    identity: Option<Identity<'a>>,
+    console_login: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    fn into_record(self) -> Result<Record<'a>, ParseError> {
+        let event_source = self.event_source.ok_or(ParseError::MissingField("eventSource"))?;
+        let event_name = self.event_name.ok_or(ParseError::MissingField("eventName"))?;
+        let time = self.event_time.ok_or(ParseError::MissingField("eventTime"))?;
+        let event_time = parse_event_time(&time).ok_or(ParseError::BadTime)?;
+        Ok(Record {
+            event_time,
+            event_id: self.event_id,
+            event_source,
+            event_name,
+            aws_region: self.aws_region,
+            recipient_account_id: self.recipient_account_id,
+            error_code: self.error_code,
+            error_message: self.error_message,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+            identity: self.identity.unwrap_or_default(),
+            console_login: self.console_login,
+        })
+    }
+}
+
+/// Top-level keys we read; everything else is `Other` and skipped.
+enum Key {
+    EventTime,
+    EventId,
+    EventSource,
+    EventName,
+    AwsRegion,
+    RecipientAccountId,
+    ErrorCode,
+    ErrorMessage,
+    SourceIp,
+    UserAgent,
+    UserIdentity,
+    ResponseElements,
+    // userIdentity members
+    Type,
+    Arn,
+    AccessKeyId,
+    PrincipalId,
+    AccountId,
+    InvokedBy,
+    UserName,
+    // responseElements member
+    ConsoleLogin,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match v {
+            "eventTime" => Key::EventTime,
+            "eventID" => Key::EventId,
+            "eventSource" => Key::EventSource,
+            "eventName" => Key::EventName,
+            "awsRegion" => Key::AwsRegion,
+            "recipientAccountId" => Key::RecipientAccountId,
+            "errorCode" => Key::ErrorCode,
+            "errorMessage" => Key::ErrorMessage,
+            "sourceIPAddress" => Key::SourceIp,
+            "userAgent" => Key::UserAgent,
+            "userIdentity" => Key::UserIdentity,
+            "responseElements" => Key::ResponseElements,
+            "type" => Key::Type,
+            "arn" => Key::Arn,
+            "accessKeyId" => Key::AccessKeyId,
+            "principalId" => Key::PrincipalId,
+            "accountId" => Key::AccountId,
+            "invokedBy" => Key::InvokedBy,
+            "userName" => Key::UserName,
+            "ConsoleLogin" => Key::ConsoleLogin,
+            _ => Key::Other,
+        })
+    }
+}
+
+struct RecordSeed<'c> {
+    field: &'c Cell<Option<&'static str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = Fields<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_> {
+    type Value = Fields<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a CloudTrail record object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Fields::default();
+        let field = self.field;
+        // Duplicate keys: the last one wins, as in most JSON readers.
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::EventTime => out.event_time = opt_str(&mut map, field, "eventTime")?,
+                Key::EventId => out.event_id = opt_str(&mut map, field, "eventID")?,
+                Key::EventSource => out.event_source = opt_str(&mut map, field, "eventSource")?,
+                Key::EventName => out.event_name = opt_str(&mut map, field, "eventName")?,
+                Key::AwsRegion => out.aws_region = opt_str(&mut map, field, "awsRegion")?,
+                Key::RecipientAccountId => out.recipient_account_id = opt_str(&mut map, field, "recipientAccountId")?,
+                Key::ErrorCode => out.error_code = opt_str(&mut map, field, "errorCode")?,
+                Key::ErrorMessage => out.error_message = opt_str(&mut map, field, "errorMessage")?,
+                Key::SourceIp => out.source_ip = opt_str(&mut map, field, "sourceIPAddress")?,
+                Key::UserAgent => out.user_agent = opt_str(&mut map, field, "userAgent")?,
+                Key::UserIdentity => {
+                    field.set(Some("userIdentity"));
+                    out.identity = map.next_value_seed(OptIdentitySeed { field })?;
+                    field.set(None);
+                }
+                Key::ResponseElements => {
+                    out.console_login = map.next_value_seed(ResponseElementsSeed)?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct OptIdentitySeed<'c> {
+    field: &'c Cell<Option<&'static str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for OptIdentitySeed<'_> {
+    type Value = Option<Identity<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptIdentitySeed<'_> {
+    type Value = Option<Identity<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a userIdentity object or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(IdentityVisitor { field: self.field }).map(Some)
+    }
+}
+
+struct IdentityVisitor<'c> {
+    field: &'c Cell<Option<&'static str>>,
+}
+
+impl<'de> Visitor<'de> for IdentityVisitor<'_> {
+    type Value = Identity<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a userIdentity object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut id = Identity::default();
+        let field = self.field;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Type => id.type_ = opt_str(&mut map, field, "userIdentity.type")?,
+                Key::Arn => id.arn = opt_str(&mut map, field, "userIdentity.arn")?,
+                Key::AccessKeyId => id.access_key_id = opt_str(&mut map, field, "userIdentity.accessKeyId")?,
+                Key::PrincipalId => id.principal_id = opt_str(&mut map, field, "userIdentity.principalId")?,
+                Key::AccountId => id.account_id = opt_str(&mut map, field, "userIdentity.accountId")?,
+                Key::InvokedBy => id.invoked_by = opt_str(&mut map, field, "userIdentity.invokedBy")?,
+                Key::UserName => id.user_name = opt_str(&mut map, field, "userIdentity.userName")?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            // Back at the userIdentity level: a later structural type error belongs to it.
+            field.set(Some("userIdentity"));
+        }
+        Ok(id)
+    }
+}
+
+/// `responseElements` may be anything; only an object with a string `ConsoleLogin` yields a value.
+struct ResponseElementsSeed;
+
+impl<'de> DeserializeSeed<'de> for ResponseElementsSeed {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(LenientVisitor { look_for_console_login: true })
+    }
+}
+
+/// Accepts any JSON value. At the `responseElements` level it looks inside an object for
+/// `ConsoleLogin`; at the `ConsoleLogin` level it keeps a string and drops anything else.
+struct LenientVisitor {
+    look_for_console_login: bool,
+}
+
+impl<'de> de::DeserializeSeed<'de> for LenientVisitor {
+    type Value = Option<Cow<'de, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LenientVisitor {
+    type Value = Option<Cow<'de, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok((!self.look_for_console_login).then_some(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok((!self.look_for_console_login).then(|| Cow::Owned(v.to_owned())))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            if self.look_for_console_login && matches!(key, Key::ConsoleLogin) {
+                found = map.next_value_seed(LenientVisitor { look_for_console_login: false })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, ns: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap() + chrono::Duration::nanoseconds(ns.into())
+    }
+
+    #[test]
+    fn event_time_formats() {
+        let cases: &[(&str, Option<DateTime<Utc>>)] = &[
+            ("2023-07-10T12:07:57Z", Some(utc(2023, 7, 10, 12, 7, 57, 0))),
+            ("2023-07-10T14:07:57+02:00", Some(utc(2023, 7, 10, 12, 7, 57, 0))),
+            ("2023-07-10T12:07:57.123Z", Some(utc(2023, 7, 10, 12, 7, 57, 123_000_000))),
+            ("2024-06-02 19:41:40.000000000", Some(utc(2024, 6, 2, 19, 41, 40, 0))),
+            ("2022-03-16 19:17:41", Some(utc(2022, 3, 16, 19, 17, 41, 0))),
+            ("2021-01-24 04:55:45.000", Some(utc(2021, 1, 24, 4, 55, 45, 0))),
+            ("2021-01-24 04:55:45.5", Some(utc(2021, 1, 24, 4, 55, 45, 500_000_000))),
+            ("2021-01-24 04:55:45.123456789", Some(utc(2021, 1, 24, 4, 55, 45, 123_456_789))),
+            ("2021-01-24 04:55:45.1234567890", None),
+            ("2021-01-24 04:55:45.", None),
+            ("2021-01-24 04:55:45Z", Some(utc(2021, 1, 24, 4, 55, 45, 0))), // RFC 3339 allows the space
+            ("2021-02-30 04:55:45", None),
+            ("2021-01-24 25:55:45", None),
+            ("2021-01-24T04:55:45", None),
+            ("redacted", None),
+            ("...", None),
+            ("", None),
+            ("2021-01-24 04:5a:45", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_event_time(s), *want, "{s:?}");
+        }
+    }
+
+    const BASE: &str =
+        r#"{"eventTime":"2023-07-10T12:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeVpcs""#;
+
+    fn rec(extra: &str) -> String {
+        format!("{BASE}{extra}}}")
+    }
+
+    #[test]
+    fn parse_errors() {
+        let cases: Vec<(Vec<u8>, ParseError)> = vec![
+            (b"not json".to_vec(), ParseError::NotJson),
+            (b"".to_vec(), ParseError::NotJson),
+            (b"[]".to_vec(), ParseError::NotObject),
+            (b"\"errorCode\"".to_vec(), ParseError::NotObject),
+            (b"42".to_vec(), ParseError::NotObject),
+            (b"null".to_vec(), ParseError::NotObject),
+            (b"{\"eventSource\":1}".to_vec(), ParseError::WrongType("eventSource")),
+            (b"{\"eventSource\":\"s\",\"eventName\":\"n\"".to_vec(), ParseError::NotJson),
+            (rec("").into_bytes()[..40].to_vec(), ParseError::NotJson),
+            (format!("{} x", rec("")).into_bytes(), ParseError::NotJson),
+            (b"{\"eventSource\":\"s\",\"eventName\":\"n\",\"errorCode\":\"\xff\"}".to_vec(), ParseError::NotJson),
+            (b"{\"eventSource\":\"s\",\"eventName\":\"n\"}".to_vec(), ParseError::MissingField("eventTime")),
+            (
+                b"{\"eventTime\":null,\"eventSource\":\"s\",\"eventName\":\"n\"}".to_vec(),
+                ParseError::MissingField("eventTime"),
+            ),
+            (b"{\"eventTime\":\"redacted\",\"eventSource\":\"s\",\"eventName\":\"n\"}".to_vec(), ParseError::BadTime),
+            (
+                b"{\"eventTime\":1,\"eventSource\":\"s\",\"eventName\":\"n\"}".to_vec(),
+                ParseError::WrongType("eventTime"),
+            ),
+            (
+                b"{\"eventTime\":\"2023-07-10T12:00:00Z\",\"eventName\":\"n\"}".to_vec(),
+                ParseError::MissingField("eventSource"),
+            ),
+            (
+                b"{\"eventTime\":\"2023-07-10T12:00:00Z\",\"eventSource\":null,\"eventName\":\"n\"}".to_vec(),
+                ParseError::MissingField("eventSource"),
+            ),
+            (
+                b"{\"eventTime\":\"2023-07-10T12:00:00Z\",\"eventSource\":\"s\"}".to_vec(),
+                ParseError::MissingField("eventName"),
+            ),
+            (rec(r#","errorCode":5"#).into_bytes(), ParseError::WrongType("errorCode")),
+            (rec(r#","errorMessage":{"a":1}"#).into_bytes(), ParseError::WrongType("errorMessage")),
+            (rec(r#","userIdentity":"root""#).into_bytes(), ParseError::WrongType("userIdentity")),
+            (rec(r#","userIdentity":[1]"#).into_bytes(), ParseError::WrongType("userIdentity")),
+            (rec(r#","userIdentity":{"arn":true}"#).into_bytes(), ParseError::WrongType("userIdentity.arn")),
+            (
+                rec(r#","userIdentity":{"accessKeyId":["A"]}"#).into_bytes(),
+                ParseError::WrongType("userIdentity.accessKeyId"),
+            ),
+            (rec(r#","sourceIPAddress":1.5"#).into_bytes(), ParseError::WrongType("sourceIPAddress")),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(parse_record(&raw).err(), Some(want.clone()), "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    #[test]
+    fn error_kind_and_accessors() {
+        // (extra fields, event name override, error_kind, account_id, region, principal)
+        let cases: &[(&str, Option<&str>, &str, &str, &str)] = &[
+            ("", None, "", "", ""),
+            (r#","errorCode":null"#, None, "", "", ""),
+            (r#","errorCode":"""#, None, "", "", ""),
+            (r#","errorCode":"AccessDenied","awsRegion":"eu-west-1""#, Some("AccessDenied"), "", "eu-west-1", ""),
+            (
+                r#","recipientAccountId":"111","userIdentity":{"accountId":"222","type":"Root"}"#,
+                None,
+                "111",
+                "",
+                "Root",
+            ),
+            (
+                r#","recipientAccountId":"","userIdentity":{"accountId":"222","invokedBy":"x.amazonaws.com","type":"AWSService"}"#,
+                None,
+                "222",
+                "",
+                "x.amazonaws.com",
+            ),
+            (
+                r#","userIdentity":{"arn":"arn:aws:iam::1:user/a","invokedBy":"b","type":"IAMUser"}"#,
+                None,
+                "",
+                "",
+                "arn:aws:iam::1:user/a",
+            ),
+            (r#","userIdentity":null"#, None, "", "", ""),
+            (r#","responseElements":null,"errorCode":"X""#, Some("X"), "", "", ""),
+        ];
+        for (extra, kind, acct, region, principal) in cases {
+            let raw = rec(extra);
+            let r = parse_record(raw.as_bytes()).unwrap();
+            assert_eq!(r.error_kind(), *kind, "{extra}");
+            assert_eq!(r.account_id(), *acct, "{extra}");
+            assert_eq!(r.region(), *region, "{extra}");
+            assert_eq!(r.principal(), *principal, "{extra}");
+        }
+    }
+
+    #[test]
+    fn console_login_failures() {
+        let login = |extra: &str| {
+            format!(
+                r#"{{"eventTime":"2023-07-10T12:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin"{extra}}}"#
+            )
+        };
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#","responseElements":{"ConsoleLogin":"Failure"}"#, Some("ConsoleLoginFailure")),
+            (r#","responseElements":{"ConsoleLogin":"Success"}"#, None),
+            (r#","errorMessage":"Failed authentication""#, Some("ConsoleLoginFailure")),
+            (
+                r#","responseElements":{"ConsoleLogin":"Success"},"errorMessage":"Failed authentication""#,
+                Some("ConsoleLoginFailure"),
+            ),
+            (r#","responseElements":null"#, None),
+            (r#","responseElements":"Failure""#, None),
+            (r#","responseElements":["Failure"]"#, None),
+            (r#","responseElements":{"ConsoleLogin":1}"#, None),
+            (r#","responseElements":{"ConsoleLogin":{"x":"Failure"}}"#, None),
+            (r#","responseElements":{"x":{"ConsoleLogin":"Failure"}}"#, None),
+            (r#","responseElements":{"ConsoleLogin":"Fail\u0075re"}"#, Some("ConsoleLoginFailure")),
+            (r#","responseElements":{"ConsoleLogin":"Failure"},"errorCode":"Other""#, Some("ConsoleLoginFailure")),
+        ];
+        for (extra, want) in cases {
+            let raw = login(extra);
+            assert!(might_be_error(raw.as_bytes()));
+            let r = parse_record(raw.as_bytes()).unwrap();
+            assert_eq!(r.error_kind(), *want, "{extra}");
+        }
+        // The same response on another API is not a sign-in failure.
+        let other = rec(r#","responseElements":{"ConsoleLogin":"Failure"}"#);
+        assert_eq!(parse_record(other.as_bytes()).unwrap().error_kind(), None);
+    }
+
+    #[test]
+    fn borrows_unescaped_strings() {
+        let raw = rec(
+            r#","errorCode":"AccessDenied","errorMessage":"it\"s","userIdentity":{"arn":"a","sessionContext":{"x":[1,{"y":null}]}},"requestParameters":{"a":[[[]]]}"#,
+        );
+        let r = parse_record(raw.as_bytes()).unwrap();
+        assert!(matches!(r.error_code, Some(Cow::Borrowed("AccessDenied"))));
+        assert!(matches!(r.event_source, Cow::Borrowed("ec2.amazonaws.com")));
+        assert!(matches!(&r.error_message, Some(Cow::Owned(s)) if s == "it\"s"));
+        assert_eq!(r.identity.arn.as_deref(), Some("a"));
+        assert_eq!(r.event_time, utc(2023, 7, 10, 12, 0, 0, 0));
+    }
+
+    #[test]
+    fn hostile_sizes_and_nesting() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let raw = rec(&format!(r#","errorCode":"X","requestParameters":{deep}"#));
+        assert_eq!(parse_record(raw.as_bytes()).unwrap().error_kind(), Some("X"));
+        let raw = rec(&format!(r#","errorCode":"X","responseElements":{{"ConsoleLogin":{deep}}}"#));
+        assert_eq!(parse_record(raw.as_bytes()).unwrap().error_kind(), Some("X"));
+        let raw = rec(&format!(r#","errorCode":"X","userIdentity":{{"sessionContext":{deep}}}"#));
+        assert_eq!(parse_record(raw.as_bytes()).unwrap().error_kind(), Some("X"));
+        // Unbalanced nesting is simply not JSON.
+        let raw = rec(&format!(r#","errorCode":"X","requestParameters":{}"#, "[".repeat(10_000)));
+        assert_eq!(parse_record(raw.as_bytes()), Err(ParseError::NotJson));
+        let big = "a".repeat(5 << 20);
+        let raw = rec(&format!(r#","errorCode":"X","errorMessage":"{big}""#));
+        assert_eq!(parse_record(raw.as_bytes()).unwrap().error_message.unwrap().len(), 5 << 20);
+    }
+
+    #[test]
+    fn might_be_error_prefilter() {
+        let cases: &[(&[u8], bool)] = &[
+            (br#"{"errorCode":"X"}"#, true),
+            (br#"{"responseElements":{"ConsoleLogin":"Failure"}}"#, true),
+            (br#"{"eventName":"ConsoleLogin"}"#, true),
+            (br#"{"eventName":"DescribeVpcs","errorCodeX":1}"#, false),
+            (br#"{"eventName":"DescribeVpcs"}"#, false),
+            (b"", false),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(might_be_error(raw), *want, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+}

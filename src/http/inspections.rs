@@ -1,0 +1,154 @@
+//! `/api/v1/inspections`: register, list, read, change and remove inspections.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::{AppState, PageParams, page_type, paginate};
+use crate::model::inspection::{InspectionDraft, InspectionPatch, InspectionView, NewInspection};
+use crate::store::{self, InspectionFilter, StoreError, TimeKey};
+
+page_type!(InspectionPage, InspectionView);
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only enabled (true) or disabled (false) inspections.
+    pub enabled: Option<bool>,
+    /// Only inspections whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+}
+
+fn name_conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict("inspections_name_key") => ApiError::Conflict {
+            code: "name_taken",
+            message: "an inspection with this name already exists".into(),
+            details: None,
+        },
+        other => other.into(),
+    }
+}
+
+/// Register an inspection.
+#[utoipa::path(
+    post, path = "/api/v1/inspections", tag = "inspections",
+    request_body = NewInspection,
+    responses(
+        (status = 201, description = "Created", body = InspectionView,
+            headers(("Location" = String, description = "URL of the new inspection"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "Name already taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<NewInspection>,
+) -> ApiResult<impl IntoResponse> {
+    let draft = InspectionDraft::from_new(input)?;
+    let id = Uuid::now_v7();
+    let created = state.store.create_inspection(id, &draft, store::now()).await.map_err(name_conflict)?;
+    tracing::info!(inspection_id = %id, name = %created.name, "inspection created");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/v1/inspections/{id}"))],
+        Json(InspectionView::from(&created)),
+    ))
+}
+
+/// List inspections, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/inspections", tag = "inspections",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of inspections", body = InspectionPage),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<InspectionPage>> {
+    let page = PageParams { limit: params.limit, cursor: params.cursor };
+    let limit = page.limit()?;
+    let after: Option<TimeKey> = page.after()?;
+    if params.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::BadRequest("name filter must be at most 200 characters".into()));
+    }
+    let filter = InspectionFilter { enabled: params.enabled, name_contains: params.name };
+    let rows = state.store.list_inspections(&filter, after, limit + 1).await?;
+    let (rows, next_cursor) = paginate(rows, limit, |i| (i.created_at, i.id));
+    Ok(Json(InspectionPage { items: rows.iter().map(InspectionView::from).collect(), next_cursor }))
+}
+
+/// Read an inspection.
+#[utoipa::path(
+    get, path = "/api/v1/inspections/{id}", tag = "inspections",
+    params(("id" = Uuid, Path, description = "Inspection id")),
+    responses(
+        (status = 200, description = "The inspection", body = InspectionView),
+        (status = 404, description = "No such inspection", body = ErrorBody),
+    )
+)]
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<InspectionView>> {
+    let found = state.store.get_inspection(id).await?.ok_or_else(|| ApiError::not_found("inspection"))?;
+    Ok(Json(InspectionView::from(&found)))
+}
+
+/// Change an inspection: fields present replace the stored ones.
+#[utoipa::path(
+    patch, path = "/api/v1/inspections/{id}", tag = "inspections",
+    params(("id" = Uuid, Path, description = "Inspection id")),
+    request_body = NewInspection,
+    responses(
+        (status = 200, description = "The changed inspection", body = InspectionView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such inspection", body = ErrorBody),
+        (status = 409, description = "Name already taken", body = ErrorBody),
+        (status = 422, description = "Invalid fields", body = ErrorBody),
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<InspectionPatch>,
+) -> ApiResult<Json<InspectionView>> {
+    let current = state.store.get_inspection(id).await?.ok_or_else(|| ApiError::not_found("inspection"))?;
+    let draft = InspectionDraft::patch(&current, patch)?;
+    let updated = state
+        .store
+        .update_inspection(id, &draft, store::now())
+        .await
+        .map_err(name_conflict)?
+        .ok_or_else(|| ApiError::not_found("inspection"))?;
+    tracing::info!(inspection_id = %id, name = %updated.name, enabled = updated.enabled, "inspection updated");
+    Ok(Json(InspectionView::from(&updated)))
+}
+
+/// Remove an inspection with its runs, clusters and key activity.
+#[utoipa::path(
+    delete, path = "/api/v1/inspections/{id}", tag = "inspections",
+    params(("id" = Uuid, Path, description = "Inspection id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such inspection", body = ErrorBody),
+    )
+)]
+pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<StatusCode> {
+    if state.store.delete_inspection(id).await? {
+        tracing::info!(inspection_id = %id, "inspection deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("inspection"))
+    }
+}

@@ -1,0 +1,216 @@
+//! The HTTP API: routes, shared state, middleware and the OpenAPI document.
+
+pub mod clusters;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod inspections;
+pub mod runs;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::runner::Runner;
+use crate::store::{DynStore, decode_cursor, encode_cursor};
+use error::{ApiError, ErrorBody, REQUEST_ID};
+
+/// Everything handlers need, built once at start-up.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub runner: Arc<Runner>,
+    pub settings: Arc<HttpSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub request_timeout: Duration,
+    pub run_wait_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Base URL for links (no trailing slash).
+    pub public_url: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            request_timeout: Duration::from_secs(30),
+            run_wait_timeout: Duration::from_secs(900),
+            max_body_bytes: 1024 * 1024,
+            public_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cloudtrail-inspector",
+        description = "Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors: \
+            denied and unauthorized API calls, failed sign-ins, errors nobody has seen before. \
+            Register inspections, trigger runs, read the history.",
+        license(name = "Apache-2.0")
+    ),
+    tags(
+        (name = "inspections", description = "What to watch and how"),
+        (name = "runs", description = "Inspections of a time window, and their history"),
+        (name = "clusters", description = "Error clusters and access-key activity"),
+        (name = "health", description = "Liveness and readiness"),
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Routes under the management timeout.
+fn managed_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(inspections::list, inspections::create))
+        .routes(routes!(inspections::get, inspections::update, inspections::delete))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::clusters))
+        .routes(routes!(clusters::list_for_inspection))
+        .routes(routes!(clusters::get))
+        .routes(routes!(clusters::access_keys))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// Routes that wait for a run and so have their own, longer, limit.
+fn run_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(runs::trigger))
+}
+
+/// The OpenAPI document of the whole API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, a) = managed_routes().split_for_parts();
+    let (_, b) = run_routes().split_for_parts();
+    let mut doc = a;
+    doc.merge(b);
+    doc
+}
+
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let (managed, _) = managed_routes().split_for_parts();
+    let (runs, _) = run_routes().split_for_parts();
+    let managed = managed.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout));
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(managed)
+        .merge(runs)
+        .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+        .layer(middleware::from_fn(json_errors))
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(CompressionLayer::new())
+        .layer(middleware::from_fn(scope_request_id))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+}
+
+/// Makes the request id visible to error bodies built deep in handlers.
+async fn scope_request_id(req: Request, next: Next) -> Response {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    REQUEST_ID.scope(id, next.run(req)).await
+}
+
+/// Layers below the handlers (timeout, body limit, method routing) answer errors with empty
+/// or plain-text bodies; give them the API's JSON error shape too.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return res;
+    }
+    let message = match status {
+        StatusCode::REQUEST_TIMEOUT => "the request took too long".to_string(),
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
+        s => s.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let err = ApiError::InvalidBody { status, message, field: None };
+    let mut out = err.into_response();
+    if let Some(allow) = res.headers().get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
+/// Keyset pagination parameters shared by every list.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+        }
+        Ok(limit)
+    }
+
+    pub fn after<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>, ApiError> {
+        match &self.cursor {
+            None => Ok(None),
+            Some(c) if c.is_empty() => Ok(None),
+            Some(c) => decode_cursor(c).map(Some).ok_or_else(|| ApiError::BadRequest("invalid cursor".into())),
+        }
+    }
+}
+
+/// Cuts a page fetched with `limit + 1` rows and computes the cursor of the next one.
+pub fn paginate<T, K: Serialize>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> (Vec<T>, Option<String>) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more { rows.last().map(|r| encode_cursor(&key(r))) } else { None };
+    (rows, next)
+}
+
+/// Declares a page type for a list endpoint (utoipa needs concrete schema names).
+macro_rules! page_type {
+    ($name:ident, $item:ty) => {
+        #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` to get the next page; null on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+pub(crate) use page_type;

@@ -1,0 +1,89 @@
+//! Error clusters and access-key activity as the API shows them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A value with how often it was seen (principals, source IPs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CountedValue {
+    pub value: String,
+    pub count: i64,
+}
+
+/// One cluster as found in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterSummary {
+    /// The known cluster's id (absent for clusters of a dry run that were never recorded).
+    pub cluster_id: Option<Uuid>,
+    /// Stable identity: account, region, event source, event name, error code and template.
+    pub fingerprint: String,
+    pub is_new: bool,
+    pub account_id: String,
+    pub region: String,
+    pub event_source: String,
+    pub event_name: String,
+    /// The record's `errorCode`, or `ConsoleLoginFailure` for a failed console sign-in.
+    pub error_code: String,
+    /// The error message with its variable parts masked (`<ARN>`, `<ID>`, `<NUM>`, …).
+    pub template: String,
+    /// Records of this cluster in the run's window.
+    pub count: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub top_principals: Vec<CountedValue>,
+    pub top_source_ips: Vec<CountedValue>,
+    pub sample_event_ids: Vec<String>,
+    /// One raw error message of the cluster.
+    pub sample_message: String,
+}
+
+/// A cluster an inspection knows, across all its runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterView {
+    pub id: Uuid,
+    pub inspection_id: Uuid,
+    pub fingerprint: String,
+    pub account_id: String,
+    pub region: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub error_code: String,
+    pub template: String,
+    /// Records seen across all runs.
+    pub total_count: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// Whether the cluster was learned from the baseline read rather than reported as new.
+    pub baseline: bool,
+    /// When this service first recorded the cluster.
+    pub discovered_at: DateTime<Utc>,
+    pub discovered_run_id: Option<Uuid>,
+    pub last_run_id: Option<Uuid>,
+    pub top_principals: Vec<CountedValue>,
+    pub top_source_ips: Vec<CountedValue>,
+    pub sample_event_ids: Vec<String>,
+    pub sample_message: String,
+    /// One full CloudTrail record of the cluster (only on `GET /api/v1/clusters/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_record: Option<serde_json::Value>,
+}
+
+/// Last known activity of an access key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AccessKeyView {
+    pub access_key_id: String,
+    pub principal_arn: String,
+    pub account_id: String,
+    pub first_seen: DateTime<Utc>,
+    /// Newest event time seen for the key.
+    pub last_seen: DateTime<Utc>,
+    pub last_event_name: String,
+    pub last_source_ip: String,
+    /// Events seen across all runs.
+    pub total_events: i64,
+    /// Whether the key was active in the run's window (reports only).
+    #[serde(default)]
+    pub active_in_window: bool,
+}

@@ -1,0 +1,703 @@
+//! An inspection: which CloudTrail log groups to watch, with which AWS access, and how.
+//!
+//! The API input types (`NewInspection`, `InspectionPatch`) are validated into
+//! [`InspectionSettings`] (stored as JSON) plus [`AwsSecrets`] (stored apart, never returned).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::validation::FieldErrors;
+use super::{Secret, run::RunSummary};
+
+/// How error records are fetched from CloudWatch Logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// FilterLogEvents with a JSON filter pattern: raw error records cross the wire.
+    #[default]
+    FilterLogEvents,
+    /// Logs Insights `stats … by`: AWS aggregates, far fewer bytes and calls.
+    LogsInsights,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::FilterLogEvents => "filter_log_events",
+            Strategy::LogsInsights => "logs_insights",
+        }
+    }
+}
+
+/// AWS access of an inspection, without its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+pub struct AwsSettings {
+    /// Region of the log groups, e.g. `us-east-1`.
+    pub region: String,
+    /// The 12-digit account the log groups live in (informational; used in links and quotas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Role to assume before reading the log groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// External id to pass when assuming `role_arn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Static access key id; with `secret_access_key`. Absent: the default credential chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// Endpoint to send CloudWatch Logs calls to instead of AWS (LocalStack, a test server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+}
+
+/// The write-only part of the AWS access.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AwsSecrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<Secret>,
+}
+
+/// Records left out of clustering, e.g. expected `ThrottlingException`s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreSettings {
+    /// Error codes to ignore (exact; `ConsoleLoginFailure` for failed sign-ins).
+    #[serde(default)]
+    pub error_codes: Vec<String>,
+    /// Event sources to ignore, e.g. `s3.amazonaws.com`.
+    #[serde(default)]
+    pub event_sources: Vec<String>,
+    /// Principal ARN globs to ignore (`*` any run of characters, `?` one character).
+    #[serde(default)]
+    pub principal_arns: Vec<String>,
+}
+
+/// Severity levels an alert policy can notify on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyLevel {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+/// Who hears about new clusters, as Guance alert policies see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertPolicy {
+    /// Guance alert policy UUIDs (`altpl_…`) attached to this inspection's events.
+    #[serde(default)]
+    pub guance_alert_policy_uuids: Vec<String>,
+    /// Event levels that are sent; others are recorded only.
+    #[serde(default = "default_notify_levels")]
+    pub notify_levels: Vec<NotifyLevel>,
+    /// After an event for a dimension, further events within this many minutes are silent.
+    #[serde(default = "default_silence_minutes")]
+    pub silence_minutes: u32,
+}
+
+fn default_notify_levels() -> Vec<NotifyLevel> {
+    vec![NotifyLevel::Critical, NotifyLevel::Error, NotifyLevel::Warning]
+}
+
+fn default_silence_minutes() -> u32 {
+    60
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        AlertPolicy {
+            guance_alert_policy_uuids: Vec::new(),
+            notify_levels: default_notify_levels(),
+            silence_minutes: default_silence_minutes(),
+        }
+    }
+}
+
+/// Everything configurable about an inspection except its name, description, enabled flag
+/// and secrets. Stored as one JSON document so new settings need no schema change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectionSettings {
+    pub log_groups: Vec<String>,
+    pub aws: AwsSettings,
+    pub lookback_minutes: u32,
+    pub delivery_delay_minutes: u32,
+    pub baseline_days: u32,
+    pub max_catch_up_minutes: u32,
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub ignore: IgnoreSettings,
+    #[serde(default)]
+    pub alert_policy: AlertPolicy,
+}
+
+pub const DEFAULT_LOOKBACK_MINUTES: u32 = 60;
+pub const DEFAULT_DELIVERY_DELAY_MINUTES: u32 = 10;
+pub const DEFAULT_BASELINE_DAYS: u32 = 7;
+pub const DEFAULT_MAX_CATCH_UP_MINUTES: u32 = 24 * 60;
+pub const MAX_LOG_GROUPS: usize = 50;
+const MAX_IGNORE_ENTRIES: usize = 100;
+
+/// A stored inspection.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub settings: InspectionSettings,
+    pub secrets: AwsSecrets,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_run: Option<RunSummary>,
+}
+
+/// AWS access as the API accepts it: secrets may be given, never read back.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsInput {
+    /// Region of the log groups, e.g. `us-east-1`.
+    pub region: Option<String>,
+    /// The 12-digit account id.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub account_id: Option<Option<String>>,
+    /// Role to assume (`arn:aws:iam::<account>:role/<name>`).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub role_arn: Option<Option<String>>,
+    /// External id for the role.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Option<String>>,
+    /// Static access key id (with `secret_access_key`).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub access_key_id: Option<Option<String>>,
+    /// Static secret access key. Write-only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub secret_access_key: Option<Option<Secret>>,
+    /// Session token of temporary credentials. Write-only.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub session_token: Option<Option<Secret>>,
+    /// Send CloudWatch Logs calls here instead of AWS (LocalStack, a test server).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub endpoint_url: Option<Option<String>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`) so that a
+/// PATCH can clear a value.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `POST /api/v1/inspections`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInspection {
+    /// Unique name, 1–200 characters.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Default true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// 1–50 CloudWatch Logs log groups that receive CloudTrail.
+    #[serde(default)]
+    pub log_groups: Option<Vec<String>>,
+    /// The original inspection's form of `log_groups`: one log group name per line.
+    #[serde(default)]
+    pub configs: Option<String>,
+    pub aws: Option<AwsInput>,
+    /// Length of a first run's window (1–1440, default 60).
+    #[serde(default)]
+    pub lookback_minutes: Option<u32>,
+    /// How far behind now a window ends, for CloudTrail's delivery lag (0–120, default 10).
+    #[serde(default)]
+    pub delivery_delay_minutes: Option<u32>,
+    /// Days read before the first run so old errors are not reported as new (0–90, default 7).
+    #[serde(default)]
+    pub baseline_days: Option<u32>,
+    /// Longest span a run catches up after a pause (60–10080, default 1440); older is skipped and recorded.
+    #[serde(default)]
+    pub max_catch_up_minutes: Option<u32>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+    #[serde(default)]
+    pub ignore: Option<IgnoreSettings>,
+    #[serde(default)]
+    pub alert_policy: Option<AlertPolicy>,
+}
+
+/// Body of `PATCH /api/v1/inspections/{id}`: present fields replace, absent ones stay.
+/// In `aws`, `null` clears an optional value.
+pub type InspectionPatch = NewInspection;
+
+/// An inspection as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InspectionView {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub log_groups: Vec<String>,
+    pub aws: AwsView,
+    pub lookback_minutes: u32,
+    pub delivery_delay_minutes: u32,
+    pub baseline_days: u32,
+    pub max_catch_up_minutes: u32,
+    pub strategy: Strategy,
+    pub ignore: IgnoreSettings,
+    pub alert_policy: AlertPolicy,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The newest run, if any.
+    pub last_run: Option<RunSummary>,
+}
+
+/// AWS access as the API shows it: secrets only as "set" flags.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AwsView {
+    pub region: String,
+    pub account_id: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub access_key_id: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub secret_access_key_set: bool,
+    pub session_token_set: bool,
+}
+
+impl From<&Inspection> for InspectionView {
+    fn from(i: &Inspection) -> Self {
+        let s = &i.settings;
+        InspectionView {
+            id: i.id,
+            name: i.name.clone(),
+            description: i.description.clone(),
+            enabled: i.enabled,
+            log_groups: s.log_groups.clone(),
+            aws: AwsView {
+                region: s.aws.region.clone(),
+                account_id: s.aws.account_id.clone(),
+                role_arn: s.aws.role_arn.clone(),
+                external_id: s.aws.external_id.clone(),
+                access_key_id: s.aws.access_key_id.clone(),
+                endpoint_url: s.aws.endpoint_url.clone(),
+                secret_access_key_set: i.secrets.secret_access_key.is_some(),
+                session_token_set: i.secrets.session_token.is_some(),
+            },
+            lookback_minutes: s.lookback_minutes,
+            delivery_delay_minutes: s.delivery_delay_minutes,
+            baseline_days: s.baseline_days,
+            max_catch_up_minutes: s.max_catch_up_minutes,
+            strategy: s.strategy,
+            ignore: s.ignore.clone(),
+            alert_policy: s.alert_policy.clone(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+            last_run: i.last_run.clone(),
+        }
+    }
+}
+
+/// The validated form of an inspection's editable fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectionDraft {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub settings: InspectionSettings,
+    pub secrets: AwsSecrets,
+}
+
+impl InspectionDraft {
+    /// Validates a creation request, reporting every bad field at once.
+    pub fn from_new(input: NewInspection) -> Result<Self, FieldErrors> {
+        let base = InspectionDraft {
+            name: String::new(),
+            description: String::new(),
+            enabled: true,
+            settings: InspectionSettings {
+                log_groups: Vec::new(),
+                aws: AwsSettings::default(),
+                lookback_minutes: DEFAULT_LOOKBACK_MINUTES,
+                delivery_delay_minutes: DEFAULT_DELIVERY_DELAY_MINUTES,
+                baseline_days: DEFAULT_BASELINE_DAYS,
+                max_catch_up_minutes: DEFAULT_MAX_CATCH_UP_MINUTES,
+                strategy: Strategy::default(),
+                ignore: IgnoreSettings::default(),
+                alert_policy: AlertPolicy::default(),
+            },
+            secrets: AwsSecrets::default(),
+        };
+        let mut errors = FieldErrors::default();
+        if input.name.is_none() {
+            errors.add("name", "is required");
+        }
+        if input.log_groups.is_none() && input.configs.is_none() {
+            errors.add("log_groups", "is required (or give `configs`)");
+        }
+        match &input.aws {
+            None => errors.add("aws", "is required"),
+            Some(aws) if aws.region.is_none() => errors.add("aws.region", "is required"),
+            Some(_) => {}
+        }
+        base.apply(input, errors)
+    }
+
+    /// Applies a PATCH on top of the stored inspection and validates the result.
+    pub fn patch(current: &Inspection, input: InspectionPatch) -> Result<Self, FieldErrors> {
+        let base = InspectionDraft {
+            name: current.name.clone(),
+            description: current.description.clone(),
+            enabled: current.enabled,
+            settings: current.settings.clone(),
+            secrets: current.secrets.clone(),
+        };
+        base.apply(input, FieldErrors::default())
+    }
+
+    fn apply(mut self, input: NewInspection, mut errors: FieldErrors) -> Result<Self, FieldErrors> {
+        if let Some(name) = input.name {
+            let trimmed = name.trim().to_string();
+            let n = trimmed.chars().count();
+            if n == 0 || n > 200 {
+                errors.add("name", "must be 1–200 characters");
+            } else if trimmed.chars().any(char::is_control) {
+                errors.add("name", "must not contain control characters");
+            }
+            self.name = trimmed;
+        }
+        if let Some(d) = input.description {
+            if d.chars().count() > 2000 {
+                errors.add("description", "must be at most 2000 characters");
+            }
+            self.description = d;
+        }
+        if let Some(e) = input.enabled {
+            self.enabled = e;
+        }
+        match (input.log_groups, input.configs) {
+            (Some(_), Some(_)) => errors.add("configs", "give either `log_groups` or `configs`, not both"),
+            (Some(groups), None) => {
+                validate_log_groups("log_groups", &groups, &mut errors);
+                self.settings.log_groups = groups;
+            }
+            (None, Some(configs)) => {
+                let groups = parse_configs(&configs);
+                validate_log_groups("configs", &groups, &mut errors);
+                self.settings.log_groups = groups;
+            }
+            (None, None) => {}
+        }
+        if let Some(aws) = input.aws {
+            self.apply_aws(aws, &mut errors);
+        }
+        let s = &mut self.settings;
+        set_range(&mut s.lookback_minutes, input.lookback_minutes, "lookback_minutes", 1, 1440, &mut errors);
+        set_range(
+            &mut s.delivery_delay_minutes,
+            input.delivery_delay_minutes,
+            "delivery_delay_minutes",
+            0,
+            120,
+            &mut errors,
+        );
+        set_range(&mut s.baseline_days, input.baseline_days, "baseline_days", 0, 90, &mut errors);
+        set_range(
+            &mut s.max_catch_up_minutes,
+            input.max_catch_up_minutes,
+            "max_catch_up_minutes",
+            60,
+            10080,
+            &mut errors,
+        );
+        if let Some(st) = input.strategy {
+            s.strategy = st;
+        }
+        if let Some(ignore) = input.ignore {
+            validate_ignore(&ignore, &mut errors);
+            s.ignore = ignore;
+        }
+        if let Some(policy) = input.alert_policy {
+            validate_alert_policy(&policy, &mut errors);
+            s.alert_policy = policy;
+        }
+        errors.into_result(self)
+    }
+
+    fn apply_aws(&mut self, aws: AwsInput, errors: &mut FieldErrors) {
+        let cur = &mut self.settings.aws;
+        if let Some(region) = aws.region {
+            if !valid_region(&region) {
+                errors.add("aws.region", "must be an AWS region name such as `us-east-1`");
+            }
+            cur.region = region;
+        }
+        if let Some(v) = aws.account_id {
+            if let Some(a) = &v {
+                if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                    errors.add("aws.account_id", "must be 12 digits");
+                }
+            }
+            cur.account_id = v;
+        }
+        if let Some(v) = aws.role_arn {
+            if let Some(r) = &v {
+                if !(r.starts_with("arn:aws") && r.contains(":iam::") && r.contains(":role/")) || r.len() > 2048 {
+                    errors.add("aws.role_arn", "must be an IAM role ARN (`arn:aws:iam::<account>:role/<name>`)");
+                }
+            }
+            cur.role_arn = v;
+        }
+        if let Some(v) = aws.external_id {
+            if let Some(e) = &v {
+                if e.len() < 2 || e.len() > 1224 || e.chars().any(char::is_control) {
+                    errors.add("aws.external_id", "must be 2–1224 printable characters");
+                }
+            }
+            cur.external_id = v;
+        }
+        if let Some(v) = aws.access_key_id {
+            if let Some(k) = &v {
+                if k.len() < 16 || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    errors.add("aws.access_key_id", "must be 16–128 letters and digits");
+                }
+            }
+            cur.access_key_id = v;
+        }
+        if let Some(v) = aws.endpoint_url {
+            if let Some(u) = &v {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.len() > 2048
+                    || u.chars().any(char::is_whitespace)
+                {
+                    errors.add("aws.endpoint_url", "must be an http:// or https:// URL");
+                }
+            }
+            cur.endpoint_url = v;
+        }
+        if let Some(v) = aws.secret_access_key {
+            if let Some(s) = &v {
+                if s.expose().is_empty() || s.expose().len() > 256 {
+                    errors.add("aws.secret_access_key", "must be 1–256 characters");
+                }
+            }
+            self.secrets.secret_access_key = v;
+        }
+        if let Some(v) = aws.session_token {
+            if let Some(s) = &v {
+                if s.expose().is_empty() || s.expose().len() > 8192 {
+                    errors.add("aws.session_token", "must be 1–8192 characters");
+                }
+            }
+            self.secrets.session_token = v;
+        }
+        let cur = &self.settings.aws;
+        match (cur.access_key_id.is_some(), self.secrets.secret_access_key.is_some()) {
+            (true, false) => errors.add("aws.secret_access_key", "is required with `access_key_id`"),
+            (false, true) => errors.add("aws.access_key_id", "is required with `secret_access_key`"),
+            _ => {}
+        }
+        if self.secrets.session_token.is_some() && cur.access_key_id.is_none() {
+            errors.add("aws.session_token", "needs `access_key_id` and `secret_access_key`");
+        }
+        if cur.external_id.is_some() && cur.role_arn.is_none() {
+            errors.add("aws.external_id", "needs `role_arn`");
+        }
+    }
+}
+
+/// Splits the original inspection's `configs` text: one log group per line, blanks ignored.
+pub fn parse_configs(configs: &str) -> Vec<String> {
+    configs.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+/// CloudWatch Logs' own rule for log group names.
+pub fn valid_log_group(name: &str) -> bool {
+    (1..=512).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b'#'))
+}
+
+pub fn validate_log_groups(field: &str, groups: &[String], errors: &mut FieldErrors) {
+    if groups.is_empty() || groups.len() > MAX_LOG_GROUPS {
+        errors.add(field, format!("must list 1–{MAX_LOG_GROUPS} log groups"));
+        if groups.len() > MAX_LOG_GROUPS {
+            return;
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        if !valid_log_group(g) {
+            errors.add(format!("{field}[{i}]"), "must be 1–512 characters of letters, digits and . - _ / #");
+        } else if !seen.insert(g.as_str()) {
+            errors.add(format!("{field}[{i}]"), "is listed twice");
+        }
+    }
+}
+
+fn valid_region(r: &str) -> bool {
+    // e.g. us-east-1, cn-northwest-1, us-gov-west-1, ap-southeast-5
+    let parts: Vec<&str> = r.split('-').collect();
+    (2..=64).contains(&r.len())
+        && parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn set_range(target: &mut u32, value: Option<u32>, field: &str, min: u32, max: u32, errors: &mut FieldErrors) {
+    if let Some(v) = value {
+        if v < min || v > max {
+            errors.add(field, format!("must be between {min} and {max}"));
+        }
+        *target = v;
+    }
+}
+
+fn validate_ignore(ignore: &IgnoreSettings, errors: &mut FieldErrors) {
+    for (field, list) in [
+        ("ignore.error_codes", &ignore.error_codes),
+        ("ignore.event_sources", &ignore.event_sources),
+        ("ignore.principal_arns", &ignore.principal_arns),
+    ] {
+        if list.len() > MAX_IGNORE_ENTRIES {
+            errors.add(field, format!("must have at most {MAX_IGNORE_ENTRIES} entries"));
+            continue;
+        }
+        for (i, v) in list.iter().enumerate() {
+            if v.is_empty() || v.len() > 512 || v.chars().any(char::is_control) {
+                errors.add(format!("{field}[{i}]"), "must be 1–512 printable characters");
+            }
+        }
+    }
+}
+
+fn validate_alert_policy(p: &AlertPolicy, errors: &mut FieldErrors) {
+    if p.guance_alert_policy_uuids.len() > 20 {
+        errors.add("alert_policy.guance_alert_policy_uuids", "must have at most 20 entries");
+    }
+    for (i, u) in p.guance_alert_policy_uuids.iter().enumerate() {
+        let ok = u.starts_with("altpl_")
+            && u.len() <= 64
+            && u.len() > 6
+            && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            errors.add(
+                format!("alert_policy.guance_alert_policy_uuids[{i}]"),
+                "must be a Guance alert policy UUID (`altpl_…`)",
+            );
+        }
+    }
+    if p.notify_levels.is_empty() {
+        errors.add("alert_policy.notify_levels", "must name at least one level");
+    }
+    let distinct: BTreeSet<_> = p.notify_levels.iter().collect();
+    if distinct.len() != p.notify_levels.len() {
+        errors.add("alert_policy.notify_levels", "lists a level twice");
+    }
+    if p.silence_minutes > 10080 {
+        errors.add("alert_policy.silence_minutes", "must be between 0 and 10080");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_input(json: serde_json::Value) -> NewInspection {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn configs_text_is_split_into_log_groups() {
+        assert_eq!(parse_configs("source1\nsource2\r\n\n  source3  \n"), vec!["source1", "source2", "source3"]);
+    }
+
+    #[test]
+    fn minimal_inspection_gets_defaults() {
+        let d = InspectionDraft::from_new(new_input(serde_json::json!({
+            "name": "prod", "configs": "a\nb", "aws": {"region": "us-east-1"}
+        })))
+        .unwrap();
+        assert_eq!(d.settings.log_groups, vec!["a", "b"]);
+        assert_eq!(d.settings.lookback_minutes, 60);
+        assert_eq!(d.settings.delivery_delay_minutes, 10);
+        assert_eq!(d.settings.baseline_days, 7);
+        assert_eq!(d.settings.strategy, Strategy::FilterLogEvents);
+        assert!(d.enabled);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let err = InspectionDraft::from_new(new_input(serde_json::json!({
+            "name": "",
+            "log_groups": ["ok", "bad name", "ok"],
+            "aws": {"region": "nowhere", "account_id": "12", "access_key_id": "AKIAAAAAAAAAAAAAAAAA"},
+            "lookback_minutes": 0,
+            "baseline_days": 91,
+            "alert_policy": {"guance_alert_policy_uuids": ["x"], "notify_levels": []}
+        })))
+        .unwrap_err();
+        let fields: Vec<&str> = err.fields().keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "alert_policy.guance_alert_policy_uuids[0]",
+                "alert_policy.notify_levels",
+                "aws.account_id",
+                "aws.region",
+                "aws.secret_access_key",
+                "baseline_days",
+                "log_groups[1]",
+                "log_groups[2]",
+                "lookback_minutes",
+                "name",
+            ]
+        );
+    }
+
+    #[test]
+    fn log_group_names_follow_cloudwatch_rules() {
+        for (name, ok) in [
+            ("aws-cloudtrail-logs-123", true),
+            ("/aws/cloudtrail/org#1.x_y", true),
+            ("", false),
+            ("has space", false),
+            ("ünïcode", false),
+            (&"a".repeat(512), true),
+            (&"a".repeat(513), false),
+        ] {
+            assert_eq!(valid_log_group(name), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn regions() {
+        for (r, ok) in [
+            ("us-east-1", true),
+            ("cn-northwest-1", true),
+            ("us-gov-west-1", true),
+            ("us-east", false),
+            ("US-EAST-1", false),
+            ("", false),
+        ] {
+            assert_eq!(valid_region(r), ok, "{r}");
+        }
+    }
+}

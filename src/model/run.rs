@@ -1,0 +1,194 @@
+//! A run: one inspection of one time window, and what it found.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::cluster::{AccessKeyView, ClusterSummary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Accepted, waiting for a free run slot.
+    Queued,
+    Running,
+    /// Every log group was read.
+    Succeeded,
+    /// Some log groups could not be read; see `log_groups[].error`.
+    Partial,
+    /// Nothing could be read, or the results could not be stored.
+    Failed,
+    /// The process stopped while the run was in progress; its window is read again next time.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "partial" => RunStatus::Partial,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Api,
+    Schedule,
+    Func,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Schedule => "schedule",
+            Trigger::Func => "func",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "api" => Trigger::Api,
+            "schedule" => Trigger::Schedule,
+            "func" => Trigger::Func,
+            _ => return None,
+        })
+    }
+}
+
+/// Body of `POST /api/v1/inspections/{id}/runs`; every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Start of an explicit window (inclusive). With `window_end`; does not move the watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<DateTime<Utc>>,
+    /// End of an explicit window (exclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<DateTime<Utc>>,
+    /// Read these log groups instead of the inspection's for this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_groups: Option<Vec<String>>,
+    /// Compute and record the result, but learn nothing: no cluster becomes known, no
+    /// watermark moves.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Outcome of one log group in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogGroupOutcome {
+    pub name: String,
+    /// `succeeded`, `failed`, or `pending` before the run finishes.
+    pub status: String,
+    pub records_scanned: u64,
+    pub error_records: u64,
+    /// Start of the span read for this group (groups can differ after a partial run).
+    pub window_start: Option<DateTime<Utc>>,
+    /// Whether the baseline of this group was read in this run.
+    #[serde(default)]
+    pub baseline_read: bool,
+    /// The AWS error that stopped this group, if any.
+    pub error: Option<String>,
+}
+
+/// The newest run of an inspection, as shown on the inspection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub status: RunStatus,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub clusters_new: i64,
+}
+
+/// The result a caller shows: the three parts of the original inspection's event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunReport {
+    pub inspection_id: Uuid,
+    pub inspection: String,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    /// Error records that fell into new clusters.
+    pub new_error_records: i64,
+    /// Per cloud account: its new error records and clusters.
+    pub accounts: Vec<AccountSummary>,
+    /// Access keys with their last known activity (active in this window first).
+    pub access_keys: Vec<AccessKeyView>,
+    /// Clusters this inspection had never seen, largest first.
+    pub new_clusters: Vec<ClusterSummary>,
+    /// True when `new_clusters` was cut to its first 100.
+    pub new_clusters_truncated: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccountSummary {
+    pub account_id: String,
+    pub new_error_records: i64,
+    pub new_clusters: i64,
+    pub error_records: i64,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    pub id: Uuid,
+    pub inspection_id: Uuid,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    /// Whether the window was given by the caller (then the watermark did not move).
+    pub explicit_window: bool,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    /// Span left unread because the inspection had paused longer than `max_catch_up_minutes`.
+    pub skipped_start: Option<DateTime<Utc>>,
+    pub skipped_end: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub records_scanned: i64,
+    pub error_records: i64,
+    pub malformed_records: i64,
+    pub ignored_records: i64,
+    pub clusters_total: i64,
+    pub clusters_new: i64,
+    pub new_error_records: i64,
+    /// Clusters recorded as known from the baseline read of a first run.
+    pub baseline_clusters: i64,
+    pub aws_api_calls: i64,
+    pub log_groups: Vec<LogGroupOutcome>,
+    pub error: Option<String>,
+    pub report: Option<RunReport>,
+    /// The request that started the run.
+    pub request: RunRequest,
+}
+
+impl Run {
+    pub fn summary(&self) -> RunSummary {
+        RunSummary { id: self.id, status: self.status, finished_at: self.finished_at, clusters_new: self.clusters_new }
+    }
+}

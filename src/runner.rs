@@ -1,0 +1,690 @@
+//! Runs inspections: decides each log group's window, reads it through a [`LogSource`],
+//! clusters what it finds, tells new clusters from known ones and stores it all at once.
+//!
+//! Windows: a log group is read from where it was last read completely (its watermark) to
+//! `now − delivery_delay`, so consecutive runs neither overlap nor leave gaps and late
+//! CloudTrail deliveries are still seen. A group never read before starts at
+//! `end − lookback` and first reads `baseline_days` before that, whose clusters become
+//! known without being reported. A group that fails keeps its watermark; the next run reads
+//! its window again. Explicit windows and dry runs move nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::RunnerSettings;
+use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use crate::model::inspection::{Inspection, validate_log_groups};
+use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
+use crate::model::validation::FieldErrors;
+use crate::source::{LogSource, SourceError, SourceFactory, Window};
+use crate::store::{
+    self, ClusterWrite, DynStore, FinishedRun, KeyWrite, LogGroupState, NewRun, QueueRefused, StoreError,
+};
+
+/// The longest explicit window a caller may ask for.
+const MAX_EXPLICIT_WINDOW_DAYS: i64 = 31;
+/// New clusters listed in a run's report (all of them are in `GET /runs/{id}/clusters`).
+const REPORT_CLUSTERS: usize = 100;
+/// Access keys listed in a run's report.
+const REPORT_KEYS: usize = 50;
+/// Top values kept per cluster across runs.
+const TOP_K: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("inspection not found")]
+    NotFound,
+    #[error("inspection is disabled")]
+    Disabled,
+    #[error("a run of this inspection is already in progress: {run_id}")]
+    Active { run_id: Uuid },
+    #[error("invalid run request")]
+    Invalid(FieldErrors),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A queued run and the task executing it.
+pub struct Started {
+    pub run: Run,
+    pub done: JoinHandle<Option<Run>>,
+}
+
+pub struct Runner {
+    store: DynStore,
+    sources: Arc<dyn SourceFactory>,
+    settings: RunnerSettings,
+    slots: Arc<Semaphore>,
+    /// Runs this process holds, whose heartbeats it keeps fresh.
+    active: Mutex<HashSet<Uuid>>,
+    owner: String,
+}
+
+impl Runner {
+    pub fn new(store: DynStore, sources: Arc<dyn SourceFactory>, settings: RunnerSettings) -> Arc<Self> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        Arc::new(Runner {
+            store,
+            sources,
+            slots: Arc::new(Semaphore::new(settings.run_concurrency.max(1))),
+            settings,
+            active: Mutex::new(HashSet::new()),
+            owner: format!("{host}/{}", std::process::id()),
+        })
+    }
+
+    pub fn settings(&self) -> &RunnerSettings {
+        &self.settings
+    }
+
+    /// Keeps heartbeats of this process's runs fresh and declares other processes' dead runs
+    /// interrupted. Runs until the process ends.
+    pub fn spawn_housekeeping(self: &Arc<Self>) -> JoinHandle<()> {
+        let runner = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(runner.settings.heartbeat_interval);
+            loop {
+                tick.tick().await;
+                runner.housekeeping().await;
+            }
+        })
+    }
+
+    pub async fn housekeeping(&self) {
+        let ids: Vec<Uuid> = self.active.lock().expect("active lock").iter().copied().collect();
+        let now = store::now();
+        if !ids.is_empty() {
+            if let Err(e) = self.store.heartbeat(&ids, now).await {
+                tracing::warn!(error = %e, "could not refresh run heartbeats");
+            }
+        }
+        match self.store.interrupt_stale_runs(self.stale_before(now), now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(runs = n, "marked runs of a stopped process as interrupted"),
+            Err(e) => tracing::warn!(error = %e, "could not check for interrupted runs"),
+        }
+    }
+
+    fn stale_before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - TimeDelta::from_std(self.settings.stale_after).unwrap_or(TimeDelta::minutes(2))
+    }
+
+    /// Validates a run request against the inspection, queues the run and starts it.
+    pub async fn trigger(
+        self: &Arc<Self>,
+        inspection_id: Uuid,
+        trigger: Trigger,
+        request: RunRequest,
+        trace_id: Option<String>,
+    ) -> Result<Started, TriggerError> {
+        let inspection = self.store.get_inspection(inspection_id).await?.ok_or(TriggerError::NotFound)?;
+        if !inspection.enabled {
+            return Err(TriggerError::Disabled);
+        }
+        let request = validate_request(request, store::now()).map_err(TriggerError::Invalid)?;
+        let log_groups = request.log_groups.clone().unwrap_or_else(|| inspection.settings.log_groups.clone());
+        let now = store::now();
+        let new = NewRun {
+            id: Uuid::now_v7(),
+            inspection_id,
+            trigger,
+            trace_id,
+            request,
+            log_groups,
+            owner: self.owner.clone(),
+            created_at: now,
+        };
+        let run = match self.store.queue_run(&new, self.stale_before(now)).await? {
+            Ok(run) => run,
+            Err(QueueRefused::Active { run_id }) => return Err(TriggerError::Active { run_id }),
+            Err(QueueRefused::InspectionMissing) => return Err(TriggerError::NotFound),
+        };
+        self.active.lock().expect("active lock").insert(run.id);
+        tracing::info!(run_id = %run.id, inspection = %inspection.name, trigger = trigger.as_str(), "run queued");
+        let runner = Arc::clone(self);
+        let queued = run.clone();
+        let done = tokio::spawn(async move {
+            let id = queued.id;
+            let result = runner.execute(queued).await;
+            runner.active.lock().expect("active lock").remove(&id);
+            result
+        });
+        Ok(Started { run, done })
+    }
+
+    /// Executes a queued run to its end and returns it as stored.
+    async fn execute(&self, run: Run) -> Option<Run> {
+        let _slot = self.slots.clone().acquire_owned().await.ok()?;
+        let run_id = run.id;
+        match self.execute_inner(&run).await {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(run_id = %run_id, error = format!("{e:#}"), "run failed");
+                let now = store::now();
+                if let Err(e2) =
+                    self.store.fail_run(run_id, RunStatus::Failed, &format!("{e:#}"), &run.log_groups, now).await
+                {
+                    tracing::error!(run_id = %run_id, error = %e2, "could not record the failed run");
+                }
+            }
+        }
+        self.store.get_run(run_id).await.ok().flatten()
+    }
+
+    async fn execute_inner(&self, run: &Run) -> anyhow::Result<()> {
+        let Some(inspection) = self.store.get_inspection(run.inspection_id).await? else {
+            return Ok(()); // deleted meanwhile; its runs went with it
+        };
+        let now = store::now();
+        let states: HashMap<String, LogGroupState> =
+            self.store.log_group_states(inspection.id).await?.into_iter().map(|s| (s.log_group.clone(), s)).collect();
+        let groups: Vec<String> = run.log_groups.iter().map(|g| g.name.clone()).collect();
+        let plans: Vec<GroupPlan> =
+            groups.iter().map(|g| plan_group(&inspection, &run.request, g, states.get(g), now)).collect();
+        let window_start = plans.iter().map(|p| p.window.start).min().unwrap_or(now);
+        let window_end = plans.iter().map(|p| p.window.end).max().unwrap_or(now);
+        let skipped =
+            plans.iter().filter_map(|p| p.skipped).fold(None, |acc: Option<(DateTime<Utc>, DateTime<Utc>)>, s| {
+                Some(match acc {
+                    None => s,
+                    Some(a) => (a.0.min(s.0), a.1.max(s.1)),
+                })
+            });
+        if !self.store.start_run(run.id, (window_start, window_end), skipped, now).await? {
+            return Ok(()); // declared interrupted before it could start
+        }
+        tracing::info!(run_id = %run.id, inspection = %inspection.name, %window_start, %window_end, groups = groups.len(), "run started");
+
+        let source = match self.sources.for_inspection(&inspection).await {
+            Ok(s) => s,
+            Err(e) => anyhow::bail!("could not set up access to the log source: {e:#}"),
+        };
+        let ignore = IgnoreRules::new(
+            &inspection.settings.ignore.error_codes,
+            &inspection.settings.ignore.event_sources,
+            &inspection.settings.ignore.principal_arns,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid ignore rules: {e}"))?;
+
+        let baseline_start = plans.iter().filter_map(|p| p.baseline.map(|b| b.start)).min();
+        let results: Vec<GroupResult> = futures::stream::iter(plans)
+            .map(|plan| read_group(source.as_ref(), plan, ignore.clone()))
+            .buffered(self.settings.log_group_concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut merged = Clusterer::new(clusterer_config(ignore.clone()));
+        let mut baseline = Clusterer::new(clusterer_config(ignore.clone()));
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut group_states = Vec::new();
+        let mut read_ok = Vec::new();
+        let mut failures = 0usize;
+        for r in results {
+            let mut outcome = LogGroupOutcome {
+                name: r.plan.group.clone(),
+                status: "succeeded".into(),
+                records_scanned: 0,
+                error_records: 0,
+                window_start: Some(r.plan.window.start),
+                baseline_read: r.plan.baseline.is_some(),
+                error: None,
+            };
+            match r.result {
+                Ok((c, b)) => {
+                    let stats = c.stats();
+                    outcome.records_scanned = stats.records_scanned;
+                    outcome.error_records = stats.error_records;
+                    merged.merge(c);
+                    if let Some(b) = b {
+                        baseline.merge(b);
+                    }
+                    if r.plan.moves_state && !run.request.dry_run {
+                        group_states.push(LogGroupState {
+                            log_group: r.plan.group.clone(),
+                            watermark: Some(r.plan.window.end),
+                            baseline_until: r.plan.baseline.map(|b| b.end),
+                        });
+                    }
+                    read_ok.push(r.plan.group.clone());
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(run_id = %run.id, log_group = %r.plan.group, error = %e, "log group could not be read");
+                    outcome.status = "failed".into();
+                    outcome.baseline_read = false;
+                    outcome.error = Some(e.message.clone());
+                }
+            }
+            outcomes.push(outcome);
+        }
+
+        let mut notes = Vec::new();
+        if !read_ok.is_empty() {
+            let key_window = Window { start: window_start, end: window_end };
+            if let Err(e) = source.read_key_activity(&read_ok, key_window, &mut merged).await {
+                tracing::warn!(run_id = %run.id, error = %e, "access-key activity could not be read");
+                notes.push(format!("access-key activity could not be read: {e}"));
+            }
+            // A first run also learns when keys were last active before its window, so the
+            // report can show a key that is idle this hour.
+            if let Some(start) = baseline_start {
+                let span = Window { start, end: window_start };
+                if let Err(e) = source.read_key_activity(&read_ok, span, &mut baseline).await {
+                    tracing::warn!(run_id = %run.id, error = %e, "access-key activity of the baseline could not be read");
+                }
+            }
+        }
+        let api_calls = source.counters().api_calls.load(std::sync::atomic::Ordering::Relaxed) as i64;
+
+        let status = if failures == outcomes.len() && !outcomes.is_empty() {
+            RunStatus::Failed
+        } else if failures > 0 || !notes.is_empty() {
+            RunStatus::Partial
+        } else {
+            RunStatus::Succeeded
+        };
+        if failures > 0 {
+            notes.insert(0, format!("{failures} of {} log groups could not be read", outcomes.len()));
+        }
+
+        let analysis = merged.finish();
+        let baseline = baseline.finish();
+        let finished = self
+            .assemble(
+                &inspection,
+                run,
+                analysis,
+                baseline,
+                Assembly {
+                    status,
+                    window: (window_start, window_end),
+                    skipped,
+                    outcomes,
+                    group_states,
+                    api_calls,
+                    error: (!notes.is_empty()).then(|| notes.join("; ")),
+                },
+            )
+            .await?;
+        let (clusters_new, new_records) =
+            (finished.run_clusters.iter().filter(|c| c.is_new).count(), finished.new_error_records);
+        match self.store.finish_run(&finished).await {
+            Ok(true) => {
+                tracing::info!(
+                    run_id = %run.id, inspection = %inspection.name, status = status.as_str(),
+                    records = finished.records_scanned, errors = finished.error_records,
+                    clusters = finished.run_clusters.len(), clusters_new, new_error_records = new_records,
+                    aws_api_calls = api_calls, "run finished"
+                );
+                Ok(())
+            }
+            Ok(false) => {
+                tracing::warn!(run_id = %run.id, "run was declared interrupted by another process; its results were dropped");
+                Ok(())
+            }
+            Err(e) => Err(anyhow::anyhow!("could not store the run's results: {e}")),
+        }
+    }
+
+    /// Turns what was read into the rows to store and the report to show.
+    async fn assemble(
+        &self,
+        inspection: &Inspection,
+        run: &Run,
+        analysis: Analysis,
+        baseline: Analysis,
+        a: Assembly,
+    ) -> anyhow::Result<FinishedRun> {
+        let dry_run = run.request.dry_run;
+        let mut fingerprints: Vec<String> = analysis.clusters.iter().map(|c| c.fingerprint.clone()).collect();
+        fingerprints.extend(baseline.clusters.iter().map(|c| c.fingerprint.clone()));
+        fingerprints.sort();
+        fingerprints.dedup();
+        let known = self.store.known_clusters(inspection.id, &fingerprints).await?;
+        let baseline_fps: HashSet<&str> = baseline.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
+
+        let mut run_clusters = Vec::with_capacity(analysis.clusters.len());
+        let mut writes = Vec::new();
+        for c in &analysis.clusters {
+            let prior = known.get(&c.fingerprint);
+            let is_new = prior.is_none() && !baseline_fps.contains(c.fingerprint.as_str());
+            let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
+            let summary = summarize(c, id, is_new);
+            if !dry_run {
+                let (tp, ti, samples) = match prior {
+                    Some(k) => (
+                        merge_counted(&k.top_principals, &summary.top_principals),
+                        merge_counted(&k.top_source_ips, &summary.top_source_ips),
+                        k.sample_event_ids.clone(),
+                    ),
+                    None => (
+                        summary.top_principals.clone(),
+                        summary.top_source_ips.clone(),
+                        summary.sample_event_ids.clone(),
+                    ),
+                };
+                writes.push(ClusterWrite {
+                    id: id.expect("non-dry runs give every cluster an id"),
+                    summary: summary.clone(),
+                    top_principals: tp,
+                    top_source_ips: ti,
+                    sample_event_ids: samples,
+                    baseline: false,
+                    sample_record: sample_json(c),
+                });
+            }
+            run_clusters.push(summary);
+        }
+        let window_fps: HashSet<&str> = analysis.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
+        let mut baseline_new = 0i64;
+        for c in &baseline.clusters {
+            if known.contains_key(&c.fingerprint) || window_fps.contains(c.fingerprint.as_str()) {
+                continue;
+            }
+            baseline_new += 1;
+            if !dry_run {
+                let summary = summarize(c, None, false);
+                writes.push(ClusterWrite {
+                    id: Uuid::now_v7(),
+                    top_principals: summary.top_principals.clone(),
+                    top_source_ips: summary.top_source_ips.clone(),
+                    sample_event_ids: summary.sample_event_ids.clone(),
+                    summary,
+                    baseline: true,
+                    sample_record: sample_json(c),
+                });
+            }
+        }
+        // A cluster seen in both the baseline and the window is known, not new, and counted
+        // once per record: the baseline span ends where the window starts.
+        for w in writes.iter_mut().filter(|w| !w.baseline) {
+            if let Some(b) = baseline.clusters.iter().find(|b| b.fingerprint == w.summary.fingerprint) {
+                if !known.contains_key(&b.fingerprint) {
+                    w.summary.count += b.count as i64;
+                    w.summary.first_seen = w.summary.first_seen.min(b.first_seen);
+                }
+            }
+        }
+
+        let key_writes: Vec<KeyWrite> = if dry_run {
+            Vec::new()
+        } else {
+            analysis
+                .keys
+                .iter()
+                .chain(baseline.keys.iter())
+                .map(|k| KeyWrite {
+                    access_key_id: k.access_key_id.clone(),
+                    principal_arn: k.principal_arn.clone(),
+                    account_id: k.account_id.clone(),
+                    first_seen: store::micros(k.first_seen),
+                    last_seen: store::micros(k.last_seen),
+                    last_event_name: k.last_event_name.clone(),
+                    last_source_ip: k.last_source_ip.clone(),
+                    count: k.count as i64,
+                })
+                .collect()
+        };
+
+        let report = self.report(inspection, &a, &analysis, &run_clusters).await;
+        let new_error_records = run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
+        let stats = analysis.stats;
+        Ok(FinishedRun {
+            run_id: run.id,
+            inspection_id: inspection.id,
+            status: a.status,
+            window_start: Some(a.window.0),
+            window_end: Some(a.window.1),
+            skipped: a.skipped,
+            finished_at: store::now(),
+            records_scanned: stats.records_scanned as i64,
+            error_records: stats.error_records as i64,
+            malformed_records: stats.malformed_records as i64,
+            ignored_records: stats.ignored_records as i64,
+            new_error_records,
+            baseline_clusters: baseline_new,
+            aws_api_calls: a.api_calls,
+            log_groups: a.outcomes,
+            error: a.error,
+            report: Some(report),
+            run_clusters,
+            cluster_writes: writes,
+            key_writes,
+            group_states: a.group_states,
+        })
+    }
+
+    async fn report(
+        &self,
+        inspection: &Inspection,
+        a: &Assembly,
+        analysis: &Analysis,
+        clusters: &[ClusterSummary],
+    ) -> RunReport {
+        let mut new_clusters: Vec<ClusterSummary> = clusters.iter().filter(|c| c.is_new).cloned().collect();
+        new_clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.fingerprint.cmp(&y.fingerprint)));
+        let truncated = new_clusters.len() > REPORT_CLUSTERS;
+        new_clusters.truncate(REPORT_CLUSTERS);
+
+        let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
+        for c in clusters {
+            let acc = accounts
+                .entry(c.account_id.clone())
+                .or_insert_with(|| AccountSummary { account_id: c.account_id.clone(), ..AccountSummary::default() });
+            acc.error_records += c.count;
+            if c.is_new {
+                acc.new_clusters += 1;
+                acc.new_error_records += c.count;
+            }
+        }
+
+        // Keys active in the window first, then the newest-known others, so a key idle this
+        // hour still shows when it was last active.
+        let mut keys: Vec<AccessKeyView> = analysis
+            .keys
+            .iter()
+            .map(|k| AccessKeyView {
+                access_key_id: k.access_key_id.clone(),
+                principal_arn: k.principal_arn.clone(),
+                account_id: k.account_id.clone(),
+                first_seen: store::micros(k.first_seen),
+                last_seen: store::micros(k.last_seen),
+                last_event_name: k.last_event_name.clone(),
+                last_source_ip: k.last_source_ip.clone(),
+                total_events: k.count as i64,
+                active_in_window: true,
+            })
+            .collect();
+        keys.truncate(REPORT_KEYS);
+        if keys.len() < REPORT_KEYS {
+            let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
+            match self.store.list_access_keys(inspection.id, None, REPORT_KEYS as i64 * 2).await {
+                Ok(stored) => keys.extend(
+                    stored.into_iter().filter(|k| !seen.contains(&k.access_key_id)).take(REPORT_KEYS - keys.len()),
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not read known access keys for the report"),
+            }
+        }
+
+        RunReport {
+            inspection_id: inspection.id,
+            inspection: inspection.name.clone(),
+            window_start: Some(a.window.0),
+            window_end: Some(a.window.1),
+            new_error_records: clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum(),
+            accounts: accounts.into_values().collect(),
+            access_keys: keys,
+            new_clusters,
+            new_clusters_truncated: truncated,
+        }
+    }
+}
+
+struct Assembly {
+    status: RunStatus,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    outcomes: Vec<LogGroupOutcome>,
+    group_states: Vec<LogGroupState>,
+    api_calls: i64,
+    error: Option<String>,
+}
+
+/// What to read for one log group in one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    pub group: String,
+    pub window: Window,
+    /// The span to read first so old errors become known, not new.
+    pub baseline: Option<Window>,
+    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Whether a successful read moves the group's watermark (default windows only).
+    pub moves_state: bool,
+}
+
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(TimeDelta::seconds(1)).unwrap_or(t)
+}
+
+/// Decides the window of one log group. Pure, so the rules are tested directly.
+pub fn plan_group(
+    inspection: &Inspection,
+    request: &RunRequest,
+    group: &str,
+    state: Option<&LogGroupState>,
+    now: DateTime<Utc>,
+) -> GroupPlan {
+    let s = &inspection.settings;
+    let group = group.to_string();
+    if let (Some(start), Some(end)) = (request.window_start, request.window_end) {
+        return GroupPlan {
+            group,
+            window: Window { start: whole_seconds(start), end: whole_seconds(end) },
+            baseline: None,
+            skipped: None,
+            moves_state: false,
+        };
+    }
+    let end = whole_seconds(now - TimeDelta::minutes(s.delivery_delay_minutes as i64));
+    let cap = TimeDelta::minutes(s.max_catch_up_minutes as i64);
+    let (mut start, mut skipped, mut baseline) = (end - TimeDelta::minutes(s.lookback_minutes as i64), None, None);
+    match state.and_then(|st| st.watermark) {
+        Some(w) => {
+            start = w.min(end);
+            if end - start > cap {
+                skipped = Some((start, end - cap));
+                start = end - cap;
+            }
+        }
+        None => {
+            if s.baseline_days > 0 {
+                baseline = Some(Window { start: start - TimeDelta::days(s.baseline_days as i64), end: start });
+            }
+        }
+    }
+    GroupPlan { group, window: Window { start, end }, baseline, skipped, moves_state: true }
+}
+
+struct GroupResult {
+    plan: GroupPlan,
+    result: Result<(Clusterer, Option<Clusterer>), SourceError>,
+}
+
+fn clusterer_config(ignore: IgnoreRules) -> ClustererConfig {
+    ClustererConfig { ignore, window: None, track_keys: false, top_k: TOP_K, max_samples: 5 }
+}
+
+async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
+    let result = async {
+        let baseline = match plan.baseline {
+            Some(w) => {
+                let mut b = Clusterer::new(clusterer_config(ignore.clone()));
+                source.read_errors(&plan.group, w, &mut b).await?;
+                Some(b)
+            }
+            None => None,
+        };
+        let mut c = Clusterer::new(clusterer_config(ignore));
+        source.read_errors(&plan.group, plan.window, &mut c).await?;
+        Ok((c, baseline))
+    }
+    .await;
+    GroupResult { plan, result }
+}
+
+/// Checks a run request on its own terms; the inspection's rules apply to `log_groups`.
+pub fn validate_request(request: RunRequest, now: DateTime<Utc>) -> Result<RunRequest, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    match (request.window_start, request.window_end) {
+        (Some(start), Some(end)) => {
+            if start >= end {
+                errors.add("window_end", "must be after window_start");
+            } else if end - start > TimeDelta::days(MAX_EXPLICIT_WINDOW_DAYS) {
+                errors.add("window_end", format!("a window can span at most {MAX_EXPLICIT_WINDOW_DAYS} days"));
+            }
+            if end > now + TimeDelta::minutes(5) {
+                errors.add("window_end", "must not be in the future");
+            }
+        }
+        (Some(_), None) => errors.add("window_end", "is required with window_start"),
+        (None, Some(_)) => errors.add("window_start", "is required with window_end"),
+        (None, None) => {}
+    }
+    if let Some(groups) = &request.log_groups {
+        validate_log_groups("log_groups", groups, &mut errors);
+    }
+    errors.into_result(request)
+}
+
+fn summarize(c: &Cluster, id: Option<Uuid>, is_new: bool) -> ClusterSummary {
+    ClusterSummary {
+        cluster_id: id,
+        fingerprint: c.fingerprint.clone(),
+        is_new,
+        account_id: c.key.account_id.clone(),
+        region: c.key.region.clone(),
+        event_source: c.key.event_source.clone(),
+        event_name: c.key.event_name.clone(),
+        error_code: c.key.error_code.clone(),
+        template: c.key.template.clone(),
+        count: c.count as i64,
+        first_seen: store::micros(c.first_seen),
+        last_seen: store::micros(c.last_seen),
+        top_principals: c
+            .top_principals
+            .iter()
+            .map(|v| CountedValue { value: v.value.clone(), count: v.count as i64 })
+            .collect(),
+        top_source_ips: c
+            .top_source_ips
+            .iter()
+            .map(|v| CountedValue { value: v.value.clone(), count: v.count as i64 })
+            .collect(),
+        sample_event_ids: c.sample_event_ids.clone(),
+        sample_message: c.sample_message.clone(),
+    }
+}
+
+fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
+    c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok())
+}
+
+/// Adds two top lists and keeps the largest.
+fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
+    let mut all: BTreeMap<&str, i64> = BTreeMap::new();
+    for v in a.iter().chain(b) {
+        *all.entry(v.value.as_str()).or_default() += v.count;
+    }
+    let mut out: Vec<CountedValue> =
+        all.into_iter().map(|(value, count)| CountedValue { value: value.to_string(), count }).collect();
+    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
+    out.truncate(TOP_K);
+    out
+}

@@ -1,0 +1,87 @@
+//! Where CloudTrail records come from. A source feeds the records of one log group and window
+//! into a [`Clusterer`]; the runner decides which windows and merges the results.
+
+pub mod cloudwatch;
+mod limiter;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::engine::Clusterer;
+use crate::model::inspection::Inspection;
+
+pub use limiter::RateLimiter;
+
+/// A half-open time window `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn is_empty(&self) -> bool {
+        self.start >= self.end
+    }
+}
+
+/// Why a log group could not be read. The message is what users see on the run; it never
+/// holds credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: SourceErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// The log group does not exist.
+    NotFound,
+    /// Credentials are missing, expired or not allowed to read.
+    Denied,
+    /// Throttling, 5xx or timeouts outlasted the retries.
+    Unavailable,
+    /// Anything else (bad parameters, unexpected answers).
+    Other,
+}
+
+impl SourceError {
+    pub fn new(kind: SourceErrorKind, message: impl Into<String>) -> Self {
+        SourceError { kind, message: message.into() }
+    }
+}
+
+/// Counters a source keeps for the run's record.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    pub api_calls: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+pub trait LogSource: Send + Sync {
+    /// Feeds the error records of `group` within `window` into `clusterer`. The selection of
+    /// error records is the clusterer's: a source may pre-filter, never post-filter.
+    async fn read_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError>;
+
+    /// Feeds the access-key activity of `groups` within `window` into `clusterer`.
+    async fn read_key_activity(
+        &self,
+        groups: &[String],
+        window: Window,
+        clusterer: &mut Clusterer,
+    ) -> Result<(), SourceError>;
+
+    /// AWS (or other remote) calls made so far.
+    fn counters(&self) -> &SourceCounters;
+}
+
+/// Builds the source of an inspection; shared state (rate limits) lives here, across runs.
+#[async_trait]
+pub trait SourceFactory: Send + Sync {
+    async fn for_inspection(&self, inspection: &Inspection) -> anyhow::Result<Arc<dyn LogSource>>;
+}

@@ -1,0 +1,301 @@
+//! The database: inspections, runs, clusters, access-key activity and read positions.
+//!
+//! [`Store`] is implemented once, in portable SQL (`sql.rs`), and instantiated for Postgres
+//! and SQLite, so both backends behave the same and are tested with one suite. Invariants
+//! that matter across several service instances live in the schema, not in memory: one
+//! active run per inspection is a partial unique index, a cluster's identity a unique key.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::inspection::{Inspection, InspectionDraft};
+use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+pub type DynStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; the name says which.
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to refusing a statement).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+    } else {
+        anyhow::bail!("unsupported database URL: it must start with postgres:// or sqlite:")
+    }
+}
+
+/// An opaque keyset-pagination position: the sort key of the last item, as base64url JSON.
+pub fn encode_cursor<T: Serialize>(key: &T) -> String {
+    let json = serde_json::to_vec(key).expect("cursor keys serialize");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Option<T> {
+    if cursor.len() > 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InspectionFilter {
+    pub enabled: Option<bool>,
+    pub name_contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub inspection_id: Option<Uuid>,
+    pub status: Option<RunStatus>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFilter {
+    /// Clusters discovered (not from a baseline) at or after this time.
+    pub new_since: Option<DateTime<Utc>>,
+    pub error_code: Option<String>,
+    pub event_source: Option<String>,
+}
+
+/// Sort key of time-ordered lists (inspections, runs, clusters).
+pub type TimeKey = (DateTime<Utc>, Uuid);
+/// Sort key of a run's clusters: new first, then larger, then by fingerprint.
+pub type RunClusterKey = (bool, i64, String);
+/// Sort key of access keys: most recently active first.
+pub type AccessKeyKey = (DateTime<Utc>, String);
+
+/// A run to be queued.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: Uuid,
+    pub inspection_id: Uuid,
+    pub trigger: Trigger,
+    pub trace_id: Option<String>,
+    pub request: RunRequest,
+    pub log_groups: Vec<String>,
+    pub owner: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a run could not be queued.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueRefused {
+    /// Another run of the inspection is queued or running.
+    Active {
+        run_id: Uuid,
+    },
+    InspectionMissing,
+}
+
+/// Where a log group was read up to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogGroupState {
+    pub log_group: String,
+    pub watermark: Option<DateTime<Utc>>,
+    pub baseline_until: Option<DateTime<Utc>>,
+}
+
+/// What the store knows of a cluster that a run found again.
+#[derive(Debug, Clone)]
+pub struct KnownCluster {
+    pub id: Uuid,
+    pub top_principals: Vec<CountedValue>,
+    pub top_source_ips: Vec<CountedValue>,
+    pub sample_event_ids: Vec<String>,
+}
+
+/// A cluster row to write: inserted when new, merged into the known one otherwise.
+#[derive(Debug, Clone)]
+pub struct ClusterWrite {
+    pub id: Uuid,
+    pub summary: ClusterSummary,
+    /// The merged top lists and samples to keep on the known cluster.
+    pub top_principals: Vec<CountedValue>,
+    pub top_source_ips: Vec<CountedValue>,
+    pub sample_event_ids: Vec<String>,
+    pub baseline: bool,
+    pub sample_record: Option<serde_json::Value>,
+}
+
+/// Access-key activity seen by a run.
+#[derive(Debug, Clone)]
+pub struct KeyWrite {
+    pub access_key_id: String,
+    pub principal_arn: String,
+    pub account_id: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub last_event_name: String,
+    pub last_source_ip: String,
+    pub count: i64,
+}
+
+/// Everything a finished run writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct FinishedRun {
+    pub run_id: Uuid,
+    pub inspection_id: Uuid,
+    pub status: RunStatus,
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub finished_at: DateTime<Utc>,
+    pub records_scanned: i64,
+    pub error_records: i64,
+    pub malformed_records: i64,
+    pub ignored_records: i64,
+    pub new_error_records: i64,
+    pub baseline_clusters: i64,
+    pub aws_api_calls: i64,
+    pub log_groups: Vec<LogGroupOutcome>,
+    pub error: Option<String>,
+    pub report: Option<RunReport>,
+    /// The run's clusters (the window's, not the baseline's).
+    pub run_clusters: Vec<ClusterSummary>,
+    /// Known-cluster rows to insert or merge (empty for a dry run).
+    pub cluster_writes: Vec<ClusterWrite>,
+    pub key_writes: Vec<KeyWrite>,
+    /// New read positions of log groups (empty for dry runs and explicit windows).
+    pub group_states: Vec<LogGroupState>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+    async fn migrate(&self) -> anyhow::Result<()>;
+
+    async fn create_inspection(&self, id: Uuid, draft: &InspectionDraft, now: DateTime<Utc>)
+    -> StoreResult<Inspection>;
+    async fn get_inspection(&self, id: Uuid) -> StoreResult<Option<Inspection>>;
+    /// Up to `limit` inspections after `after`, oldest first.
+    async fn list_inspections(
+        &self,
+        filter: &InspectionFilter,
+        after: Option<TimeKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<Inspection>>;
+    async fn update_inspection(
+        &self,
+        id: Uuid,
+        draft: &InspectionDraft,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Inspection>>;
+    async fn delete_inspection(&self, id: Uuid) -> StoreResult<bool>;
+
+    /// Queues a run unless one of the inspection is active. An active run whose heartbeat is
+    /// older than `stale_before` belonged to a dead process: it is marked interrupted first.
+    async fn queue_run(&self, run: &NewRun, stale_before: DateTime<Utc>) -> StoreResult<Result<Run, QueueRefused>>;
+    async fn start_run(
+        &self,
+        run_id: Uuid,
+        window: (DateTime<Utc>, DateTime<Utc>),
+        skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn heartbeat(&self, run_ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
+    /// Marks active runs whose heartbeat is older than `stale_before` as interrupted.
+    async fn interrupt_stale_runs(&self, stale_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
+    async fn log_group_states(&self, inspection_id: Uuid) -> StoreResult<Vec<LogGroupState>>;
+    /// The known clusters among `fingerprints`.
+    async fn known_clusters(
+        &self,
+        inspection_id: Uuid,
+        fingerprints: &[String],
+    ) -> StoreResult<HashMap<String, KnownCluster>>;
+    /// Writes a finished run and all it learned in one transaction. False when the run was
+    /// no longer active (another process declared it interrupted): nothing is written then.
+    async fn finish_run(&self, run: &FinishedRun) -> StoreResult<bool>;
+    /// Records a run that ended without results (the writes of `finish_run` failed or the run
+    /// could not start).
+    async fn fail_run(
+        &self,
+        run_id: Uuid,
+        status: RunStatus,
+        error: &str,
+        log_groups: &[LogGroupOutcome],
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    async fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>>;
+    /// Up to `limit` runs after `after`, newest first.
+    async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
+    async fn run_clusters(
+        &self,
+        run_id: Uuid,
+        after: Option<RunClusterKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClusterSummary>>;
+    async fn list_clusters(
+        &self,
+        inspection_id: Uuid,
+        filter: &ClusterFilter,
+        after: Option<TimeKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClusterView>>;
+    async fn get_cluster(&self, id: Uuid) -> StoreResult<Option<ClusterView>>;
+    async fn list_access_keys(
+        &self,
+        inspection_id: Uuid,
+        after: Option<AccessKeyKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<AccessKeyView>>;
+}
+
+/// Truncates to microseconds, the precision both backends keep, so a value reads back equal.
+pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+/// Now, at stored precision.
+pub fn now() -> DateTime<Utc> {
+    micros(Utc::now())
+}

@@ -1,0 +1,987 @@
+//! The portable SQL behind [`Store`](super::Store), written once and instantiated per backend
+//! by [`sql_store!`].
+//!
+//! Portable means: `$n` placeholders (SQLite reads them positionally too), row-value keyset
+//! comparisons, `on conflict … do update`, `case` instead of `least`/`greatest`, timestamps
+//! and JSON bound from Rust rather than computed by the database.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::inspection::{AwsSecrets, Inspection, InspectionSettings};
+use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, RunSummary, Trigger};
+
+use super::StoreError;
+
+pub(super) const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, i.enabled, i.settings, i.secrets, \
+     i.created_at, i.updated_at, r.id as lr_id, r.status as lr_status, r.finished_at as lr_finished_at, \
+     r.clusters_new as lr_clusters_new \
+     from inspections i left join runs r on r.id = i.last_run_id";
+
+pub(super) const RUN_COLUMNS: &str = "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
+     window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
+     records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
+     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, report";
+
+pub(super) const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
+     event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
+     discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message";
+
+pub(super) const RUN_CLUSTER_COLUMNS: &str = "cluster_id, fingerprint, is_new, account_id, region, event_source, \
+     event_name, error_code, template, count, first_seen, last_seen, top_principals, top_source_ips, \
+     sample_event_ids, sample_message";
+
+pub(super) const ACCESS_KEY_COLUMNS: &str = "access_key_id, principal_arn, account_id, first_seen, last_seen, \
+     last_event_name, last_source_ip, total_events";
+
+/// Rows per multi-row insert: well under both backends' limits on bound parameters.
+pub(super) const INSERT_CHUNK: usize = 400;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct InspectionRow {
+    id: Uuid,
+    name: String,
+    description: String,
+    enabled: bool,
+    settings: Json<InspectionSettings>,
+    secrets: Json<AwsSecrets>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    lr_id: Option<Uuid>,
+    lr_status: Option<String>,
+    lr_finished_at: Option<DateTime<Utc>>,
+    lr_clusters_new: Option<i64>,
+}
+
+impl InspectionRow {
+    pub(super) fn into_model(self) -> Result<Inspection, StoreError> {
+        let last_run = match (self.lr_id, self.lr_status) {
+            (Some(id), Some(status)) => Some(RunSummary {
+                id,
+                status: parse_status(&status)?,
+                finished_at: self.lr_finished_at,
+                clusters_new: self.lr_clusters_new.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok(Inspection {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            enabled: self.enabled,
+            settings: self.settings.0,
+            secrets: self.secrets.0,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            last_run,
+        })
+    }
+}
+
+fn parse_status(s: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown run status {s:?}")))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: Uuid,
+    inspection_id: Uuid,
+    status: String,
+    trigger: String,
+    dry_run: bool,
+    explicit_window: bool,
+    request: Json<RunRequest>,
+    window_start: Option<DateTime<Utc>>,
+    window_end: Option<DateTime<Utc>>,
+    skipped_start: Option<DateTime<Utc>>,
+    skipped_end: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    records_scanned: i64,
+    error_records: i64,
+    malformed_records: i64,
+    ignored_records: i64,
+    clusters_total: i64,
+    clusters_new: i64,
+    new_error_records: i64,
+    baseline_clusters: i64,
+    aws_api_calls: i64,
+    log_groups: Json<Vec<LogGroupOutcome>>,
+    error: Option<String>,
+    report: Option<Json<RunReport>>,
+}
+
+impl RunRow {
+    pub(super) fn into_model(self) -> Result<Run, StoreError> {
+        Ok(Run {
+            id: self.id,
+            inspection_id: self.inspection_id,
+            status: parse_status(&self.status)?,
+            trigger: Trigger::parse(&self.trigger)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown trigger {:?}", self.trigger)))?,
+            dry_run: self.dry_run,
+            explicit_window: self.explicit_window,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            skipped_start: self.skipped_start,
+            skipped_end: self.skipped_end,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            records_scanned: self.records_scanned,
+            error_records: self.error_records,
+            malformed_records: self.malformed_records,
+            ignored_records: self.ignored_records,
+            clusters_total: self.clusters_total,
+            clusters_new: self.clusters_new,
+            new_error_records: self.new_error_records,
+            baseline_clusters: self.baseline_clusters,
+            aws_api_calls: self.aws_api_calls,
+            log_groups: self.log_groups.0,
+            error: self.error,
+            report: self.report.map(|r| r.0),
+            request: self.request.0,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ClusterRow {
+    id: Uuid,
+    inspection_id: Uuid,
+    fingerprint: String,
+    account_id: String,
+    region: String,
+    event_source: String,
+    event_name: String,
+    error_code: String,
+    template: String,
+    total_count: i64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    baseline: bool,
+    discovered_at: DateTime<Utc>,
+    discovered_run_id: Option<Uuid>,
+    last_run_id: Option<Uuid>,
+    top_principals: Json<Vec<CountedValue>>,
+    top_source_ips: Json<Vec<CountedValue>>,
+    sample_event_ids: Json<Vec<String>>,
+    sample_message: String,
+    /// Selected only for a single cluster: records can be large.
+    #[sqlx(default)]
+    sample_record: Option<Json<serde_json::Value>>,
+}
+
+impl ClusterRow {
+    pub(super) fn into_model(self) -> ClusterView {
+        ClusterView {
+            id: self.id,
+            inspection_id: self.inspection_id,
+            fingerprint: self.fingerprint,
+            account_id: self.account_id,
+            region: self.region,
+            event_source: self.event_source,
+            event_name: self.event_name,
+            error_code: self.error_code,
+            template: self.template,
+            total_count: self.total_count,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            baseline: self.baseline,
+            discovered_at: self.discovered_at,
+            discovered_run_id: self.discovered_run_id,
+            last_run_id: self.last_run_id,
+            top_principals: self.top_principals.0,
+            top_source_ips: self.top_source_ips.0,
+            sample_event_ids: self.sample_event_ids.0,
+            sample_message: self.sample_message,
+            sample_record: self.sample_record.map(|j| j.0),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RunClusterRow {
+    cluster_id: Option<Uuid>,
+    fingerprint: String,
+    is_new: bool,
+    account_id: String,
+    region: String,
+    event_source: String,
+    event_name: String,
+    error_code: String,
+    template: String,
+    count: i64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    top_principals: Json<Vec<CountedValue>>,
+    top_source_ips: Json<Vec<CountedValue>>,
+    sample_event_ids: Json<Vec<String>>,
+    sample_message: String,
+}
+
+impl From<RunClusterRow> for ClusterSummary {
+    fn from(r: RunClusterRow) -> Self {
+        ClusterSummary {
+            cluster_id: r.cluster_id,
+            fingerprint: r.fingerprint,
+            is_new: r.is_new,
+            account_id: r.account_id,
+            region: r.region,
+            event_source: r.event_source,
+            event_name: r.event_name,
+            error_code: r.error_code,
+            template: r.template,
+            count: r.count,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            top_principals: r.top_principals.0,
+            top_source_ips: r.top_source_ips.0,
+            sample_event_ids: r.sample_event_ids.0,
+            sample_message: r.sample_message,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AccessKeyRow {
+    access_key_id: String,
+    principal_arn: String,
+    account_id: String,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    last_event_name: String,
+    last_source_ip: String,
+    total_events: i64,
+}
+
+impl From<AccessKeyRow> for AccessKeyView {
+    fn from(r: AccessKeyRow) -> Self {
+        AccessKeyView {
+            access_key_id: r.access_key_id,
+            principal_arn: r.principal_arn,
+            account_id: r.account_id,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            last_event_name: r.last_event_name,
+            last_source_ip: r.last_source_ip,
+            total_events: r.total_events,
+            active_in_window: false,
+        }
+    }
+}
+
+/// Maps a unique violation to the constraint it hit, whatever the backend's wording.
+pub(super) fn map_unique(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            let msg = db.message();
+            let constraint = db.constraint().unwrap_or("");
+            if constraint == "inspections_name_key" || msg.contains("inspections.name") {
+                return StoreError::Conflict("inspections_name_key");
+            }
+            if constraint == "runs_one_active_idx" || msg.contains("runs.inspection_id") {
+                return StoreError::Conflict("runs_one_active_idx");
+            }
+        }
+    }
+    StoreError::Database(e)
+}
+
+/// Escapes `%`, `_` and `\` for a `like … escape '\'` pattern.
+pub(super) fn like_pattern(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 2);
+    out.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// Implements [`Store`](super::Store) for a pool-holding struct over one sqlx backend.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("select 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> anyhow::Result<()> {
+                self.run_migrations().await
+            }
+
+            async fn create_inspection(
+                &self,
+                id: uuid::Uuid,
+                draft: &$crate::model::inspection::InspectionDraft,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<$crate::model::inspection::Inspection> {
+                sqlx::query(
+                    "insert into inspections (id, name, description, enabled, settings, secrets, created_at, updated_at) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(id)
+                .bind(&draft.name)
+                .bind(&draft.description)
+                .bind(draft.enabled)
+                .bind(sqlx::types::Json(&draft.settings))
+                .bind(sqlx::types::Json(&draft.secrets))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::sql::map_unique)?;
+                self.get_inspection(id)
+                    .await?
+                    .ok_or_else(|| $crate::store::StoreError::Corrupt("inspection vanished after insert".into()))
+            }
+
+            async fn get_inspection(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::model::inspection::Inspection>> {
+                let sql = format!("{} where i.id = $1", $crate::store::sql::INSPECTION_SELECT);
+                let row = sqlx::query_as::<$db, $crate::store::sql::InspectionRow>(&sql)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.into_model()).transpose()
+            }
+
+            async fn list_inspections(
+                &self,
+                filter: &$crate::store::InspectionFilter,
+                after: Option<$crate::store::TimeKey>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::inspection::Inspection>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::INSPECTION_SELECT);
+                qb.push(" where 1 = 1");
+                if let Some(enabled) = filter.enabled {
+                    qb.push(" and i.enabled = ").push_bind(enabled);
+                }
+                if let Some(name) = &filter.name_contains {
+                    qb.push(" and lower(i.name) like ")
+                        .push_bind($crate::store::sql::like_pattern(name))
+                        .push(" escape '\\'");
+                }
+                if let Some((t, id)) = after {
+                    qb.push(" and (i.created_at, i.id) > (").push_bind(t).push(", ").push_bind(id).push(")");
+                }
+                qb.push(" order by i.created_at, i.id limit ").push_bind(limit);
+                let rows = qb
+                    .build_query_as::<$crate::store::sql::InspectionRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(|r| r.into_model()).collect()
+            }
+
+            async fn update_inspection(
+                &self,
+                id: uuid::Uuid,
+                draft: &$crate::model::inspection::InspectionDraft,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<Option<$crate::model::inspection::Inspection>> {
+                let done = sqlx::query(
+                    "update inspections set name = $2, description = $3, enabled = $4, settings = $5, \
+                     secrets = $6, updated_at = $7 where id = $1",
+                )
+                .bind(id)
+                .bind(&draft.name)
+                .bind(&draft.description)
+                .bind(draft.enabled)
+                .bind(sqlx::types::Json(&draft.settings))
+                .bind(sqlx::types::Json(&draft.secrets))
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::sql::map_unique)?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                self.get_inspection(id).await
+            }
+
+            async fn delete_inspection(&self, id: uuid::Uuid) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query("delete from inspections where id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn queue_run(
+                &self,
+                run: &$crate::store::NewRun,
+                stale_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<Result<$crate::model::run::Run, $crate::store::QueueRefused>> {
+                let groups: Vec<$crate::model::run::LogGroupOutcome> = run
+                    .log_groups
+                    .iter()
+                    .map(|g| $crate::model::run::LogGroupOutcome {
+                        name: g.clone(),
+                        status: "pending".into(),
+                        records_scanned: 0,
+                        error_records: 0,
+                        window_start: None,
+                        baseline_read: false,
+                        error: None,
+                    })
+                    .collect();
+                // Two attempts: the second after declaring a dead process's run interrupted.
+                for attempt in 0..2 {
+                    let mut tx = self.pool.begin().await?;
+                    let inserted = sqlx::query(
+                        "insert into runs (id, inspection_id, status, trigger, trace_id, dry_run, explicit_window, \
+                         request, created_at, heartbeat_at, log_groups, owner) \
+                         select $1, id, 'queued', $2, $3, $4, $5, $6, $7, $7, $8, $9 from inspections where id = $10",
+                    )
+                    .bind(run.id)
+                    .bind(run.trigger.as_str())
+                    .bind(&run.trace_id)
+                    .bind(run.request.dry_run)
+                    .bind(run.request.window_start.is_some())
+                    .bind(sqlx::types::Json(&run.request))
+                    .bind(run.created_at)
+                    .bind(sqlx::types::Json(&groups))
+                    .bind(&run.owner)
+                    .bind(run.inspection_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::sql::map_unique);
+                    match inserted {
+                        Ok(done) if done.rows_affected() == 0 => {
+                            return Ok(Err($crate::store::QueueRefused::InspectionMissing));
+                        }
+                        Ok(_) => {
+                            sqlx::query("update inspections set last_run_id = $1 where id = $2")
+                                .bind(run.id)
+                                .bind(run.inspection_id)
+                                .execute(&mut *tx)
+                                .await?;
+                            tx.commit().await?;
+                            let created = self.get_run(run.id).await?.ok_or_else(|| {
+                                $crate::store::StoreError::Corrupt("run vanished after insert".into())
+                            })?;
+                            return Ok(Ok(created));
+                        }
+                        Err($crate::store::StoreError::Conflict("runs_one_active_idx")) => {
+                            drop(tx);
+                            let active: Option<(uuid::Uuid, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+                                "select id, heartbeat_at from runs where inspection_id = $1 \
+                                 and status in ('queued', 'running')",
+                            )
+                            .bind(run.inspection_id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                            let Some((active_id, heartbeat)) = active else {
+                                continue; // it finished meanwhile
+                            };
+                            let stale = heartbeat.is_none_or(|h| h < stale_before);
+                            if !stale || attempt == 1 {
+                                return Ok(Err($crate::store::QueueRefused::Active { run_id: active_id }));
+                            }
+                            self.interrupt(active_id, run.created_at).await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err($crate::store::StoreError::Corrupt("could not queue the run".into()))
+            }
+
+            async fn start_run(
+                &self,
+                run_id: uuid::Uuid,
+                window: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+                skipped: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query(
+                    "update runs set status = 'running', started_at = $2, heartbeat_at = $2, window_start = $3, \
+                     window_end = $4, skipped_start = $5, skipped_end = $6 where id = $1 and status = 'queued'",
+                )
+                .bind(run_id)
+                .bind(now)
+                .bind(window.0)
+                .bind(window.1)
+                .bind(skipped.map(|s| s.0))
+                .bind(skipped.map(|s| s.1))
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn heartbeat(
+                &self,
+                run_ids: &[uuid::Uuid],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                for chunk in run_ids.chunks($crate::store::sql::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("update runs set heartbeat_at = ");
+                    qb.push_bind(now).push(" where status in ('queued', 'running') and id in (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    qb.push(")");
+                    qb.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn interrupt_stale_runs(
+                &self,
+                stale_before: chrono::DateTime<chrono::Utc>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<u64> {
+                let done = sqlx::query(
+                    "update runs set status = 'interrupted', finished_at = $2, \
+                     error = 'the service stopped while this run was in progress; its window is read again by the next run' \
+                     where status in ('queued', 'running') and (heartbeat_at is null or heartbeat_at < $1)",
+                )
+                .bind(stale_before)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn log_group_states(
+                &self,
+                inspection_id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::LogGroupState>> {
+                let rows: Vec<(String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>)> =
+                    sqlx::query_as(
+                        "select log_group, watermark, baseline_until from log_group_state where inspection_id = $1",
+                    )
+                    .bind(inspection_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(log_group, watermark, baseline_until)| $crate::store::LogGroupState {
+                        log_group,
+                        watermark,
+                        baseline_until,
+                    })
+                    .collect())
+            }
+
+            async fn known_clusters(
+                &self,
+                inspection_id: uuid::Uuid,
+                fingerprints: &[String],
+            ) -> $crate::store::StoreResult<std::collections::HashMap<String, $crate::store::KnownCluster>> {
+                let mut out = std::collections::HashMap::new();
+                for chunk in fingerprints.chunks($crate::store::sql::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "select id, fingerprint, top_principals, top_source_ips, sample_event_ids \
+                         from clusters where inspection_id = ",
+                    );
+                    qb.push_bind(inspection_id).push(" and fingerprint in (");
+                    let mut sep = qb.separated(", ");
+                    for fp in chunk {
+                        sep.push_bind(fp);
+                    }
+                    qb.push(")");
+                    #[allow(clippy::type_complexity)]
+                    let rows: Vec<(
+                        uuid::Uuid,
+                        String,
+                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
+                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
+                        sqlx::types::Json<Vec<String>>,
+                    )> = qb.build_query_as().fetch_all(&self.pool).await?;
+                    for (id, fp, principals, ips, samples) in rows {
+                        out.insert(
+                            fp,
+                            $crate::store::KnownCluster {
+                                id,
+                                top_principals: principals.0,
+                                top_source_ips: ips.0,
+                                sample_event_ids: samples.0,
+                            },
+                        );
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn finish_run(&self, run: &$crate::store::FinishedRun) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let clusters_new = run.run_clusters.iter().filter(|c| c.is_new).count() as i64;
+                let done = sqlx::query(
+                    "update runs set status = $2, window_start = $3, window_end = $4, skipped_start = $5, \
+                     skipped_end = $6, finished_at = $7, records_scanned = $8, error_records = $9, \
+                     malformed_records = $10, ignored_records = $11, clusters_total = $12, clusters_new = $13, \
+                     new_error_records = $14, baseline_clusters = $15, aws_api_calls = $16, log_groups = $17, \
+                     error = $18, report = $19, heartbeat_at = $7 \
+                     where id = $1 and status in ('queued', 'running')",
+                )
+                .bind(run.run_id)
+                .bind(run.status.as_str())
+                .bind(run.window_start)
+                .bind(run.window_end)
+                .bind(run.skipped.map(|s| s.0))
+                .bind(run.skipped.map(|s| s.1))
+                .bind(run.finished_at)
+                .bind(run.records_scanned)
+                .bind(run.error_records)
+                .bind(run.malformed_records)
+                .bind(run.ignored_records)
+                .bind(run.run_clusters.len() as i64)
+                .bind(clusters_new)
+                .bind(run.new_error_records)
+                .bind(run.baseline_clusters)
+                .bind(run.aws_api_calls)
+                .bind(sqlx::types::Json(&run.log_groups))
+                .bind(&run.error)
+                .bind(run.report.as_ref().map(sqlx::types::Json))
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    // Someone declared this run dead; what it learned must not be half-applied
+                    // next to whichever run followed.
+                    return Ok(false);
+                }
+
+                for chunk in run.cluster_writes.chunks($crate::store::sql::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
+                         event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
+                         discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
+                         sample_event_ids, sample_message, sample_record) ",
+                    );
+                    qb.push_values(chunk, |mut b, c| {
+                        let s = &c.summary;
+                        b.push_bind(c.id)
+                            .push_bind(run.inspection_id)
+                            .push_bind(&s.fingerprint)
+                            .push_bind(&s.account_id)
+                            .push_bind(&s.region)
+                            .push_bind(&s.event_source)
+                            .push_bind(&s.event_name)
+                            .push_bind(&s.error_code)
+                            .push_bind(&s.template)
+                            .push_bind(s.count)
+                            .push_bind(s.first_seen)
+                            .push_bind(s.last_seen)
+                            .push_bind(c.baseline)
+                            .push_bind(run.finished_at)
+                            .push_bind(run.run_id)
+                            .push_bind(run.run_id)
+                            .push_bind(sqlx::types::Json(&c.top_principals))
+                            .push_bind(sqlx::types::Json(&c.top_source_ips))
+                            .push_bind(sqlx::types::Json(&c.sample_event_ids))
+                            .push_bind(&s.sample_message)
+                            .push_bind(c.sample_record.as_ref().map(sqlx::types::Json));
+                    });
+                    qb.push(
+                        " on conflict (inspection_id, fingerprint) do update set \
+                         total_count = clusters.total_count + excluded.total_count, \
+                         first_seen = case when excluded.first_seen < clusters.first_seen \
+                           then excluded.first_seen else clusters.first_seen end, \
+                         last_seen = case when excluded.last_seen > clusters.last_seen \
+                           then excluded.last_seen else clusters.last_seen end, \
+                         last_run_id = excluded.last_run_id, \
+                         top_principals = excluded.top_principals, \
+                         top_source_ips = excluded.top_source_ips, \
+                         sample_event_ids = excluded.sample_event_ids, \
+                         sample_record = coalesce(clusters.sample_record, excluded.sample_record)",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+
+                for chunk in run.run_clusters.chunks($crate::store::sql::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into run_clusters (run_id, cluster_id, fingerprint, is_new, account_id, region, \
+                         event_source, event_name, error_code, template, count, first_seen, last_seen, \
+                         top_principals, top_source_ips, sample_event_ids, sample_message) ",
+                    );
+                    qb.push_values(chunk, |mut b, s| {
+                        b.push_bind(run.run_id)
+                            .push_bind(s.cluster_id)
+                            .push_bind(&s.fingerprint)
+                            .push_bind(s.is_new)
+                            .push_bind(&s.account_id)
+                            .push_bind(&s.region)
+                            .push_bind(&s.event_source)
+                            .push_bind(&s.event_name)
+                            .push_bind(&s.error_code)
+                            .push_bind(&s.template)
+                            .push_bind(s.count)
+                            .push_bind(s.first_seen)
+                            .push_bind(s.last_seen)
+                            .push_bind(sqlx::types::Json(&s.top_principals))
+                            .push_bind(sqlx::types::Json(&s.top_source_ips))
+                            .push_bind(sqlx::types::Json(&s.sample_event_ids))
+                            .push_bind(&s.sample_message);
+                    });
+                    qb.build().execute(&mut *tx).await?;
+                }
+
+                for chunk in run.key_writes.chunks($crate::store::sql::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into access_keys (inspection_id, access_key_id, principal_arn, account_id, \
+                         first_seen, last_seen, last_event_name, last_source_ip, total_events, last_run_id) ",
+                    );
+                    qb.push_values(chunk, |mut b, k| {
+                        b.push_bind(run.inspection_id)
+                            .push_bind(&k.access_key_id)
+                            .push_bind(&k.principal_arn)
+                            .push_bind(&k.account_id)
+                            .push_bind(k.first_seen)
+                            .push_bind(k.last_seen)
+                            .push_bind(&k.last_event_name)
+                            .push_bind(&k.last_source_ip)
+                            .push_bind(k.count)
+                            .push_bind(run.run_id);
+                    });
+                    // The newest event decides who used the key last and from where.
+                    qb.push(
+                        " on conflict (inspection_id, access_key_id) do update set \
+                         principal_arn = case when excluded.last_seen >= access_keys.last_seen \
+                           then excluded.principal_arn else access_keys.principal_arn end, \
+                         account_id = case when excluded.last_seen >= access_keys.last_seen \
+                           then excluded.account_id else access_keys.account_id end, \
+                         last_event_name = case when excluded.last_seen >= access_keys.last_seen \
+                           then excluded.last_event_name else access_keys.last_event_name end, \
+                         last_source_ip = case when excluded.last_seen >= access_keys.last_seen \
+                           then excluded.last_source_ip else access_keys.last_source_ip end, \
+                         last_seen = case when excluded.last_seen > access_keys.last_seen \
+                           then excluded.last_seen else access_keys.last_seen end, \
+                         first_seen = case when excluded.first_seen < access_keys.first_seen \
+                           then excluded.first_seen else access_keys.first_seen end, \
+                         total_events = access_keys.total_events + excluded.total_events, \
+                         last_run_id = excluded.last_run_id",
+                    );
+                    qb.build().execute(&mut *tx).await?;
+                }
+
+                for state in &run.group_states {
+                    sqlx::query(
+                        "insert into log_group_state (inspection_id, log_group, watermark, baseline_until, updated_at) \
+                         values ($1, $2, $3, $4, $5) \
+                         on conflict (inspection_id, log_group) do update set \
+                         watermark = coalesce(excluded.watermark, log_group_state.watermark), \
+                         baseline_until = coalesce(excluded.baseline_until, log_group_state.baseline_until), \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(run.inspection_id)
+                    .bind(&state.log_group)
+                    .bind(state.watermark)
+                    .bind(state.baseline_until)
+                    .bind(run.finished_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn fail_run(
+                &self,
+                run_id: uuid::Uuid,
+                status: $crate::model::run::RunStatus,
+                error: &str,
+                log_groups: &[$crate::model::run::LogGroupOutcome],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "update runs set status = $2, error = $3, log_groups = $4, finished_at = $5 \
+                     where id = $1 and status in ('queued', 'running')",
+                )
+                .bind(run_id)
+                .bind(status.as_str())
+                .bind(error)
+                .bind(sqlx::types::Json(log_groups))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_run(&self, id: uuid::Uuid) -> $crate::store::StoreResult<Option<$crate::model::run::Run>> {
+                let sql = format!("select {} from runs where id = $1", $crate::store::sql::RUN_COLUMNS);
+                let row = sqlx::query_as::<$db, $crate::store::sql::RunRow>(&sql)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.into_model()).transpose()
+            }
+
+            async fn list_runs(
+                &self,
+                filter: &$crate::store::RunFilter,
+                after: Option<$crate::store::TimeKey>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::run::Run>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {} from runs where 1 = 1",
+                    $crate::store::sql::RUN_COLUMNS
+                ));
+                if let Some(id) = filter.inspection_id {
+                    qb.push(" and inspection_id = ").push_bind(id);
+                }
+                if let Some(status) = filter.status {
+                    qb.push(" and status = ").push_bind(status.as_str());
+                }
+                if let Some(since) = filter.since {
+                    qb.push(" and created_at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" and created_at < ").push_bind(until);
+                }
+                if let Some((t, id)) = after {
+                    qb.push(" and (created_at, id) < (").push_bind(t).push(", ").push_bind(id).push(")");
+                }
+                qb.push(" order by created_at desc, id desc limit ").push_bind(limit);
+                let rows = qb
+                    .build_query_as::<$crate::store::sql::RunRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(|r| r.into_model()).collect()
+            }
+
+            async fn run_clusters(
+                &self,
+                run_id: uuid::Uuid,
+                after: Option<$crate::store::RunClusterKey>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::ClusterSummary>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {} from run_clusters where run_id = ",
+                    $crate::store::sql::RUN_CLUSTER_COLUMNS
+                ));
+                qb.push_bind(run_id);
+                if let Some((is_new, count, fp)) = after {
+                    // Order is (is_new desc, count desc, fingerprint asc).
+                    qb.push(" and (is_new < ")
+                        .push_bind(is_new)
+                        .push(" or (is_new = ")
+                        .push_bind(is_new)
+                        .push(" and (count < ")
+                        .push_bind(count)
+                        .push(" or (count = ")
+                        .push_bind(count)
+                        .push(" and fingerprint > ")
+                        .push_bind(fp)
+                        .push("))))");
+                }
+                qb.push(" order by is_new desc, count desc, fingerprint limit ").push_bind(limit);
+                let rows = qb
+                    .build_query_as::<$crate::store::sql::RunClusterRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn list_clusters(
+                &self,
+                inspection_id: uuid::Uuid,
+                filter: &$crate::store::ClusterFilter,
+                after: Option<$crate::store::TimeKey>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::ClusterView>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {} from clusters where inspection_id = ",
+                    $crate::store::sql::CLUSTER_COLUMNS
+                ));
+                qb.push_bind(inspection_id);
+                if let Some(since) = filter.new_since {
+                    qb.push(" and baseline = ").push_bind(false).push(" and discovered_at >= ").push_bind(since);
+                }
+                if let Some(code) = &filter.error_code {
+                    qb.push(" and error_code = ").push_bind(code.clone());
+                }
+                if let Some(source) = &filter.event_source {
+                    qb.push(" and event_source = ").push_bind(source.clone());
+                }
+                if let Some((t, id)) = after {
+                    qb.push(" and (discovered_at, id) < (").push_bind(t).push(", ").push_bind(id).push(")");
+                }
+                qb.push(" order by discovered_at desc, id desc limit ").push_bind(limit);
+                let rows = qb
+                    .build_query_as::<$crate::store::sql::ClusterRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|r| r.into_model()).collect())
+            }
+
+            async fn get_cluster(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::model::cluster::ClusterView>> {
+                let sql = format!(
+                    "select {}, sample_record from clusters where id = $1",
+                    $crate::store::sql::CLUSTER_COLUMNS
+                );
+                let row = sqlx::query_as::<$db, $crate::store::sql::ClusterRow>(&sql)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.into_model()))
+            }
+
+            async fn list_access_keys(
+                &self,
+                inspection_id: uuid::Uuid,
+                after: Option<$crate::store::AccessKeyKey>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::AccessKeyView>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {} from access_keys where inspection_id = ",
+                    $crate::store::sql::ACCESS_KEY_COLUMNS
+                ));
+                qb.push_bind(inspection_id);
+                if let Some((t, key)) = after {
+                    qb.push(" and (last_seen < ")
+                        .push_bind(t)
+                        .push(" or (last_seen = ")
+                        .push_bind(t)
+                        .push(" and access_key_id > ")
+                        .push_bind(key)
+                        .push("))");
+                }
+                qb.push(" order by last_seen desc, access_key_id limit ").push_bind(limit);
+                let rows = qb
+                    .build_query_as::<$crate::store::sql::AccessKeyRow>()
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+
+        impl $store {
+            async fn interrupt(
+                &self,
+                run_id: uuid::Uuid,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "update runs set status = 'interrupted', finished_at = $2, \
+                     error = 'the service stopped while this run was in progress; its window is read again by the next run' \
+                     where id = $1 and status in ('queued', 'running')",
+                )
+                .bind(run_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;

@@ -1,0 +1,46 @@
+//! SQLite, the embedded store: one file, one service instance.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::sql::sql_store;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| "invalid SQLite URL".to_string())?
+            .create_if_missing(true)
+            // WAL lets readers (the API) proceed while a run writes its results.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("could not open the SQLite database")?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn run_migrations(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")
+    }
+}
+
+sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");

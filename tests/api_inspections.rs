@@ -1,0 +1,336 @@
+//! `/api/v1/inspections`: every route and every error mode, on Postgres and on SQLite.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+
+use common::{BACKENDS, Backend, TestApp};
+
+fn valid(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": "prod account",
+        "configs": "aws-cloudtrail-logs-1\n/aws/cloudtrail/org",
+        "aws": {
+            "region": "us-east-1",
+            "account_id": "123456789012",
+            "access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "session_token": "FwoGZXIvYXdzEXAMPLETOKEN"
+        },
+        "ignore": {"error_codes": ["ThrottlingException"], "principal_arns": ["arn:aws:sts::*:assumed-role/ci-*"]},
+        "alert_policy": {"guance_alert_policy_uuids": ["altpl_0123456789abcdef"], "notify_levels": ["critical", "error"], "silence_minutes": 30}
+    })
+}
+
+/// Secrets must never come back, in any shape.
+fn assert_no_secrets(v: &Value) {
+    let text = v.to_string();
+    for secret in ["wJalrXUtnFEMI", "FwoGZXIvYXdzEXAMPLETOKEN", "secret_access_key\":\"", "session_token\":\""] {
+        assert!(!text.contains(secret), "response leaks {secret}: {text}");
+    }
+}
+
+async fn each_backend<F, Fut>(f: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for backend in BACKENDS {
+        f(TestApp::new(backend).await).await;
+    }
+}
+
+#[tokio::test]
+async fn create_read_update_delete() {
+    each_backend(|app| async move {
+        let (status, headers, created) = app.call(Method::POST, "/api/v1/inspections", Some(valid("prod"))).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_string();
+        assert_eq!(headers["location"], format!("/api/v1/inspections/{id}").as_str());
+        assert_eq!(created["log_groups"], json!(["aws-cloudtrail-logs-1", "/aws/cloudtrail/org"]));
+        assert_eq!(created["enabled"], true);
+        assert_eq!(created["lookback_minutes"], 60);
+        assert_eq!(created["delivery_delay_minutes"], 10);
+        assert_eq!(created["baseline_days"], 7);
+        assert_eq!(created["strategy"], "filter_log_events");
+        assert_eq!(created["aws"]["secret_access_key_set"], true);
+        assert_eq!(created["aws"]["session_token_set"], true);
+        assert_eq!(created["aws"]["access_key_id"], "AKIAIOSFODNN7EXAMPLE");
+        assert_eq!(created["alert_policy"]["silence_minutes"], 30);
+        assert_eq!(created["last_run"], Value::Null);
+        assert_no_secrets(&created);
+
+        let (status, got) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got, created);
+
+        // PATCH: present fields replace; secrets can be cleared with null.
+        let (status, patched) = app
+            .patch(
+                &format!("/api/v1/inspections/{id}"),
+                json!({"enabled": false, "lookback_minutes": 120, "strategy": "logs_insights",
+                       "aws": {"access_key_id": null, "secret_access_key": null, "session_token": null, "role_arn": "arn:aws:iam::123456789012:role/reader", "external_id": "ext-1"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{patched}");
+        assert_eq!(patched["enabled"], false);
+        assert_eq!(patched["lookback_minutes"], 120);
+        assert_eq!(patched["strategy"], "logs_insights");
+        assert_eq!(patched["aws"]["secret_access_key_set"], false);
+        assert_eq!(patched["aws"]["access_key_id"], Value::Null);
+        assert_eq!(patched["aws"]["role_arn"], "arn:aws:iam::123456789012:role/reader");
+        assert_eq!(patched["name"], "prod");
+        assert_eq!(patched["log_groups"], created["log_groups"]);
+        assert_ne!(patched["updated_at"], created["updated_at"]);
+
+        let (status, _, body) = app.call(Method::DELETE, &format!("/api/v1/inspections/{id}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(body, Value::Null);
+        let (status, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(v["error"]["code"], "not_found");
+        let (status, _, _) = app.call(Method::DELETE, &format!("/api/v1/inspections/{id}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_everywhere() {
+    each_backend(|app| async move {
+        let created = app.create_inspection(valid("secretive")).await;
+        let id = created["id"].as_str().unwrap();
+        let (_, list) = app.get("/api/v1/inspections").await;
+        assert_no_secrets(&list);
+        let (_, one) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert_no_secrets(&one);
+        let (_, patched) = app.patch(&format!("/api/v1/inspections/{id}"), json!({"description": "x"})).await;
+        assert_no_secrets(&patched);
+        assert_eq!(patched["aws"]["secret_access_key_set"], true, "a PATCH without aws keeps the secret");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicate_name_is_409() {
+    each_backend(|app| async move {
+        app.create_inspection(valid("same")).await;
+        let (status, v) = app.post("/api/v1/inspections", valid("same")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(v["error"]["code"], "name_taken");
+        // Renaming onto a taken name is the same conflict.
+        let other = app.create_inspection(valid("other")).await;
+        let (status, v) =
+            app.patch(&format!("/api/v1/inspections/{}", other["id"].as_str().unwrap()), json!({"name": "same"})).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(v["error"]["code"], "name_taken");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn validation_lists_every_bad_field() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let (status, v) = app
+        .post(
+            "/api/v1/inspections",
+            json!({
+                "name": "",
+                "log_groups": ["ok", "bad name!", "ok"],
+                "aws": {"region": "moon-1", "account_id": "abc"},
+                "lookback_minutes": 2000,
+                "delivery_delay_minutes": 121,
+                "baseline_days": 91
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["error"]["code"], "validation_failed");
+    let fields: Vec<&str> = v["error"]["fields"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        [
+            "aws.account_id",
+            "aws.region",
+            "baseline_days",
+            "delivery_delay_minutes",
+            "log_groups[1]",
+            "log_groups[2]",
+            "lookback_minutes",
+            "name"
+        ]
+    );
+
+    let (status, v) = app.post("/api/v1/inspections", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = v["error"]["fields"].as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, ["aws", "log_groups", "name"]);
+
+    let fifty_one: Vec<String> = (0..51).map(|i| format!("g{i}")).collect();
+    let (status, v) = app
+        .post("/api/v1/inspections", json!({"name": "n", "log_groups": fifty_one, "aws": {"region": "us-east-1"}}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["fields"]["log_groups"].is_array());
+
+    let (status, v) = app
+        .post(
+            "/api/v1/inspections",
+            json!({"name": "n", "log_groups": ["a"], "configs": "b", "aws": {"region": "us-east-1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["fields"]["configs"].is_array());
+
+    let (status, v) = app
+        .post(
+            "/api/v1/inspections",
+            json!({"name": "n", "log_groups": ["a"], "aws": {"region": "us-east-1", "secret_access_key": "only-half"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["fields"]["aws.access_key_id"].is_array());
+    assert!(!v.to_string().contains("only-half"), "a rejected secret is not echoed: {v}");
+
+    let (status, v) = app
+        .post(
+            "/api/v1/inspections",
+            json!({"name": "n", "log_groups": ["a"], "aws": {"region": "us-east-1"}, "alert_policy": {"guance_alert_policy_uuids": ["nope"]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["fields"]["alert_policy.guance_alert_policy_uuids[0]"].is_array());
+}
+
+#[tokio::test]
+async fn malformed_json_wrong_types_and_unknown_fields() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let raw = |body: &'static str, ct: &'static str| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/inspections")
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (status, _, body) = app.send(raw("{\"name\": ", "application/json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "malformed_json");
+
+    let (status, _, body) = app.send(raw("{\"name\": 5}", "application/json")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_body");
+    assert!(v["error"]["fields"]["name"].is_array(), "{v}");
+
+    let (status, _, body) = app.send(raw("{\"name\": \"x\", \"colour\": \"red\"}", "application/json")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("unknown field `colour`"), "{v}");
+
+    let (status, _, body) =
+        app.send(raw("{\"aws\": {\"region\": \"us-east-1\", \"colour\": 1}}", "application/json")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"]["fields"]["aws"].is_array() || v["error"]["fields"]["aws.colour"].is_array(), "{v}");
+
+    let (status, _, body) = app.send(raw("name=x", "application/x-www-form-urlencoded")).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn body_limit_unknown_routes_and_methods_answer_json() {
+    let app = TestApp::with_settings(
+        Backend::Sqlite,
+        common::test_runner_settings(),
+        cloudtrail_inspector::http::HttpSettings { max_body_bytes: 1024, ..Default::default() },
+    )
+    .await;
+    let big = json!({"name": "x".repeat(4096)});
+    let (status, _, v) = app.call(Method::POST, "/api/v1/inspections", Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["error"]["code"], "payload_too_large");
+
+    let (status, v) = app.get("/api/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "not_found");
+
+    let (status, _, v) = app.call(Method::PUT, "/api/v1/inspections", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(v["error"]["message"].is_string());
+
+    let (status, v) = app.get("/api/v1/inspections/not-a-uuid").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn list_pages_and_filters() {
+    each_backend(|app| async move {
+        for i in 0..7 {
+            let mut body = valid(&format!("Team-{i}"));
+            if i % 2 == 1 {
+                body["enabled"] = json!(false);
+            }
+            app.create_inspection(body).await;
+        }
+        app.create_inspection(valid("100%_literal")).await;
+
+        // Pages of 3 walk all 8, oldest first, without repeats.
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let uri = match &cursor {
+                Some(c) => format!("/api/v1/inspections?limit=3&cursor={c}"),
+                None => "/api/v1/inspections?limit=3".into(),
+            };
+            let (status, page) = app.get(&uri).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 3);
+            names.extend(items.iter().map(|i| i["name"].as_str().unwrap().to_string()));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(names, ["Team-0", "Team-1", "Team-2", "Team-3", "Team-4", "Team-5", "Team-6", "100%_literal"]);
+
+        let (_, page) = app.get("/api/v1/inspections?enabled=false").await;
+        let disabled: Vec<&str> =
+            page["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(disabled, ["Team-1", "Team-3", "Team-5"]);
+
+        let (_, page) = app.get("/api/v1/inspections?name=team-").await;
+        assert_eq!(page["items"].as_array().unwrap().len(), 7, "name filter is case-insensitive");
+        // `%` and `_` are literal characters in the filter, not wildcards.
+        let (_, page) = app.get("/api/v1/inspections?name=0%25_").await;
+        let found: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(found, ["100%_literal"]);
+
+        for bad in ["limit=0", "limit=201", "limit=abc", "cursor=%%%", "enabled=maybe"] {
+            let (status, v) = app.get(&format!("/api/v1/inspections?{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+            assert!(v["error"]["message"].is_string());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    for backend in BACKENDS {
+        let app = TestApp::new(backend).await;
+        let (status, v) = app.get("/healthz").await;
+        assert_eq!((status, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+        let (status, v) = app.get("/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(v["database"], if backend == Backend::Postgres { "postgres" } else { "sqlite" });
+    }
+}
