@@ -140,6 +140,8 @@ pub struct RunnerSettings {
     pub aws_retry_base: Duration,
     /// Per-attempt timeout of an AWS call.
     pub aws_call_timeout: Duration,
+    /// Logs Insights' cap on result rows; an answer this long may be cut and is split.
+    pub insights_max_rows: usize,
 }
 
 impl Default for RunnerSettings {
@@ -154,6 +156,7 @@ impl Default for RunnerSettings {
             aws_max_attempts: 8,
             aws_retry_base: Duration::from_millis(200),
             aws_call_timeout: Duration::from_secs(60),
+            insights_max_rows: 10_000,
         }
     }
 }

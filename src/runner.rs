@@ -246,16 +246,28 @@ impl Runner {
                         baseline.merge(b);
                     }
                     if r.plan.moves_state && !run.request.dry_run {
+                        let first_read = states.get(&r.plan.group).is_none_or(|st| st.baseline_until.is_none());
                         group_states.push(LogGroupState {
                             log_group: r.plan.group.clone(),
                             watermark: Some(r.plan.window.end),
-                            baseline_until: r.plan.baseline.map(|b| b.end),
+                            // Set once, even when no baseline was asked for, so raising
+                            // baseline_days later does not re-read history.
+                            baseline_until: first_read.then_some(r.plan.window.start),
                         });
                     }
                     read_ok.push(r.plan.group.clone());
                 }
                 Err(e) => {
                     failures += 1;
+                    // A group never read before keeps the window it failed on, so the next
+                    // run starts there instead of at a later `now − lookback`.
+                    if r.plan.moves_state && !run.request.dry_run && !states.contains_key(&r.plan.group) {
+                        group_states.push(LogGroupState {
+                            log_group: r.plan.group.clone(),
+                            watermark: Some(r.plan.window.start),
+                            baseline_until: None,
+                        });
+                    }
                     tracing::warn!(run_id = %run.id, log_group = %r.plan.group, error = %e, "log group could not be read");
                     outcome.status = "failed".into();
                     outcome.baseline_read = false;
@@ -574,21 +586,17 @@ pub fn plan_group(
     }
     let end = whole_seconds(now - TimeDelta::minutes(s.delivery_delay_minutes as i64));
     let cap = TimeDelta::minutes(s.max_catch_up_minutes as i64);
-    let (mut start, mut skipped, mut baseline) = (end - TimeDelta::minutes(s.lookback_minutes as i64), None, None);
-    match state.and_then(|st| st.watermark) {
-        Some(w) => {
-            start = w.min(end);
-            if end - start > cap {
-                skipped = Some((start, end - cap));
-                start = end - cap;
-            }
-        }
-        None => {
-            if s.baseline_days > 0 {
-                baseline = Some(Window { start: start - TimeDelta::days(s.baseline_days as i64), end: start });
-            }
-        }
+    let mut skipped = None;
+    let mut start = match state.and_then(|st| st.watermark) {
+        Some(w) => w.min(end),
+        None => end - TimeDelta::minutes(s.lookback_minutes as i64),
+    };
+    if end - start > cap {
+        skipped = Some((start, end - cap));
+        start = end - cap;
     }
+    let baseline_due = s.baseline_days > 0 && state.is_none_or(|st| st.baseline_until.is_none());
+    let baseline = baseline_due.then(|| Window { start: start - TimeDelta::days(s.baseline_days as i64), end: start });
     GroupPlan { group, window: Window { start, end }, baseline, skipped, moves_state: true }
 }
 
@@ -687,4 +695,115 @@ fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
     out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
     out.truncate(TOP_K);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inspection::{AwsSecrets, InspectionDraft, NewInspection};
+    use chrono::TimeZone;
+
+    fn inspection(json: serde_json::Value) -> Inspection {
+        let input: NewInspection = serde_json::from_value(json).unwrap();
+        let d = InspectionDraft::from_new(input).unwrap();
+        Inspection {
+            id: Uuid::nil(),
+            name: d.name,
+            description: d.description,
+            enabled: d.enabled,
+            settings: d.settings,
+            secrets: AwsSecrets::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            last_run: None,
+        }
+    }
+
+    fn base() -> Inspection {
+        inspection(serde_json::json!({"name": "n", "log_groups": ["g"], "aws": {"region": "us-east-1"}}))
+    }
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).unwrap()
+    }
+
+    fn state(watermark: Option<DateTime<Utc>>, baseline_until: Option<DateTime<Utc>>) -> LogGroupState {
+        LogGroupState { log_group: "g".into(), watermark, baseline_until }
+    }
+
+    #[test]
+    fn first_run_reads_lookback_before_the_delivery_delay_and_a_baseline() {
+        let p = plan_group(&base(), &RunRequest::default(), "g", None, at(12, 30, 15) + TimeDelta::milliseconds(700));
+        assert_eq!(p.window, Window { start: at(11, 20, 15), end: at(12, 20, 15) });
+        assert_eq!(p.baseline, Some(Window { start: at(11, 20, 15) - TimeDelta::days(7), end: at(11, 20, 15) }));
+        assert!(p.moves_state);
+        assert_eq!(p.skipped, None);
+    }
+
+    #[test]
+    fn later_runs_start_at_the_watermark() {
+        let st = state(Some(at(12, 0, 0)), Some(at(11, 0, 0)));
+        let p = plan_group(&base(), &RunRequest::default(), "g", Some(&st), at(13, 10, 0));
+        assert_eq!(p.window, Window { start: at(12, 0, 0), end: at(13, 0, 0) });
+        assert_eq!(p.baseline, None);
+    }
+
+    #[test]
+    fn a_long_pause_is_capped_and_the_gap_recorded() {
+        let st = state(Some(at(0, 0, 0) - TimeDelta::days(3)), Some(at(0, 0, 0)));
+        let p = plan_group(&base(), &RunRequest::default(), "g", Some(&st), at(12, 10, 0));
+        assert_eq!(p.window, Window { start: at(12, 0, 0) - TimeDelta::hours(24), end: at(12, 0, 0) });
+        assert_eq!(p.skipped, Some((at(0, 0, 0) - TimeDelta::days(3), at(12, 0, 0) - TimeDelta::hours(24))));
+    }
+
+    #[test]
+    fn explicit_windows_move_nothing() {
+        let req =
+            RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(2, 0, 0)), ..RunRequest::default() };
+        let p = plan_group(&base(), &req, "g", None, at(12, 0, 0));
+        assert_eq!(p.window, Window { start: at(1, 0, 0), end: at(2, 0, 0) });
+        assert!(!p.moves_state);
+        assert_eq!(p.baseline, None);
+    }
+
+    #[test]
+    fn a_group_that_failed_its_first_window_still_gets_its_baseline() {
+        let st = state(Some(at(11, 0, 0)), None);
+        let p = plan_group(&base(), &RunRequest::default(), "g", Some(&st), at(12, 10, 0));
+        assert_eq!(p.window.start, at(11, 0, 0));
+        assert_eq!(p.baseline.unwrap().end, at(11, 0, 0));
+    }
+
+    #[test]
+    fn no_baseline_when_baseline_days_is_zero() {
+        let i = inspection(
+            serde_json::json!({"name": "n", "log_groups": ["g"], "aws": {"region": "us-east-1"}, "baseline_days": 0}),
+        );
+        assert_eq!(plan_group(&i, &RunRequest::default(), "g", None, at(12, 0, 0)).baseline, None);
+    }
+
+    #[test]
+    fn run_requests_are_checked() {
+        let now = at(12, 0, 0);
+        let ok = RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(2, 0, 0)), ..RunRequest::default() };
+        assert!(validate_request(ok, now).is_ok());
+        let future =
+            RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(13, 0, 0)), ..RunRequest::default() };
+        assert!(validate_request(future, now).unwrap_err().fields().contains_key("window_end"));
+        let long = RunRequest {
+            window_start: Some(at(1, 0, 0) - TimeDelta::days(40)),
+            window_end: Some(at(1, 0, 0)),
+            ..RunRequest::default()
+        };
+        assert!(validate_request(long, now).is_err());
+    }
+
+    #[test]
+    fn top_lists_merge_by_value() {
+        let a = vec![CountedValue { value: "x".into(), count: 3 }, CountedValue { value: "y".into(), count: 1 }];
+        let b = vec![CountedValue { value: "y".into(), count: 5 }];
+        let m = merge_counted(&a, &b);
+        assert_eq!(m[0], CountedValue { value: "y".into(), count: 6 });
+        assert_eq!(m[1], CountedValue { value: "x".into(), count: 3 });
+    }
 }

@@ -62,8 +62,6 @@ latest(recipientAccountId) as ct_account, latest(eventName) as ct_event_name, \
 latest(sourceIPAddress) as ct_source_ip, count(*) as ct_count by userIdentity.accessKeyId
 | limit 10000";
 
-/// Logs Insights' hard cap on result rows.
-const MAX_QUERY_ROWS: usize = 10_000;
 /// Longest we wait for one Insights query before giving the log group up.
 const QUERY_DEADLINE: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -321,7 +319,7 @@ impl CloudWatchSource {
                     .start_time(start)
                     .end_time(end)
                     .query_string(query)
-                    .limit(MAX_QUERY_ROWS as i32)
+                    .limit(self.settings.insights_max_rows as i32)
                     .send()
             })
             .await?;
@@ -360,7 +358,7 @@ impl CloudWatchSource {
         let mut pending = vec![window];
         while let Some(w) = pending.pop() {
             let rows = self.query(&groups, w, ERROR_QUERY).await?;
-            if rows.len() >= MAX_QUERY_ROWS {
+            if rows.len() >= self.settings.insights_max_rows {
                 if let Some((a, b)) = split(w) {
                     pending.push(b);
                     pending.push(a);
@@ -473,7 +471,7 @@ impl LogSource for CloudWatchSource {
         let mut pending = vec![window];
         while let Some(w) = pending.pop() {
             let rows = self.query(groups, w, KEY_QUERY).await?;
-            if rows.len() >= MAX_QUERY_ROWS {
+            if rows.len() >= self.settings.insights_max_rows {
                 if let Some((a, b)) = split(w) {
                     pending.push(b);
                     pending.push(a);
