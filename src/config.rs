@@ -29,17 +29,92 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API and exit.
     Openapi,
+    /// Inspect CloudTrail files or a CloudWatch Logs log group once and print the report.
+    ///
+    /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
+    /// failed (so it can gate a pipeline).
+    Scan(ScanArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db`.
+    /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db` or
+    /// `sqlite://path/to/file.db`. Default: SQLite in `<data-dir>/cloudtrail-inspector.db`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+
+    /// Directory of the embedded SQLite database (used when no DATABASE_URL is given).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
 
     /// Largest number of pooled database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The configured URL, or the embedded SQLite file under the data directory.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.trim().is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("cloudtrail-inspector.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// A directory or file of CloudTrail records (as delivered to S3, JSON arrays or JSON
+    /// lines, optionally gzipped), or `cloudwatch://<region>/<log-group>`.
+    pub target: String,
+
+    /// Only records at or after this time: RFC 3339 (`2026-01-31T08:00:00Z`) or an age (`2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+
+    /// Only records before this time: RFC 3339 or an age.
+    #[arg(long)]
+    pub until: Option<String>,
+
+    /// Shorthand for `--since <age>`: the last `1h`, `30m`, `2d`….
+    #[arg(long, conflicts_with = "since")]
+    pub lookback: Option<String>,
+
+    /// Days before the window whose errors count as already known, not new.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=90))]
+    pub baseline_days: u32,
+
+    /// Database that remembers known clusters between scans (`sqlite://scan-state.db`,
+    /// `postgres://…`). Without it every cluster of the first scan is new.
+    #[arg(long)]
+    pub state: Option<String>,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+
+    /// Leave these error codes out (repeatable), e.g. `ThrottlingException`.
+    #[arg(long = "ignore-error-code")]
+    pub ignore_error_codes: Vec<String>,
+
+    /// For `cloudwatch://`: `filter_log_events` or `logs_insights`.
+    #[arg(long, default_value = "filter_log_events")]
+    pub strategy: String,
+
+    /// For `cloudwatch://`: send calls here instead of AWS (LocalStack, a test server).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -48,13 +123,13 @@ pub struct ServeArgs {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
-    pub database_max_connections: u32,
+    /// Directory under which inspections may read CloudTrail files (`source.kind = files`).
+    /// Unset: file sources are refused, so API callers cannot read the machine's files.
+    #[arg(long, env = "FILES_ROOT")]
+    pub files_root: Option<std::path::PathBuf>,
 
     /// Log output: human-readable `pretty` or one JSON object per line (`json`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
@@ -98,15 +173,6 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
-    pub fn database(&self) -> anyhow::Result<DatabaseArgs> {
-        let Some(url) = self.database_url.clone() else {
-            anyhow::bail!(
-                "DATABASE_URL (or --database-url) is required, e.g. postgres://postgres:postgres@127.0.0.1/cloudtrail_inspector"
-            );
-        };
-        Ok(DatabaseArgs { database_url: url, database_max_connections: self.database_max_connections })
-    }
-
     /// Settings the run machinery needs, separated from the HTTP ones.
     pub fn runner(&self) -> RunnerSettings {
         RunnerSettings {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod http;
 pub mod model;
 pub mod runner;
+pub mod scan;
 pub mod source;
 pub mod store;
 pub mod telemetry;
@@ -29,20 +30,29 @@ use anyhow::Context;
 use crate::config::ServeArgs;
 use crate::http::{AppState, HttpSettings};
 use crate::runner::Runner;
+use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::DynStore;
 
 /// Builds the application state from parts that tests can also supply.
 pub fn build_state(store: DynStore, runner_settings: config::RunnerSettings, http: HttpSettings) -> AppState {
-    let sources = Arc::new(CloudWatchFactory::new(runner_settings.clone()));
-    let runner = Runner::new(store.clone(), sources, runner_settings);
+    let sources = Sources { cloudwatch: CloudWatchFactory::new(runner_settings.clone()), file_progress: None };
+    build_state_with(store, runner_settings, http, sources)
+}
+
+pub fn build_state_with(
+    store: DynStore,
+    runner_settings: config::RunnerSettings,
+    http: HttpSettings,
+    sources: Sources,
+) -> AppState {
+    let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     AppState { store, runner, settings: Arc::new(http) }
 }
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let db = args.database()?;
-    let store = store::connect(&db.database_url, db.database_max_connections).await?;
+    let store = store::connect(&args.db.url(), args.db.database_max_connections).await?;
     store.migrate().await?;
     tracing::info!(backend = store.backend(), "database ready");
     let http = HttpSettings {
@@ -50,6 +60,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         run_wait_timeout: Duration::from_secs(args.run_wait_timeout_secs),
         max_body_bytes: args.max_body_bytes,
         public_url: args.public_url(),
+        files_root: args.files_root.clone(),
     };
     let state = build_state(store, args.runner(), http);
     state.runner.housekeeping().await;

@@ -14,10 +14,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Migrate(db)) => {
             telemetry::init(config_log_format());
-            let store = store::connect(&db.database_url, db.database_max_connections).await?;
+            let store = store::connect(&db.url(), db.database_max_connections).await?;
             store.migrate().await?;
             tracing::info!(backend = store.backend(), "migrations applied");
             Ok(())
+        }
+        Some(Command::Scan(args)) => {
+            telemetry::init_quiet();
+            let code = cloudtrail_inspector::scan::run(args).await;
+            std::process::exit(code);
         }
         Some(Command::Serve(args)) => {
             telemetry::init(args.log_format);

@@ -23,7 +23,7 @@ use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 use crate::model::validation::FieldErrors;
-use crate::source::{LogSource, SourceError, SourceFactory, Window};
+use crate::source::{LogSource, ReadNotes, SourceError, SourceFactory, Window};
 use crate::store::{
     self, ClusterWrite, DynStore, FinishedRun, KeyWrite, LogGroupState, NewRun, QueueRefused, StoreError,
 };
@@ -124,12 +124,37 @@ impl Runner {
         request: RunRequest,
         trace_id: Option<String>,
     ) -> Result<Started, TriggerError> {
+        self.start(inspection_id, trigger, request, trace_id, true).await
+    }
+
+    /// Like [`Runner::trigger`], for the `scan` command: windows may be as long as the files
+    /// go back, and may end in the future.
+    pub async fn trigger_scan(
+        self: &Arc<Self>,
+        inspection_id: Uuid,
+        request: RunRequest,
+    ) -> Result<Started, TriggerError> {
+        self.start(inspection_id, Trigger::Api, request, None, false).await
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        inspection_id: Uuid,
+        trigger: Trigger,
+        request: RunRequest,
+        trace_id: Option<String>,
+        limits: bool,
+    ) -> Result<Started, TriggerError> {
         let inspection = self.store.get_inspection(inspection_id).await?.ok_or(TriggerError::NotFound)?;
         if !inspection.enabled {
             return Err(TriggerError::Disabled);
         }
-        let request = validate_request(request, store::now()).map_err(TriggerError::Invalid)?;
-        let log_groups = request.log_groups.clone().unwrap_or_else(|| inspection.settings.log_groups.clone());
+        let request = validate_request(request, store::now(), limits).map_err(TriggerError::Invalid)?;
+        let log_groups = match inspection.settings.source.files_path() {
+            // A file source has one "group": its directory.
+            Some(path) => vec![path.to_string()],
+            None => request.log_groups.clone().unwrap_or_else(|| inspection.settings.log_groups.clone()),
+        };
         let now = store::now();
         let new = NewRun {
             id: Uuid::now_v7(),
@@ -220,12 +245,14 @@ impl Runner {
             .collect()
             .await;
 
-        let mut merged = Clusterer::new(clusterer_config(ignore.clone()));
-        let mut baseline = Clusterer::new(clusterer_config(ignore.clone()));
+        let every = source.sees_every_record();
+        let mut merged = Clusterer::new(clusterer_config(ignore.clone(), every, None));
+        let mut baseline = Clusterer::new(clusterer_config(ignore.clone(), every, None));
         let mut outcomes = Vec::with_capacity(results.len());
         let mut group_states = Vec::new();
         let mut read_ok = Vec::new();
         let mut failures = 0usize;
+        let mut bad_files = 0u64;
         for r in results {
             let mut outcome = LogGroupOutcome {
                 name: r.plan.group.clone(),
@@ -235,12 +262,15 @@ impl Runner {
                 window_start: Some(r.plan.window.start),
                 baseline_read: r.plan.baseline.is_some(),
                 error: None,
+                warnings: Vec::new(),
             };
             match r.result {
-                Ok((c, b)) => {
+                Ok((c, b, notes)) => {
                     let stats = c.stats();
                     outcome.records_scanned = stats.records_scanned;
                     outcome.error_records = stats.error_records;
+                    bad_files += notes.bad_files;
+                    outcome.warnings = notes.problems;
                     merged.merge(c);
                     if let Some(b) = b {
                         baseline.merge(b);
@@ -295,6 +325,9 @@ impl Runner {
         }
         let api_calls = source.counters().api_calls.load(std::sync::atomic::Ordering::Relaxed) as i64;
 
+        if bad_files > 0 {
+            notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
+        }
         let status = if failures == outcomes.len() && !outcomes.is_empty() {
             RunStatus::Failed
         } else if failures > 0 || !notes.is_empty() {
@@ -602,42 +635,57 @@ pub fn plan_group(
 
 struct GroupResult {
     plan: GroupPlan,
-    result: Result<(Clusterer, Option<Clusterer>), SourceError>,
+    result: Result<(Clusterer, Option<Clusterer>, ReadNotes), SourceError>,
 }
 
-fn clusterer_config(ignore: IgnoreRules) -> ClustererConfig {
-    ClustererConfig { ignore, window: None, track_keys: false, top_k: TOP_K, max_samples: 5 }
+/// A source that hands over every record lets the clusterer track keys and pick the window
+/// by `eventTime`; CloudWatch already selected by time and error, and keys come separately.
+fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Window>) -> ClustererConfig {
+    ClustererConfig {
+        ignore,
+        window: if every_record { window.map(|w| (w.start, w.end)) } else { None },
+        track_keys: every_record,
+        top_k: TOP_K,
+        max_samples: 5,
+    }
 }
 
 async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
+    let every = source.sees_every_record();
     let result = async {
+        let mut notes = ReadNotes::default();
         let baseline = match plan.baseline {
             Some(w) => {
-                let mut b = Clusterer::new(clusterer_config(ignore.clone()));
-                source.read_errors(&plan.group, w, &mut b).await?;
+                let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w)));
+                let n = source.read_errors(&plan.group, w, &mut b).await?;
+                notes.problems.extend(n.problems);
+                notes.bad_files += n.bad_files;
                 Some(b)
             }
             None => None,
         };
-        let mut c = Clusterer::new(clusterer_config(ignore));
-        source.read_errors(&plan.group, plan.window, &mut c).await?;
-        Ok((c, baseline))
+        let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
+        let n = source.read_errors(&plan.group, plan.window, &mut c).await?;
+        notes.files_read += n.files_read;
+        notes.bad_files += n.bad_files;
+        notes.problems.extend(n.problems);
+        Ok((c, baseline, notes))
     }
     .await;
     GroupResult { plan, result }
 }
 
 /// Checks a run request on its own terms; the inspection's rules apply to `log_groups`.
-pub fn validate_request(request: RunRequest, now: DateTime<Utc>) -> Result<RunRequest, FieldErrors> {
+pub fn validate_request(request: RunRequest, now: DateTime<Utc>, limits: bool) -> Result<RunRequest, FieldErrors> {
     let mut errors = FieldErrors::default();
     match (request.window_start, request.window_end) {
         (Some(start), Some(end)) => {
             if start >= end {
                 errors.add("window_end", "must be after window_start");
-            } else if end - start > TimeDelta::days(MAX_EXPLICIT_WINDOW_DAYS) {
+            } else if limits && end - start > TimeDelta::days(MAX_EXPLICIT_WINDOW_DAYS) {
                 errors.add("window_end", format!("a window can span at most {MAX_EXPLICIT_WINDOW_DAYS} days"));
             }
-            if end > now + TimeDelta::minutes(5) {
+            if limits && end > now + TimeDelta::minutes(5) {
                 errors.add("window_end", "must not be in the future");
             }
         }
@@ -786,16 +834,17 @@ mod tests {
     fn run_requests_are_checked() {
         let now = at(12, 0, 0);
         let ok = RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(2, 0, 0)), ..RunRequest::default() };
-        assert!(validate_request(ok, now).is_ok());
+        assert!(validate_request(ok, now, true).is_ok());
         let future =
             RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(13, 0, 0)), ..RunRequest::default() };
-        assert!(validate_request(future, now).unwrap_err().fields().contains_key("window_end"));
+        assert!(validate_request(future.clone(), now, true).unwrap_err().fields().contains_key("window_end"));
+        assert!(validate_request(future, now, false).is_ok(), "scans may end in the future");
         let long = RunRequest {
             window_start: Some(at(1, 0, 0) - TimeDelta::days(40)),
             window_end: Some(at(1, 0, 0)),
             ..RunRequest::default()
         };
-        assert!(validate_request(long, now).is_err());
+        assert!(validate_request(long, now, true).is_err());
     }
 
     #[test]

@@ -24,10 +24,16 @@ fn free_port() -> u16 {
 }
 
 async fn start(database_url: &str) -> Server {
+    start_with(&[], &[("DATABASE_URL", database_url)]).await
+}
+
+async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", database_url)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -90,4 +96,14 @@ fn help_documents_every_option() {
     let out = Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector")).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.contains("migrate") && help.contains("serve"), "{help}");
+}
+
+#[tokio::test]
+async fn without_a_database_url_it_keeps_everything_in_an_embedded_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let server = start_with(&["--data-dir", data.to_str().unwrap()], &[]).await;
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", server.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["database"], "sqlite");
+    assert!(data.join("cloudtrail-inspector.db").is_file(), "created on first start");
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, PageParams, page_type, paginate};
-use crate::model::inspection::{InspectionDraft, InspectionPatch, InspectionView, NewInspection};
+use crate::model::inspection::{InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings};
+use crate::model::validation::FieldErrors;
 use crate::store::{self, InspectionFilter, StoreError, TimeKey};
 
 page_type!(InspectionPage, InspectionView);
@@ -39,6 +40,24 @@ fn name_conflict(e: StoreError) -> ApiError {
     }
 }
 
+/// A file source may only read under the configured root: the API must not become a way to
+/// read any file of the machine. The stored path is the resolved one.
+fn check_file_source(state: &AppState, draft: &mut InspectionDraft) -> ApiResult<()> {
+    let Some(path) = draft.settings.source.files_path() else { return Ok(()) };
+    let bad = |msg: &str| ApiError::Unprocessable(FieldErrors::single("source.path", msg));
+    let Some(root) = &state.settings.files_root else {
+        return Err(bad("file sources are disabled on this service; start it with --files-root <dir>"));
+    };
+    let root = std::fs::canonicalize(root).map_err(|_| bad("the service's files root does not exist"))?;
+    let wanted = if std::path::Path::new(path).is_absolute() { path.into() } else { root.join(path) };
+    let resolved = std::fs::canonicalize(&wanted).map_err(|_| bad("does not exist or cannot be read"))?;
+    if !resolved.starts_with(&root) {
+        return Err(bad("must lie under the service's files root"));
+    }
+    draft.settings.source = SourceSettings::Files { path: resolved.to_string_lossy().into_owned() };
+    Ok(())
+}
+
 /// Register an inspection.
 #[utoipa::path(
     post, path = "/api/v1/inspections", tag = "inspections",
@@ -55,7 +74,8 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<NewInspection>,
 ) -> ApiResult<impl IntoResponse> {
-    let draft = InspectionDraft::from_new(input)?;
+    let mut draft = InspectionDraft::from_new(input)?;
+    check_file_source(&state, &mut draft)?;
     let id = Uuid::now_v7();
     let created = state.store.create_inspection(id, &draft, store::now()).await.map_err(name_conflict)?;
     tracing::info!(inspection_id = %id, name = %created.name, "inspection created");
@@ -124,7 +144,10 @@ pub async fn update(
     ApiJson(patch): ApiJson<InspectionPatch>,
 ) -> ApiResult<Json<InspectionView>> {
     let current = state.store.get_inspection(id).await?.ok_or_else(|| ApiError::not_found("inspection"))?;
-    let draft = InspectionDraft::patch(&current, patch)?;
+    let mut draft = InspectionDraft::patch(&current, patch)?;
+    if draft.settings.source != current.settings.source {
+        check_file_source(&state, &mut draft)?;
+    }
     let updated = state
         .store
         .update_inspection(id, &draft, store::now())

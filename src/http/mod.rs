@@ -45,6 +45,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Base URL for links (no trailing slash).
     pub public_url: String,
+    /// Where file sources may read; None refuses them.
+    pub files_root: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -54,6 +56,7 @@ impl Default for HttpSettings {
             run_wait_timeout: Duration::from_secs(900),
             max_body_bytes: 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
+            files_root: None,
         }
     }
 }

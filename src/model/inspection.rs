@@ -33,6 +33,30 @@ impl Strategy {
     }
 }
 
+/// Where an inspection reads CloudTrail records from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSettings {
+    /// The inspection's `log_groups` in CloudWatch Logs (the default).
+    #[default]
+    CloudwatchLogs,
+    /// CloudTrail files under a directory on the service's machine (as delivered to S3:
+    /// `{"Records": [...]}`, `.json` or `.json.gz`; also JSON arrays and JSON lines).
+    Files {
+        /// Directory (or file) to read; must lie under the service's `--files-root`.
+        path: String,
+    },
+}
+
+impl SourceSettings {
+    pub fn files_path(&self) -> Option<&str> {
+        match self {
+            SourceSettings::Files { path } => Some(path),
+            SourceSettings::CloudwatchLogs => None,
+        }
+    }
+}
+
 /// AWS access of an inspection, without its secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
 pub struct AwsSettings {
@@ -126,6 +150,8 @@ impl Default for AlertPolicy {
 /// and secrets. Stored as one JSON document so new settings need no schema change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InspectionSettings {
+    #[serde(default)]
+    pub source: SourceSettings,
     pub log_groups: Vec<String>,
     pub aws: AwsSettings,
     pub lookback_minutes: u32,
@@ -217,6 +243,9 @@ pub struct NewInspection {
     /// Default true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Where records come from; default `{"kind": "cloudwatch_logs"}` (the `log_groups`).
+    #[serde(default)]
+    pub source: Option<SourceSettings>,
     /// 1–50 CloudWatch Logs log groups that receive CloudTrail.
     #[serde(default)]
     pub log_groups: Option<Vec<String>>,
@@ -255,6 +284,7 @@ pub struct InspectionView {
     pub name: String,
     pub description: String,
     pub enabled: bool,
+    pub source: SourceSettings,
     pub log_groups: Vec<String>,
     pub aws: AwsView,
     pub lookback_minutes: u32,
@@ -291,6 +321,7 @@ impl From<&Inspection> for InspectionView {
             name: i.name.clone(),
             description: i.description.clone(),
             enabled: i.enabled,
+            source: s.source.clone(),
             log_groups: s.log_groups.clone(),
             aws: AwsView {
                 region: s.aws.region.clone(),
@@ -334,6 +365,7 @@ impl InspectionDraft {
             description: String::new(),
             enabled: true,
             settings: InspectionSettings {
+                source: SourceSettings::default(),
                 log_groups: Vec::new(),
                 aws: AwsSettings::default(),
                 lookback_minutes: DEFAULT_LOOKBACK_MINUTES,
@@ -350,13 +382,16 @@ impl InspectionDraft {
         if input.name.is_none() {
             errors.add("name", "is required");
         }
-        if input.log_groups.is_none() && input.configs.is_none() {
-            errors.add("log_groups", "is required (or give `configs`)");
-        }
-        match &input.aws {
-            None => errors.add("aws", "is required"),
-            Some(aws) if aws.region.is_none() => errors.add("aws.region", "is required"),
-            Some(_) => {}
+        // Files need neither log groups nor AWS access.
+        if !matches!(input.source, Some(SourceSettings::Files { .. })) {
+            if input.log_groups.is_none() && input.configs.is_none() {
+                errors.add("log_groups", "is required (or give `configs`)");
+            }
+            match &input.aws {
+                None => errors.add("aws", "is required"),
+                Some(aws) if aws.region.is_none() => errors.add("aws.region", "is required"),
+                Some(_) => {}
+            }
         }
         base.apply(input, errors)
     }
@@ -392,6 +427,14 @@ impl InspectionDraft {
         }
         if let Some(e) = input.enabled {
             self.enabled = e;
+        }
+        if let Some(source) = input.source {
+            if let SourceSettings::Files { path } = &source {
+                if path.trim().is_empty() || path.len() > 4096 || path.chars().any(char::is_control) {
+                    errors.add("source.path", "must be a path of 1–4096 printable characters");
+                }
+            }
+            self.settings.source = source;
         }
         match (input.log_groups, input.configs) {
             (Some(_), Some(_)) => errors.add("configs", "give either `log_groups` or `configs`, not both"),

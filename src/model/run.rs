@@ -114,6 +114,9 @@ pub struct LogGroupOutcome {
     pub baseline_read: bool,
     /// The AWS error that stopped this group, if any.
     pub error: Option<String>,
+    /// Problems that did not stop the group, e.g. files that could not be read.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// The newest run of an inspection, as shown on the inspection.

@@ -33,7 +33,7 @@ use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use rand::Rng;
 
-use super::{LogSource, RateLimiter, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
+use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::config::RunnerSettings;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
 use crate::model::inspection::{Inspection, Strategy};
@@ -449,14 +449,20 @@ fn key_row(row: &[ResultField]) -> Option<KeyActivity> {
 
 #[async_trait]
 impl LogSource for CloudWatchSource {
-    async fn read_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError> {
+    async fn read_errors(
+        &self,
+        group: &str,
+        window: Window,
+        clusterer: &mut Clusterer,
+    ) -> Result<ReadNotes, SourceError> {
         if window.is_empty() {
-            return Ok(());
+            return Ok(ReadNotes::default());
         }
         match self.strategy {
-            Strategy::FilterLogEvents => self.filter_errors(group, window, clusterer).await,
-            Strategy::LogsInsights => self.insights_errors(group, window, clusterer).await,
+            Strategy::FilterLogEvents => self.filter_errors(group, window, clusterer).await?,
+            Strategy::LogsInsights => self.insights_errors(group, window, clusterer).await?,
         }
+        Ok(ReadNotes::default())
     }
 
     async fn read_key_activity(

@@ -2,6 +2,7 @@
 //! into a [`Clusterer`]; the runner decides which windows and merges the results.
 
 pub mod cloudwatch;
+pub mod files;
 mod limiter;
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::engine::Clusterer;
-use crate::model::inspection::Inspection;
+use crate::model::inspection::{Inspection, SourceSettings};
 
 pub use limiter::RateLimiter;
 
@@ -62,11 +63,31 @@ pub struct SourceCounters {
     pub bytes: std::sync::atomic::AtomicU64,
 }
 
+/// What a read noticed without failing: files that could not be read, for instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadNotes {
+    pub files_read: u64,
+    pub bad_files: u64,
+    /// One line per problem (bounded), shown on the run.
+    pub problems: Vec<String>,
+}
+
 #[async_trait]
 pub trait LogSource: Send + Sync {
     /// Feeds the error records of `group` within `window` into `clusterer`. The selection of
     /// error records is the clusterer's: a source may pre-filter, never post-filter.
-    async fn read_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError>;
+    async fn read_errors(
+        &self,
+        group: &str,
+        window: Window,
+        clusterer: &mut Clusterer,
+    ) -> Result<ReadNotes, SourceError>;
+
+    /// True when `read_errors` hands over every record (not only errors), so the clusterer
+    /// tracks access keys itself and selects the window by `eventTime`.
+    fn sees_every_record(&self) -> bool {
+        false
+    }
 
     /// Feeds the access-key activity of `groups` within `window` into `clusterer`.
     async fn read_key_activity(
@@ -84,4 +105,24 @@ pub trait LogSource: Send + Sync {
 #[async_trait]
 pub trait SourceFactory: Send + Sync {
     async fn for_inspection(&self, inspection: &Inspection) -> anyhow::Result<Arc<dyn LogSource>>;
+}
+
+/// Picks the source an inspection names.
+pub struct Sources {
+    pub cloudwatch: cloudwatch::CloudWatchFactory,
+    /// Progress of file reads (the `scan` command's progress bar).
+    pub file_progress: Option<files::Progress>,
+}
+
+#[async_trait]
+impl SourceFactory for Sources {
+    async fn for_inspection(&self, inspection: &Inspection) -> anyhow::Result<Arc<dyn LogSource>> {
+        match &inspection.settings.source {
+            SourceSettings::CloudwatchLogs => self.cloudwatch.for_inspection(inspection).await,
+            SourceSettings::Files { .. } => Ok(Arc::new(match &self.file_progress {
+                Some(p) => files::FilesSource::with_progress(p.clone()),
+                None => files::FilesSource::new(),
+            })),
+        }
+    }
 }

@@ -437,6 +437,7 @@ macro_rules! sql_store {
                         window_start: None,
                         baseline_read: false,
                         error: None,
+                        warnings: Vec::new(),
                     })
                     .collect();
                 // Two attempts: the second after declaring a dead process's run interrupted.

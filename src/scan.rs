@@ -1,0 +1,488 @@
+//! `cloudtrail-inspector scan`: the main job once, without a server.
+//!
+//! A scan is an ordinary run of an ordinary inspection, kept in a throwaway in-memory SQLite
+//! database, or in `--state` so that known clusters are remembered between scans. Everything
+//! a served run does (selection, templates, clusters, new-vs-known, access keys) happens the
+//! same way; this module only turns arguments into an inspection and prints the result.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::{OutputFormat, RunnerSettings, ScanArgs};
+use crate::http::HttpSettings;
+use crate::model::cluster::{AccessKeyView, ClusterSummary};
+use crate::model::inspection::{InspectionDraft, NewInspection};
+use crate::model::run::{Run, RunRequest, RunStatus};
+use crate::source::Sources;
+use crate::source::cloudwatch::CloudWatchFactory;
+use crate::store::{self, DynStore, InspectionFilter};
+
+/// Exit status when the scan found clusters it had not seen before.
+pub const EXIT_NEW_CLUSTERS: i32 = 3;
+/// Exit status when the scan could not be done.
+pub const EXIT_FAILED: i32 = 1;
+
+/// What to scan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Files(PathBuf),
+    CloudWatch { region: String, log_group: String },
+}
+
+impl Target {
+    pub fn parse(s: &str) -> anyhow::Result<Target> {
+        if let Some(rest) = s.strip_prefix("cloudwatch://") {
+            let Some((region, group)) = rest.split_once('/') else {
+                bail!("expected cloudwatch://<region>/<log-group>, e.g. cloudwatch://us-east-1/aws-cloudtrail-logs");
+            };
+            if region.is_empty() || group.is_empty() {
+                bail!("expected cloudwatch://<region>/<log-group>");
+            }
+            return Ok(Target::CloudWatch { region: region.to_string(), log_group: group.to_string() });
+        }
+        let path = PathBuf::from(s);
+        let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(Target::Files(path))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Files(p) => p.display().to_string(),
+            Target::CloudWatch { region, log_group } => format!("cloudwatch://{region}/{log_group}"),
+        }
+    }
+}
+
+/// RFC 3339, or an age before `now` such as `90s`, `30m`, `2h`, `7d`, `2w`.
+pub fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    Ok(now - parse_age(s)?)
+}
+
+pub fn parse_age(s: &str) -> anyhow::Result<TimeDelta> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().with_context(|| format!("{s:?} is neither a time (RFC 3339) nor an age like 2h"))?;
+    let d = match unit {
+        "s" => TimeDelta::try_seconds(n),
+        "m" | "min" => TimeDelta::try_minutes(n),
+        "h" => TimeDelta::try_hours(n),
+        "d" => TimeDelta::try_days(n),
+        "w" => TimeDelta::try_weeks(n),
+        _ => bail!("{s:?}: the unit must be s, m, h, d or w"),
+    };
+    d.with_context(|| format!("{s:?} is too long ago"))
+}
+
+pub async fn run(args: ScanArgs) -> i32 {
+    match scan(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
+    let target = Target::parse(&args.target)?;
+    let now = store::now();
+    let until = args.until.as_deref().map(|u| parse_time(u, now)).transpose()?;
+    let since = match (&args.since, &args.lookback) {
+        (Some(s), _) => Some(parse_time(s, now)?),
+        (None, Some(l)) => Some(now - parse_age(l)?),
+        (None, None) => None,
+    };
+    let window = match (since, until, &target) {
+        (None, None, Target::CloudWatch { .. }) => None, // the inspection's default window
+        // Files: everything they hold unless told otherwise.
+        (s, u, _) => Some((s.unwrap_or(DateTime::<Utc>::UNIX_EPOCH), u.unwrap_or(now + TimeDelta::days(1)))),
+    };
+    if let Some((s, u)) = window {
+        if s >= u {
+            bail!("--since must be before --until");
+        }
+    }
+
+    let (url, connections) = match &args.state {
+        Some(url) => (url.clone(), 4),
+        None => ("sqlite::memory:".to_string(), 1),
+    };
+    let store = store::connect(&url, connections).await?;
+    store.migrate().await?;
+
+    let bar = progress_bar(&args);
+    let runner_settings = RunnerSettings::default();
+    let sources = Sources {
+        cloudwatch: CloudWatchFactory::new(runner_settings.clone()),
+        file_progress: bar.clone().map(|b| {
+            Arc::new(move |done: u64, total: u64| {
+                b.set_length(total);
+                b.set_position(done);
+            }) as crate::source::files::Progress
+        }),
+    };
+    let state = crate::build_state_with(store.clone(), runner_settings, HttpSettings::default(), sources);
+    let inspection_id = prepare_inspection(&store, &target, &args).await?;
+
+    // A baseline before an explicit window is its own run: its clusters become known first.
+    if let (Some((start, _)), true) = (window, args.baseline_days > 0) {
+        let base = RunRequest {
+            window_start: Some(start - TimeDelta::days(args.baseline_days as i64)),
+            window_end: Some(start),
+            ..RunRequest::default()
+        };
+        let started = state.runner.trigger_scan(inspection_id, base).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        started.done.await?.context("the baseline run vanished")?;
+    }
+    let request = match window {
+        Some((s, u)) => RunRequest { window_start: Some(s), window_end: Some(u), ..RunRequest::default() },
+        None => RunRequest::default(),
+    };
+    let started = state.runner.trigger_scan(inspection_id, request).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let run = started.done.await?.context("the run vanished")?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+
+    let clusters = all_clusters(&store, run.id).await?;
+    let keys = run.report.as_ref().map(|r| r.access_keys.clone()).unwrap_or_default();
+    let out = match args.format {
+        OutputFormat::Table => render_table(&target, &run, &clusters, &keys),
+        OutputFormat::Markdown => render_markdown(&target, &run, &clusters, &keys),
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(&json!({"run": run, "clusters": clusters, "access_keys": keys}))? + "\n"
+        }
+    };
+    std::io::stdout().write_all(out.as_bytes())?;
+    for g in &run.log_groups {
+        if let Some(e) = &g.error {
+            eprintln!("error: {}: {}", g.name, sanitize(e));
+        }
+        for w in &g.warnings {
+            eprintln!("warning: {}", sanitize(w));
+        }
+    }
+    Ok(match run.status {
+        RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
+        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
+        _ => 0,
+    })
+}
+
+fn progress_bar(args: &ScanArgs) -> Option<indicatif::ProgressBar> {
+    if args.no_progress
+        || !std::io::stderr().is_terminal()
+        || !matches!(Target::parse(&args.target), Ok(Target::Files(_)))
+    {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template("{spinner} reading files {pos}/{len} [{bar:30}] {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// Creates the scan's inspection, or updates the one an earlier scan with the same target
+/// left in `--state`, so its known clusters carry over.
+async fn prepare_inspection(store: &DynStore, target: &Target, args: &ScanArgs) -> anyhow::Result<Uuid> {
+    let mut name = format!("scan {}", target.describe());
+    if name.chars().count() > 200 {
+        name = name.chars().take(200).collect();
+    }
+    let mut body = json!({
+        "name": name,
+        "baseline_days": args.baseline_days,
+        "delivery_delay_minutes": 0,
+        "ignore": {"error_codes": args.ignore_error_codes},
+    });
+    match target {
+        Target::Files(path) => body["source"] = json!({"kind": "files", "path": path.display().to_string()}),
+        Target::CloudWatch { region, log_group } => {
+            body["log_groups"] = json!([log_group]);
+            body["aws"] = json!({"region": region, "endpoint_url": args.endpoint_url});
+            body["strategy"] = json!(args.strategy);
+            body["delivery_delay_minutes"] = json!(10);
+        }
+    }
+    let input: NewInspection = serde_json::from_value(body).context("scan options")?;
+    let filter = InspectionFilter { enabled: None, name_contains: Some(name.clone()) };
+    let existing = store.list_inspections(&filter, None, 50).await?.into_iter().find(|i| i.name == name);
+    let now = store::now();
+    match existing {
+        Some(found) => {
+            let draft = InspectionDraft::patch(&found, input)
+                .map_err(|e| anyhow::anyhow!("invalid scan options: {:?}", e.fields()))?;
+            store.update_inspection(found.id, &draft, now).await?;
+            Ok(found.id)
+        }
+        None => {
+            let draft = InspectionDraft::from_new(input)
+                .map_err(|e| anyhow::anyhow!("invalid scan options: {:?}", e.fields()))?;
+            let id = Uuid::now_v7();
+            store.create_inspection(id, &draft, now).await?;
+            Ok(id)
+        }
+    }
+}
+
+async fn all_clusters(store: &DynStore, run_id: Uuid) -> anyhow::Result<Vec<ClusterSummary>> {
+    let mut out: Vec<ClusterSummary> = Vec::new();
+    loop {
+        let after = out.last().map(|c| (c.is_new, c.count, c.fingerprint.clone()));
+        let page = store.run_clusters(run_id, after, 500).await?;
+        let done = page.len() < 500;
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// Record text is untrusted: control characters (terminal escapes) are shown, not obeyed.
+pub fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let s = sanitize(s);
+    if s.chars().count() <= max { s } else { s.chars().take(max.saturating_sub(1)).collect::<String>() + "…" }
+}
+
+fn thousands(n: i64) -> String {
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn summary_line(run: &Run) -> String {
+    let window = match (run.window_start, run.window_end) {
+        (Some(s), Some(e)) if s.timestamp() <= 0 => format!("all records before {}", e.format("%Y-%m-%d %H:%M:%SZ")),
+        (Some(s), Some(e)) => format!("{} → {}", s.format("%Y-%m-%d %H:%M:%SZ"), e.format("%Y-%m-%d %H:%M:%SZ")),
+        _ => "-".into(),
+    };
+    format!(
+        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · ignored: {} · status: {}",
+        thousands(run.records_scanned),
+        thousands(run.error_records),
+        thousands(run.clusters_total),
+        thousands(run.clusters_new),
+        thousands(run.new_error_records),
+        thousands(run.malformed_records),
+        thousands(run.ignored_records),
+        run.status.as_str(),
+    )
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            s.push(' ');
+            if i == 0 {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                if i + 1 < cells.len() {
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+            s.push(' ');
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn cluster_rows(clusters: &[&ClusterSummary]) -> Vec<Vec<String>> {
+    clusters
+        .iter()
+        .map(|c| {
+            vec![
+                thousands(c.count),
+                clip(&c.account_id, 14),
+                clip(&c.region, 14),
+                clip(&format!("{} {}", c.event_source.trim_end_matches(".amazonaws.com"), c.event_name), 44),
+                clip(&c.error_code, 36),
+                clip(&c.template, 90),
+            ]
+        })
+        .collect()
+}
+
+const CLUSTER_HEADERS: [&str; 6] = ["COUNT", "ACCOUNT", "REGION", "API", "ERROR", "TEMPLATE"];
+
+pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+    let mut out = format!("cloudtrail-inspector scan of {}\n{}\n", sanitize(&target.describe()), summary_line(run));
+    let new: Vec<&ClusterSummary> = clusters.iter().filter(|c| c.is_new).collect();
+    out.push_str(&format!("\nNEW ERROR CLUSTERS ({})\n", new.len()));
+    if new.is_empty() {
+        out.push_str("  none: every error cluster was seen before\n");
+    } else {
+        out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&new)));
+    }
+    let all: Vec<&ClusterSummary> = clusters.iter().collect();
+    out.push_str(&format!("\nALL CLUSTERS ({})\n", all.len()));
+    if !all.is_empty() {
+        let mut rows = cluster_rows(&all);
+        for (row, c) in rows.iter_mut().zip(&all) {
+            row.insert(1, if c.is_new { "new".into() } else { "known".into() });
+        }
+        let mut headers = CLUSTER_HEADERS.to_vec();
+        headers.insert(1, "");
+        out.push_str(&table(&headers, &rows));
+    }
+    out.push_str(&format!("\nACCESS KEYS ({} shown, most recently active first)\n", keys.len()));
+    if !keys.is_empty() {
+        let rows: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| {
+                vec![
+                    clip(&k.access_key_id, 24),
+                    k.last_seen.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+                    clip(&k.principal_arn, 60),
+                    clip(&k.last_event_name, 32),
+                    clip(&k.last_source_ip, 40),
+                    thousands(k.total_events),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["KEY", "LAST ACTIVE", "PRINCIPAL", "LAST EVENT", "SOURCE IP", "EVENTS"], &rows));
+    }
+    out
+}
+
+/// Escapes text for a markdown table cell: nothing in a record can start markup or a new cell.
+pub fn md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in sanitize(s).chars() {
+        if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '!' | '~' | '(' | ')') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+    let mut out = format!("# CloudTrail scan of {}\n\n", md(&target.describe()));
+    for line in summary_line(run).lines() {
+        out.push_str(&format!("- {}\n", md(line)));
+    }
+    let new: Vec<&ClusterSummary> = clusters.iter().filter(|c| c.is_new).collect();
+    out.push_str(&format!("\n## New error clusters ({})\n\n", new.len()));
+    let cluster_table = |list: &[&ClusterSummary]| {
+        let mut t = String::from(
+            "| Count | Account | Region | API | Error | Template | First seen | Last seen | Top principals |\n|---:|---|---|---|---|---|---|---|---|\n",
+        );
+        for c in list {
+            let principals: Vec<String> =
+                c.top_principals.iter().map(|p| format!("{} ({})", md(&p.value), p.count)).collect();
+            t.push_str(&format!(
+                "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
+                c.count,
+                md(&c.account_id),
+                md(&c.region),
+                md(&c.event_source),
+                md(&c.event_name),
+                md(&c.error_code),
+                md(&c.template),
+                c.first_seen.format("%Y-%m-%d %H:%M:%SZ"),
+                c.last_seen.format("%Y-%m-%d %H:%M:%SZ"),
+                principals.join(", "),
+            ));
+        }
+        t
+    };
+    if new.is_empty() {
+        out.push_str("None: every error cluster was seen before.\n");
+    } else {
+        out.push_str(&cluster_table(&new));
+    }
+    let known: Vec<&ClusterSummary> = clusters.iter().filter(|c| !c.is_new).collect();
+    out.push_str(&format!("\n## Known error clusters ({})\n\n", known.len()));
+    if !known.is_empty() {
+        out.push_str(&cluster_table(&known));
+    }
+    out.push_str(&format!("\n## Access keys ({} shown)\n\n", keys.len()));
+    if !keys.is_empty() {
+        out.push_str("| Key | Last active | Principal | Last event | Source IP |\n|---|---|---|---|---|\n");
+        for k in keys {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                md(&k.access_key_id),
+                k.last_seen.format("%Y-%m-%d %H:%M:%SZ"),
+                md(&k.principal_arn),
+                md(&k.last_event_name),
+                md(&k.last_source_ip)
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn times_and_ages() {
+        let now = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        assert_eq!(parse_time("2h", now).unwrap(), now - TimeDelta::hours(2));
+        assert_eq!(parse_time("7d", now).unwrap(), now - TimeDelta::days(7));
+        assert_eq!(
+            parse_time("2026-04-30T00:00:00Z", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 4, 30, 0, 0, 0).unwrap()
+        );
+        assert!(parse_time("yesterday", now).is_err());
+        assert!(parse_time("5y", now).is_err());
+        assert!(parse_age("99999999999999d").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("cloudwatch://us-east-1/aws-cloudtrail-logs").unwrap(),
+            Target::CloudWatch { region: "us-east-1".into(), log_group: "aws-cloudtrail-logs".into() }
+        );
+        assert!(Target::parse("cloudwatch://us-east-1").is_err());
+        assert!(Target::parse("/no/such/dir/anywhere").is_err());
+    }
+
+    #[test]
+    fn untrusted_text_cannot_escape() {
+        assert_eq!(sanitize("a\u{1b}[31mred\n"), "a\u{FFFD}[31mred\u{FFFD}");
+        assert_eq!(md("x | y [link](http://e) `c` <b>"), "x \\| y \\[link\\]\\(http://e\\) \\`c\\` \\<b\\>");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}
