@@ -1,0 +1,24 @@
+# Build: the release binary, with the Swagger UI bundled (no download at build or run time).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY migrations ./migrations
+COPY benches ./benches
+RUN cargo build --release --locked --bin cloudtrail-inspector
+
+# Run: a small image with CA certificates for AWS and Guance over TLS.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /var/lib/cloudtrail-inspector --create-home inspector
+COPY --from=build /src/target/release/cloudtrail-inspector /usr/local/bin/cloudtrail-inspector
+USER inspector
+WORKDIR /var/lib/cloudtrail-inspector
+ENV LISTEN_ADDR=0.0.0.0:8080 \
+    DATA_DIR=/var/lib/cloudtrail-inspector/data \
+    LOG_FORMAT=json
+EXPOSE 8080
+ENTRYPOINT ["cloudtrail-inspector"]
+CMD ["serve"]
