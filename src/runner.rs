@@ -18,15 +18,13 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::RunnerSettings;
-use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules};
+use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 use crate::model::validation::FieldErrors;
 use crate::source::{LogSource, ReadNotes, SourceError, SourceFactory, Window};
-use crate::store::{
-    self, ClusterWrite, DynStore, FinishedRun, KeyWrite, LogGroupState, NewRun, QueueRefused, StoreError,
-};
+use crate::store::{self, ClusterWrite, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
 
 /// The longest explicit window a caller may ask for.
 const MAX_EXPLICIT_WINDOW_DAYS: i64 = 31;
@@ -458,25 +456,8 @@ impl Runner {
             }
         }
 
-        let key_writes: Vec<KeyWrite> = if dry_run {
-            Vec::new()
-        } else {
-            analysis
-                .keys
-                .iter()
-                .chain(baseline.keys.iter())
-                .map(|k| KeyWrite {
-                    access_key_id: k.access_key_id.clone(),
-                    principal_arn: k.principal_arn.clone(),
-                    account_id: k.account_id.clone(),
-                    first_seen: store::micros(k.first_seen),
-                    last_seen: store::micros(k.last_seen),
-                    last_event_name: k.last_event_name.clone(),
-                    last_source_ip: k.last_source_ip.clone(),
-                    count: k.count as i64,
-                })
-                .collect()
-        };
+        let key_writes: Vec<AccessKeyView> =
+            if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
 
         let report = self.report(inspection, &a, &analysis, &run_clusters).await;
         let new_error_records = run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
@@ -532,21 +513,10 @@ impl Runner {
 
         // Keys active in the window first, then the newest-known others, so a key idle this
         // hour still shows when it was last active.
-        let mut keys: Vec<AccessKeyView> = analysis
-            .keys
-            .iter()
-            .map(|k| AccessKeyView {
-                access_key_id: k.access_key_id.clone(),
-                principal_arn: k.principal_arn.clone(),
-                account_id: k.account_id.clone(),
-                first_seen: store::micros(k.first_seen),
-                last_seen: store::micros(k.last_seen),
-                last_event_name: k.last_event_name.clone(),
-                last_source_ip: k.last_source_ip.clone(),
-                total_events: k.count as i64,
-                active_in_window: true,
-            })
-            .collect();
+        let mut keys: Vec<AccessKeyView> = analysis.keys.iter().map(key_view).collect();
+        for k in &mut keys {
+            k.active_in_window = true;
+        }
         keys.truncate(REPORT_KEYS);
         if keys.len() < REPORT_KEYS {
             let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
@@ -725,6 +695,20 @@ fn summarize(c: &Cluster, id: Option<Uuid>, is_new: bool) -> ClusterSummary {
             .collect(),
         sample_event_ids: c.sample_event_ids.clone(),
         sample_message: c.sample_message.clone(),
+    }
+}
+
+fn key_view(k: &KeyActivity) -> AccessKeyView {
+    AccessKeyView {
+        access_key_id: k.access_key_id.clone(),
+        principal_arn: k.principal_arn.clone(),
+        account_id: k.account_id.clone(),
+        first_seen: store::micros(k.first_seen),
+        last_seen: store::micros(k.last_seen),
+        last_event_name: k.last_event_name.clone(),
+        last_source_ip: k.last_source_ip.clone(),
+        total_events: k.count as i64,
+        active_in_window: false,
     }
 }
 

@@ -163,19 +163,6 @@ pub struct ClusterWrite {
     pub sample_record: Option<serde_json::Value>,
 }
 
-/// Access-key activity seen by a run.
-#[derive(Debug, Clone)]
-pub struct KeyWrite {
-    pub access_key_id: String,
-    pub principal_arn: String,
-    pub account_id: String,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub last_event_name: String,
-    pub last_source_ip: String,
-    pub count: i64,
-}
-
 /// Everything a finished run writes, in one transaction.
 #[derive(Debug, Clone)]
 pub struct FinishedRun {
@@ -200,7 +187,8 @@ pub struct FinishedRun {
     pub run_clusters: Vec<ClusterSummary>,
     /// Known-cluster rows to insert or merge (empty for a dry run).
     pub cluster_writes: Vec<ClusterWrite>,
-    pub key_writes: Vec<KeyWrite>,
+    /// Access-key activity seen by the run (`total_events`: the run's events of the key).
+    pub key_writes: Vec<AccessKeyView>,
     /// New read positions of log groups (empty for dry runs and explicit windows).
     pub group_states: Vec<LogGroupState>,
 }

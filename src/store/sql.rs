@@ -746,7 +746,7 @@ macro_rules! sql_store {
                             .push_bind(k.last_seen)
                             .push_bind(&k.last_event_name)
                             .push_bind(&k.last_source_ip)
-                            .push_bind(k.count)
+                            .push_bind(k.total_events)
                             .push_bind(run.run_id);
                     });
                     // The newest event decides who used the key last and from where.
