@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::Secret;
+
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
 #[derive(Debug, Parser)]
@@ -29,6 +31,8 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API and exit.
     Openapi,
+    /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
+    RotateSecrets(DatabaseArgs),
     /// Inspect CloudTrail files or a CloudWatch Logs log group once and print the report.
     ///
     /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
@@ -41,7 +45,7 @@ pub struct DatabaseArgs {
     /// Database to keep inspections, runs and clusters in: `postgres://user:pass@host/db` or
     /// `sqlite://path/to/file.db`. Default: SQLite in `<data-dir>/cloudtrail-inspector.db`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
 
     /// Directory of the embedded SQLite database (used when no DATABASE_URL is given).
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
@@ -50,13 +54,37 @@ pub struct DatabaseArgs {
     /// Largest number of pooled database connections.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+
+    /// Key that encrypts stored credentials: base64 of 32 bytes (`openssl rand -base64 32`).
+    /// Default: `<data-dir>/encryption.key`, created on first start. Instances sharing a
+    /// database must share the key.
+    #[arg(long, env = "ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<Secret>,
+
+    /// Former encryption keys (comma-separated), still accepted to open credentials while a
+    /// rotation is under way.
+    #[arg(long, env = "OLD_ENCRYPTION_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub old_encryption_keys: Vec<Secret>,
 }
 
 impl DatabaseArgs {
+    /// Opens (and migrates) the configured store with the configured keys.
+    pub async fn open(&self) -> anyhow::Result<crate::store::DynStore> {
+        let cipher = crate::crypto::SecretBox::from_config(
+            self.encryption_key.as_ref(),
+            &self.old_encryption_keys,
+            &self.data_dir,
+        )?;
+        let store =
+            crate::store::connect(&self.url(), self.database_max_connections, std::sync::Arc::new(cipher)).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// The configured URL, or the embedded SQLite file under the data directory.
     pub fn url(&self) -> String {
         match &self.database_url {
-            Some(url) if !url.trim().is_empty() => url.clone(),
+            Some(url) if !url.expose().trim().is_empty() => url.expose().to_string(),
             _ => format!("sqlite://{}", self.data_dir.join("cloudtrail-inspector.db").display()),
         }
     }

@@ -13,6 +13,7 @@
 //! - [`model`]: the domain types the layers share; [`config`]: flags and environment.
 
 pub mod config;
+pub mod crypto;
 pub mod engine;
 pub mod http;
 pub mod model;
@@ -52,8 +53,7 @@ pub fn build_state_with(
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = store::connect(&args.db.url(), args.db.database_max_connections).await?;
-    store.migrate().await?;
+    let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
     let http = HttpSettings {
         request_timeout: Duration::from_secs(args.request_timeout_secs),
@@ -95,4 +95,35 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Seals every inspection's credentials again with the current key; returns how many
+/// inspections were rewritten. Run after adding a new ENCRYPTION_KEY (with the former one in
+/// OLD_ENCRYPTION_KEYS); afterwards the old key can be dropped.
+pub async fn rotate_secrets(store: &DynStore) -> anyhow::Result<usize> {
+    let mut after = None;
+    let mut n = 0;
+    loop {
+        let page = store.list_inspections(&store::InspectionFilter::default(), after, 200).await?;
+        let Some(last) = page.last() else { return Ok(n) };
+        after = Some((last.created_at, last.id));
+        for i in &page {
+            if let Some(e) = &i.secrets_error {
+                anyhow::bail!(
+                    "inspection {} ({}): {e}; add the key that sealed it to OLD_ENCRYPTION_KEYS",
+                    i.id,
+                    i.name
+                );
+            }
+            let draft = model::inspection::InspectionDraft {
+                name: i.name.clone(),
+                description: i.description.clone(),
+                enabled: i.enabled,
+                settings: i.settings.clone(),
+                secrets: i.secrets.clone(),
+            };
+            store.update_inspection(i.id, &draft, i.updated_at).await?;
+            n += 1;
+        }
+    }
 }

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 use cloudtrail_inspector::config::{Cli, Command};
-use cloudtrail_inspector::{serve, store, telemetry};
+use cloudtrail_inspector::{serve, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,9 +14,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Migrate(db)) => {
             telemetry::init(config_log_format());
-            let store = store::connect(&db.url(), db.database_max_connections).await?;
-            store.migrate().await?;
+            let store = db.open().await?;
             tracing::info!(backend = store.backend(), "migrations applied");
+            Ok(())
+        }
+        Some(Command::RotateSecrets(db)) => {
+            telemetry::init(config_log_format());
+            let store = db.open().await?;
+            let n = cloudtrail_inspector::rotate_secrets(&store).await?;
+            tracing::info!(inspections = n, "credentials sealed with the current key");
             Ok(())
         }
         Some(Command::Scan(args)) => {

@@ -225,6 +225,9 @@ impl Runner {
         }
         tracing::info!(run_id = %run.id, inspection = %inspection.name, %window_start, %window_end, groups = groups.len(), "run started");
 
+        if let (Some(e), Some(_)) = (&inspection.secrets_error, &inspection.settings.aws.access_key_id) {
+            anyhow::bail!("{e}");
+        }
         let source = match self.sources.for_inspection(&inspection).await {
             Ok(s) => s,
             Err(e) => anyhow::bail!("could not set up access to the log source: {e:#}"),
@@ -745,6 +748,7 @@ mod tests {
             enabled: d.enabled,
             settings: d.settings,
             secrets: AwsSecrets::default(),
+            secrets_error: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             last_run: None,

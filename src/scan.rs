@@ -117,7 +117,9 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         Some(url) => (url.clone(), 4),
         None => ("sqlite::memory:".to_string(), 1),
     };
-    let store = store::connect(&url, connections).await?;
+    // A scan's inspection holds no credentials (it uses the default AWS chain), so nothing
+    // of its own is sealed; a key for this process alone will do.
+    let store = store::connect(&url, connections, Arc::new(crate::crypto::SecretBox::ephemeral())).await?;
     store.migrate().await?;
 
     let bar = progress_bar(&args);

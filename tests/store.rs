@@ -152,7 +152,7 @@ async fn two_instances_on_one_database_never_run_an_inspection_twice() {
     fake.create_log_group("g");
     let a = TestApp::new(common::Backend::Postgres).await;
     // A second instance: its own runner and router over the same database.
-    let store_b = store::connect(&a.guard.url, 4).await.unwrap();
+    let store_b = store::connect(&a.guard.url, 4, common::test_cipher()).await.unwrap();
     let state_b = cloudtrail_inspector::build_state(store_b, common::test_runner_settings(), Default::default());
     let router_b = cloudtrail_inspector::http::router(state_b);
 

@@ -181,6 +181,8 @@ pub struct Inspection {
     pub enabled: bool,
     pub settings: InspectionSettings,
     pub secrets: AwsSecrets,
+    /// Why the stored credentials could not be opened (a lost encryption key), if so.
+    pub secrets_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_run: Option<RunSummary>,

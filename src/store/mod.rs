@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::crypto::SecretBox;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
 use crate::model::inspection::{Inspection, InspectionDraft};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
@@ -56,12 +57,13 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Opens the store a URL names: `postgres://…` or `sqlite://…`.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+/// Opens the store a URL names: `postgres://…` or `sqlite://…`. Credentials are sealed and
+/// opened with `cipher`.
+pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<DynStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, max_connections).await?))
+        Ok(Arc::new(PgStore::connect(url, max_connections, cipher).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, max_connections).await?))
+        Ok(Arc::new(SqliteStore::connect(url, max_connections, cipher).await?))
     } else {
         anyhow::bail!("unsupported database URL: it must start with postgres:// or sqlite:")
     }

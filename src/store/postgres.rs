@@ -2,25 +2,29 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::sql::sql_store;
+use crate::crypto::SecretBox;
 
 #[derive(Clone)]
 pub struct PgStore {
+    cipher: Arc<SecretBox>,
     pool: PgPool,
 }
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
             .context("could not connect to Postgres")?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, cipher })
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::crypto::{Sealed, SecretBox};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
 use crate::model::inspection::{AwsSecrets, Inspection, InspectionSettings};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, RunSummary, Trigger};
@@ -46,7 +47,7 @@ pub(super) struct InspectionRow {
     description: String,
     enabled: bool,
     settings: Json<InspectionSettings>,
-    secrets: Json<AwsSecrets>,
+    secrets: Json<serde_json::Value>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     lr_id: Option<Uuid>,
@@ -55,8 +56,44 @@ pub(super) struct InspectionRow {
     lr_clusters_new: Option<i64>,
 }
 
+/// How the `secrets` column holds credentials: sealed (see [`crate::crypto`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct StoredSecrets {
+    sealed: Sealed,
+}
+
+/// Seals an inspection's credentials for its row; no credentials are stored as `{}`.
+pub(super) fn seal_secrets(cipher: &SecretBox, id: Uuid, secrets: &AwsSecrets) -> Json<serde_json::Value> {
+    if *secrets == AwsSecrets::default() {
+        return Json(serde_json::json!({}));
+    }
+    let plain = serde_json::to_vec(secrets).expect("secrets serialize");
+    let stored = StoredSecrets { sealed: cipher.seal(id.as_bytes(), &plain) };
+    Json(serde_json::to_value(stored).expect("sealed secrets serialize"))
+}
+
+/// Opens a row's credentials. A row that cannot be opened (a lost key) still lists, with the
+/// reason on the inspection, rather than breaking every listing.
+fn open_secrets(cipher: &SecretBox, id: Uuid, stored: serde_json::Value) -> (AwsSecrets, Option<String>) {
+    if stored.as_object().is_some_and(|o| o.is_empty()) {
+        return (AwsSecrets::default(), None);
+    }
+    let result = serde_json::from_value::<StoredSecrets>(stored)
+        .map_err(|e| format!("unreadable secrets column: {e}"))
+        .and_then(|s| cipher.open(id.as_bytes(), &s.sealed).map_err(|e| e.to_string()))
+        .and_then(|plain| serde_json::from_slice::<AwsSecrets>(&plain).map_err(|e| e.to_string()));
+    match result {
+        Ok(secrets) => (secrets, None),
+        Err(e) => {
+            tracing::error!(inspection_id = %id, error = %e, "stored credentials cannot be decrypted");
+            (AwsSecrets::default(), Some(format!("stored credentials cannot be decrypted: {e}")))
+        }
+    }
+}
+
 impl InspectionRow {
-    pub(super) fn into_model(self) -> Result<Inspection, StoreError> {
+    pub(super) fn into_model(self, cipher: &SecretBox) -> Result<Inspection, StoreError> {
+        let (secrets, secrets_error) = open_secrets(cipher, self.id, self.secrets.0);
         let last_run = match (self.lr_id, self.lr_status) {
             (Some(id), Some(status)) => Some(RunSummary {
                 id,
@@ -72,7 +109,8 @@ impl InspectionRow {
             description: self.description,
             enabled: self.enabled,
             settings: self.settings.0,
-            secrets: self.secrets.0,
+            secrets,
+            secrets_error,
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_run,
@@ -338,7 +376,7 @@ macro_rules! sql_store {
                 .bind(&draft.description)
                 .bind(draft.enabled)
                 .bind(sqlx::types::Json(&draft.settings))
-                .bind(sqlx::types::Json(&draft.secrets))
+                .bind($crate::store::sql::seal_secrets(&self.cipher, id, &draft.secrets))
                 .bind(now)
                 .execute(&self.pool)
                 .await
@@ -357,7 +395,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|r| r.into_model()).transpose()
+                row.map(|r| r.into_model(&self.cipher)).transpose()
             }
 
             async fn list_inspections(
@@ -384,7 +422,7 @@ macro_rules! sql_store {
                     .build_query_as::<$crate::store::sql::InspectionRow>()
                     .fetch_all(&self.pool)
                     .await?;
-                rows.into_iter().map(|r| r.into_model()).collect()
+                rows.into_iter().map(|r| r.into_model(&self.cipher)).collect()
             }
 
             async fn update_inspection(
@@ -402,7 +440,7 @@ macro_rules! sql_store {
                 .bind(&draft.description)
                 .bind(draft.enabled)
                 .bind(sqlx::types::Json(&draft.settings))
-                .bind(sqlx::types::Json(&draft.secrets))
+                .bind($crate::store::sql::seal_secrets(&self.cipher, id, &draft.secrets))
                 .bind(now)
                 .execute(&self.pool)
                 .await

@@ -3,18 +3,22 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::sql::sql_store;
+use crate::crypto::SecretBox;
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    cipher: Arc<SecretBox>,
     pool: SqlitePool,
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL".to_string())?
             .create_if_missing(true)
@@ -35,7 +39,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .context("could not open the SQLite database")?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, cipher })
     }
 
     async fn run_migrations(&self) -> anyhow::Result<()> {

@@ -34,6 +34,11 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_string())
 }
 
+/// The encryption key of every test store (a second store on the same database needs it).
+pub fn test_cipher() -> Arc<cloudtrail_inspector::crypto::SecretBox> {
+    Arc::new(cloudtrail_inspector::crypto::SecretBox::new(&[42; 32], &[]))
+}
+
 /// Keeps a test's database alive: the SQLite file's directory, or the Postgres database name.
 pub struct StoreGuard {
     _dir: Option<tempfile::TempDir>,
@@ -47,7 +52,7 @@ pub async fn fresh_store(backend: Backend) -> (DynStore, StoreGuard) {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("tempdir");
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            let store = store::connect(&url, 4).await.expect("open sqlite");
+            let store = store::connect(&url, 4, test_cipher()).await.expect("open sqlite");
             store.migrate().await.expect("migrate sqlite");
             (store, StoreGuard { _dir: Some(dir), url })
         }
@@ -74,7 +79,7 @@ pub async fn fresh_store(backend: Backend) -> (DynStore, StoreGuard) {
             let _ = admin.close().await;
             let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
             let url = format!("{base}/{name}");
-            let store = store::connect(&url, 5).await.expect("connect test database");
+            let store = store::connect(&url, 5, test_cipher()).await.expect("connect test database");
             store.migrate().await.expect("migrate postgres");
             (store, StoreGuard { _dir: None, url })
         }
