@@ -154,6 +154,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
+    /// Bearer tokens for the management API (comma-separated; several allow rotation). Required
+    /// to listen on anything but a loopback address.
+    #[arg(long, env = "API_TOKEN", value_delimiter = ',', hide_env_values = true)]
+    pub api_token: Vec<Secret>,
+
     /// Directory under which inspections may read CloudTrail files (`source.kind = files`).
     /// Unset: file sources are refused, so API callers cannot read the machine's files.
     #[arg(long, env = "FILES_ROOT")]

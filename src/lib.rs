@@ -53,6 +53,14 @@ pub fn build_state_with(
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let api_tokens = http::auth::Tokens::new(&args.api_token);
+    if api_tokens.is_empty() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without an API token: anyone who can reach it could read and change \
+             inspections. Set API_TOKEN (or --api-token), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
     let http = HttpSettings {
@@ -61,6 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         public_url: args.public_url(),
         files_root: args.files_root.clone(),
+        api_tokens,
     };
     let state = build_state(store, args.runner(), http);
     state.runner.housekeeping().await;

@@ -28,6 +28,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{message}")]
     InvalidBody { status: StatusCode, message: String, field: Option<String> },
+    #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
+    Unauthorized,
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -66,6 +68,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidBody { status, .. } => *status,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,6 +90,7 @@ impl ApiError {
             }
             ApiError::InvalidBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             ApiError::InvalidBody { .. } => "invalid_body",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -136,7 +140,12 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (status, Json(ErrorBody { error: detail })).into_response()
+        let mut res = (status, Json(ErrorBody { error: detail })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        res
     }
 }
 

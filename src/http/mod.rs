@@ -1,5 +1,6 @@
 //! The HTTP API: routes, shared state, middleware and the OpenAPI document.
 
+pub mod auth;
 pub mod clusters;
 pub mod error;
 pub mod extract;
@@ -47,6 +48,8 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Where file sources may read; None refuses them.
     pub files_root: Option<std::path::PathBuf>,
+    /// Bearer tokens of the management API; empty leaves it open (loopback only).
+    pub api_tokens: auth::Tokens,
 }
 
 impl Default for HttpSettings {
@@ -57,6 +60,7 @@ impl Default for HttpSettings {
             max_body_bytes: 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
             files_root: None,
+            api_tokens: auth::Tokens::default(),
         }
     }
 }
@@ -76,9 +80,30 @@ impl Default for HttpSettings {
         (name = "clusters", description = "Error clusters and access-key activity"),
         (name = "health", description = "Liveness and readiness"),
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 struct ApiDoc;
+
+/// Declares the bearer-token scheme the management API requires (see `http::auth`).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("One of the service's API_TOKEN values"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Routes under the management timeout.
 fn managed_routes() -> OpenApiRouter<AppState> {
@@ -91,8 +116,11 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_for_inspection))
         .routes(routes!(clusters::get))
         .routes(routes!(clusters::access_keys))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
+}
+
+/// Routes open to anyone: probes.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz))
 }
 
 /// Routes that wait for a run and so have their own, longer, limit.
@@ -102,10 +130,10 @@ fn run_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, a) = managed_routes().split_for_parts();
-    let (_, b) = run_routes().split_for_parts();
-    let mut doc = a;
-    doc.merge(b);
+    let (_, mut doc) = managed_routes().split_for_parts();
+    for part in [run_routes(), public_routes()] {
+        doc.merge(part.split_for_parts().1);
+    }
     doc
 }
 
@@ -113,11 +141,17 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let (managed, _) = managed_routes().split_for_parts();
     let (runs, _) = run_routes().split_for_parts();
-    let managed = managed.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout));
+    let (public, _) = public_routes().split_for_parts();
+    let authenticated = middleware::from_fn_with_state(state.clone(), auth::require_token);
+    let managed = managed
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+        .route_layer(authenticated.clone());
+    let runs = runs.route_layer(authenticated);
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(managed)
         .merge(runs)
+        .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)

@@ -1,0 +1,87 @@
+//! The management API requires a bearer token when tokens are configured; probes and docs
+//! stay open; a non-loopback listener without tokens is refused.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use cloudtrail_inspector::http::HttpSettings;
+use cloudtrail_inspector::http::auth::Tokens;
+use cloudtrail_inspector::model::Secret;
+use common::{Backend, TestApp};
+
+async fn app() -> TestApp {
+    let http = HttpSettings {
+        api_tokens: Tokens::new(&[Secret::new("current-token"), Secret::new("previous-token")]),
+        ..Default::default()
+    };
+    TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await
+}
+
+fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+    let mut r = Request::get(uri);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn management_routes_need_a_valid_token() {
+    let app = app().await;
+    for (token, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("wrong"), StatusCode::UNAUTHORIZED),
+        (Some(""), StatusCode::UNAUTHORIZED),
+        (Some("current-token"), StatusCode::OK),
+        (Some("previous-token"), StatusCode::OK),
+    ] {
+        let (status, headers, body) = app.send(get("/api/v1/inspections", token)).await;
+        assert_eq!(status, expected, "{token:?}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(headers["www-authenticate"], "Bearer");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "unauthorized");
+        }
+    }
+    // Writes and run triggers too.
+    let req = Request::post("/api/v1/inspections")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"name": "x"}).to_string()))
+        .unwrap();
+    assert_eq!(app.send(req).await.0, StatusCode::UNAUTHORIZED);
+    let req =
+        Request::post("/api/v1/inspections/00000000-0000-7000-8000-000000000000/runs").body(Body::empty()).unwrap();
+    assert_eq!(app.send(req).await.0, StatusCode::UNAUTHORIZED);
+    // A basic-auth header is not a bearer token.
+    let req =
+        Request::get("/api/v1/runs").header("authorization", "Basic Y3VycmVudC10b2tlbg==").body(Body::empty()).unwrap();
+    assert_eq!(app.send(req).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn probes_and_documentation_stay_open() {
+    let app = app().await;
+    for uri in ["/healthz", "/readyz", "/api-docs/openapi.json", "/swagger-ui/"] {
+        assert_eq!(app.send(get(uri, None)).await.0, StatusCode::OK, "{uri}");
+    }
+    let (_, doc) = app.get("/api-docs/openapi.json").await;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+}
+
+#[test]
+fn a_public_listener_without_a_token_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("API_TOKEN")
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without an API token"), "{err}");
+}
