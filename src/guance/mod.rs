@@ -10,6 +10,7 @@
 //! Nothing here touches the database; the runner and the delivery worker feed these plain
 //! inputs and store what comes out.
 
+pub mod client;
 pub mod lineproto;
 
 use serde::{Deserialize, Serialize};
