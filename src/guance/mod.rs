@@ -10,7 +10,9 @@
 //! Nothing here touches the database; the runner and the delivery worker feed these plain
 //! inputs and store what comes out.
 
+pub mod alerting;
 pub mod client;
+pub mod event;
 pub mod lineproto;
 
 use serde::{Deserialize, Serialize};
