@@ -641,13 +641,13 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
     }
     for k in a.access_keys.iter().take(MAX_MESSAGE_KEYS) {
         m.push_str(&format!(
-            "- {} last active {} by {} from {} ({}), {} events{}\n",
+            "- {} last active {} by {} from {} ({}), {}{}\n",
             code(&k.access_key_id),
             fmt_time(k.last_seen),
             code(&k.principal_arn),
             code(&k.last_source_ip),
             code(&k.last_event_name),
-            k.total_events,
+            plural(k.total_events, "event", "events"),
             if k.active_in_window { "" } else { ", not active in this window" },
         ));
     }
@@ -670,9 +670,12 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
     m
 }
 
+/// Lists clusters most severe first (then in the order given, largest first from the runner).
 fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]) {
-    for c in clusters.iter().take(MAX_MESSAGE_CLUSTERS) {
-        let level = ctx.severity_rules.level_of(c);
+    let mut ordered: Vec<(NotifyLevel, &EventCluster)> =
+        clusters.iter().map(|c| (ctx.severity_rules.level_of(c), c)).collect();
+    ordered.sort_by_key(|(l, _)| std::cmp::Reverse(rank(*l)));
+    for (level, c) in ordered.into_iter().take(MAX_MESSAGE_CLUSTERS) {
         let rules: Vec<String> =
             c.rules.iter().filter_map(|id| rules::rule(id)).map(|r| format!("{} {}", r.id, r.title)).collect();
         m.push_str(&format!(
