@@ -257,10 +257,11 @@ impl GuanceClient {
         let content = self.openapi(OP, Method::GET, "/api/v1/workspace/get", &[], None).await?;
         match content.get("token").and_then(Value::as_str).filter(|t| !t.is_empty()) {
             Some(t) => Ok(Secret::new(t)),
-            None => Err(GuanceError::BadResponse {
-                op: OP,
-                detail: "no `content.token` in the answer; set the workspace token explicitly".into(),
-            }),
+            // Asking again will not make a token appear (an API key without the right to see
+            // it): say what to do instead.
+            None => Err(GuanceError::Config(
+                "workspace/get answered without `content.token`; set the workspace token explicitly".into(),
+            )),
         }
     }
 
@@ -386,7 +387,7 @@ impl GuanceClient {
             .body(lines.to_owned())
             .send()
             .await
-            .map_err(|e| self.transport_error(OP, e))?;
+            .map_err(|e| self.transport_error(OP, e, Some(token)))?;
         let status = res.status();
         if status.is_success() {
             return Ok(());
@@ -403,8 +404,8 @@ impl GuanceClient {
         Err(GuanceError::Api {
             op: OP,
             status: status.as_u16(),
-            error_code: self.scrub(&code),
-            message: self.scrub(&message),
+            error_code: self.scrub_with(&code, Some(token)),
+            message: self.scrub_with(&message, Some(token)),
             trace_id: None,
         })
     }
@@ -426,15 +427,22 @@ impl GuanceClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let res = req.send().await.map_err(|e| self.transport_error(op, e))?;
+        let res = req.send().await.map_err(|e| self.transport_error(op, e, None))?;
         let status = res.status();
-        let bytes = res.bytes().await.map_err(|e| self.transport_error(op, e))?;
+        let bytes = res.bytes().await.map_err(|e| self.transport_error(op, e, None))?;
         let envelope: Option<Envelope> = serde_json::from_slice(&bytes).ok();
         match (status.is_success(), envelope) {
             (true, Some(env)) if env.success != Some(false) => Ok(env.content),
             (true, None) => Err(GuanceError::BadResponse {
                 op,
                 detail: format!("HTTP {} with a body that is not Guance's JSON envelope", status.as_u16()),
+            }),
+            (_, Some(env)) if env.error_code.is_empty() && env.message.is_empty() => Err(GuanceError::Api {
+                op,
+                status: status.as_u16(),
+                error_code: String::new(),
+                message: self.scrub(&String::from_utf8_lossy(&bytes)),
+                trace_id: env.trace_id,
             }),
             (_, Some(env)) => Err(GuanceError::Api {
                 op,
@@ -458,7 +466,7 @@ impl GuanceClient {
         }
     }
 
-    fn transport_error(&self, op: &'static str, e: reqwest::Error) -> GuanceError {
+    fn transport_error(&self, op: &'static str, e: reqwest::Error, token: Option<&Secret>) -> GuanceError {
         if e.is_timeout() {
             return GuanceError::Timeout { op };
         }
@@ -472,22 +480,24 @@ impl GuanceClient {
             source = s.source();
         }
         if e.is_decode() || e.is_body() {
-            return GuanceError::BadResponse { op, detail: self.scrub(&detail) };
+            return GuanceError::BadResponse { op, detail: self.scrub_with(&detail, token) };
         }
-        GuanceError::Connect { op, detail: self.scrub(&detail) }
+        GuanceError::Connect { op, detail: self.scrub_with(&detail, token) }
     }
 
     /// Removes every credential this client knows from text that may be shown or logged, and
     /// bounds its length.
     fn scrub(&self, text: &str) -> String {
+        self.scrub_with(text, None)
+    }
+
+    /// [`Self::scrub`], also removing a token the caller passed in (it may differ from the
+    /// cached one).
+    fn scrub_with(&self, text: &str, extra: Option<&Secret>) -> String {
         let mut out = redact_url(text);
-        let token = self.token.get().map(|t| t.expose().to_owned());
-        for secret in [Some(self.api_key_id.expose().to_owned()), Some(self.api_key.expose().to_owned()), token]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.len() >= 4)
-        {
-            out = out.replace(&secret, "***");
+        let secrets = [Some(&self.api_key_id), Some(&self.api_key), self.token.get(), extra];
+        for secret in secrets.into_iter().flatten().map(Secret::expose).filter(|s| s.len() >= 4) {
+            out = out.replace(secret, "***");
         }
         truncate(&out, MAX_ERROR_BODY)
     }

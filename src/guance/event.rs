@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::alerting::{self, Action, Decision, DimensionState, FaultFields, RunOutcome};
+use super::alerting::{self, Action, Decision, DimensionState, FaultFields, RunOutcome, SilentReason};
 use super::lineproto::{EncodeError, Point};
 use crate::engine::Cluster;
 use crate::engine::rules::{self, RuleInput, glob_match};
@@ -628,10 +628,17 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
             code(&ctx.inspection_name),
             d.status.as_str(),
         ));
-        if d.is_silent() {
-            m.push_str(
-                "\nThis event is silenced: it is recorded, and its clusters are repeated in the next event sent.\n",
-            );
+        match &d.silent_reason {
+            Some(SilentReason::Silenced { until }) => m.push_str(&format!(
+                "\nThis event is silenced until {}: it is recorded, not sent, and its clusters are repeated in \
+                 the next event sent.\n",
+                fmt_time(*until)
+            )),
+            Some(SilentReason::LevelNotNotified { .. }) => m.push_str(
+                "\nThis level is not among the inspection's notify levels: the event is recorded, not sent, and \
+                 its clusters are repeated in the next event sent.\n",
+            ),
+            None => {}
         }
     }
 
@@ -1216,8 +1223,15 @@ mod tests {
         let ev = out.event.unwrap();
         assert!(ev.is_silent && !ev.deliver);
         assert_eq!(ev.to_point().get("df_is_silent"), Some(&crate::guance::lineproto::FieldValue::Str("true".into())));
-        assert!(ev.message.contains("This event is silenced"));
+        assert!(ev.message.contains("This event is silenced until 2024-05-01 11:30:00 UTC"), "{}", ev.message);
         assert_eq!(out.decision.next.carried.len(), 1);
+
+        // A level the inspection does not notify on is recorded, and says so.
+        let only_critical = AlertPolicy { notify_levels: vec![NotifyLevel::Critical], ..AlertPolicy::default() };
+        let out = evaluate(&ctx(), &a, &DimensionState::default(), &only_critical, true, t(61));
+        let ev = out.event.unwrap();
+        assert!(ev.is_silent && !ev.deliver && ev.fault.is_none());
+        assert!(ev.message.contains("not among the inspection's notify levels"), "{}", ev.message);
 
         // A failed read concludes nothing.
         let out = evaluate(&ctx(), &a, &DimensionState::default(), &AlertPolicy::default(), false, t(61));
