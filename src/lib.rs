@@ -10,11 +10,13 @@
 //! - [`engine`]: pure logic: CloudTrail record parsing, error selection, message templates,
 //!   fingerprints and clusters, access-key activity. No I/O.
 //! - [`store`]: the database (Postgres or SQLite), one portable SQL implementation.
+//! - [`guance`]: Guance OpenAPI/OpenWay clients, event rendering, alerting state.
 //! - [`model`]: the domain types the layers share; [`config`]: flags and environment.
 
 pub mod config;
 pub mod crypto;
 pub mod engine;
+pub mod guance;
 pub mod http;
 pub mod model;
 pub mod runner;

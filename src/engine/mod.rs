@@ -10,6 +10,7 @@
 //!    [`mod@template`]), and [`Clusterer`] groups errors by account, region, API, error kind
 //!    and template ([`ClusterKey`]).
 //! 6. [`KeyTracker`] follows access-key activity on the side.
+//! 7. [`rules`] names what a cluster is in CIS terms (`CloudWatch.1` … `CloudWatch.14`).
 //!
 //! Per-log-group clusterers are combined with [`Clusterer::merge`]; pre-aggregated rows from
 //! CloudWatch Logs Insights enter through [`Clusterer::ingest_aggregate`].
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod ignore;
 pub mod keys;
 pub mod record;
+pub mod rules;
 pub mod template;
 
 pub use cluster::{AggregateRow, Analysis, Cluster, ClusterKey, Clusterer, ClustererConfig, Counted, Outcome, Stats};

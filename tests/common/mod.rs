@@ -1,9 +1,11 @@
 //! Shared test helpers: real stores (a throwaway Postgres database, a SQLite file), the app
-//! called in-process, the real CloudTrail sample data, and the fake CloudWatch Logs server.
+//! called in-process, the real CloudTrail sample data, and the fake CloudWatch Logs and Guance
+//! servers.
 #![allow(dead_code)]
 
 pub mod data;
 pub mod fake_cwl;
+pub mod fake_guance;
 
 use std::sync::Arc;
 use std::time::Duration;
