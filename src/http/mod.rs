@@ -47,6 +47,8 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Where file sources may read; None refuses them.
     pub files_root: Option<std::path::PathBuf>,
+    /// The built-in scheduler, for `next_run_at`.
+    pub schedule: crate::config::ScheduleSettings,
 }
 
 impl Default for HttpSettings {
@@ -57,6 +59,7 @@ impl Default for HttpSettings {
             max_body_bytes: 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
             files_root: None,
+            schedule: crate::config::ScheduleSettings::default(),
         }
     }
 }
@@ -93,6 +96,7 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::access_keys))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(inspections::rotate_trigger_id))
 }
 
 /// Routes that wait for a run and so have their own, longer, limit.
