@@ -3,6 +3,7 @@
 pub mod clusters;
 pub mod error;
 pub mod extract;
+pub mod func;
 pub mod health;
 pub mod inspections;
 pub mod runs;
@@ -78,6 +79,8 @@ impl Default for HttpSettings {
         (name = "runs", description = "Inspections of a time window, and their history"),
         (name = "clusters", description = "Error clusters and access-key activity"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
+            as Func's Sync API (auth link) and Async API (batch) are called"),
     ),
     components(schemas(ErrorBody))
 )]
@@ -101,7 +104,12 @@ fn managed_routes() -> OpenApiRouter<AppState> {
 
 /// Routes that wait for a run and so have their own, longer, limit.
 fn run_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(runs::trigger))
+    OpenApiRouter::new()
+        .routes(routes!(runs::trigger))
+        .routes(routes!(func::sync_get, func::sync_post))
+        .routes(routes!(func::sync_get_format, func::sync_post_format))
+        .routes(routes!(func::async_get, func::async_post))
+        .routes(routes!(func::async_get_format, func::async_post_format))
 }
 
 /// The OpenAPI document of the whole API.
@@ -131,10 +139,21 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(scope_request_id))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+}
+
+/// The path as logs may show it: the trigger id in Func-style URLs is a credential.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in ["/api/v1/al/", "/api/v1/bat/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let tail = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+            return format!("{prefix}***{tail}").into();
+        }
+    }
+    path.into()
 }
 
 /// Makes the request id visible to error bodies built deep in handlers.
