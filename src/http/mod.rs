@@ -240,3 +240,20 @@ macro_rules! page_type {
     };
 }
 pub(crate) use page_type;
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn trigger_ids_never_reach_the_logs() {
+        for (path, logged) in [
+            ("/api/v1/al/0123abcd", "/api/v1/al/***"),
+            ("/api/v1/al/0123abcd/simplified", "/api/v1/al/***/simplified"),
+            ("/api/v1/bat/0123abcd", "/api/v1/bat/***"),
+            ("/api/v1/runs/42", "/api/v1/runs/42"),
+        ] {
+            assert_eq!(loggable_path(path), logged);
+        }
+    }
+}
