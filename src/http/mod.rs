@@ -82,7 +82,7 @@ impl Default for HttpSettings {
         (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
             as Func's Sync API (auth link) and Async API (batch) are called"),
     ),
-    components(schemas(ErrorBody))
+    components(schemas(ErrorBody, func::FuncBoxed))
 )]
 struct ApiDoc;
 
