@@ -197,6 +197,24 @@ pub struct ServeArgs {
     /// `https://inspector.example.com`). Defaults to `http://<listen>`.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Run inspections on their `schedule` (`on`), or leave scheduling to an outside caller
+    /// such as DataFlux Func or cron (`off`). Several instances on one Postgres may all be on:
+    /// each slot starts once.
+    #[arg(long, env = "SCHEDULER", value_enum, default_value_t = Toggle::On)]
+    pub scheduler: Toggle,
+
+    /// Scheduled starts are spread over this many seconds after each slot: every inspection
+    /// gets a fixed offset in [0, spread) from its id, so inspections on the same schedule do
+    /// not all call CloudWatch Logs in the same second.
+    #[arg(long, env = "SCHEDULE_SPREAD_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub schedule_spread_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,8 +234,28 @@ impl ServeArgs {
         }
     }
 
+    pub fn schedule(&self) -> ScheduleSettings {
+        ScheduleSettings {
+            enabled: self.scheduler == Toggle::On,
+            spread: Duration::from_secs(self.schedule_spread_secs),
+        }
+    }
+
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+}
+
+/// The built-in scheduler's settings; the API uses them too, to show `next_run_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSettings {
+    pub enabled: bool,
+    pub spread: Duration,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings { enabled: true, spread: Duration::from_secs(60) }
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`source`]: where records come from ([`source::cloudwatch`] through the AWS SDK).
 //! - [`engine`]: pure logic: CloudTrail record parsing, error selection, message templates,
 //!   fingerprints and clusters, access-key activity. No I/O.
+//! - [`scheduler`]: starts inspections on their cron schedule, each slot once across instances.
 //! - [`store`]: the database (Postgres or SQLite), one portable SQL implementation.
 //! - [`guance`]: Guance OpenAPI/OpenWay clients, event rendering, alerting state.
 //! - [`model`]: the domain types the layers share; [`config`]: flags and environment.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod model;
 pub mod runner;
 pub mod scan;
+pub mod scheduler;
 pub mod source;
 pub mod store;
 pub mod telemetry;
@@ -72,10 +74,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url(),
         files_root: args.files_root.clone(),
         api_tokens,
+        schedule: args.schedule(),
     };
     let state = build_state(store, args.runner(), http);
     state.runner.housekeeping().await;
     let _housekeeping = state.runner.spawn_housekeeping();
+    let _scheduler = if args.schedule().enabled {
+        let scheduler = scheduler::Scheduler::new(state.store.clone(), state.runner.clone(), args.schedule());
+        tracing::info!(spread_secs = args.schedule_spread_secs, "scheduler on");
+        Some(scheduler.spawn())
+    } else {
+        tracing::info!("scheduler off: inspections run only when triggered");
+        None
+    };
     let app = http::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -752,6 +752,7 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             last_run: None,
+            trigger_id: crate::model::Secret::new("t"),
         }
     }
 

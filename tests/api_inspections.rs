@@ -334,3 +334,123 @@ async fn health_and_readiness() {
         assert_eq!(v["database"], if backend == Backend::Postgres { "postgres" } else { "sqlite" });
     }
 }
+
+#[tokio::test]
+async fn trigger_id_timeout_and_schedule() {
+    each_backend(|app| async move {
+        let created = app.create_inspection(valid("scheduled")).await;
+        let id = created["id"].as_str().unwrap().to_string();
+        // Defaults: the original's timeout=900 and fixed_crontab='0 * * * *'.
+        assert_eq!(created["timeout_seconds"], 900);
+        assert_eq!(created["schedule"], "0 * * * *");
+        assert_eq!(created["schedule_timezone"], "UTC");
+        assert!(created["next_run_at"].is_string(), "{created}");
+        let trigger = created["trigger_id"].as_str().unwrap();
+        assert_eq!(trigger.len(), 64);
+        let other = app.create_inspection(valid("scheduled-too")).await;
+        assert_ne!(other["trigger_id"], created["trigger_id"], "every inspection has its own");
+
+        let (status, patched) = app
+            .patch(
+                &format!("/api/v1/inspections/{id}"),
+                json!({"timeout_seconds": 60, "schedule": " */15 8-18 * * mon-fri ", "schedule_timezone": "Asia/Shanghai"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{patched}");
+        assert_eq!(patched["timeout_seconds"], 60);
+        assert_eq!(patched["schedule"], "*/15 8-18 * * mon-fri");
+        assert_eq!(patched["schedule_timezone"], "Asia/Shanghai");
+        assert_eq!(patched["trigger_id"], created["trigger_id"], "editing keeps the trigger id");
+
+        for (body, field, hint) in [
+            (json!({"schedule": "61 * * * *"}), "schedule", "5-field cron"),
+            (json!({"schedule": "0 * * *"}), "schedule", "5-field cron"),
+            (json!({"schedule": "0 0 0 * * *"}), "schedule", "5-field cron"),
+            (json!({"schedule": "0 0 31 2 *"}), "schedule", "never"),
+            (json!({"schedule_timezone": "Mars/Olympus_Mons"}), "schedule_timezone", "IANA"),
+            (json!({"timeout_seconds": 0}), "timeout_seconds", "between 1 and 3600"),
+            (json!({"timeout_seconds": 3601}), "timeout_seconds", "between 1 and 3600"),
+        ] {
+            let (status, v) = app.patch(&format!("/api/v1/inspections/{id}"), body.clone()).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+            let msgs = v["error"]["fields"][field].as_array().unwrap_or_else(|| panic!("{body}: {v}"));
+            assert!(msgs.iter().any(|m| m.as_str().unwrap().contains(hint)), "{body}: {v}");
+        }
+        let (_, unchanged) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert_eq!(unchanged["schedule"], "*/15 8-18 * * mon-fri");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
+    use sqlx::migrate::Migrator;
+    use std::borrow::Cow;
+
+    for backend in BACKENDS {
+        let guard = common::empty_database(backend).await;
+        let dir = match backend {
+            Backend::Postgres => "migrations/postgres",
+            Backend::Sqlite => "migrations/sqlite",
+        };
+        let mut first = Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).await.unwrap();
+        first.migrations = Cow::Owned(first.migrations[..1].to_vec());
+        // Settings as the first release stored them: no timeout, schedule or time zone.
+        let settings = json!({"source": {"kind": "cloudwatch_logs"}, "log_groups": ["g"], "aws": {"region": "us-east-1"},
+            "lookback_minutes": 60, "delivery_delay_minutes": 10, "baseline_days": 7, "max_catch_up_minutes": 1440,
+            "strategy": "filter_log_events"});
+        let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+        let now = chrono::Utc::now();
+        let insert = "insert into inspections (id, name, settings, created_at, updated_at) values ($1, $2, $3, $4, $4)";
+        match backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&guard.url).await.unwrap();
+                first.run(&pool).await.unwrap();
+                for (n, id) in ids.iter().enumerate() {
+                    sqlx::query(insert)
+                        .bind(id)
+                        .bind(format!("old-{n}"))
+                        .bind(sqlx::types::Json(&settings))
+                        .bind(now)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+                pool.close().await;
+            }
+            Backend::Sqlite => {
+                let opts = guard.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                first.run(&pool).await.unwrap();
+                for (n, id) in ids.iter().enumerate() {
+                    sqlx::query(insert)
+                        .bind(id)
+                        .bind(format!("old-{n}"))
+                        .bind(sqlx::types::Json(&settings))
+                        .bind(now)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+                pool.close().await;
+            }
+        }
+
+        let store = cloudtrail_inspector::store::connect(&guard.url, 2, common::test_cipher()).await.unwrap();
+        store.migrate().await.unwrap();
+        let a = store.get_inspection(ids[0]).await.unwrap().unwrap();
+        let b = store.get_inspection(ids[1]).await.unwrap().unwrap();
+        for i in [&a, &b] {
+            assert_eq!(i.settings.timeout_seconds, 900);
+            assert_eq!(i.settings.schedule, "0 * * * *");
+            assert_eq!(i.settings.schedule_timezone, "UTC");
+            let t = i.trigger_id.expose();
+            assert_eq!(t.len(), 64, "{backend:?}");
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{t}");
+            // The migrated id works: it is found by its hash.
+            let hash = cloudtrail_inspector::model::inspection::trigger_id_hash(t);
+            assert_eq!(store.inspection_by_trigger_hash(&hash).await.unwrap().unwrap().id, i.id);
+        }
+        assert_ne!(a.trigger_id, b.trigger_id);
+    }
+}

@@ -62,6 +62,18 @@ async fn management_routes_need_a_valid_token() {
 }
 
 #[tokio::test]
+async fn func_triggers_use_their_trigger_id_not_a_bearer_token() {
+    let app = app().await;
+    let (status, _, body) =
+        app.send(get("/api/v1/al/0000000000000000000000000000000000000000000000000000000000000000", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["reason"], "EClientNotFound", "{v}");
+    let (_, doc) = app.get("/api-docs/openapi.json").await;
+    assert_eq!(doc["paths"]["/api/v1/al/{trigger_id}"]["get"]["security"], json!([{}]));
+}
+
+#[tokio::test]
 async fn probes_and_documentation_stay_open() {
     let app = app().await;
     for uri in ["/healthz", "/readyz", "/api-docs/openapi.json", "/swagger-ui/"] {

@@ -43,6 +43,11 @@ fn every_route_is_documented() {
         "/api/v1/clusters/{id}",
         "/healthz",
         "/readyz",
+        "/api/v1/inspections/{id}/trigger-id/rotate",
+        "/api/v1/al/{trigger_id}",
+        "/api/v1/al/{trigger_id}/{format}",
+        "/api/v1/bat/{trigger_id}",
+        "/api/v1/bat/{trigger_id}/{format}",
     ] {
         assert!(paths.contains(&p), "{p} missing from the OpenAPI document");
     }

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, PageParams, page_type, paginate};
-use crate::model::inspection::{InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings};
+use crate::model::inspection::{
+    Inspection, InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings, new_trigger_id,
+};
 use crate::model::validation::FieldErrors;
 use crate::store::{self, InspectionFilter, StoreError, TimeKey};
 
@@ -27,6 +29,13 @@ pub struct ListParams {
     pub enabled: Option<bool>,
     /// Only inspections whose name contains this text (case-insensitive).
     pub name: Option<String>,
+}
+
+/// The API's view of an inspection, with when the scheduler runs it next.
+fn view(state: &AppState, inspection: &Inspection) -> InspectionView {
+    let mut v = InspectionView::from(inspection);
+    v.next_run_at = crate::scheduler::next_run_at(inspection, state.settings.schedule, store::now());
+    v
 }
 
 fn name_conflict(e: StoreError) -> ApiError {
@@ -79,11 +88,7 @@ pub async fn create(
     let id = Uuid::now_v7();
     let created = state.store.create_inspection(id, &draft, store::now()).await.map_err(name_conflict)?;
     tracing::info!(inspection_id = %id, name = %created.name, "inspection created");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/api/v1/inspections/{id}"))],
-        Json(InspectionView::from(&created)),
-    ))
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/inspections/{id}"))], Json(view(&state, &created))))
 }
 
 /// List inspections, oldest first.
@@ -108,7 +113,7 @@ pub async fn list(
     let filter = InspectionFilter { enabled: params.enabled, name_contains: params.name };
     let rows = state.store.list_inspections(&filter, after, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |i| (i.created_at, i.id));
-    Ok(Json(InspectionPage { items: rows.iter().map(InspectionView::from).collect(), next_cursor }))
+    Ok(Json(InspectionPage { items: rows.iter().map(|i| view(&state, i)).collect(), next_cursor }))
 }
 
 /// Read an inspection.
@@ -122,7 +127,7 @@ pub async fn list(
 )]
 pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> ApiResult<Json<InspectionView>> {
     let found = state.store.get_inspection(id).await?.ok_or_else(|| ApiError::not_found("inspection"))?;
-    Ok(Json(InspectionView::from(&found)))
+    Ok(Json(view(&state, &found)))
 }
 
 /// Change an inspection: fields present replace the stored ones.
@@ -155,7 +160,7 @@ pub async fn update(
         .map_err(name_conflict)?
         .ok_or_else(|| ApiError::not_found("inspection"))?;
     tracing::info!(inspection_id = %id, name = %updated.name, enabled = updated.enabled, "inspection updated");
-    Ok(Json(InspectionView::from(&updated)))
+    Ok(Json(view(&state, &updated)))
 }
 
 /// Remove an inspection with its runs, clusters and key activity.
@@ -174,4 +179,28 @@ pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -
     } else {
         Err(ApiError::not_found("inspection"))
     }
+}
+
+/// Give an inspection a new trigger id.
+///
+/// The old id stops working at once: Func-style calls with it get 404 (EClientNotFound).
+#[utoipa::path(
+    post, path = "/api/v1/inspections/{id}/trigger-id/rotate", tag = "inspections",
+    params(("id" = Uuid, Path, description = "Inspection id")),
+    responses(
+        (status = 200, description = "The inspection with its new `trigger_id`", body = InspectionView),
+        (status = 404, description = "No such inspection", body = ErrorBody),
+    )
+)]
+pub async fn rotate_trigger_id(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<InspectionView>> {
+    let rotated = state
+        .store
+        .rotate_trigger_id(id, &new_trigger_id(), store::now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("inspection"))?;
+    tracing::info!(inspection_id = %id, "trigger id rotated");
+    Ok(Json(view(&state, &rotated)))
 }

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod clusters;
 pub mod error;
 pub mod extract;
+pub mod func;
 pub mod health;
 pub mod inspections;
 pub mod runs;
@@ -50,6 +51,8 @@ pub struct HttpSettings {
     pub files_root: Option<std::path::PathBuf>,
     /// Bearer tokens of the management API; empty leaves it open (loopback only).
     pub api_tokens: auth::Tokens,
+    /// The built-in scheduler, for `next_run_at`.
+    pub schedule: crate::config::ScheduleSettings,
 }
 
 impl Default for HttpSettings {
@@ -61,6 +64,7 @@ impl Default for HttpSettings {
             public_url: "http://127.0.0.1:8080".into(),
             files_root: None,
             api_tokens: auth::Tokens::default(),
+            schedule: crate::config::ScheduleSettings::default(),
         }
     }
 }
@@ -79,8 +83,10 @@ impl Default for HttpSettings {
         (name = "runs", description = "Inspections of a time window, and their history"),
         (name = "clusters", description = "Error clusters and access-key activity"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
+            as Func's Sync API (auth link) and Async API (batch) are called"),
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, func::FuncBoxed)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -116,6 +122,7 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::list_for_inspection))
         .routes(routes!(clusters::get))
         .routes(routes!(clusters::access_keys))
+        .routes(routes!(inspections::rotate_trigger_id))
 }
 
 /// Routes open to anyone: probes.
@@ -128,10 +135,20 @@ fn run_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(runs::trigger))
 }
 
+/// DataFlux Func-style triggers: they wait for runs like `run_routes`, and the trigger id in
+/// their URL is their credential, so no bearer token is asked for.
+fn func_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(func::sync_get, func::sync_post))
+        .routes(routes!(func::sync_get_format, func::sync_post_format))
+        .routes(routes!(func::async_get, func::async_post))
+        .routes(routes!(func::async_get_format, func::async_post_format))
+}
+
 /// The OpenAPI document of the whole API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = managed_routes().split_for_parts();
-    for part in [run_routes(), public_routes()] {
+    for part in [run_routes(), func_routes(), public_routes()] {
         doc.merge(part.split_for_parts().1);
     }
     doc
@@ -142,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     let (managed, _) = managed_routes().split_for_parts();
     let (runs, _) = run_routes().split_for_parts();
     let (public, _) = public_routes().split_for_parts();
+    let (func, _) = func_routes().split_for_parts();
     let authenticated = middleware::from_fn_with_state(state.clone(), auth::require_token);
     let managed = managed
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
@@ -151,6 +169,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(managed)
         .merge(runs)
+        .merge(func)
         .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -161,10 +180,21 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(scope_request_id))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+}
+
+/// The path as logs may show it: the trigger id in Func-style URLs is a credential.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in ["/api/v1/al/", "/api/v1/bat/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let tail = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
+            return format!("{prefix}***{tail}").into();
+        }
+    }
+    path.into()
 }
 
 /// Makes the request id visible to error bodies built deep in handlers.
@@ -251,3 +281,20 @@ macro_rules! page_type {
     };
 }
 pub(crate) use page_type;
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn trigger_ids_never_reach_the_logs() {
+        for (path, logged) in [
+            ("/api/v1/al/0123abcd", "/api/v1/al/***"),
+            ("/api/v1/al/0123abcd/simplified", "/api/v1/al/***/simplified"),
+            ("/api/v1/bat/0123abcd", "/api/v1/bat/***"),
+            ("/api/v1/runs/42", "/api/v1/runs/42"),
+        ] {
+            assert_eq!(loggable_path(path), logged);
+        }
+    }
+}

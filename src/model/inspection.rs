@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::schedule::Schedule;
 use super::validation::FieldErrors;
 use super::{Secret, run::RunSummary};
 
@@ -163,6 +164,34 @@ pub struct InspectionSettings {
     pub ignore: IgnoreSettings,
     #[serde(default)]
     pub alert_policy: AlertPolicy,
+    /// How long a Func-style sync call waits for the run (`DFF.API(timeout=…)`); settings
+    /// stored before this field existed read as the default.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u32,
+    /// 5-field cron expression of the built-in scheduler.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// IANA time zone the `schedule` is read in.
+    #[serde(default = "default_schedule_timezone")]
+    pub schedule_timezone: String,
+}
+
+/// The original inspection's `timeout=900`.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 900;
+/// The original inspection's `fixed_crontab='0 * * * *'`.
+pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
+pub const DEFAULT_SCHEDULE_TIMEZONE: &str = "UTC";
+
+fn default_timeout_seconds() -> u32 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+
+fn default_schedule() -> String {
+    DEFAULT_SCHEDULE.to_string()
+}
+
+fn default_schedule_timezone() -> String {
+    DEFAULT_SCHEDULE_TIMEZONE.to_string()
 }
 
 pub const DEFAULT_LOOKBACK_MINUTES: u32 = 60;
@@ -186,6 +215,8 @@ pub struct Inspection {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_run: Option<RunSummary>,
+    /// The credential of the Func-style trigger URLs.
+    pub trigger_id: Secret,
 }
 
 /// AWS access as the API accepts it: secrets may be given, never read back.
@@ -273,6 +304,16 @@ pub struct NewInspection {
     pub ignore: Option<IgnoreSettings>,
     #[serde(default)]
     pub alert_policy: Option<AlertPolicy>,
+    /// How long a Func-style sync call (`/api/v1/al/…`) waits for the run, 1–3600 s (default 900).
+    #[serde(default)]
+    pub timeout_seconds: Option<u32>,
+    /// When the built-in scheduler runs the inspection: 5-field cron (minute hour day-of-month
+    /// month day-of-week), default `0 * * * *`.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule`, e.g. `Asia/Shanghai` (default `UTC`).
+    #[serde(default)]
+    pub schedule_timezone: Option<String>,
 }
 
 /// Body of `PATCH /api/v1/inspections/{id}`: present fields replace, absent ones stay.
@@ -300,6 +341,15 @@ pub struct InspectionView {
     pub updated_at: DateTime<Utc>,
     /// The newest run, if any.
     pub last_run: Option<RunSummary>,
+    /// Credential of the Func-style trigger URLs `/api/v1/al/{trigger_id}` and
+    /// `/api/v1/bat/{trigger_id}`. Rotate it with `POST …/trigger-id/rotate`.
+    pub trigger_id: String,
+    pub timeout_seconds: u32,
+    pub schedule: String,
+    pub schedule_timezone: String,
+    /// When the built-in scheduler starts the next run (the schedule's next time plus this
+    /// inspection's spread offset); null when disabled or the scheduler is off.
+    pub next_run_at: Option<DateTime<Utc>>,
 }
 
 /// AWS access as the API shows it: secrets only as "set" flags.
@@ -345,6 +395,11 @@ impl From<&Inspection> for InspectionView {
             created_at: i.created_at,
             updated_at: i.updated_at,
             last_run: i.last_run.clone(),
+            trigger_id: i.trigger_id.expose().to_string(),
+            timeout_seconds: s.timeout_seconds,
+            schedule: s.schedule.clone(),
+            schedule_timezone: s.schedule_timezone.clone(),
+            next_run_at: None,
         }
     }
 }
@@ -377,6 +432,9 @@ impl InspectionDraft {
                 strategy: Strategy::default(),
                 ignore: IgnoreSettings::default(),
                 alert_policy: AlertPolicy::default(),
+                timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
+                schedule: default_schedule(),
+                schedule_timezone: default_schedule_timezone(),
             },
             secrets: AwsSecrets::default(),
         };
@@ -484,6 +542,17 @@ impl InspectionDraft {
             validate_alert_policy(&policy, &mut errors);
             s.alert_policy = policy;
         }
+        set_range(&mut s.timeout_seconds, input.timeout_seconds, "timeout_seconds", 1, 3600, &mut errors);
+        if let Some(schedule) = input.schedule {
+            s.schedule = schedule.trim().to_string();
+        }
+        if let Some(tz) = input.schedule_timezone {
+            s.schedule_timezone = tz.trim().to_string();
+        }
+        // Checked together: whether a schedule ever fires can depend on the zone.
+        if let Err(e) = Schedule::parse(&s.schedule, &s.schedule_timezone) {
+            errors.add(e.field(), e.to_string());
+        }
         errors.into_result(self)
     }
 
@@ -567,6 +636,22 @@ impl InspectionDraft {
             errors.add("aws.external_id", "needs `role_arn`");
         }
     }
+}
+
+/// A new trigger id: 32 random bytes as 64 lowercase hex characters, safe in any URL. The
+/// migration that introduced trigger ids makes ids of the same shape in SQL.
+pub fn new_trigger_id() -> Secret {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    Secret::new(hex::encode(bytes))
+}
+
+/// What the store indexes a trigger id by: its SHA-256, so a lookup never compares the secret
+/// itself byte by byte.
+pub fn trigger_id_hash(trigger_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(trigger_id.as_bytes()))
 }
 
 /// Splits the original inspection's `configs` text: one log group per line, blanks ignored.

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod inspection;
 pub mod run;
+pub mod schedule;
 pub mod validation;
 
 use serde::{Deserialize, Serialize};

@@ -188,6 +188,9 @@ pub struct Run {
     pub report: Option<RunReport>,
     /// The request that started the run.
     pub request: RunRequest,
+    /// The caller's trace id (`X-Trace-Id` of a Func-style call, or the one generated for it;
+    /// `SCHEDULE-<slot>` for scheduled runs).
+    pub trace_id: Option<String>,
 }
 
 impl Run {

@@ -18,13 +18,13 @@ use super::StoreError;
 
 pub(super) const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, i.enabled, i.settings, i.secrets, \
      i.created_at, i.updated_at, r.id as lr_id, r.status as lr_status, r.finished_at as lr_finished_at, \
-     r.clusters_new as lr_clusters_new \
+     r.clusters_new as lr_clusters_new, i.trigger_id \
      from inspections i left join runs r on r.id = i.last_run_id";
 
 pub(super) const RUN_COLUMNS: &str = "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
      window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
      records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
-     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, report";
+     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, report, trace_id";
 
 pub(super) const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
      event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
@@ -54,6 +54,7 @@ pub(super) struct InspectionRow {
     lr_status: Option<String>,
     lr_finished_at: Option<DateTime<Utc>>,
     lr_clusters_new: Option<i64>,
+    trigger_id: String,
 }
 
 /// How the `secrets` column holds credentials: sealed (see [`crate::crypto`]).
@@ -114,6 +115,7 @@ impl InspectionRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_run,
+            trigger_id: crate::model::Secret::new(self.trigger_id),
         })
     }
 }
@@ -150,6 +152,7 @@ pub(super) struct RunRow {
     log_groups: Json<Vec<LogGroupOutcome>>,
     error: Option<String>,
     report: Option<Json<RunReport>>,
+    trace_id: Option<String>,
 }
 
 impl RunRow {
@@ -182,6 +185,7 @@ impl RunRow {
             error: self.error,
             report: self.report.map(|r| r.0),
             request: self.request.0,
+            trace_id: self.trace_id,
         })
     }
 }
@@ -358,7 +362,8 @@ macro_rules! sql_store {
             }
 
             async fn migrate(&self) -> anyhow::Result<()> {
-                self.run_migrations().await
+                self.run_migrations().await?;
+                self.backfill_trigger_hashes().await
             }
 
             async fn create_inspection(
@@ -367,9 +372,10 @@ macro_rules! sql_store {
                 draft: &$crate::model::inspection::InspectionDraft,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::store::StoreResult<$crate::model::inspection::Inspection> {
+                let trigger_id = $crate::model::inspection::new_trigger_id();
                 sqlx::query(
-                    "insert into inspections (id, name, description, enabled, settings, secrets, created_at, updated_at) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    "insert into inspections (id, name, description, enabled, settings, secrets, created_at, updated_at, \
+                     trigger_id, trigger_id_hash) values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
                 )
                 .bind(id)
                 .bind(&draft.name)
@@ -378,6 +384,8 @@ macro_rules! sql_store {
                 .bind(sqlx::types::Json(&draft.settings))
                 .bind($crate::store::sql::seal_secrets(&self.cipher, id, &draft.secrets))
                 .bind(now)
+                .bind(trigger_id.expose())
+                .bind($crate::model::inspection::trigger_id_hash(trigger_id.expose()))
                 .execute(&self.pool)
                 .await
                 .map_err($crate::store::sql::map_unique)?;
@@ -1000,9 +1008,156 @@ macro_rules! sql_store {
                     .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+
+            async fn inspection_by_trigger_hash(
+                &self,
+                hash: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::model::inspection::Inspection>> {
+                let sql = format!("{} where i.trigger_id_hash = $1", $crate::store::sql::INSPECTION_SELECT);
+                let row = sqlx::query_as::<$db, $crate::store::sql::InspectionRow>(&sql)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.into_model(&self.cipher)).transpose()
+            }
+
+            async fn rotate_trigger_id(
+                &self,
+                id: uuid::Uuid,
+                trigger_id: &$crate::model::Secret,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<Option<$crate::model::inspection::Inspection>> {
+                let done = sqlx::query(
+                    "update inspections set trigger_id = $2, trigger_id_hash = $3, updated_at = $4 where id = $1",
+                )
+                .bind(id)
+                .bind(trigger_id.expose())
+                .bind($crate::model::inspection::trigger_id_hash(trigger_id.expose()))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                self.get_inspection(id).await
+            }
+
+            async fn claim_schedule_slot(
+                &self,
+                inspection_id: uuid::Uuid,
+                slot: chrono::DateTime<chrono::Utc>,
+                owner: &str,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<bool> {
+                // Selecting from inspections makes a slot of a just-deleted inspection a no-op
+                // instead of a foreign-key error.
+                let done = sqlx::query(
+                    "insert into schedule_slots (inspection_id, slot, claimed_at, owner, outcome) \
+                     select id, $2, $3, $4, 'claimed' from inspections where id = $1 \
+                     on conflict (inspection_id, slot) do nothing",
+                )
+                .bind(inspection_id)
+                .bind(slot)
+                .bind(now)
+                .bind(owner)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn record_schedule_slot(
+                &self,
+                inspection_id: uuid::Uuid,
+                slot: chrono::DateTime<chrono::Utc>,
+                outcome: $crate::store::SlotOutcome,
+                run_id: Option<uuid::Uuid>,
+                detail: Option<&str>,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "update schedule_slots set outcome = $3, run_id = $4, detail = $5 \
+                     where inspection_id = $1 and slot = $2",
+                )
+                .bind(inspection_id)
+                .bind(slot)
+                .bind(outcome.as_str())
+                .bind(run_id)
+                .bind(detail)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn schedule_slots(
+                &self,
+                inspection_id: uuid::Uuid,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::ScheduleSlot>> {
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(
+                    uuid::Uuid,
+                    chrono::DateTime<chrono::Utc>,
+                    chrono::DateTime<chrono::Utc>,
+                    String,
+                    String,
+                    Option<uuid::Uuid>,
+                    Option<String>,
+                )> = sqlx::query_as(
+                    "select inspection_id, slot, claimed_at, owner, outcome, run_id, detail from schedule_slots \
+                     where inspection_id = $1 order by slot desc limit $2",
+                )
+                .bind(inspection_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(inspection_id, slot, claimed_at, owner, outcome, run_id, detail)| {
+                        let outcome = $crate::store::SlotOutcome::parse(&outcome).ok_or_else(|| {
+                            $crate::store::StoreError::Corrupt(format!("unknown slot outcome {outcome:?}"))
+                        })?;
+                        Ok($crate::store::ScheduleSlot { inspection_id, slot, claimed_at, owner, outcome, run_id, detail })
+                    })
+                    .collect()
+            }
+
+            async fn prune_schedule_slots(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<u64> {
+                let done = sqlx::query(
+                    "delete from schedule_slots where claimed_at < $1 and slot < \
+                     (select max(s.slot) from schedule_slots s where s.inspection_id = schedule_slots.inspection_id)",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
         }
 
         impl $store {
+            /// Rows migrated on a backend without SHA-256 in SQL (SQLite) get their lookup
+            /// hash here, before the service answers a call.
+            async fn backfill_trigger_hashes(&self) -> anyhow::Result<()> {
+                let rows: Vec<(uuid::Uuid, String)> =
+                    sqlx::query_as("select id, trigger_id from inspections where trigger_id_hash is null")
+                        .fetch_all(&self.pool)
+                        .await?;
+                for (id, trigger_id) in rows {
+                    let trigger_id = if trigger_id.is_empty() {
+                        $crate::model::inspection::new_trigger_id().expose().to_string()
+                    } else {
+                        trigger_id
+                    };
+                    sqlx::query("update inspections set trigger_id = $2, trigger_id_hash = $3 where id = $1")
+                        .bind(id)
+                        .bind(&trigger_id)
+                        .bind($crate::model::inspection::trigger_id_hash(&trigger_id))
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn interrupt(
                 &self,
                 run_id: uuid::Uuid,

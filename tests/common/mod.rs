@@ -195,3 +195,44 @@ pub fn inspection_body(name: &str, groups: &[&str], endpoint: &str) -> Value {
 }
 
 pub type Shared<T> = Arc<T>;
+
+/// An empty database of the given backend, not migrated: for tests of the migrations.
+pub async fn empty_database(backend: Backend) -> StoreGuard {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}", dir.path().join("test.db").display());
+            StoreGuard { _dir: Some(dir), url }
+        }
+        Backend::Postgres => {
+            let admin_url = pg_admin_url();
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("reach the test Postgres");
+            let name = format!("cti_test_{}_{}", chrono::Utc::now().timestamp(), uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("create database \"{name}\"")).execute(&mut admin).await.expect("create database");
+            let _ = admin.close().await;
+            let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
+            StoreGuard { _dir: None, url: format!("{base}/{name}") }
+        }
+    }
+}
+
+/// A second service instance (its own runner and router) over the database of `app`.
+pub async fn second_instance(app: &TestApp) -> (AppState, Router) {
+    let store = store::connect(&app.guard.url, 4, test_cipher()).await.expect("connect the shared database");
+    let state = cloudtrail_inspector::build_state(store, test_runner_settings(), HttpSettings::default());
+    let router = cloudtrail_inspector::http::router(state.clone());
+    (state, router)
+}
+
+/// Polls `GET /api/v1/runs/{id}` until the run has ended, and returns it.
+pub async fn wait_for_run(app: &TestApp, run_id: &str) -> Value {
+    for _ in 0..300 {
+        let (status, run) = app.get(&format!("/api/v1/runs/{run_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        if !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} did not end");
+}
