@@ -152,6 +152,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub guance: GuanceArgs,
+
+    #[command(flatten)]
     pub db: DatabaseArgs,
 
     /// Bearer tokens for the management API (comma-separated; several allow rotation). Required
@@ -230,6 +233,11 @@ impl ServeArgs {
             run_concurrency: self.run_concurrency as usize,
             log_group_concurrency: self.log_group_concurrency as usize,
             filter_log_events_rps: self.filter_log_events_rps,
+            events: crate::guance::outbox::EventSettings {
+                public_url: self.public_url(),
+                guance_configured: self.guance.is_set(),
+                expiry: Duration::from_secs(u64::from(self.guance.guance_event_expiry_hours) * 3600),
+            },
             ..RunnerSettings::default()
         }
     }
@@ -279,6 +287,8 @@ pub struct RunnerSettings {
     pub aws_call_timeout: Duration,
     /// Logs Insights' cap on result rows; an answer this long may be cut and is split.
     pub insights_max_rows: usize,
+    /// How runs turn into Guance events.
+    pub events: crate::guance::outbox::EventSettings,
 }
 
 impl Default for RunnerSettings {
@@ -294,6 +304,67 @@ impl Default for RunnerSettings {
             aws_retry_base: Duration::from_millis(200),
             aws_call_timeout: Duration::from_secs(60),
             insights_max_rows: 10_000,
+            events: crate::guance::outbox::EventSettings::default(),
         }
+    }
+}
+
+/// Where events go: a Guance workspace. Without an API key the service runs the same and
+/// records its events without sending them.
+#[derive(Debug, Clone, Args)]
+pub struct GuanceArgs {
+    /// Guance site: default, aws, cn3, cn4, cn5, us1, eu1, ap1, cn6, or private (self-hosted;
+    /// then give both URLs).
+    #[arg(long, env = "GUANCE_NODE", value_enum, default_value_t = crate::guance::GuanceNode::Default)]
+    pub guance_node: crate::guance::GuanceNode,
+
+    /// OpenAPI base URL; overrides the node's.
+    #[arg(long, env = "GUANCE_OPENAPI_URL")]
+    pub guance_openapi_url: Option<String>,
+
+    /// OpenWay (DataWay) base URL events are written to; overrides the node's.
+    #[arg(long, env = "GUANCE_OPENWAY_URL")]
+    pub guance_openway_url: Option<String>,
+
+    /// Guance API key id (sent as `DF-API-KEY`).
+    #[arg(long, env = "GUANCE_API_KEY_ID", hide_env_values = true)]
+    pub guance_api_key_id: Option<Secret>,
+
+    /// Guance API key.
+    #[arg(long, env = "GUANCE_API_KEY", hide_env_values = true)]
+    pub guance_api_key: Option<Secret>,
+
+    /// Workspace token (`tkn_…`) for writing events; fetched with the API key when unset.
+    #[arg(long, env = "GUANCE_WORKSPACE_TOKEN", hide_env_values = true)]
+    pub guance_workspace_token: Option<Secret>,
+
+    /// Hours an undelivered event is retried before it expires.
+    #[arg(long, env = "GUANCE_EVENT_EXPIRY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub guance_event_expiry_hours: u32,
+}
+
+impl GuanceArgs {
+    pub fn is_set(&self) -> bool {
+        self.guance_api_key_id.is_some() || self.guance_api_key.is_some()
+    }
+
+    /// The validated settings, or None when Guance is not configured.
+    pub fn settings(&self) -> anyhow::Result<Option<crate::guance::GuanceSettings>> {
+        if !self.is_set() {
+            return Ok(None);
+        }
+        let settings = crate::guance::GuanceSettings {
+            node: self.guance_node,
+            openapi_url: self.guance_openapi_url.clone(),
+            openway_url: self.guance_openway_url.clone(),
+            api_key_id: self.guance_api_key_id.clone().unwrap_or_else(|| Secret::new("")),
+            api_key: self.guance_api_key.clone().unwrap_or_else(|| Secret::new("")),
+            workspace_token: self.guance_workspace_token.clone(),
+        };
+        if let Err(e) = settings.validate() {
+            let problems: Vec<String> = e.fields().iter().map(|(k, v)| format!("{}: {}", k, v.join(", "))).collect();
+            anyhow::bail!("invalid Guance settings: {}", problems.join("; "));
+        }
+        Ok(Some(settings))
     }
 }

@@ -74,9 +74,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url(),
         files_root: args.files_root.clone(),
         api_tokens,
+        guance_configured: args.guance.is_set(),
         schedule: args.schedule(),
     };
+    let guance = match args.guance.settings()? {
+        Some(settings) => {
+            let client = guance::client::GuanceClient::new(&settings, Default::default())
+                .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
+            tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
+            Some(Arc::new(guance::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url())))
+        }
+        None => {
+            tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
+            None
+        }
+    };
     let state = build_state(store, args.runner(), http);
+    let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
     state.runner.housekeeping().await;
     let _housekeeping = state.runner.spawn_housekeeping();
     let _scheduler = if args.schedule().enabled {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::RunnerSettings;
 use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
+use crate::guance::outbox;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
@@ -462,7 +463,32 @@ impl Runner {
         let key_writes: Vec<AccessKeyView> =
             if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
 
-        let report = self.report(inspection, &a, &analysis, &run_clusters).await;
+        let mut report = self.report(inspection, &a, &analysis, &run_clusters).await;
+        let samples: HashMap<String, serde_json::Value> = analysis
+            .clusters
+            .iter()
+            .filter(|c| run_clusters.iter().any(|r| r.is_new && r.fingerprint == c.fingerprint))
+            .filter_map(|c| sample_json(c).map(|v| (c.fingerprint.clone(), v)))
+            .collect();
+        let previous = self.store.dimension_states(inspection.id).await?;
+        let planned = outbox::plan(outbox::RunEvents {
+            inspection,
+            run_id: run.id,
+            trigger: run.trigger,
+            window: a.window,
+            status: a.status,
+            dry_run,
+            clusters: &run_clusters,
+            samples: &samples,
+            keys: &report.access_keys,
+            previous: &previous,
+            settings: &self.settings.events,
+            now: store::now(),
+        });
+        report.events = planned.summary;
+        if !self.settings.events.guance_configured {
+            report.events_note = Some(outbox::NOT_CONFIGURED.to_string());
+        }
         let new_error_records = run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
         let stats = analysis.stats;
         Ok(FinishedRun {
@@ -487,6 +513,8 @@ impl Runner {
             cluster_writes: writes,
             key_writes,
             group_states: a.group_states,
+            events: planned.events,
+            dimensions: planned.dimensions,
         })
     }
 
@@ -541,6 +569,8 @@ impl Runner {
             access_keys: keys,
             new_clusters,
             new_clusters_truncated: truncated,
+            events: Vec::new(),
+            events_note: None,
         }
     }
 }
@@ -753,6 +783,13 @@ mod tests {
             updated_at: Utc::now(),
             last_run: None,
             trigger_id: crate::model::Secret::new("t"),
+            guance: crate::model::event::GuanceSync {
+                state: "pending".into(),
+                checker_id: None,
+                ref_key: String::new(),
+                error: None,
+                synced_at: None,
+            },
         }
     }
 

@@ -62,6 +62,8 @@ fn finished(run_id: Uuid, inspection_id: Uuid) -> FinishedRun {
         cluster_writes: vec![],
         key_writes: vec![],
         group_states: vec![LogGroupState { log_group: "g".into(), watermark: Some(now), baseline_until: Some(now) }],
+        events: vec![],
+        dimensions: vec![],
     }
 }
 

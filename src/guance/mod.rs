@@ -14,6 +14,7 @@ pub mod alerting;
 pub mod client;
 pub mod event;
 pub mod lineproto;
+pub mod outbox;
 
 use serde::{Deserialize, Serialize};
 

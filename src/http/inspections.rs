@@ -35,6 +35,9 @@ pub struct ListParams {
 fn view(state: &AppState, inspection: &Inspection) -> InspectionView {
     let mut v = InspectionView::from(inspection);
     v.next_run_at = crate::scheduler::next_run_at(inspection, state.settings.schedule, store::now());
+    if !state.settings.guance_configured {
+        v.guance.state = "not_configured".into();
+    }
     v
 }
 

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod clusters;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod func;
 pub mod health;
@@ -51,6 +52,8 @@ pub struct HttpSettings {
     pub files_root: Option<std::path::PathBuf>,
     /// Bearer tokens of the management API; empty leaves it open (loopback only).
     pub api_tokens: auth::Tokens,
+    /// Whether a Guance workspace is configured (else registrations show `not_configured`).
+    pub guance_configured: bool,
     /// The built-in scheduler, for `next_run_at`.
     pub schedule: crate::config::ScheduleSettings,
 }
@@ -64,6 +67,7 @@ impl Default for HttpSettings {
             public_url: "http://127.0.0.1:8080".into(),
             files_root: None,
             api_tokens: auth::Tokens::default(),
+            guance_configured: false,
             schedule: crate::config::ScheduleSettings::default(),
         }
     }
@@ -82,6 +86,7 @@ impl Default for HttpSettings {
         (name = "inspections", description = "What to watch and how"),
         (name = "runs", description = "Inspections of a time window, and their history"),
         (name = "clusters", description = "Error clusters and access-key activity"),
+        (name = "events", description = "Guance events of runs and their delivery"),
         (name = "health", description = "Liveness and readiness"),
         (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
             as Func's Sync API (auth link) and Async API (batch) are called"),
@@ -123,6 +128,8 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::get))
         .routes(routes!(clusters::access_keys))
         .routes(routes!(inspections::rotate_trigger_id))
+        .routes(routes!(events::list_for_inspection))
+        .routes(routes!(events::get))
 }
 
 /// Routes open to anyone: probes.

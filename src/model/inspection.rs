@@ -10,9 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::event::GuanceSync;
 use super::schedule::Schedule;
 use super::validation::FieldErrors;
 use super::{Secret, run::RunSummary};
+use crate::guance::event::SeverityRules;
 
 /// How error records are fetched from CloudWatch Logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -174,6 +176,9 @@ pub struct InspectionSettings {
     /// IANA time zone the `schedule` is read in.
     #[serde(default = "default_schedule_timezone")]
     pub schedule_timezone: String,
+    /// How new clusters map to Guance event levels.
+    #[serde(default)]
+    pub severity_rules: SeverityRules,
 }
 
 /// The original inspection's `timeout=900`.
@@ -217,6 +222,13 @@ pub struct Inspection {
     pub last_run: Option<RunSummary>,
     /// The credential of the Func-style trigger URLs.
     pub trigger_id: Secret,
+    /// Its registration in Guance.
+    pub guance: GuanceSync,
+}
+
+/// The key an inspection is registered under in Guance: stable for its lifetime.
+pub fn guance_ref_key(id: Uuid) -> String {
+    format!("cloudtrail-inspector-{id}")
 }
 
 /// AWS access as the API accepts it: secrets may be given, never read back.
@@ -314,6 +326,11 @@ pub struct NewInspection {
     /// IANA time zone of `schedule`, e.g. `Asia/Shanghai` (default `UTC`).
     #[serde(default)]
     pub schedule_timezone: Option<String>,
+    /// How new clusters map to Guance event levels. Default: `critical` for CIS
+    /// CloudWatch.1/5/6/7 (root use, trail changes, console sign-in failures, KMS key
+    /// disabling), `error` for unauthorized calls (CloudWatch.2), `warning` otherwise.
+    #[serde(default)]
+    pub severity_rules: Option<SeverityRules>,
 }
 
 /// Body of `PATCH /api/v1/inspections/{id}`: present fields replace, absent ones stay.
@@ -350,6 +367,9 @@ pub struct InspectionView {
     /// When the built-in scheduler starts the next run (the schedule's next time plus this
     /// inspection's spread offset); null when disabled or the scheduler is off.
     pub next_run_at: Option<DateTime<Utc>>,
+    pub severity_rules: SeverityRules,
+    /// Its registration as a self-built inspection in Guance.
+    pub guance: GuanceSync,
 }
 
 /// AWS access as the API shows it: secrets only as "set" flags.
@@ -400,6 +420,8 @@ impl From<&Inspection> for InspectionView {
             schedule: s.schedule.clone(),
             schedule_timezone: s.schedule_timezone.clone(),
             next_run_at: None,
+            severity_rules: s.severity_rules.clone(),
+            guance: i.guance.clone(),
         }
     }
 }
@@ -435,6 +457,7 @@ impl InspectionDraft {
                 timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
                 schedule: default_schedule(),
                 schedule_timezone: default_schedule_timezone(),
+                severity_rules: SeverityRules::default(),
             },
             secrets: AwsSecrets::default(),
         };
@@ -548,6 +571,10 @@ impl InspectionDraft {
         }
         if let Some(tz) = input.schedule_timezone {
             s.schedule_timezone = tz.trim().to_string();
+        }
+        if let Some(rules) = input.severity_rules {
+            rules.validate("severity_rules", &mut errors);
+            s.severity_rules = rules;
         }
         // Checked together: whether a schedule ever fires can depend on the zone.
         if let Err(e) = Schedule::parse(&s.schedule, &s.schedule_timezone) {

@@ -1,6 +1,7 @@
 //! The service's domain types, shared by the HTTP layer, the runner and the store.
 
 pub mod cluster;
+pub mod event;
 pub mod inspection;
 pub mod run;
 pub mod schedule;

@@ -145,6 +145,26 @@ pub struct RunReport {
     pub new_clusters: Vec<ClusterSummary>,
     /// True when `new_clusters` was cut to its first 100.
     pub new_clusters_truncated: bool,
+    /// The Guance events this run recorded (one per cloud account with new clusters, and
+    /// recoveries), and what became of them.
+    #[serde(default)]
+    pub events: Vec<RunEventSummary>,
+    /// Why no event goes to Guance, when none can (e.g. Guance is not configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_note: Option<String>,
+}
+
+/// A Guance event of a run, in brief (`GET /api/v1/events/{id}` has it all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunEventSummary {
+    pub event_id: String,
+    pub account_id: String,
+    /// `df_status`.
+    pub status: String,
+    pub is_silent: bool,
+    /// At the time the run finished; delivery happens afterwards.
+    pub delivery_state: crate::model::event::DeliveryState,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::crypto::SecretBox;
 use crate::model::Secret;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::event::{DeliveryState, EventView};
 use crate::model::inspection::{Inspection, InspectionDraft};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
@@ -194,6 +195,79 @@ pub struct FinishedRun {
     pub key_writes: Vec<AccessKeyView>,
     /// New read positions of log groups (empty for dry runs and explicit windows).
     pub group_states: Vec<LogGroupState>,
+    /// The run's Guance events (the outbox): written with the run, delivered afterwards.
+    pub events: Vec<NewEvent>,
+    /// New alerting state per cloud account (JSON of `guance::alerting::DimensionState`).
+    pub dimensions: Vec<(String, serde_json::Value)>,
+}
+
+/// An event a finished run records.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub event_id: String,
+    pub account_id: String,
+    pub status: String,
+    pub is_silent: bool,
+    pub delivery_state: DeliveryState,
+    pub delivery_note: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub fault_id: Option<String>,
+    /// The rendered event (`guance::event::GuanceEvent`).
+    pub event: serde_json::Value,
+}
+
+/// An event claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: Uuid,
+    pub event_id: String,
+    pub inspection_id: Uuid,
+    pub account_id: String,
+    pub attempts: i32,
+    pub expires_at: DateTime<Utc>,
+    pub event: serde_json::Value,
+}
+
+/// How one delivery attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Sent,
+    /// Try again at `at` (Guance down, 5xx, timeout).
+    Retry {
+        error: String,
+        at: DateTime<Utc>,
+    },
+    /// Refused for good (4xx): not retried.
+    Failed {
+        error: String,
+    },
+    /// Undelivered past its expiry.
+    Expired {
+        error: String,
+    },
+}
+
+/// A registration in Guance to bring up to date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckerJob {
+    pub ref_key: String,
+    /// None: the inspection was deleted, so the registration is to be deleted.
+    pub inspection_id: Option<Uuid>,
+    pub attempts: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckerOutcome {
+    Synced {
+        checker_id: Option<String>,
+    },
+    /// The registration of a deleted inspection is gone from Guance.
+    Deleted,
+    Failed {
+        error: String,
+        retry_at: DateTime<Utc>,
+    },
 }
 
 /// What became of a claimed schedule slot.
@@ -324,6 +398,33 @@ pub trait Store: Send + Sync + 'static {
         after: Option<AccessKeyKey>,
         limit: i64,
     ) -> StoreResult<Vec<AccessKeyView>>;
+
+    /// Alerting state of each cloud account of an inspection (JSON, see `guance::alerting`).
+    async fn dimension_states(&self, inspection_id: Uuid) -> StoreResult<HashMap<String, serde_json::Value>>;
+    /// Claims up to `limit` deliverable events until `lease_until`: pending, due, not held by
+    /// another worker, and the oldest pending of their dimension (so each dimension's events
+    /// go out in order). Several instances never claim the same event.
+    async fn claim_events(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+    async fn finish_delivery(&self, id: Uuid, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Events waiting for delivery.
+    async fn outbox_backlog(&self) -> StoreResult<i64>;
+    async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
+    -> StoreResult<Vec<EventView>>;
+    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;
+    /// Claims registrations due for syncing with Guance.
+    async fn claim_checker_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<CheckerJob>>;
+    async fn finish_checker_job(&self, ref_key: &str, outcome: &CheckerOutcome, now: DateTime<Utc>) -> StoreResult<()>;
 
     /// The inspection whose trigger id has this [`trigger_id_hash`](crate::model::inspection::trigger_id_hash).
     async fn inspection_by_trigger_hash(&self, hash: &str) -> StoreResult<Option<Inspection>>;

@@ -36,4 +36,4 @@ impl PgStore {
     }
 }
 
-sql_store!(PgStore, sqlx::Postgres, "postgres");
+sql_store!(PgStore, sqlx::Postgres, "postgres", " for update skip locked");

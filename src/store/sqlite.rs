@@ -47,4 +47,4 @@ impl SqliteStore {
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
+sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");

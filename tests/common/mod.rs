@@ -101,6 +101,7 @@ pub fn test_runner_settings() -> RunnerSettings {
         aws_retry_base: Duration::from_millis(5),
         aws_call_timeout: Duration::from_secs(5),
         insights_max_rows: 10_000,
+        ..RunnerSettings::default()
     }
 }
 
