@@ -19,6 +19,7 @@ pub mod model;
 pub mod runner;
 pub mod source;
 pub mod store;
+pub mod synth;
 pub mod telemetry;
 
 use std::sync::Arc;
