@@ -743,10 +743,10 @@ pub const WORDS: &[&str] = &[
 /// First names for IAM users.
 pub const USERS: &[&str] = &[
     "alice",
-    "benjamin",
-    "bert-jan",
+    "bettina",
+    "bruno",
     "carol",
-    "christophe",
+    "cedric",
     "dave",
     "erin",
     "frank",
@@ -781,7 +781,7 @@ pub const USER_AGENTS: &[(&str, u32)] = &[
         4,
     ),
     ("Boto3/1.26.165 Python/3.10.6 Linux/5.19.0-46-generic Botocore/1.29.165", 6),
-    ("stratus-red-team_39f95f43-cd2f-4beb-b69e-3c0f1a0f3b4e", 3),
+    ("stratus-red-team_5b0c2e7a-1d3f-4e8a-9c6b-2f4d8e1a7c3b", 3),
     (
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/114.0.0.0 Safari/537.36",
         5,
