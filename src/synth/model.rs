@@ -742,27 +742,8 @@ pub const WORDS: &[&str] = &[
 
 /// First names for IAM users.
 pub const USERS: &[&str] = &[
-    "alice",
-    "bettina",
-    "bruno",
-    "carol",
-    "cedric",
-    "dave",
-    "erin",
-    "frank",
-    "grace",
-    "heidi",
-    "ivan",
-    "judy",
-    "mallory",
-    "niaj",
-    "olivia",
-    "peggy",
-    "rupert",
-    "sybil",
-    "trent",
-    "victor",
-    "walter",
+    "alice", "bettina", "bruno", "carol", "cedric", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
+    "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter",
 ];
 
 /// User agents, by share of calls.
