@@ -25,6 +25,7 @@ pub mod scan;
 pub mod scheduler;
 pub mod source;
 pub mod store;
+pub mod synth;
 pub mod telemetry;
 
 use std::sync::Arc;

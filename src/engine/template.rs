@@ -42,6 +42,10 @@ pub const MAX_MESSAGE_CHARS: usize = 2048;
 
 /// The prefix of `message` that [`template`] looks at: at most [`MAX_MESSAGE_CHARS`] chars.
 pub fn truncate_message(message: &str) -> &str {
+    // No more bytes than the limit means no more chars: skip the char walk.
+    if message.len() <= MAX_MESSAGE_CHARS {
+        return message;
+    }
     match message.char_indices().nth(MAX_MESSAGE_CHARS) {
         Some((i, _)) => &message[..i],
         None => message,

@@ -1,0 +1,709 @@
+//! The fast path of [`parse_record`](super::parse_record): one hand-written pass over the
+//! bytes that reads the same fields as the serde reader, for the records it can be sure of.
+//!
+//! With key tracking on, every record is read, so reading is most of the engine's cost. This
+//! scanner validates the whole record as strictly as serde_json does (JSON grammar, string
+//! escapes, control characters, trailing bytes) while skipping what we do not need, and
+//! returns `None` — "ask serde" — whenever it is not certain to give the same answer:
+//! escapes in a key or in a string we keep, numbers where serde would convert them
+//! (`responseElements` itself, `ConsoleLogin`), an object as `ConsoleLogin`, nesting deeper than [`MAX_DEPTH`], a missing
+//! field, a timestamp it does not know, and every malformed input (the serde reader then
+//! names the error). So the result, when there is one, equals the serde reader's, which the
+//! tests check over the real records, generated ones, and mutations of both.
+//!
+//! `accessKeyId` is read from the top-level `userIdentity` object only; the same key nested in
+//! `requestParameters` or `responseElements` (CreateAccessKey, AssumeRole) is skipped.
+
+use std::borrow::Cow;
+
+use super::record::{Identity, Record, parse_event_time};
+
+/// Nesting handled inside skipped values; deeper input goes to the serde reader.
+pub const MAX_DEPTH: usize = 512;
+
+/// The record, when the scanner is sure it equals `parse_record`'s; None when unsure.
+pub fn scan_record(raw: &[u8]) -> Option<Record<'_>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut s = Scanner { s: text, b: text.as_bytes(), i: 0 };
+    let f = s.record()?;
+    s.ws();
+    if s.i != s.b.len() {
+        return None;
+    }
+    let event_time = parse_event_time(f.event_time?)?;
+    Some(Record {
+        event_time,
+        event_id: f.event_id.map(Cow::Borrowed),
+        event_source: Cow::Borrowed(f.event_source?),
+        event_name: Cow::Borrowed(f.event_name?),
+        aws_region: f.aws_region.map(Cow::Borrowed),
+        recipient_account_id: f.recipient_account_id.map(Cow::Borrowed),
+        error_code: f.error_code.map(Cow::Borrowed),
+        error_message: f.error_message.map(Cow::Borrowed),
+        source_ip: f.source_ip.map(Cow::Borrowed),
+        user_agent: f.user_agent.map(Cow::Borrowed),
+        identity: f.identity.unwrap_or_default(),
+        console_login: f.console_login.map(Cow::Borrowed),
+    })
+}
+
+/// Top-level keys we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Top {
+    EventTime,
+    EventId,
+    EventSource,
+    EventName,
+    AwsRegion,
+    RecipientAccountId,
+    ErrorCode,
+    ErrorMessage,
+    SourceIp,
+    UserAgent,
+    UserIdentity,
+    ResponseElements,
+    Other,
+}
+
+/// Classifies a top-level key with a couple of byte tests and one comparison: a `match` on
+/// the strings compares against every name of the same length, and records have ~20 keys.
+fn top_key(key: &str) -> Top {
+    let b = key.as_bytes();
+    let (cand, name) = match (b.len(), b.first().copied().unwrap_or(0)) {
+        (7, b'e') => (Top::EventId, "eventID"),
+        (9, b'e') => match (b[1], b[5]) {
+            (b'v', b'T') => (Top::EventTime, "eventTime"),
+            (b'v', b'N') => (Top::EventName, "eventName"),
+            _ => (Top::ErrorCode, "errorCode"),
+        },
+        (9, b'a') => (Top::AwsRegion, "awsRegion"),
+        (9, b'u') => (Top::UserAgent, "userAgent"),
+        (11, b'e') => (Top::EventSource, "eventSource"),
+        (12, b'e') => (Top::ErrorMessage, "errorMessage"),
+        (12, b'u') => (Top::UserIdentity, "userIdentity"),
+        (15, b's') => (Top::SourceIp, "sourceIPAddress"),
+        (16, b'r') => (Top::ResponseElements, "responseElements"),
+        (18, b'r') => (Top::RecipientAccountId, "recipientAccountId"),
+        _ => return Top::Other,
+    };
+    if key == name { cand } else { Top::Other }
+}
+
+#[derive(Default)]
+struct Fields<'a> {
+    event_time: Option<&'a str>,
+    event_id: Option<&'a str>,
+    event_source: Option<&'a str>,
+    event_name: Option<&'a str>,
+    aws_region: Option<&'a str>,
+    recipient_account_id: Option<&'a str>,
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
+    source_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    identity: Option<Identity<'a>>,
+    console_login: Option<&'a str>,
+}
+
+struct Scanner<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+/// Bytes that end the plain run of a JSON string: quote, backslash, control characters.
+const fn special_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+}
+static SPECIAL: [bool; 256] = special_table();
+
+const ONES: u64 = u64::MAX / 255;
+const HIGHS: u64 = ONES << 7;
+
+/// High bit set in each byte of `w` that is `"`, `\` or below 0x20 (Mycroft's zero-byte test,
+/// as serde_json uses). Later bytes may show false positives; the lowest set bit is exact.
+fn special_mask(w: u64) -> u64 {
+    let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let bs = w ^ (ONES * u64::from(b'\\'));
+    let backslash = bs.wrapping_sub(ONES) & !bs;
+    (ctrl | quote | backslash) & HIGHS
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Moves to the next quote, backslash or control byte of a string body (or the end).
+    fn skip_plain(&mut self) {
+        let b = self.b;
+        let mut i = self.i;
+        while let Some(chunk) = b.get(i..i + 8) {
+            let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+            if mask != 0 {
+                self.i = i + mask.trailing_zeros() as usize / 8;
+                return;
+            }
+            i += 8;
+        }
+        while i < b.len() && !SPECIAL[usize::from(b[i])] {
+            i += 1;
+        }
+        self.i = i;
+    }
+
+    /// A string without escapes, borrowed; None for escapes, control characters or EOF.
+    /// The cursor is on the opening quote.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.i += 1;
+        let start = self.i;
+        self.skip_plain();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let s = &self.s[start..self.i];
+        self.i += 1;
+        Some(s)
+    }
+
+    /// Skips a string, validating escapes as serde_json does when it ignores one (a `\u`
+    /// needs four hex digits; surrogates are not checked). The cursor is on the opening quote.
+    fn skip_str(&mut self) -> Option<()> {
+        self.i += 1;
+        loop {
+            self.skip_plain();
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn skip_number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.i += 1;
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn skip_lit(&mut self, lit: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + lit.len())? != lit {
+            return None;
+        }
+        self.i += lit.len();
+        Some(())
+    }
+
+    /// `"key"` then `:`, skipping the key (any valid string).
+    fn skip_key(&mut self) -> Option<()> {
+        self.ws();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.skip_str()?;
+        self.ws();
+        self.eat(b':')
+    }
+
+    /// Skips any value, iteratively (no stack frame per level), validating it.
+    fn skip_value(&mut self) -> Option<()> {
+        // One bit per open container: 1 = object, 0 = array.
+        let mut bits = [0u64; MAX_DEPTH / 64];
+        let mut depth = 0usize;
+        loop {
+            self.ws();
+            match self.peek()? {
+                open @ (b'{' | b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    if self.peek()? == close {
+                        self.i += 1;
+                    } else {
+                        if depth == MAX_DEPTH {
+                            return None;
+                        }
+                        let (w, bit) = (depth / 64, 1u64 << (depth % 64));
+                        if open == b'{' {
+                            bits[w] |= bit
+                        } else {
+                            bits[w] &= !bit
+                        }
+                        depth += 1;
+                        if open == b'{' {
+                            self.skip_key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => self.skip_str()?,
+                b't' => self.skip_lit(b"true")?,
+                b'f' => self.skip_lit(b"false")?,
+                b'n' => self.skip_lit(b"null")?,
+                b'-' | b'0'..=b'9' => self.skip_number()?,
+                _ => return None,
+            }
+            // A value is complete: close containers until one continues or none is open.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let top = depth - 1;
+                let is_object = bits[top / 64] & (1u64 << (top % 64)) != 0;
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        if is_object {
+                            self.skip_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if is_object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    b']' if !is_object => {
+                        self.i += 1;
+                        depth -= 1;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// A string or null, as serde reads `Option<&str>`; anything else is for serde to judge.
+    fn opt_str(&mut self) -> Option<Option<&'a str>> {
+        match self.peek()? {
+            b'"' => self.plain_str().map(Some),
+            b'n' => self.skip_lit(b"null").map(|_| None),
+            _ => None,
+        }
+    }
+
+    /// Calls `f(scanner, key)` on the value of each member of the object at the cursor;
+    /// keys must be plain strings. Ends after the closing brace.
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key = self.plain_str()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            f(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn record(&mut self) -> Option<Fields<'a>> {
+        let mut f = Fields::default();
+        self.ws();
+        // Duplicate keys: the last one wins, as in the serde reader.
+        self.members(|s, key| {
+            match top_key(key) {
+                Top::EventTime => f.event_time = s.opt_str()?,
+                Top::EventId => f.event_id = s.opt_str()?,
+                Top::EventSource => f.event_source = s.opt_str()?,
+                Top::EventName => f.event_name = s.opt_str()?,
+                Top::AwsRegion => f.aws_region = s.opt_str()?,
+                Top::RecipientAccountId => f.recipient_account_id = s.opt_str()?,
+                Top::ErrorCode => f.error_code = s.opt_str()?,
+                Top::ErrorMessage => f.error_message = s.opt_str()?,
+                Top::SourceIp => f.source_ip = s.opt_str()?,
+                Top::UserAgent => f.user_agent = s.opt_str()?,
+                Top::UserIdentity => f.identity = s.identity()?,
+                Top::ResponseElements => f.console_login = s.response_elements()?,
+                Top::Other => s.skip_value()?,
+            }
+            Some(())
+        })?;
+        Some(f)
+    }
+
+    fn identity(&mut self) -> Option<Option<Identity<'a>>> {
+        if self.peek()? == b'n' {
+            return self.skip_lit(b"null").map(|_| None);
+        }
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let mut id = Identity::default();
+        let cow = |v: Option<&'a str>| v.map(Cow::Borrowed);
+        self.members(|s, key| {
+            match key {
+                "type" => id.type_ = cow(s.opt_str()?),
+                "arn" => id.arn = cow(s.opt_str()?),
+                "accessKeyId" => id.access_key_id = cow(s.opt_str()?),
+                "principalId" => id.principal_id = cow(s.opt_str()?),
+                "accountId" => id.account_id = cow(s.opt_str()?),
+                "invokedBy" => id.invoked_by = cow(s.opt_str()?),
+                "userName" => id.user_name = cow(s.opt_str()?),
+                _ => s.skip_value()?,
+            }
+            Some(())
+        })?;
+        Some(Some(id))
+    }
+
+    /// `responseElements.ConsoleLogin` when it is a plain string; any other value of
+    /// `responseElements` yields None, except numbers, which serde converts (and may reject).
+    fn response_elements(&mut self) -> Option<Option<&'a str>> {
+        match self.peek()? {
+            b'{' => {}
+            b'-' | b'0'..=b'9' => return None,
+            _ => return self.skip_value().map(|_| None),
+        }
+        let mut found = None;
+        self.members(|s, key| {
+            if key == "ConsoleLogin" {
+                found = match s.peek()? {
+                    b'"' => Some(s.plain_str()?),
+                    // serde converts numbers, and reads (validates) the keys of an object
+                    // here more strictly than it does when skipping.
+                    b'-' | b'0'..=b'9' | b'{' => return None,
+                    _ => {
+                        s.skip_value()?;
+                        None
+                    }
+                };
+                Some(())
+            } else {
+                s.skip_value()
+            }
+        })?;
+        Some(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::record::parse_record_serde;
+    use crate::synth::{SplitMix64, Synth, SynthConfig, sample_data_dir};
+    use serde_json::value::RawValue;
+
+    /// The contract: whenever the scanner answers, serde gives the same record.
+    fn check(raw: &[u8]) -> bool {
+        let fast = scan_record(raw);
+        if let Some(r) = &fast {
+            match parse_record_serde(raw) {
+                Ok(slow) => assert_eq!(r, &slow, "{}", String::from_utf8_lossy(raw)),
+                Err(e) => panic!("scanner accepted what serde rejects ({e}): {}", String::from_utf8_lossy(raw)),
+            }
+        }
+        fast.is_some()
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Delivery {
+        #[serde(rename = "Records")]
+        records: Vec<Box<RawValue>>,
+    }
+
+    /// Every raw record of the sample sets (files as delivered, arrays, and JSON lines).
+    pub(crate) fn real_records() -> Vec<Vec<u8>> {
+        let Some(dir) = sample_data_dir() else {
+            eprintln!("sample data not found; real records skipped");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "json") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    let recs: Vec<Box<RawValue>> = if text.trim_start().starts_with('[') {
+                        serde_json::from_str(&text).unwrap()
+                    } else {
+                        serde_json::from_str::<Delivery>(&text).unwrap().records
+                    };
+                    out.extend(recs.iter().map(|r| r.get().as_bytes().to_vec()));
+                } else if p.file_name().is_some_and(|n| n == "events.jsonl") {
+                    let text = std::fs::read(&p).unwrap();
+                    out.extend(text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn real_records_agree_and_mostly_take_the_fast_path() {
+        let recs = real_records();
+        if recs.is_empty() {
+            return;
+        }
+        assert_eq!(recs.len(), 3663);
+        let fast = recs.iter().filter(|r| check(r)).count();
+        let parsed = recs.iter().filter(|r| parse_record_serde(r).is_ok()).count();
+        // The rest carry escapes in a field we keep, or are malformed; serde reads those.
+        assert!(fast * 100 >= parsed * 95, "fast path took {fast} of {parsed}");
+    }
+
+    #[test]
+    fn generated_records_all_take_the_fast_path() {
+        let mut s = Synth::new(SynthConfig { seed: 11, ..Default::default() });
+        let mut buf = Vec::new();
+        for _ in 0..20_000 {
+            buf.clear();
+            s.next_into(&mut buf);
+            assert!(check(&buf), "{}", String::from_utf8_lossy(&buf));
+        }
+    }
+
+    const BASE: &str =
+        r#"{"eventTime":"2023-07-10T12:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateAccessKey""#;
+
+    fn rec(extra: &str) -> Vec<u8> {
+        format!("{BASE}{extra}}}").into_bytes()
+    }
+
+    /// (raw, does the scanner answer?)
+    fn adversarial() -> Vec<(Vec<u8>, bool)> {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let mut latin = rec("");
+        latin.truncate(latin.len() - 1);
+        latin.extend_from_slice(b",\"errorCode\":\"caf\xc3\xa9\"}");
+        let mut bad_utf8 = rec("");
+        bad_utf8.truncate(bad_utf8.len() - 1);
+        bad_utf8.extend_from_slice(b",\"requestParameters\":\"\xff\"}");
+        vec![
+            // accessKeyId outside userIdentity is never the caller's key.
+            (
+                rec(
+                    r#","requestParameters":{"accessKeyId":"AKIAREQ"},"responseElements":{"accessKey":{"accessKeyId":"AKIARESP"}},"userIdentity":{"accessKeyId":"AKIACALLER"}"#,
+                ),
+                true,
+            ),
+            (rec(r#","userIdentity":{"sessionContext":{"accessKeyId":"AKIANESTED"}},"accessKeyId":"AKIATOP""#), true),
+            (rec(r#","userIdentity":{"accessKeyId":"AKIA1"},"userIdentity":{"arn":"a"}"#), true),
+            (rec(r#","userIdentity":{"accessKeyId":"AKIA1"},"userIdentity":null"#), true),
+            (rec(r#","userIdentity":{"accessKeyId":"AKIA1","accessKeyId":null}"#), true),
+            (rec(r#","userIdentity":{"accessKeyId":"AKI\u0041"}"#), false),
+            (rec(r#","userIdentity":{"access\u004beyId":"AKIA"}"#), false),
+            (rec(r#","user\u0049dentity":{"accessKeyId":"AKIA"}"#), false),
+            (rec(r#","userIdentity":"root""#), false),
+            (rec(r#","userIdentity":{"accessKeyId":7}"#), false),
+            (rec(r#","errorCode":"X","errorMessage":"it\"s""#), false),
+            (rec(r#","errorCode":"X","requestParameters":{"m":"it\"s \u00e9 \ud800 \n \/"}"#), true),
+            (rec(r#","responseElements":{"ConsoleLogin":"Failure"}"#), true),
+            (rec(r#","responseElements":{"ConsoleLogin":"Failure","ConsoleLogin":[1,{"a":2}]}"#), true),
+            (rec(r#","responseElements":{"ConsoleLogin":{"\ud800":1}}"#), false),
+            (rec(r#","responseElements":{"ConsoleLogin":1e999}"#), false),
+            (rec(r#","responseElements":1e999"#), false),
+            (rec(r#","responseElements":"Failure""#), true),
+            (rec(r#","responseElements":[{"ConsoleLogin":"Failure"}]"#), true),
+            (rec(r#","responseElements":{"x":-0.5e+7,"y":[true,false,null,{}],"z":{}}"#), true),
+            (rec(&format!(r#","requestParameters":{}"#, deep(MAX_DEPTH))), true),
+            // The innermost `[]` is closed on sight and never pushed.
+            (rec(&format!(r#","requestParameters":{}"#, deep(MAX_DEPTH + 1))), true),
+            (rec(&format!(r#","requestParameters":{}"#, deep(MAX_DEPTH + 2))), false),
+            (rec(&format!(r#","requestParameters":{}"#, "[".repeat(10))), false),
+            (rec(r#","requestParameters":[1,]"#), false),
+            (rec(r#","requestParameters":{"a":1,}"#), false),
+            (rec(r#","requestParameters":{"a" 1}"#), false),
+            (rec(r#","requestParameters":{1:1}"#), false),
+            (rec(r#","requestParameters":01"#), false),
+            (rec(r#","requestParameters":1."#), false),
+            (rec(r#","requestParameters":1e"#), false),
+            (rec(r#","requestParameters":-"#), false),
+            (rec(r#","requestParameters":+1"#), false),
+            (rec(r#","requestParameters":tru"#), false),
+            (rec(r#","requestParameters":"\x""#), false),
+            (rec(r#","requestParameters":"\u12G4""#), false),
+            (rec(",\"requestParameters\":\"a\tb\""), false),
+            (rec(",\"errorMessage\":\"a\u{1}b\""), false),
+            (rec(" \n\t\r,\"requestParameters\" : { \"a\" : [ 1 , 2 ] } "), true),
+            (format!("{} \n ", String::from_utf8(rec("")).unwrap()).into_bytes(), true),
+            (format!("{} x", String::from_utf8(rec("")).unwrap()).into_bytes(), false),
+            (rec(r#","eventTime":"redacted""#), false),
+            (rec(r#","eventTime":"2023-07-10 12:00:00""#), true),
+            (rec(r#","eventTime":"2016-12-31T23:59:60Z""#), true),
+            (rec(r#","eventName":null"#), false),
+            (b"[]".to_vec(), false),
+            (b"".to_vec(), false),
+            (b"{}".to_vec(), false),
+            (latin, true),
+            (bad_utf8, false),
+        ]
+    }
+
+    #[test]
+    fn top_keys() {
+        let names = [
+            "eventTime",
+            "eventID",
+            "eventSource",
+            "eventName",
+            "awsRegion",
+            "recipientAccountId",
+            "errorCode",
+            "errorMessage",
+            "sourceIPAddress",
+            "userAgent",
+            "userIdentity",
+            "responseElements",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            assert_ne!(top_key(n), Top::Other, "{n}");
+            assert!(seen.insert(top_key(n)), "{n}");
+        }
+        for other in
+            ["", "e", "eventTimE", "evantTime", "errorCodes", "eventVersion", "requestParameters", "ConsoleLogin"]
+        {
+            assert_eq!(top_key(other), Top::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn adversarial_records() {
+        for (raw, answers) in adversarial() {
+            assert_eq!(check(&raw), answers, "{}", String::from_utf8_lossy(&raw));
+        }
+        let cases = adversarial();
+        let r = scan_record(&cases[0].0).unwrap();
+        assert_eq!(r.identity.access_key_id.as_deref(), Some("AKIACALLER"));
+        let r = scan_record(&cases[1].0).unwrap();
+        assert_eq!(r.identity.access_key_id, None);
+    }
+
+    /// Random edits of real, generated and adversarial records: wherever the scanner answers,
+    /// it must agree with serde.
+    #[test]
+    fn mutations_agree_with_serde() {
+        let mut bases: Vec<Vec<u8>> = real_records().into_iter().step_by(7).collect();
+        let mut s = Synth::new(SynthConfig { seed: 5, ..Default::default() });
+        for _ in 0..300 {
+            let mut buf = Vec::new();
+            s.next_into(&mut buf);
+            bases.push(buf);
+        }
+        bases.extend(adversarial().into_iter().map(|(r, _)| r));
+        const ALPHABET: &[u8] = b"{}[]\":,\\ \t\n0123456789-+.eEtrufalsn\x01\x7f\xc3\xa9u";
+        let mut rng = SplitMix64::new(42);
+        let (mut answered, mut total) = (0, 0);
+        for base in &bases {
+            for _ in 0..40 {
+                let mut m = base.clone();
+                for _ in 0..1 + rng.below(3) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    let at = rng.below(m.len() as u64) as usize;
+                    let c = ALPHABET[rng.below(ALPHABET.len() as u64) as usize];
+                    match rng.below(4) {
+                        0 => {
+                            m.remove(at);
+                        }
+                        1 => m.insert(at, c),
+                        2 => m[at] = c,
+                        _ => {
+                            let end = (at + 1 + rng.below(16) as usize).min(m.len());
+                            let piece = m[at..end].to_vec();
+                            m.splice(at..at, piece);
+                        }
+                    }
+                }
+                total += 1;
+                answered += usize::from(check(&m));
+            }
+        }
+        // Many edits land in skipped payload and keep the record valid; those must still agree.
+        assert!(answered > total / 10, "{answered} of {total}");
+    }
+}
