@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
+COPY examples ./examples
 RUN cargo build --release --locked --bin cloudtrail-inspector
 
 # Run: a small image with CA certificates for AWS and Guance over TLS.

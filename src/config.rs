@@ -33,6 +33,10 @@ pub enum Command {
     Openapi,
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
     RotateSecrets(DatabaseArgs),
+    /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
+    /// service or `scan` on: several accounts and principals, benign and suspicious errors,
+    /// failed console sign-ins.
+    Generate(GenerateArgs),
     /// Inspect CloudTrail files or a CloudWatch Logs log group once and print the report.
     ///
     /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
@@ -367,4 +371,42 @@ impl GuanceArgs {
         }
         Ok(Some(settings))
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Directory to write `AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/*.json.gz` under.
+    pub out: std::path::PathBuf,
+
+    /// How many records.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub records: u64,
+
+    /// Seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Distinct AWS accounts.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub accounts: u32,
+
+    /// Distinct regions (at most 8).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub regions: u32,
+
+    /// Share of records that are errors.
+    #[arg(long, default_value_t = 0.10)]
+    pub error_ratio: f64,
+
+    /// Minutes of event time the records spread over.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=525_600))]
+    pub span_minutes: u32,
+
+    /// eventTime of the first record (RFC 3339).
+    #[arg(long, default_value = "2026-01-15T08:00:00Z")]
+    pub start: chrono::DateTime<chrono::Utc>,
+
+    /// Records per file.
+    #[arg(long, default_value_t = 500)]
+    pub per_file: usize,
 }

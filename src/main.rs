@@ -25,6 +25,32 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(inspections = n, "credentials sealed with the current key");
             Ok(())
         }
+        Some(Command::Generate(args)) => {
+            let cfg = cloudtrail_inspector::synth::SynthConfig {
+                seed: args.seed,
+                accounts: args.accounts as usize,
+                regions: args.regions as usize,
+                error_ratio: args.error_ratio.clamp(0.0, 1.0),
+                start: args.start,
+                records_per_second: args.records as f64 / (f64::from(args.span_minutes) * 60.0),
+                ..Default::default()
+            };
+            let mut synth = cloudtrail_inspector::synth::Synth::new(cfg);
+            let summary = cloudtrail_inspector::synth::write_cloudtrail_files(
+                &args.out,
+                &mut synth,
+                args.records,
+                args.per_file,
+            )?;
+            println!(
+                "wrote {} records ({} MB of JSON) in {} files under {}",
+                summary.records,
+                summary.record_bytes / 1_000_000,
+                summary.files,
+                args.out.display()
+            );
+            Ok(())
+        }
         Some(Command::Scan(args)) => {
             telemetry::init_quiet();
             let code = cloudtrail_inspector::scan::run(args).await;

@@ -194,3 +194,39 @@ async fn inspections_can_read_files_under_the_files_root_only() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(v["error"]["fields"]["source.path"][0].as_str().unwrap().contains("--files-root"));
 }
+
+/// Decompressed contents of every file under `dir`, by relative path.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for f in cloudtrail_inspector::source::files::list_files(dir).unwrap() {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(&f).unwrap()), &mut bytes)
+            .unwrap();
+        out.insert(f.strip_prefix(dir).unwrap().display().to_string(), bytes);
+    }
+    out
+}
+
+#[test]
+fn the_bundled_sample_is_what_the_generator_writes_and_the_first_command_reports_it() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/cloudtrail");
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector")).arg("generate").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (a, b) = (tree(&shipped), tree(dir.path()));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "regenerate with `cloudtrail-inspector generate samples/cloudtrail`"
+    );
+    assert!(a == b, "samples/cloudtrail differs from the generator's output");
+
+    // README's first command.
+    let out = scan(&["--no-progress", shipped.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("records: 2,000"), "{stdout}");
+    assert!(stdout.contains("ConsoleLoginFailure"), "failed sign-ins are in the sample: {stdout}");
+    assert!(stdout.contains("AccessDenied"), "{stdout}");
+}
