@@ -403,7 +403,7 @@ impl Runner {
             let prior = known.get(&c.fingerprint);
             let is_new = prior.is_none() && !baseline_fps.contains(c.fingerprint.as_str());
             let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
-            let summary = summarize(c, id, is_new);
+            let summary = ClusterSummary::from_cluster(c, id, is_new);
             if !dry_run {
                 let (tp, ti, samples) = match prior {
                     Some(k) => (
@@ -437,7 +437,7 @@ impl Runner {
             }
             baseline_new += 1;
             if !dry_run {
-                let summary = summarize(c, None, false);
+                let summary = ClusterSummary::from_cluster(c, None, false);
                 writes.push(ClusterWrite {
                     id: Uuid::now_v7(),
                     top_principals: summary.top_principals.clone(),
@@ -700,35 +700,6 @@ pub fn validate_request(request: RunRequest, now: DateTime<Utc>, limits: bool) -
         validate_log_groups("log_groups", groups, &mut errors);
     }
     errors.into_result(request)
-}
-
-fn summarize(c: &Cluster, id: Option<Uuid>, is_new: bool) -> ClusterSummary {
-    ClusterSummary {
-        cluster_id: id,
-        fingerprint: c.fingerprint.clone(),
-        is_new,
-        account_id: c.key.account_id.clone(),
-        region: c.key.region.clone(),
-        event_source: c.key.event_source.clone(),
-        event_name: c.key.event_name.clone(),
-        error_code: c.key.error_code.clone(),
-        template: c.key.template.clone(),
-        count: c.count as i64,
-        first_seen: store::micros(c.first_seen),
-        last_seen: store::micros(c.last_seen),
-        top_principals: c
-            .top_principals
-            .iter()
-            .map(|v| CountedValue { value: v.value.clone(), count: v.count as i64 })
-            .collect(),
-        top_source_ips: c
-            .top_source_ips
-            .iter()
-            .map(|v| CountedValue { value: v.value.clone(), count: v.count as i64 })
-            .collect(),
-        sample_event_ids: c.sample_event_ids.clone(),
-        sample_message: c.sample_message.clone(),
-    }
 }
 
 fn key_view(k: &KeyActivity) -> AccessKeyView {

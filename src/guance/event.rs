@@ -153,27 +153,7 @@ impl EventCluster {
 
     /// From an engine cluster, using its raw sample record.
     pub fn from_cluster(c: &Cluster, cluster_id: Option<Uuid>) -> Self {
-        let counted = |v: &[crate::engine::Counted]| {
-            v.iter().map(|x| CountedValue { value: x.value.clone(), count: x.count as i64 }).collect::<Vec<_>>()
-        };
-        let summary = ClusterSummary {
-            cluster_id,
-            fingerprint: c.fingerprint.clone(),
-            is_new: true,
-            account_id: c.key.account_id.clone(),
-            region: c.key.region.clone(),
-            event_source: c.key.event_source.clone(),
-            event_name: c.key.event_name.clone(),
-            error_code: c.key.error_code.clone(),
-            template: c.key.template.clone(),
-            count: c.count as i64,
-            first_seen: c.first_seen,
-            last_seen: c.last_seen,
-            top_principals: counted(&c.top_principals),
-            top_source_ips: counted(&c.top_source_ips),
-            sample_event_ids: c.sample_event_ids.clone(),
-            sample_message: c.sample_message.clone(),
-        };
+        let summary = ClusterSummary::from_cluster(c, cluster_id, true);
         let sample: Option<Value> = c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok());
         EventCluster::from_summary(&summary, sample.as_ref())
     }

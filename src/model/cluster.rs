@@ -39,6 +39,33 @@ pub struct ClusterSummary {
     pub sample_message: String,
 }
 
+impl ClusterSummary {
+    /// An engine cluster as found by a run (times at stored precision).
+    pub fn from_cluster(c: &crate::engine::Cluster, cluster_id: Option<Uuid>, is_new: bool) -> Self {
+        let counted = |v: &[crate::engine::Counted]| {
+            v.iter().map(|x| CountedValue { value: x.value.clone(), count: x.count as i64 }).collect()
+        };
+        ClusterSummary {
+            cluster_id,
+            fingerprint: c.fingerprint.clone(),
+            is_new,
+            account_id: c.key.account_id.clone(),
+            region: c.key.region.clone(),
+            event_source: c.key.event_source.clone(),
+            event_name: c.key.event_name.clone(),
+            error_code: c.key.error_code.clone(),
+            template: c.key.template.clone(),
+            count: c.count as i64,
+            first_seen: crate::store::micros(c.first_seen),
+            last_seen: crate::store::micros(c.last_seen),
+            top_principals: counted(&c.top_principals),
+            top_source_ips: counted(&c.top_source_ips),
+            sample_event_ids: c.sample_event_ids.clone(),
+            sample_message: c.sample_message.clone(),
+        }
+    }
+}
+
 /// A cluster an inspection knows, across all its runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterView {
