@@ -8,6 +8,7 @@ pub mod extract;
 pub mod func;
 pub mod health;
 pub mod inspections;
+pub mod metrics;
 pub mod runs;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -132,9 +133,12 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::get))
 }
 
-/// Routes open to anyone: probes.
+/// Routes open to anyone: probes and metrics.
 fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz))
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
 }
 
 /// Routes that wait for a run and so have their own, longer, limit.
@@ -180,17 +184,24 @@ pub fn router(state: AppState) -> Router {
         .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .with_state(state)
         .layer(middleware::from_fn(json_errors))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn(scope_request_id))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
+                })
+                // A 5xx is logged once, with its cause, where it is made (`ApiError`);
+                // the trace layer's own line would say it a second time without the cause.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .with_state(state)
 }
 
 /// The path as logs may show it: the trigger id in Func-style URLs is a credential.

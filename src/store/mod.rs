@@ -414,6 +414,14 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_delivery(&self, id: Uuid, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
     /// Events waiting for delivery.
     async fn outbox_backlog(&self) -> StoreResult<i64>;
+    /// Events by delivery state (for metrics).
+    async fn event_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Runs queued or running, of every instance (for metrics).
+    async fn active_run_count(&self) -> StoreResult<i64>;
+    /// Marks the active runs whose owner starts with `owner_prefix` as interrupted, with
+    /// `reason` as their error. Used by an instance for its own runs: at start-up (runs a
+    /// previous process of the same instance left behind) and when shutdown outlasts its grace.
+    async fn interrupt_owned_runs(&self, owner_prefix: &str, now: DateTime<Utc>, reason: &str) -> StoreResult<u64>;
     async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
     -> StoreResult<Vec<EventView>>;
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;
