@@ -43,17 +43,34 @@ pub enum StoreError {
 
 impl StoreError {
     /// True when the database could not be reached (as opposed to refusing a statement).
+    ///
+    /// A Postgres restart shows up in several ways: refused connections (the pool waits, then
+    /// `PoolTimedOut`), sockets cut mid-statement (`Io`, `Protocol`), and server errors on
+    /// the connections it is closing: SQLSTATE class 57P ("terminating connection due to
+    /// administrator command", "the database system is starting up"), class 08 (connection
+    /// exceptions) and 53 (too many connections, out of resources). SQLite's `BUSY`/`LOCKED`
+    /// after the busy timeout are the same kind of trouble: try again shortly.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
                 sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // The primary result code is the low byte of the extended one.
+                    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                } else {
+                    code.starts_with("57P") || code.starts_with("08") || code.starts_with("53")
+                }
+            }
+            _ => false,
+        }
     }
 }
 

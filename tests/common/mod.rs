@@ -7,6 +7,7 @@ pub mod data;
 pub mod fake_cwl;
 pub mod fake_guance;
 pub mod logs;
+pub mod pg_cluster;
 
 use std::sync::Arc;
 use std::time::Duration;
