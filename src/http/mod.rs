@@ -162,7 +162,46 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for part in [run_routes(), func_routes(), public_routes()] {
         doc.merge(part.split_for_parts().1);
     }
+    document_common_errors(&mut doc);
     doc
+}
+
+/// Declares the answers every management operation can give besides its own, all with the
+/// [`ErrorBody`] shape: 400 for a malformed path id, query or body, 401 without a valid
+/// token, 413 and 415 for bodies too large or not JSON, 408 past the request timeout, 503
+/// while the database is unreachable. They come from extractors and layers shared by all
+/// routes, so they are added here once instead of on each handler. The probes and the
+/// Func-style routes (which answer in Func's own shape) document theirs themselves.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |text: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in
+            [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
+        {
+            let tags = op.tags.as_deref().unwrap_or_default();
+            if tags.iter().any(|t| t == "func" || t == "health") {
+                continue;
+            }
+            let answers = &mut op.responses.responses;
+            let mut add = |code: &str, text: &str| {
+                answers.entry(code.to_string()).or_insert_with(|| error(text).into());
+            };
+            add("400", "Malformed path id, query parameter or JSON body");
+            add("401", "Missing or wrong bearer token");
+            add("408", "The request took longer than REQUEST_TIMEOUT_SECS");
+            add("503", "The database is unreachable; try again shortly");
+            if op.request_body.is_some() {
+                add("413", "The body is larger than MAX_BODY_BYTES");
+                add("415", "The body is not `application/json`");
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
