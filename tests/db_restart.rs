@@ -83,3 +83,26 @@ async fn requests_fail_cleanly_while_postgres_is_down_and_work_again_when_it_is_
     let (status, v) = app.get("/api/v1/inspections").await;
     assert_eq!(status, StatusCode::OK, "{v}");
 }
+
+/// A statement in flight when Postgres goes down fails with the server's own error
+/// ("terminating connection due to administrator command", SQLSTATE 57P01), not a socket
+/// error: that too is the database being unavailable, a 503, not an internal error.
+#[tokio::test]
+async fn a_statement_cut_by_a_shutdown_is_unavailable_not_internal() {
+    use axum::response::IntoResponse;
+    use cloudtrail_inspector::http::error::ApiError;
+    use cloudtrail_inspector::store::StoreError;
+    use sqlx::Connection;
+
+    let Some(pg) = PgCluster::start() else {
+        eprintln!("skipped: Postgres 15 binaries are not installed");
+        return;
+    };
+    let mut conn = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let slow = tokio::spawn(async move { sqlx::query("select pg_sleep(30)").execute(&mut conn).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.stop();
+    let err = StoreError::from(slow.await.unwrap().expect_err("the statement was cut"));
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(ApiError::from(err).into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+}
