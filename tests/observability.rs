@@ -102,7 +102,7 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
 
 #[tokio::test]
 async fn each_run_logs_with_its_id_and_each_failure_once() {
-    let (logs, _capture) = Logs::capture();
+    let logs = Logs::capture();
     let fake = FakeCwl::start().await;
     let mut settings = common::test_runner_settings();
     settings.aws_max_attempts = 2;

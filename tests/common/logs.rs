@@ -1,8 +1,10 @@
 //! Captures the log lines a test's own code emits, as the JSON objects `LOG_FORMAT=json`
 //! writes, to check what is logged and how often.
 //!
-//! The capture is the thread's default subscriber, so it sees everything a current-thread
-//! runtime (`#[tokio::test]`'s default) runs, spawned tasks included.
+//! The capture is the process-wide subscriber, installed once per test binary, so tests
+//! pick their own lines by the ids they know (request ids, run ids). A thread-local one is
+//! not enough: tracing caches per call site whether anyone listens, and a test on another
+//! thread without the capture can make that answer "no" for a call site both tests hit.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -35,21 +37,25 @@ impl<'a> MakeWriter<'a> for Logs {
 }
 
 impl Logs {
-    /// Starts capturing on this thread until the guard is dropped.
-    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
-            ))
-            .with_writer(logs.clone())
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+    /// The capture of this test binary, installed on first use.
+    pub fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    "info,aws_smithy_runtime=warn,aws_config=warn,sqlx=warn",
+                ))
+                .with_writer(logs.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+            logs
+        })
+        .clone()
     }
 
     pub fn lines(&self) -> Vec<Value> {
