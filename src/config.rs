@@ -23,6 +23,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+/// Parsed once per process, so the size of the `serve` variant costs nothing worth boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default when no subcommand is given).
@@ -216,6 +218,25 @@ pub struct ServeArgs {
     /// not all call CloudWatch Logs in the same second.
     #[arg(long, env = "SCHEDULE_SPREAD_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub schedule_spread_secs: u64,
+
+    /// On SIGTERM or Ctrl-C: seconds to let runs in progress finish after the listener has
+    /// closed. Runs still going then are marked `interrupted` (the next run reads their
+    /// window) and the process exits.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: u64,
+
+    /// Identity of this instance, stored as the owner of its runs, so that after a crash it
+    /// marks the runs it left behind `interrupted` as soon as it starts again. Default: an
+    /// id created in `<data-dir>/instance-id` on first start (and locked while running).
+    /// Each running instance needs its own: give each replica its own DATA_DIR or INSTANCE_ID.
+    #[arg(long, env = "INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+}
+
+/// Instance ids end up in the runs' owner column, prefix-matched: keep them plain.
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok { Ok(s.to_string()) } else { Err("1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.'".into()) }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -242,6 +263,7 @@ impl ServeArgs {
                 guance_configured: self.guance.is_set(),
                 expiry: Duration::from_secs(u64::from(self.guance.guance_event_expiry_hours) * 3600),
             },
+            instance_id: self.instance_id.clone(),
             ..RunnerSettings::default()
         }
     }
@@ -293,6 +315,9 @@ pub struct RunnerSettings {
     pub insights_max_rows: usize,
     /// How runs turn into Guance events.
     pub events: crate::guance::outbox::EventSettings,
+    /// This instance's id, the first part of the owner stored on its runs. None: a fresh id
+    /// per process (tests, one-shot commands).
+    pub instance_id: Option<String>,
 }
 
 impl Default for RunnerSettings {
@@ -309,6 +334,7 @@ impl Default for RunnerSettings {
             aws_call_timeout: Duration::from_secs(60),
             insights_max_rows: 10_000,
             events: crate::guance::outbox::EventSettings::default(),
+            instance_id: None,
         }
     }
 }

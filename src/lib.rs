@@ -19,6 +19,8 @@ pub mod crypto;
 pub mod engine;
 pub mod guance;
 pub mod http;
+pub mod instance;
+pub mod metrics;
 pub mod model;
 pub mod runner;
 pub mod scan;
@@ -90,11 +92,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let state = build_state(store, args.runner(), http);
+    let identity = instance::identity(args.instance_id.as_deref(), &args.db.data_dir)?;
+    let mut runner_settings = args.runner();
+    runner_settings.instance_id = Some(identity.id.clone());
+    let state = build_state(store, runner_settings, http);
+    tracing::info!(instance_id = %identity.id, "instance identified");
+    // Before anything can start a run: what this instance left active died with its process.
+    if let Err(e) = state.runner.recover_own_runs().await {
+        tracing::warn!(error = %e, "could not check for runs left by this instance's previous process");
+    }
     let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
     state.runner.housekeeping().await;
     let _housekeeping = state.runner.spawn_housekeeping();
-    let _scheduler = if args.schedule().enabled {
+    let scheduler = if args.schedule().enabled {
         let scheduler = scheduler::Scheduler::new(state.store.clone(), state.runner.clone(), args.schedule());
         tracing::info!(spread_secs = args.schedule_spread_secs, "scheduler on");
         Some(scheduler.spawn())
@@ -102,14 +112,62 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("scheduler off: inspections run only when triggered");
         None
     };
+    let runner = state.runner.clone();
     let app = http::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
     tracing::info!(address = %args.listen, "listening; Swagger UI at /swagger-ui/");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tokio::select! {
+        ended = &mut server => {
+            ended.context("the HTTP server task failed")??;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+        () = shutdown_signal() => {}
+    }
+    drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A bounded shutdown: close the listener and the scheduler so nothing new starts, let runs in
+/// progress finish within `grace`, then mark the ones still going `interrupted` (their windows
+/// are read again by the next run) and return, whatever HTTP requests still wait on them.
+async fn drain(
+    runner: &Arc<Runner>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop_accepting.send(true);
+    if let Some(s) = scheduler {
+        s.abort();
+    }
+    let active = runner.active_runs();
+    tracing::info!(runs_in_progress = active, grace_secs = grace.as_secs(), "shutting down: no new requests or runs");
+    if tokio::time::timeout_at(deadline, runner.wait_idle()).await.is_err() {
+        match runner.interrupt_own_runs().await {
+            Ok(n) => tracing::warn!(runs = n, "shutdown grace period over: runs still in progress marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "shutdown grace period over; could not mark the runs in progress \
+                interrupted (the next start of this instance will)"),
+        }
+    }
+    // Requests whose run just ended need a moment to write their answer; requests waiting on
+    // an interrupted run do not get one.
+    let answer_by = deadline.max(tokio::time::Instant::now()) + Duration::from_millis(500);
+    if tokio::time::timeout_at(answer_by, server).await.is_err() {
+        tracing::info!("connections still open at the end of the grace period were closed");
+    }
 }
 
 async fn shutdown_signal() {
@@ -131,7 +189,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down");
+    tracing::info!("stop signal received");
 }
 
 /// Seals every inspection's credentials again with the current key; returns how many

@@ -15,11 +15,13 @@ use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::RunnerSettings;
 use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
 use crate::guance::outbox;
+use crate::metrics::{Metrics, RunFigures};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
@@ -63,20 +65,74 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     /// Runs this process holds, whose heartbeats it keeps fresh.
     active: Mutex<HashSet<Uuid>>,
+    /// Stored on each run as its owner: `<instance id>/<host>/<pid>`.
     owner: String,
+    /// `<instance id>/`: what every run of this instance's owner starts with.
+    owner_prefix: String,
+    metrics: Arc<Metrics>,
 }
+
+/// Why a run is marked interrupted at start-up: its process died (SIGKILL, OOM, power loss).
+const DIED_REASON: &str = "the service process running it stopped (found when the instance started again); \
+    its window is read again by the next run";
+/// Why a run is marked interrupted at shutdown: it did not finish within the grace period.
+const STOPPED_REASON: &str = "the service was stopped before the run could finish (shutdown grace period over); \
+    its window is read again by the next run";
 
 impl Runner {
     pub fn new(store: DynStore, sources: Arc<dyn SourceFactory>, settings: RunnerSettings) -> Arc<Self> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        // Without a configured instance id every runner is an instance of its own, so its
+        // start-up recovery can never touch another live process's runs.
+        let instance = settings.instance_id.clone().unwrap_or_else(|| Uuid::new_v4().simple().to_string());
         Arc::new(Runner {
             store,
             sources,
             slots: Arc::new(Semaphore::new(settings.run_concurrency.max(1))),
             settings,
             active: Mutex::new(HashSet::new()),
-            owner: format!("{host}/{}", std::process::id()),
+            owner: format!("{instance}/{host}/{}", std::process::id()),
+            owner_prefix: format!("{instance}/"),
+            metrics: Arc::new(Metrics::default()),
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Marks runs that an earlier process of this instance left active as interrupted. Called
+    /// once at start-up, before this process starts runs of its own: whatever is still
+    /// active under this instance's id then belonged to a process that died, and waiting for
+    /// its heartbeat to go stale would keep its inspections blocked (409) for minutes.
+    pub async fn recover_own_runs(&self) -> Result<u64, StoreError> {
+        let n = self.store.interrupt_owned_runs(&self.owner_prefix, store::now(), DIED_REASON).await?;
+        if n > 0 {
+            tracing::warn!(runs = n, "marked runs left behind by this instance's previous process as interrupted");
+        }
+        self.metrics.runs_interrupted(n);
+        Ok(n)
+    }
+
+    /// Runs of this process that have not ended yet.
+    pub fn active_runs(&self) -> usize {
+        self.active.lock().expect("active lock").len()
+    }
+
+    /// Waits until this process has no run in progress.
+    pub async fn wait_idle(&self) {
+        while self.active_runs() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Marks this instance's runs still in progress as interrupted, for a shutdown that
+    /// cannot wait any longer. Their results, should they still arrive, are dropped by
+    /// `finish_run`, and their windows are read again by the next run.
+    pub async fn interrupt_own_runs(&self) -> Result<u64, StoreError> {
+        let n = self.store.interrupt_owned_runs(&self.owner_prefix, store::now(), STOPPED_REASON).await?;
+        self.metrics.runs_interrupted(n);
+        Ok(n)
     }
 
     pub fn settings(&self) -> &RunnerSettings {
@@ -106,7 +162,10 @@ impl Runner {
         }
         match self.store.interrupt_stale_runs(self.stale_before(now), now).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(runs = n, "marked runs of a stopped process as interrupted"),
+            Ok(n) => {
+                self.metrics.runs_interrupted(n);
+                tracing::warn!(runs = n, "marked runs of a stopped process as interrupted");
+            }
             Err(e) => tracing::warn!(error = %e, "could not check for interrupted runs"),
         }
     }
@@ -174,12 +233,17 @@ impl Runner {
         tracing::info!(run_id = %run.id, inspection = %inspection.name, trigger = trigger.as_str(), "run queued");
         let runner = Arc::clone(self);
         let queued = run.clone();
-        let done = tokio::spawn(async move {
-            let id = queued.id;
-            let result = runner.execute(queued).await;
-            runner.active.lock().expect("active lock").remove(&id);
-            result
-        });
+        // Every line the run logs, down to the AWS retries, carries its id.
+        let span = tracing::info_span!("run", run_id = %run.id, inspection_id = %inspection_id);
+        let done = tokio::spawn(
+            async move {
+                let id = queued.id;
+                let result = runner.execute(queued).await;
+                runner.active.lock().expect("active lock").remove(&id);
+                result
+            }
+            .instrument(span),
+        );
         Ok(Started { run, done })
     }
 
@@ -187,19 +251,38 @@ impl Runner {
     async fn execute(&self, run: Run) -> Option<Run> {
         let _slot = self.slots.clone().acquire_owned().await.ok()?;
         let run_id = run.id;
-        match self.execute_inner(&run).await {
-            Ok(()) => {}
+        let started = std::time::Instant::now();
+        let failed = match self.execute_inner(&run).await {
+            Ok(()) => false,
             Err(e) => {
-                tracing::error!(run_id = %run_id, error = format!("{e:#}"), "run failed");
                 let now = store::now();
-                if let Err(e2) =
-                    self.store.fail_run(run_id, RunStatus::Failed, &format!("{e:#}"), &run.log_groups, now).await
-                {
-                    tracing::error!(run_id = %run_id, error = %e2, "could not record the failed run");
+                // One line per failure: the reason, and whether it could be recorded.
+                match self.store.fail_run(run_id, RunStatus::Failed, &format!("{e:#}"), &run.log_groups, now).await {
+                    Ok(()) => tracing::error!(error = format!("{e:#}"), "run failed"),
+                    Err(e2) => tracing::error!(
+                        error = format!("{e:#}"),
+                        store_error = %e2,
+                        "run failed, and the failure could not be recorded"
+                    ),
                 }
+                true
             }
+        };
+        let stored = self.store.get_run(run_id).await.ok().flatten();
+        let status = match &stored {
+            Some(r) => r.status,
+            None if failed => RunStatus::Failed,
+            None => return None,
+        };
+        if !matches!(status, RunStatus::Queued | RunStatus::Running) {
+            let figures = stored.as_ref().map_or(RunFigures::default(), |r| RunFigures {
+                records_scanned: r.records_scanned.max(0) as u64,
+                error_records: r.error_records.max(0) as u64,
+                malformed_records: r.malformed_records.max(0) as u64,
+            });
+            self.metrics.run_finished(status, started.elapsed(), figures);
         }
-        self.store.get_run(run_id).await.ok().flatten()
+        stored
     }
 
     async fn execute_inner(&self, run: &Run) -> anyhow::Result<()> {
@@ -326,6 +409,8 @@ impl Runner {
             }
         }
         let api_calls = source.counters().api_calls.load(std::sync::atomic::Ordering::Relaxed) as i64;
+        self.metrics
+            .aws_calls(api_calls as u64, source.counters().throttled.load(std::sync::atomic::Ordering::Relaxed));
 
         if bad_files > 0 {
             notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));

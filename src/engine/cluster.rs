@@ -426,6 +426,7 @@ impl Clusterer {
     /// errors are skipped unparsed unless keys are tracked.
     pub fn ingest(&mut self, raw: &[u8]) -> Outcome {
         self.stats.records_scanned += 1;
+        let raw = &*scrub_nul_escapes(raw);
         if !self.cfg.track_keys && !might_be_error(raw) {
             return Outcome::NotError;
         }
@@ -474,6 +475,24 @@ impl Clusterer {
         if row.count == 0 {
             return;
         }
+        let scrubbed;
+        let row = if [&row.account_id, &row.region, &row.event_source, &row.event_name, &row.error_code]
+            .into_iter()
+            .chain([&row.error_message, &row.principal, &row.source_ip])
+            .any(|f| f.contains('\0'))
+        {
+            let mut r = row.clone();
+            for f in [&mut r.account_id, &mut r.region, &mut r.event_source, &mut r.event_name, &mut r.error_code] {
+                scrub_nul(f);
+            }
+            for f in [&mut r.error_message, &mut r.principal, &mut r.source_ip] {
+                scrub_nul(f);
+            }
+            scrubbed = r;
+            &scrubbed
+        } else {
+            row
+        };
         self.stats.records_scanned += row.count;
         if !self.in_window(row.first_seen, row.last_seen) {
             self.stats.out_of_window += row.count;
@@ -503,7 +522,16 @@ impl Clusterer {
     }
 
     /// Adds a key-activity row from an aggregate query.
-    pub fn observe_key(&mut self, k: KeyActivity) {
+    pub fn observe_key(&mut self, mut k: KeyActivity) {
+        for f in [
+            &mut k.access_key_id,
+            &mut k.principal_arn,
+            &mut k.account_id,
+            &mut k.last_event_name,
+            &mut k.last_source_ip,
+        ] {
+            scrub_nul(f);
+        }
         self.keys.observe_activity(k);
     }
 
@@ -568,11 +596,63 @@ impl Clusterer {
     }
 }
 
+/// NUL is legal in JSON strings (`\u0000`) and so in CloudTrail text an attacker controls,
+/// but Postgres stores it neither in `text` nor in `jsonb`: one such record would make the
+/// whole run unstorable. Each escaped NUL becomes U+FFFD before parsing, so every field, the
+/// sample record included, is storable on both backends. An escape preceded by an odd number
+/// of backslashes (`\\u0000`) is literal text and is left alone. Raw NUL bytes need no
+/// care: JSON forbids them unescaped, so such a record is malformed anyway.
+fn scrub_nul_escapes(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    const NUL: &[u8] = b"\\u0000";
+    let finder = memchr::memmem::Finder::new(NUL);
+    if finder.find(raw).is_none() {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + 8);
+    let mut last = 0;
+    for at in finder.find_iter(raw) {
+        if at < last {
+            continue;
+        }
+        let backslashes = raw[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            continue;
+        }
+        out.extend_from_slice(&raw[last..at]);
+        out.extend_from_slice(b"\\ufffd");
+        last = at + NUL.len();
+    }
+    out.extend_from_slice(&raw[last..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// The same for text that arrives already decoded (Logs Insights rows).
+fn scrub_nul(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{fffd}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::value::RawValue;
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn escaped_nul_becomes_a_replacement_character_unless_it_is_literal_text() {
+        for (raw, want) in [
+            (r#"{"a":"x"}"#, r#"{"a":"x"}"#),
+            (r#"{"a":"\u0000b\u0000"}"#, r#"{"a":"\ufffdb\ufffd"}"#),
+            (r#"{"a":"\\u0000"}"#, r#"{"a":"\\u0000"}"#),
+            (r#"{"a":"\\\u0000"}"#, r#"{"a":"\\\ufffd"}"#),
+        ] {
+            assert_eq!(std::str::from_utf8(&scrub_nul_escapes(raw.as_bytes())).unwrap(), want, "{raw}");
+        }
+        let mut s = "a\0b".to_string();
+        scrub_nul(&mut s);
+        assert_eq!(s, "a\u{fffd}b");
+    }
 
     fn data_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cloudtrail")

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod func;
 pub mod health;
 pub mod inspections;
+pub mod metrics;
 pub mod runs;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -132,9 +133,12 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::get))
 }
 
-/// Routes open to anyone: probes.
+/// Routes open to anyone: probes and metrics.
 fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz))
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
 }
 
 /// Routes that wait for a run and so have their own, longer, limit.
@@ -158,7 +162,46 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     for part in [run_routes(), func_routes(), public_routes()] {
         doc.merge(part.split_for_parts().1);
     }
+    document_common_errors(&mut doc);
     doc
+}
+
+/// Declares the answers every management operation can give besides its own, all with the
+/// [`ErrorBody`] shape: 400 for a malformed path id, query or body, 401 without a valid
+/// token, 413 and 415 for bodies too large or not JSON, 408 past the request timeout, 503
+/// while the database is unreachable. They come from extractors and layers shared by all
+/// routes, so they are added here once instead of on each handler. The probes and the
+/// Func-style routes (which answer in Func's own shape) document theirs themselves.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |text: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in
+            [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
+        {
+            let tags = op.tags.as_deref().unwrap_or_default();
+            if tags.iter().any(|t| t == "func" || t == "health") {
+                continue;
+            }
+            let answers = &mut op.responses.responses;
+            let mut add = |code: &str, text: &str| {
+                answers.entry(code.to_string()).or_insert_with(|| error(text).into());
+            };
+            add("400", "Malformed path id, query parameter or JSON body");
+            add("401", "Missing or wrong bearer token");
+            add("408", "The request took longer than REQUEST_TIMEOUT_SECS");
+            add("503", "The database is unreachable; try again shortly");
+            if op.request_body.is_some() {
+                add("413", "The body is larger than MAX_BODY_BYTES");
+                add("415", "The body is not `application/json`");
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -180,17 +223,24 @@ pub fn router(state: AppState) -> Router {
         .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .with_state(state)
         .layer(middleware::from_fn(json_errors))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn(scope_request_id))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("http", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
+                })
+                // A 5xx is logged once, with its cause, where it is made (`ApiError`);
+                // the trace layer's own line would say it a second time without the cause.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .with_state(state)
 }
 
 /// The path as logs may show it: the trigger id in Func-style URLs is a credential.

@@ -43,17 +43,34 @@ pub enum StoreError {
 
 impl StoreError {
     /// True when the database could not be reached (as opposed to refusing a statement).
+    ///
+    /// A Postgres restart shows up in several ways: refused connections (the pool waits, then
+    /// `PoolTimedOut`), sockets cut mid-statement (`Io`, `Protocol`), and server errors on
+    /// the connections it is closing: SQLSTATE class 57P ("terminating connection due to
+    /// administrator command", "the database system is starting up"), class 08 (connection
+    /// exceptions) and 53 (too many connections, out of resources). SQLite's `BUSY`/`LOCKED`
+    /// after the busy timeout are the same kind of trouble: try again shortly.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Database(
                 sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        )
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // The primary result code is the low byte of the extended one.
+                    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                } else {
+                    code.starts_with("57P") || code.starts_with("08") || code.starts_with("53")
+                }
+            }
+            _ => false,
+        }
     }
 }
 
@@ -414,6 +431,14 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_delivery(&self, id: Uuid, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
     /// Events waiting for delivery.
     async fn outbox_backlog(&self) -> StoreResult<i64>;
+    /// Events by delivery state (for metrics).
+    async fn event_counts(&self) -> StoreResult<Vec<(String, i64)>>;
+    /// Runs queued or running, of every instance (for metrics).
+    async fn active_run_count(&self) -> StoreResult<i64>;
+    /// Marks the active runs whose owner starts with `owner_prefix` as interrupted, with
+    /// `reason` as their error. Used by an instance for its own runs: at start-up (runs a
+    /// previous process of the same instance left behind) and when shutdown outlasts its grace.
+    async fn interrupt_owned_runs(&self, owner_prefix: &str, now: DateTime<Utc>, reason: &str) -> StoreResult<u64>;
     async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
     -> StoreResult<Vec<EventView>>;
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;

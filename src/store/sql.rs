@@ -1365,6 +1365,41 @@ macro_rules! sql_store {
                 Ok(n)
             }
 
+            async fn event_counts(&self) -> $crate::store::StoreResult<Vec<(String, i64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "select delivery_state, count(*) from events group by delivery_state order by delivery_state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
+            }
+
+            async fn active_run_count(&self) -> $crate::store::StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("select count(*) from runs where status in ('queued', 'running')")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
+            async fn interrupt_owned_runs(
+                &self,
+                owner_prefix: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                reason: &str,
+            ) -> $crate::store::StoreResult<u64> {
+                let done = sqlx::query(
+                    "update runs set status = 'interrupted', finished_at = $2, error = $3 \
+                     where status in ('queued', 'running') and substr(owner, 1, $4) = $1",
+                )
+                .bind(owner_prefix)
+                .bind(now)
+                .bind(reason)
+                .bind(owner_prefix.chars().count() as i32)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn list_events(
                 &self,
                 inspection_id: uuid::Uuid,

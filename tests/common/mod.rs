@@ -6,6 +6,8 @@
 pub mod data;
 pub mod fake_cwl;
 pub mod fake_guance;
+pub mod logs;
+pub mod pg_cluster;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +125,13 @@ impl TestApp {
         let state = cloudtrail_inspector::build_state(store, runner, http);
         let router = cloudtrail_inspector::http::router(state.clone());
         TestApp { state, router, backend, guard }
+    }
+
+    /// The app over a store the test opened itself (a throwaway cluster, for instance).
+    pub fn over(store: DynStore, url: &str, backend: Backend, runner: RunnerSettings, http: HttpSettings) -> Self {
+        let state = cloudtrail_inspector::build_state(store, runner, http);
+        let router = cloudtrail_inspector::http::router(state.clone());
+        TestApp { state, router, backend, guard: StoreGuard { _dir: None, url: url.to_string() } }
     }
 
     pub fn store(&self) -> &DynStore {

@@ -150,6 +150,8 @@ struct State {
     /// Pending `fail_next` rules, first match wins.
     next_faults: Vec<NextFault>,
     group_faults: HashMap<String, Fault>,
+    /// Groups deleted right after this many more `FilterLogEvents` pages were served.
+    delete_after_pages: HashMap<String, usize>,
     calls: Vec<CallRecord>,
     throttled: usize,
     bucket: Option<TokenBucket>,
@@ -274,6 +276,12 @@ impl FakeCwl {
 
     pub fn delete_log_group(&self, name: &str) {
         self.state().groups.remove(name);
+    }
+
+    /// Deletes `name` right after `pages` more `FilterLogEvents` pages of it were answered:
+    /// a log group deleted in the middle of a run's paging.
+    pub fn delete_log_group_after_pages(&self, name: &str, pages: usize) {
+        self.state().delete_after_pages.insert(name.to_string(), pages.max(1));
     }
 
     /// Stores events in a stream, creating the group and stream as needed. Events keep the

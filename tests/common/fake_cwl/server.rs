@@ -234,6 +234,18 @@ fn process(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (u16, Vec<u8>, 
     if error_type.as_deref() == Some("ThrottlingException") {
         st.throttled += 1;
     }
+    if status == 200 && operation == "FilterLogEvents" {
+        for g in &log_groups {
+            let gone = st.delete_after_pages.get_mut(g).is_some_and(|n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+            if gone {
+                st.delete_after_pages.remove(g);
+                st.groups.remove(g);
+            }
+        }
+    }
     let field = |op: &str, key: &str| (operation == op).then(|| opt_str(&req, key).ok().flatten()).flatten();
     let record = CallRecord {
         operation: operation.clone(),
