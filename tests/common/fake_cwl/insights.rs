@@ -807,13 +807,15 @@ fn apply_fields(r: &mut Rec, items: &[(Expr, String)]) {
     }
 }
 
+/// A `stats` group: its key, its accumulators and its newest member's `(timestamp, seq)`.
+type Group = (Vec<Option<Val>>, Vec<Acc>, (i64, u64));
+
 /// `stats … by …`, fed one record at a time.
 struct Aggregator<'q> {
     aggs: &'q [(Agg, String)],
     by: &'q [(Expr, String)],
     index: HashMap<Vec<Option<Val>>, usize>,
-    /// Each group's key, accumulators and newest member's `(timestamp, seq)`.
-    groups: Vec<(Vec<Option<Val>>, Vec<Acc>, (i64, u64))>,
+    groups: Vec<Group>,
 }
 
 impl<'q> Aggregator<'q> {

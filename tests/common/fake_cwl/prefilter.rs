@@ -16,14 +16,14 @@ pub enum Needs {
     /// No condition: every message may match.
     Nothing,
     /// The text must occur.
-    Text(Finder<'static>),
+    Text(Box<Finder<'static>>),
     All(Vec<Needs>),
     Any(Vec<Needs>),
 }
 
 impl Needs {
     pub fn text(s: &str) -> Self {
-        if s.is_empty() { Needs::Nothing } else { Needs::Text(Finder::new(s.as_bytes()).into_owned()) }
+        if s.is_empty() { Needs::Nothing } else { Needs::Text(Box::new(Finder::new(s.as_bytes()).into_owned())) }
     }
 
     /// Both conditions.
