@@ -65,7 +65,8 @@ async fn run(app: &TestApp, strategy: &str, fake: &FakeCwl) -> Value {
 
 #[tokio::test]
 async fn filter_log_events_slices_a_long_read_and_reads_every_record_once() {
-    // 20 events a page: 1,000 errors need 50 pages.
+    // 20 events a page: 1,000 errors need 50 pages. The test settings set no pace, so any
+    // call is slower than the pace and slicing pays.
     let fake = FakeCwl::start_with(FakeConfig { max_page_events: 20, ..FakeConfig::default() }).await;
     let errors = load(&fake, 1_000);
     let app = TestApp::new(Backend::Sqlite).await;

@@ -21,7 +21,8 @@
 //!
 //! Throughput. FilterLogEvents pages come one after another (each needs the previous page's
 //! token), and one call's round trip can exceed the 200 ms the quota allows per call. So when
-//! the first page shows that a window needs many pages, the rest of the window is cut into
+//! the pages read so far show that a window needs many more (and calls are slow enough for
+//! one chain to fall behind, or there are very many), the rest of the window is cut into
 //! [`FILTER_SLICES`] time slices paged at once, all under the same pace; at most one page
 //! per slice is held at a time. Logs Insights: a window whose answer hits the row cap is cut
 //! into as many parts as its matched records suggest, at once rather than by halves (each
@@ -31,7 +32,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -86,9 +87,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub const MAX_THROTTLED_ATTEMPTS: u32 = 40;
 /// Time slices of one window paged at once, when it needs many FilterLogEvents pages.
 pub const FILTER_SLICES: usize = 4;
-/// Cut a window into slices only when it looks like this many pages or more: each slice
-/// ends with a part-filled page, so slicing a short read would cost calls and save nothing.
+/// Cut a window into slices only when it looks like this many pages or more, and one call
+/// takes longer than the pace allows (one chain of pages would fall behind the quota): each
+/// slice ends with a part-filled page, which a short read would pay for and not get back.
 const SLICE_MIN_PAGES: u64 = 8;
+/// From this many pages on, slices are cut whatever calls take: the part-filled pages cost
+/// at most 3%, and call times vary.
+const SLICE_ALWAYS_PAGES: u64 = 100;
 /// Logs Insights queries this process runs at once per account (AWS allows 30, and people
 /// and dashboards use the same account).
 pub const QUERY_CONCURRENCY: usize = 20;
@@ -163,6 +168,7 @@ impl SourceFactory for CloudWatchFactory {
             query_slots: self.query_slots.clone(),
             quota_key,
             counters: SourceCounters::default(),
+            filter_call_micros: AtomicU64::new(0),
         }))
     }
 }
@@ -175,6 +181,9 @@ pub struct CloudWatchSource {
     query_slots: Arc<QuerySlots>,
     quota_key: String,
     counters: SourceCounters,
+    /// How long FilterLogEvents calls take to answer, in microseconds: a moving average
+    /// (each call weighs a quarter).
+    filter_call_micros: AtomicU64,
 }
 
 /// What went wrong with one call, as far as retrying is concerned.
@@ -270,7 +279,15 @@ impl CloudWatchSource {
                 self.filter_limiter.acquire(&self.quota_key).await;
             }
             self.counters.api_calls.fetch_add(1, Ordering::Relaxed);
-            let err = match f().await {
+            let sent = tokio::time::Instant::now();
+            let answer = f().await;
+            if paced {
+                let took = sent.elapsed().as_micros() as u64;
+                let _ = self.filter_call_micros.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                    Some(if avg == 0 { took } else { (avg * 3 + took) / 4 })
+                });
+            }
+            let err = match answer {
                 Ok(v) => {
                     if paced {
                         self.filter_limiter.succeeded(&self.quota_key);
@@ -418,7 +435,11 @@ impl CloudWatchSource {
                 let covered = (reached - start + 1).max(1) as u64;
                 let remaining = (end - reached).max(0) as u64;
                 let pages_left = remaining.saturating_mul(pages) / covered;
-                if pages_left >= SLICE_MIN_PAGES && end - reached >= FILTER_SLICES as i64 {
+                let call = Duration::from_micros(self.filter_call_micros.load(Ordering::Relaxed));
+                let behind = call > self.filter_limiter.gap(&self.quota_key) * 4 / 5;
+                // Call times are judged over a few pages: one slow answer is no trend.
+                let worth = pages_left >= SLICE_ALWAYS_PAGES || (pages >= 3 && pages_left >= SLICE_MIN_PAGES && behind);
+                if worth && end - reached >= FILTER_SLICES as i64 {
                     return self.filter_slices(group, (reached, end), at_newest, clusterer).await;
                 }
             }
