@@ -15,11 +15,24 @@
 //!
 //! Every call goes through our own retry loop (throttling, 5xx, timeouts; bounded, with
 //! exponential backoff and jitter) so call counts are exact, and FilterLogEvents is paced
-//! per account and region below AWS's 5 calls/s quota.
+//! per account and region below AWS's 5 calls/s quota. Throttling is not a fault of the
+//! call: it slows the account's pace (see [`RateLimiter`]) and has its own, larger retry
+//! budget, so a run is not failed by a quota it shares with other tools.
+//!
+//! Throughput. FilterLogEvents pages come one after another (each needs the previous page's
+//! token), and one call's round trip can exceed the 200 ms the quota allows per call. So when
+//! the pages read so far show that a window needs many more (and calls are slow enough for
+//! one chain to fall behind, or there are very many), the rest of the window is cut into
+//! [`FILTER_SLICES`] time slices paged at once, all under the same pace; at most one page
+//! per slice is held at a time. Logs Insights: a window whose answer hits the row cap is cut
+//! into as many parts as its matched records suggest, at once rather than by halves (each
+//! level of cutting scans the window again, and Insights bills per byte scanned), and the
+//! parts run concurrently, at most [`QUERY_CONCURRENCY`] queries per account.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,10 +42,14 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use rand::Rng;
 
+use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::config::RunnerSettings;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
@@ -65,17 +82,35 @@ latest(sourceIPAddress) as ct_source_ip, count(*) as ct_count by userIdentity.ac
 /// Longest we wait for one Insights query before giving the log group up.
 const QUERY_DEADLINE: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Throttled attempts of one call before its log group is given up. Pacing makes throttles
+/// rare; this many, with backoff, rides out minutes of someone else using the quota.
+pub const MAX_THROTTLED_ATTEMPTS: u32 = 40;
+/// Time slices of one window paged at once, when it needs many FilterLogEvents pages.
+pub const FILTER_SLICES: usize = 4;
+/// Cut a window into slices only when it looks like this many pages or more, and one call
+/// takes longer than the pace allows (one chain of pages would fall behind the quota): each
+/// slice ends with a part-filled page, which a short read would pay for and not get back.
+const SLICE_MIN_PAGES: u64 = 8;
+/// From this many pages on, slices are cut whatever calls take: the part-filled pages cost
+/// at most 3%, and call times vary.
+const SLICE_ALWAYS_PAGES: u64 = 100;
+/// Logs Insights queries this process runs at once per account (AWS allows 30, and people
+/// and dashboards use the same account).
+pub const QUERY_CONCURRENCY: usize = 20;
+/// At most this many parts when one capped window is cut; a part still capped is cut again.
+const MAX_SPLIT: i64 = 100;
 
 /// Builds CloudWatch Logs clients for inspections; owns the process-wide call pacing.
 pub struct CloudWatchFactory {
     settings: RunnerSettings,
     filter_limiter: Arc<RateLimiter>,
+    query_slots: Arc<QuerySlots>,
 }
 
 impl CloudWatchFactory {
     pub fn new(settings: RunnerSettings) -> Self {
         let filter_limiter = Arc::new(RateLimiter::new(settings.filter_log_events_rps));
-        CloudWatchFactory { settings, filter_limiter }
+        CloudWatchFactory { settings, filter_limiter, query_slots: Arc::new(QuerySlots::new(QUERY_CONCURRENCY)) }
     }
 }
 
@@ -130,8 +165,10 @@ impl SourceFactory for CloudWatchFactory {
             strategy: inspection.settings.strategy,
             settings: self.settings.clone(),
             filter_limiter: self.filter_limiter.clone(),
+            query_slots: self.query_slots.clone(),
             quota_key,
             counters: SourceCounters::default(),
+            filter_call_micros: AtomicU64::new(0),
         }))
     }
 }
@@ -141,8 +178,12 @@ pub struct CloudWatchSource {
     strategy: Strategy,
     settings: RunnerSettings,
     filter_limiter: Arc<RateLimiter>,
+    query_slots: Arc<QuerySlots>,
     quota_key: String,
     counters: SourceCounters,
+    /// How long FilterLogEvents calls take to answer, in microseconds: a moving average
+    /// (each call weighs a quarter).
+    filter_call_micros: AtomicU64,
 }
 
 /// What went wrong with one call, as far as retrying is concerned.
@@ -162,9 +203,14 @@ where
             let code = se.err().code().unwrap_or("UnknownError").to_string();
             let message = se.err().message().unwrap_or("").to_string();
             let text = if message.is_empty() { code.clone() } else { format!("{code}: {message}") };
+            // LimitExceededException: too many Insights queries running in the account.
             let throttled = matches!(
                 code.as_str(),
-                "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"
+                "ThrottlingException"
+                    | "Throttling"
+                    | "TooManyRequestsException"
+                    | "RequestLimitExceeded"
+                    | "LimitExceededException"
             );
             let server =
                 matches!(code.as_str(), "ServiceUnavailableException" | "InternalFailure" | "InternalServerError")
@@ -217,6 +263,8 @@ where
 
 impl CloudWatchSource {
     /// Runs one AWS call with bounded retries. `paced` calls wait for the quota first.
+    /// Throttles are counted apart from other failures: they slow the pace and have a budget
+    /// of their own ([`MAX_THROTTLED_ATTEMPTS`]).
     async fn call<T, E, R, F, Fut>(&self, what: &str, paced: bool, mut f: F) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
@@ -225,88 +273,230 @@ impl CloudWatchSource {
         R: std::fmt::Debug,
     {
         let mut attempt = 0u32;
+        let mut throttles = 0u32;
         loop {
             if paced {
                 self.filter_limiter.acquire(&self.quota_key).await;
             }
             self.counters.api_calls.fetch_add(1, Ordering::Relaxed);
-            let err = match f().await {
-                Ok(v) => return Ok(v),
+            let sent = tokio::time::Instant::now();
+            let answer = f().await;
+            if paced {
+                let took = sent.elapsed().as_micros() as u64;
+                let _ = self.filter_call_micros.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                    Some(if avg == 0 { took } else { (avg * 3 + took) / 4 })
+                });
+            }
+            let err = match answer {
+                Ok(v) => {
+                    if paced {
+                        self.filter_limiter.succeeded(&self.quota_key);
+                    }
+                    return Ok(v);
+                }
                 Err(e) => classify(e),
             };
-            if err.throttled {
+            let tries = if err.throttled {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            }
-            attempt += 1;
-            if !err.retryable || attempt >= self.settings.aws_max_attempts {
-                let suffix = if err.retryable { format!(" (gave up after {attempt} attempts)") } else { String::new() };
+                if paced {
+                    self.filter_limiter.throttled(&self.quota_key);
+                }
+                throttles += 1;
+                throttles
+            } else {
+                attempt += 1;
+                attempt
+            };
+            let spent = if err.throttled {
+                throttles >= MAX_THROTTLED_ATTEMPTS
+            } else {
+                attempt >= self.settings.aws_max_attempts
+            };
+            if !err.retryable || spent {
+                let suffix = if err.retryable {
+                    format!(" (gave up after {} attempts)", attempt + throttles)
+                } else {
+                    String::new()
+                };
                 return Err(SourceError::new(err.error.kind, format!("{what}: {}{suffix}", err.error.message)));
             }
-            let delay = backoff(self.settings.aws_retry_base, attempt);
-            tracing::debug!(what, attempt, delay_ms = delay.as_millis() as u64, error = %err.error, "retrying AWS call");
+            let delay = backoff(self.settings.aws_retry_base, tries);
+            tracing::debug!(what, attempt, throttles, delay_ms = delay.as_millis() as u64, error = %err.error, "retrying AWS call");
             tokio::time::sleep(delay).await;
         }
     }
 
+    /// One FilterLogEvents page of `[start, end]` (inclusive milliseconds).
+    async fn filter_page(
+        &self,
+        group: &str,
+        start: i64,
+        end: i64,
+        token: Option<String>,
+    ) -> Result<FilterLogEventsOutput, SourceError> {
+        self.call("FilterLogEvents", true, || {
+            self.client
+                .filter_log_events()
+                .log_group_name(group)
+                .start_time(start)
+                .end_time(end)
+                .filter_pattern(ERROR_FILTER_PATTERN)
+                .limit(10_000)
+                .set_next_token(token.clone())
+                .send()
+        })
+        .await
+    }
+
+    /// [`Self::filter_page`] for slice `i`, so pages of all slices can be awaited together.
+    async fn slice_page(
+        &self,
+        group: &str,
+        i: usize,
+        slice: (i64, i64),
+        token: Option<String>,
+    ) -> (usize, Result<FilterLogEventsOutput, SourceError>) {
+        (i, self.filter_page(group, slice.0, slice.1, token).await)
+    }
+
+    /// Feeds a page's events within `[start, end]` into the clusterer, minus those in `skip`
+    /// (already read before a slice boundary); returns the newest timestamp seen.
+    fn ingest_page(
+        &self,
+        page: &FilterLogEventsOutput,
+        (start, end): (i64, i64),
+        skip: &HashSet<String>,
+        clusterer: &mut Clusterer,
+    ) -> Option<i64> {
+        let mut newest = None;
+        for event in page.events() {
+            let Some(message) = event.message() else { continue };
+            self.counters.bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
+            if let Some(ts) = event.timestamp() {
+                if ts < start || ts > end {
+                    continue;
+                }
+                newest = newest.max(Some(ts));
+            }
+            if !skip.is_empty() && event.event_id().is_some_and(|id| skip.contains(id)) {
+                continue;
+            }
+            clusterer.ingest(message.as_bytes());
+        }
+        newest
+    }
+
+    /// Reads a window's error records with FilterLogEvents. Pages come in time order; when
+    /// the pages read so far cover little of the window, the rest is cut into time slices
+    /// paged concurrently (see the module docs). Events at the cut that were already read are
+    /// recognised by event id and not read twice.
     async fn filter_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError> {
         let start = window.start.timestamp_millis();
         // FilterLogEvents' endTime is inclusive; windows are half-open.
         let end = window.end.timestamp_millis() - 1;
         let mut token: Option<String> = None;
         let mut repeats = 0;
+        let mut pages = 0u64;
+        let mut newest: Option<i64> = None;
+        // Event ids read at the newest timestamp, in case the window is cut there.
+        let mut at_newest: HashSet<String> = HashSet::new();
         loop {
-            let page = self
-                .call("FilterLogEvents", true, || {
-                    self.client
-                        .filter_log_events()
-                        .log_group_name(group)
-                        .start_time(start)
-                        .end_time(end)
-                        .filter_pattern(ERROR_FILTER_PATTERN)
-                        .limit(10_000)
-                        .set_next_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for event in page.events() {
-                let Some(message) = event.message() else { continue };
-                self.counters.bytes.fetch_add(message.len() as u64, Ordering::Relaxed);
-                if let Some(ts) = event.timestamp() {
-                    if ts < start || ts > end {
-                        continue;
-                    }
+            let page = self.filter_page(group, start, end, token.clone()).await?;
+            pages += 1;
+            let none = HashSet::new();
+            if let Some(t) = self.ingest_page(&page, (start, end), &none, clusterer) {
+                if newest != Some(t) {
+                    at_newest.clear();
                 }
-                clusterer.ingest(message.as_bytes());
+                newest = Some(t);
+                at_newest.extend(
+                    page.events()
+                        .iter()
+                        .filter(|e| e.timestamp() == Some(t))
+                        .filter_map(|e| e.event_id().map(str::to_string)),
+                );
             }
-            match page.next_token() {
-                None => return Ok(()),
-                Some(next) => {
-                    // A token that does not advance would loop forever; AWS never does this
-                    // for long, a broken proxy might.
-                    if token.as_deref() == Some(next) && page.events().is_empty() {
-                        repeats += 1;
-                        if repeats > 100 {
-                            return Err(SourceError::new(
-                                SourceErrorKind::Other,
-                                "FilterLogEvents kept returning the same nextToken",
-                            ));
-                        }
-                    } else {
-                        repeats = 0;
-                    }
-                    token = Some(next.to_string());
+            let Some(next) = page.next_token() else { return Ok(()) };
+            // A token that does not advance would loop forever; AWS never does this for long,
+            // a broken proxy might.
+            if token.as_deref() == Some(next) && page.events().is_empty() {
+                repeats += 1;
+                if repeats > 100 {
+                    return Err(SourceError::new(
+                        SourceErrorKind::Other,
+                        "FilterLogEvents kept returning the same nextToken",
+                    ));
+                }
+            } else {
+                repeats = 0;
+            }
+            token = Some(next.to_string());
+            if let Some(reached) = newest {
+                let covered = (reached - start + 1).max(1) as u64;
+                let remaining = (end - reached).max(0) as u64;
+                let pages_left = remaining.saturating_mul(pages) / covered;
+                let call = Duration::from_micros(self.filter_call_micros.load(Ordering::Relaxed));
+                let behind = call > self.filter_limiter.gap(&self.quota_key) * 4 / 5;
+                // Call times are judged over a few pages: one slow answer is no trend.
+                let worth = pages_left >= SLICE_ALWAYS_PAGES || (pages >= 3 && pages_left >= SLICE_MIN_PAGES && behind);
+                if worth && end - reached >= FILTER_SLICES as i64 {
+                    return self.filter_slices(group, (reached, end), at_newest, clusterer).await;
                 }
             }
         }
     }
 
-    /// Runs an Insights query to completion and returns its rows.
-    async fn query(
+    /// Pages `[from, end]` in [`FILTER_SLICES`] time slices at once; `skip` holds the ids of
+    /// events at `from` that were read already.
+    async fn filter_slices(
         &self,
-        groups: &[String],
-        window: Window,
-        query: &str,
-    ) -> Result<Vec<Vec<ResultField>>, SourceError> {
+        group: &str,
+        (from, end): (i64, i64),
+        skip: HashSet<String>,
+        clusterer: &mut Clusterer,
+    ) -> Result<(), SourceError> {
+        let n = FILTER_SLICES as i64;
+        let width = (end - from + 1) / n;
+        let slices: Vec<(i64, i64)> = (0..n)
+            .map(|i| {
+                let lo = from + i * width;
+                let hi = if i == n - 1 { end } else { from + (i + 1) * width - 1 };
+                (lo, hi)
+            })
+            .collect();
+        let none = HashSet::new();
+        let mut last_token: Vec<Option<String>> = vec![None; slices.len()];
+        let mut repeats = vec![0u32; slices.len()];
+        let mut inflight = FuturesUnordered::new();
+        for (i, s) in slices.iter().enumerate() {
+            inflight.push(self.slice_page(group, i, *s, None));
+        }
+        while let Some((i, page)) = inflight.next().await {
+            let page = page?;
+            let skip = if i == 0 { &skip } else { &none };
+            self.ingest_page(&page, slices[i], skip, clusterer);
+            let Some(next) = page.next_token() else { continue };
+            if last_token[i].as_deref() == Some(next) && page.events().is_empty() {
+                repeats[i] += 1;
+                if repeats[i] > 100 {
+                    return Err(SourceError::new(
+                        SourceErrorKind::Other,
+                        "FilterLogEvents kept returning the same nextToken",
+                    ));
+                }
+            } else {
+                repeats[i] = 0;
+            }
+            last_token[i] = Some(next.to_string());
+            inflight.push(self.slice_page(group, i, slices[i], Some(next.to_string())));
+        }
+        Ok(())
+    }
+
+    /// Runs an Insights query to completion and returns its rows and how many records
+    /// matched. Holds one of the account's query slots from start to end.
+    async fn query(&self, groups: &[String], window: Window, query: &str) -> Result<QueryAnswer, SourceError> {
+        let _slot = self.query_slots.acquire(&self.quota_key).await;
         // Seconds, both ends inclusive. CloudTrail times have whole seconds, so
         // [start, end - 1 s] is exactly the half-open window.
         let start = window.start.timestamp();
@@ -327,12 +517,20 @@ impl CloudWatchSource {
             return Err(SourceError::new(SourceErrorKind::Other, "StartQuery returned no query id"));
         };
         let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;
+        // A query takes from a second to minutes: ask soon, then less and less often, so
+        // short queries are not kept waiting and long ones do not cost many calls.
+        let mut wait = self.settings.insights_poll_interval / 2;
         loop {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 3 / 2).min(self.settings.insights_poll_interval * 2);
             let out = self
                 .call("GetQueryResults", false, || self.client.get_query_results().query_id(&query_id).send())
                 .await?;
             match out.status() {
-                Some(QueryStatus::Complete) => return Ok(out.results().to_vec()),
+                Some(QueryStatus::Complete) => {
+                    let matched = out.statistics().map_or(0.0, |s| s.records_matched());
+                    return Ok(QueryAnswer { rows: out.results().to_vec(), matched });
+                }
                 Some(QueryStatus::Failed | QueryStatus::Cancelled | QueryStatus::Timeout) => {
                     return Err(SourceError::new(
                         SourceErrorKind::Other,
@@ -348,44 +546,97 @@ impl CloudWatchSource {
                     "Logs Insights query did not finish in time",
                 ));
             }
-            tokio::time::sleep(self.settings.insights_poll_interval).await;
         }
     }
 
-    /// Aggregated error rows; windows whose answer hits the row cap are halved and asked again.
-    async fn insights_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError> {
-        let groups = [group.to_string()];
+    /// [`Self::query`] tagged with its window, so queries of many windows can run together.
+    async fn window_query(
+        &self,
+        groups: &[String],
+        window: Window,
+        query: &str,
+    ) -> (Window, Result<QueryAnswer, SourceError>) {
+        (window, self.query(groups, window, query).await)
+    }
+
+    /// Runs `query` over `window`, cutting windows whose answer hits the row cap and running
+    /// the parts concurrently; `rows` gets every complete answer. Returns the one-second
+    /// windows that still hit the cap, with their (cut) answers.
+    async fn query_all(
+        &self,
+        groups: &[String],
+        window: Window,
+        query: &str,
+        mut rows: impl FnMut(&[Vec<ResultField>]),
+    ) -> Result<Vec<(Window, QueryAnswer)>, SourceError> {
+        let cap = self.settings.insights_max_rows;
         let mut pending = vec![window];
-        while let Some(w) = pending.pop() {
-            let rows = self.query(&groups, w, ERROR_QUERY).await?;
-            if rows.len() >= self.settings.insights_max_rows {
-                if let Some((a, b)) = split(w) {
-                    pending.push(b);
-                    pending.push(a);
-                    continue;
+        let mut dense = Vec::new();
+        let mut inflight = FuturesUnordered::new();
+        loop {
+            while inflight.len() < QUERY_CONCURRENCY {
+                let Some(w) = pending.pop() else { break };
+                inflight.push(self.window_query(groups, w, query));
+            }
+            let Some((w, answer)) = inflight.next().await else { return Ok(dense) };
+            let answer = answer?;
+            if answer.rows.len() >= cap {
+                match split_n(w, split_parts(answer.matched, cap)) {
+                    Some(parts) => pending.extend(parts.into_iter().rev()),
+                    None => dense.push((w, answer)),
                 }
-                // One second with ≥ 10,000 distinct error rows: read the raw records instead.
-                self.filter_errors(group, w, clusterer).await?;
                 continue;
             }
-            for row in &rows {
-                if let Some(agg) = aggregate_row(row) {
-                    clusterer.ingest_aggregate(&agg);
+            rows(&answer.rows);
+        }
+    }
+
+    /// Aggregated error rows; windows whose answer hits the row cap are cut and asked again.
+    async fn insights_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError> {
+        let groups = [group.to_string()];
+        let dense = self
+            .query_all(&groups, window, ERROR_QUERY, |rows| {
+                for row in rows {
+                    if let Some(agg) = aggregate_row(row) {
+                        clusterer.ingest_aggregate(&agg);
+                    }
                 }
-            }
+            })
+            .await?;
+        // One second with ≥ 10,000 distinct error rows: read the raw records instead.
+        for (w, _) in dense {
+            self.filter_errors(group, w, clusterer).await?;
         }
         Ok(())
     }
 }
 
-/// Halves a window on a whole second, or None when it is one second long.
-fn split(w: Window) -> Option<(Window, Window)> {
+/// An Insights query's answer.
+struct QueryAnswer {
+    rows: Vec<Vec<ResultField>>,
+    /// Records that passed the query's filter (AWS's `recordsMatched`).
+    matched: f64,
+}
+
+/// How many parts a window whose answer hit the row cap is cut into. A row aggregates at
+/// least one record, so parts holding about half a cap of matched records each come back
+/// whole when records are spread evenly in time; fewer matched records than that (rows
+/// were cut for another reason) still halve the window.
+fn split_parts(matched: f64, cap: usize) -> i64 {
+    let parts = (matched / (cap as f64 / 2.0)).ceil();
+    if parts.is_finite() { (parts as i64).clamp(2, MAX_SPLIT) } else { 2 }
+}
+
+/// Cuts a window into `n` parts on whole seconds (fewer when it has fewer seconds), or None
+/// when it is one second long.
+fn split_n(w: Window, n: i64) -> Option<Vec<Window>> {
     let secs = (w.end - w.start).num_seconds();
     if secs < 2 {
         return None;
     }
-    let mid = w.start + chrono::Duration::seconds(secs / 2);
-    Some((Window { start: w.start, end: mid }, Window { start: mid, end: w.end }))
+    let n = n.clamp(2, secs);
+    let at = |i: i64| w.start + chrono::Duration::seconds(secs * i / n);
+    Some((0..n).map(|i| Window { start: at(i), end: if i == n - 1 { w.end } else { at(i + 1) } }).collect())
 }
 
 fn backoff(base: Duration, attempt: u32) -> Duration {
@@ -474,18 +725,18 @@ impl LogSource for CloudWatchSource {
         if window.is_empty() || groups.is_empty() {
             return Ok(());
         }
-        let mut pending = vec![window];
-        while let Some(w) = pending.pop() {
-            let rows = self.query(groups, w, KEY_QUERY).await?;
-            if rows.len() >= self.settings.insights_max_rows {
-                if let Some((a, b)) = split(w) {
-                    pending.push(b);
-                    pending.push(a);
-                    continue;
+        let dense = self
+            .query_all(groups, window, KEY_QUERY, |rows| {
+                for row in rows {
+                    if let Some(k) = key_row(row) {
+                        clusterer.observe_key(k);
+                    }
                 }
-                tracing::warn!("more than 10,000 access keys active in one second; keeping the first 10,000");
-            }
-            for row in &rows {
+            })
+            .await?;
+        for (_, answer) in dense {
+            tracing::warn!("more than 10,000 access keys active in one second; keeping the first 10,000");
+            for row in &answer.rows {
                 if let Some(k) = key_row(row) {
                     clusterer.observe_key(k);
                 }
@@ -514,11 +765,36 @@ mod tests {
     fn windows_split_on_seconds() {
         let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let w = Window { start, end: start + chrono::Duration::seconds(5) };
-        let (a, b) = split(w).unwrap();
-        assert_eq!((a.end - a.start).num_seconds(), 2);
-        assert_eq!(a.end, b.start);
-        assert_eq!(b.end, w.end);
-        assert!(split(Window { start, end: start + chrono::Duration::seconds(1) }).is_none());
+        let parts = split_n(w, 2).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].end - parts[0].start).num_seconds(), 2);
+        assert_eq!(parts[0].end, parts[1].start);
+        assert_eq!(parts[1].end, w.end);
+        assert!(split_n(Window { start, end: start + chrono::Duration::seconds(1) }, 2).is_none());
+        // More parts than seconds: one second each.
+        let parts = split_n(w, 50).unwrap();
+        assert_eq!(parts.len(), 5);
+        assert!(parts.iter().all(|p| (p.end - p.start).num_seconds() == 1));
+        // An hour in 7: contiguous, whole seconds, covering the window exactly.
+        let hour = Window { start, end: start + chrono::Duration::hours(1) };
+        let parts = split_n(hour, 7).unwrap();
+        assert_eq!(parts.len(), 7);
+        assert_eq!(parts[0].start, hour.start);
+        assert_eq!(parts[6].end, hour.end);
+        for pair in parts.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+            assert!(pair[0].start < pair[0].end);
+        }
+    }
+
+    #[test]
+    fn capped_windows_are_cut_by_their_matched_records() {
+        // Half a cap of records per part, at least 2 parts, at most MAX_SPLIT.
+        assert_eq!(split_parts(10_000.0, 10_000), 2);
+        assert_eq!(split_parts(0.0, 10_000), 2);
+        assert_eq!(split_parts(f64::NAN, 10_000), 2);
+        assert_eq!(split_parts(120_000.0, 10_000), 24);
+        assert_eq!(split_parts(1e9, 10_000), MAX_SPLIT);
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub(super) const RUN_COLUMNS: &str = "id, inspection_id, status, trigger, dry_ru
      records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
      new_error_records, baseline_clusters, aws_api_calls, log_groups, error, report, trace_id";
 
+/// [`RUN_COLUMNS`] for lists: each run without its report. A report is several kilobytes
+/// of JSON (keys, new clusters), so a page of 50 runs with reports is a quarter megabyte to
+/// read, decode, encode and compress per request; the report is one `GET /runs/{id}` away.
+/// `case when false` keeps the column's type (jsonb on Postgres) for the decoder.
+pub(super) const RUN_LIST_COLUMNS: &str = "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
+     window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
+     records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
+     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, \
+     case when false then report end as report, trace_id";
+
 pub(super) const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
      event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
      discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message";
@@ -1022,7 +1032,7 @@ macro_rules! sql_store {
             ) -> $crate::store::StoreResult<Vec<$crate::model::run::Run>> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "select {} from runs where 1 = 1",
-                    $crate::store::sql::RUN_COLUMNS
+                    $crate::store::sql::RUN_LIST_COLUMNS
                 ));
                 if let Some(id) = filter.inspection_id {
                     qb.push(" and inspection_id = ").push_bind(id);

@@ -26,6 +26,8 @@
 
 use serde_json::Value;
 
+use super::prefilter::{Needs, literal_needs};
+
 /// A parsed filter pattern; parse once per request, match per event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilterPattern {
@@ -108,6 +110,59 @@ impl FilterPattern {
                 Ok(v @ Value::Object(_)) => expr.eval(&v),
                 _ => false,
             },
+        }
+    }
+}
+
+/// A parsed pattern with the text a message needs to match, for matching many messages.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    pattern: FilterPattern,
+    needs: Needs,
+}
+
+impl Matcher {
+    /// Same answer as [`FilterPattern::matches`], without parsing messages that cannot match.
+    pub fn matches(&self, message: &str) -> bool {
+        self.needs.may_match(message) && self.pattern.matches(message)
+    }
+}
+
+impl FilterPattern {
+    pub fn matcher(&self) -> Matcher {
+        let needs = match self {
+            FilterPattern::Json(expr) => expr.needs(),
+            _ => Needs::Nothing,
+        };
+        Matcher { pattern: self.clone(), needs }
+    }
+}
+
+impl JsonExpr {
+    /// What the raw text must hold for this to be true: the key of every selector whose
+    /// condition needs the field present, and the string an exact `=` compares with.
+    fn needs(&self) -> Needs {
+        match self {
+            JsonExpr::Or(xs) => xs.iter().map(JsonExpr::needs).reduce(Needs::or).unwrap_or(Needs::Nothing),
+            JsonExpr::And(xs) => xs.iter().map(JsonExpr::needs).fold(Needs::Nothing, Needs::and),
+            JsonExpr::Cond(sel, cond) => {
+                let key = match sel.iter().rev().find_map(|s| match s {
+                    Step::Key(k) => Some(k),
+                    Step::Index(_) => None,
+                }) {
+                    Some(k) => Needs::text(&format!("\"{k}\"")),
+                    None => Needs::Nothing,
+                };
+                match cond {
+                    Cond::NotExists => Needs::Nothing,
+                    Cond::StrEq(p) if !p.chars().all(|c| c == '*') => {
+                        let core = p.trim_start_matches('*');
+                        let core = if p.len() > 1 { core.trim_end_matches('*') } else { core };
+                        Needs::and(key, literal_needs(core))
+                    }
+                    _ => key,
+                }
+            }
         }
     }
 }

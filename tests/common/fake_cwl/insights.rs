@@ -36,7 +36,13 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
+use std::borrow::Cow;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::prefilter::{Needs, literal_needs};
 
 /// A field value; timestamps keep their millisecond value so they sort and compare as time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -122,6 +128,15 @@ enum Expr {
 }
 
 impl Expr {
+    /// Like [`Expr::eval`], borrowing a field's value instead of copying it.
+    fn eval_ref<'r>(&self, r: &'r Rec) -> Option<Cow<'r, Val>> {
+        match self {
+            Expr::Field(f) => r.fields.get(f).map(Cow::Borrowed),
+            Expr::Lit(s) => Some(Cow::Owned(Val::Str(s.clone()))),
+            Expr::Coalesce(args) => args.iter().find_map(|a| a.eval_ref(r)),
+        }
+    }
+
     fn eval(&self, r: &Rec) -> Option<Val> {
         match self {
             Expr::Field(f) => r.fields.get(f).cloned(),
@@ -264,8 +279,10 @@ struct Agg {
 enum Acc {
     Count(u64),
     Distinct(HashSet<Val>),
-    Min(Option<Val>),
-    Max(Option<Val>),
+    /// (value, timestamp, seq) of the pick so far: ties go to the newest event, the one
+    /// seen first in the newest-first order Insights reads in.
+    Min(Option<(Val, i64, u64)>),
+    Max(Option<(Val, i64, u64)>),
     Sum(Option<f64>),
     Avg(f64, u64),
     /// (timestamp, seq, value) of the pick so far.
@@ -287,53 +304,54 @@ impl Acc {
         }
     }
 
+    /// Adds a record. Records may come in any order: every pick depends on values and
+    /// `(timestamp, seq)` only (sums of fractions may round differently).
     fn add(&mut self, agg: &Agg, r: &Rec) {
-        let v = match &agg.arg {
-            None => {
-                if let Acc::Count(n) = self {
+        let Some(e) = &agg.arg else {
+            if let Acc::Count(n) = self {
+                *n += 1;
+            }
+            return;
+        };
+        let at = (r.ts, r.seq);
+        match self {
+            Acc::Count(n) => {
+                if e.eval_ref(r).is_some() {
                     *n += 1;
                 }
-                return;
             }
-            Some(e) => match e.eval(r) {
-                Some(v) => v,
-                None => return,
-            },
-        };
-        match self {
-            Acc::Count(n) => *n += 1,
             Acc::Distinct(set) => {
-                set.insert(v);
-            }
-            Acc::Min(cur) => {
-                if cur.as_ref().is_none_or(|c| compare_values(&v, c) == Ordering::Less) {
-                    *cur = Some(v);
+                if let Some(v) = e.eval_ref(r) {
+                    if !set.contains(v.as_ref()) {
+                        set.insert(v.into_owned());
+                    }
                 }
             }
-            Acc::Max(cur) => {
-                if cur.as_ref().is_none_or(|c| compare_values(&v, c) == Ordering::Greater) {
-                    *cur = Some(v);
-                }
-            }
+            Acc::Min(cur) => pick(cur, e.eval_ref(r), Ordering::Less, at),
+            Acc::Max(cur) => pick(cur, e.eval_ref(r), Ordering::Greater, at),
             Acc::Sum(s) => {
-                if let Some(x) = v.number() {
+                if let Some(x) = e.eval_ref(r).and_then(|v| v.number()) {
                     *s = Some(s.unwrap_or(0.0) + x);
                 }
             }
             Acc::Avg(s, n) => {
-                if let Some(x) = v.number() {
+                if let Some(x) = e.eval_ref(r).and_then(|v| v.number()) {
                     *s += x;
                     *n += 1;
                 }
             }
             Acc::Earliest(cur) => {
-                if cur.as_ref().is_none_or(|(t, q, _)| (r.ts, r.seq) < (*t, *q)) {
-                    *cur = Some((r.ts, r.seq, v));
+                if cur.as_ref().is_none_or(|(t, q, _)| at < (*t, *q)) {
+                    if let Some(v) = e.eval_ref(r) {
+                        *cur = Some((r.ts, r.seq, v.into_owned()));
+                    }
                 }
             }
             Acc::Latest(cur) => {
-                if cur.as_ref().is_none_or(|(t, q, _)| (r.ts, r.seq) > (*t, *q)) {
-                    *cur = Some((r.ts, r.seq, v));
+                if cur.as_ref().is_none_or(|(t, q, _)| at > (*t, *q)) {
+                    if let Some(v) = e.eval_ref(r) {
+                        *cur = Some((r.ts, r.seq, v.into_owned()));
+                    }
                 }
             }
         }
@@ -343,11 +361,23 @@ impl Acc {
         match self {
             Acc::Count(n) => Some(Val::Str(n.to_string())),
             Acc::Distinct(s) => Some(Val::Str(s.len().to_string())),
-            Acc::Min(v) | Acc::Max(v) => v,
+            Acc::Min(v) | Acc::Max(v) => v.map(|(v, _, _)| v),
             Acc::Sum(s) => s.map(|x| Val::Str(format_number(x))),
             Acc::Avg(s, n) => (n > 0).then(|| Val::Str(format_number(s / n as f64))),
             Acc::Earliest(p) | Acc::Latest(p) => p.map(|(_, _, v)| v),
         }
+    }
+}
+
+/// Min or max: `v` replaces the pick when it orders `want` against it, or ties and is newer.
+fn pick(cur: &mut Option<(Val, i64, u64)>, v: Option<Cow<'_, Val>>, want: Ordering, at: (i64, u64)) {
+    let Some(v) = v else { return };
+    let better = cur.as_ref().is_none_or(|(c, t, q)| {
+        let o = compare_values(&v, c);
+        o == want || (o == Ordering::Equal && at > (*t, *q))
+    });
+    if better {
+        *cur = Some((v.into_owned(), at.0, at.1));
     }
 }
 
@@ -362,48 +392,289 @@ struct Rec {
     fields: HashMap<String, Val>,
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut HashMap<String, Val>) {
-    match v {
-        Value::Null => {}
-        Value::Object(m) => {
-            for (k, child) in m {
-                let name = if prefix.is_empty() {
-                    // Insights shows a discovered field starting with '@' with another '@'.
-                    if k.starts_with('@') { format!("@{k}") } else { k.clone() }
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&name, child, out);
+/// Which discovered fields a query can look at: a field it never names cannot change its
+/// answer, so records are built with only these (`None`: all of them).
+struct Wanted {
+    names: HashSet<String>,
+    /// Every proper dotted prefix of a name: objects and arrays worth descending into.
+    prefixes: HashSet<String>,
+}
+
+impl Wanted {
+    fn new(names: HashSet<String>) -> Self {
+        let mut prefixes = HashSet::new();
+        for n in &names {
+            let mut at = 0;
+            while let Some(i) = n[at..].find('.') {
+                prefixes.insert(n[..at + i].to_string());
+                at += i + 1;
             }
         }
-        Value::Array(a) => {
-            for (i, child) in a.iter().enumerate() {
-                flatten(&format!("{prefix}.{i}"), child, out);
+        Wanted { names, prefixes }
+    }
+}
+
+/// An object's members as raw JSON, keys unescaped, in document order.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
             }
         }
-        Value::String(s) => {
-            out.insert(prefix.to_string(), Val::Str(s.clone()));
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut out = Vec::with_capacity(32);
+                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Members(out))
+            }
         }
-        Value::Number(n) => {
-            out.insert(prefix.to_string(), Val::Str(n.to_string()));
+        d.deserialize_map(V)
+    }
+}
+
+/// The members whose names (`prefix` + key) are wanted, in key order, a repeated key keeping
+/// its last value: the order `serde_json::Map` iterates in, so that when two paths flatten to
+/// one name the same one wins as when the whole record was parsed.
+fn wanted_members<'a>(
+    text: &'a str,
+    name: &mut String,
+    wanted: &Wanted,
+    top: bool,
+) -> Vec<(Cow<'a, str>, &'a RawValue)> {
+    let Ok(Members(all)) = serde_json::from_str::<Members>(text) else { return Vec::new() };
+    let base = name.len();
+    let mut keep: Vec<(Cow<'a, str>, &'a RawValue)> = all
+        .into_iter()
+        .filter(|(k, _)| {
+            push_key(name, k, top);
+            let hit = wanted.names.contains(name.as_str()) || wanted.prefixes.contains(name.as_str());
+            name.truncate(base);
+            hit
+        })
+        .collect();
+    // Stable: among equal keys the last stays last; keep it.
+    keep.sort_by(|a, b| a.0.cmp(&b.0));
+    keep.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
         }
-        Value::Bool(b) => {
-            out.insert(prefix.to_string(), Val::Str(b.to_string()));
+    });
+    keep
+}
+
+/// Appends a member's key to a field name: dotted below the top level, and a top-level key
+/// starting with '@' gets another '@', as Insights shows discovered fields.
+fn push_key(name: &mut String, key: &str, top: bool) {
+    if top {
+        if key.starts_with('@') {
+            name.push('@');
+        }
+    } else {
+        name.push('.');
+    }
+    name.push_str(key);
+}
+
+/// Adds the fields under `name` to `out`, as discovered fields are named: object keys and
+/// array indexes joined with dots, `null` left out, numbers and booleans as their JSON text.
+fn flatten_raw(name: &mut String, raw: &RawValue, wanted: &Wanted, out: &mut HashMap<String, Val>) {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            if !wanted.prefixes.contains(name.as_str()) {
+                return;
+            }
+            let base = name.len();
+            for (k, child) in wanted_members(text, name, wanted, false) {
+                push_key(name, &k, false);
+                flatten_raw(name, child, wanted, out);
+                name.truncate(base);
+            }
+        }
+        Some(b'[') => {
+            if !wanted.prefixes.contains(name.as_str()) {
+                return;
+            }
+            if let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) {
+                let base = name.len();
+                for (i, child) in items.iter().enumerate() {
+                    name.push('.');
+                    name.push_str(&i.to_string());
+                    flatten_raw(name, child, wanted, out);
+                    name.truncate(base);
+                }
+            }
+        }
+        _ if !wanted.names.contains(name.as_str()) => {}
+        Some(b'"') => {
+            if let Ok(s) = serde_json::from_str::<String>(text) {
+                out.insert(name.clone(), Val::Str(s));
+            }
+        }
+        Some(b'n') => {}
+        _ => {
+            if let Ok(v) = serde_json::from_str::<Value>(text) {
+                out.insert(name.clone(), Val::Str(v.to_string()));
+            }
         }
     }
 }
 
-fn build_record(e: &EventRef<'_>) -> Rec {
+fn build_record(e: &EventRef<'_>, wanted: &Wanted) -> Rec {
     let mut fields = HashMap::new();
-    if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(e.message) {
-        flatten("", &v, &mut fields);
+    let mut name = String::with_capacity(64);
+    for (k, child) in wanted_members(e.message, &mut name, wanted, true) {
+        push_key(&mut name, &k, true);
+        flatten_raw(&mut name, child, wanted, &mut fields);
+        name.clear();
     }
-    fields.insert("@timestamp".into(), Val::Time(e.timestamp));
-    fields.insert("@ingestionTime".into(), Val::Time(e.ingestion_time));
-    fields.insert("@message".into(), Val::Str(e.message.to_string()));
-    fields.insert("@logStream".into(), Val::Str(e.log_stream.to_string()));
-    fields.insert("@log".into(), Val::Str(e.log.to_string()));
+    let mut synthetic = |field: &str, v: Val| {
+        if wanted.names.contains(field) {
+            fields.insert(field.to_string(), v);
+        }
+    };
+    synthetic("@timestamp", Val::Time(e.timestamp));
+    synthetic("@ingestionTime", Val::Time(e.ingestion_time));
+    if wanted.names.contains("@message") {
+        fields.insert("@message".into(), Val::Str(e.message.to_string()));
+    }
+    if wanted.names.contains("@logStream") {
+        fields.insert("@logStream".into(), Val::Str(e.log_stream.to_string()));
+    }
+    if wanted.names.contains("@log") {
+        fields.insert("@log".into(), Val::Str(e.log.to_string()));
+    }
     Rec { ts: e.timestamp, seq: e.seq, fields }
+}
+
+const SYNTHETIC: [&str; 5] = ["@timestamp", "@ingestionTime", "@message", "@logStream", "@log"];
+
+impl Expr {
+    fn field_names<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Expr::Field(f) => out.push(f),
+            Expr::Lit(_) => {}
+            Expr::Coalesce(args) => args.iter().for_each(|a| a.field_names(out)),
+        }
+    }
+
+    /// Raw text a message needs for this to have a value.
+    fn needs(&self) -> Needs {
+        match self {
+            Expr::Lit(_) => Needs::Nothing,
+            Expr::Coalesce(args) => args.iter().map(Expr::needs).reduce(Needs::or).unwrap_or(Needs::Nothing),
+            Expr::Field(f) if SYNTHETIC.contains(&f.as_str()) => Needs::Nothing,
+            // A discovered field's name is its keys joined with dots (and array indexes), so
+            // each part that is not an index is part of a key the message spells out.
+            Expr::Field(f) => f
+                .split('.')
+                .map(|p| p.trim_start_matches('@'))
+                .filter(|p| !p.is_empty() && !p.bytes().all(|b| b.is_ascii_digit()))
+                .max_by_key(|p| p.len())
+                .map_or(Needs::Nothing, Needs::text),
+        }
+    }
+}
+
+impl BoolExpr {
+    fn field_names<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            BoolExpr::Or(a, b) | BoolExpr::And(a, b) => {
+                a.field_names(out);
+                b.field_names(out);
+            }
+            BoolExpr::Not(a) => a.field_names(out),
+            BoolExpr::Cmp(a, _, b) => {
+                a.field_names(out);
+                b.field_names(out);
+            }
+            BoolExpr::Like(e, _) | BoolExpr::IsPresent(e) | BoolExpr::IsEmpty(e) | BoolExpr::IsBlank(e) => {
+                e.field_names(out)
+            }
+        }
+    }
+
+    /// Raw text a message needs for this to be true.
+    fn needs(&self) -> Needs {
+        match self {
+            BoolExpr::Or(a, b) => Needs::or(a.needs(), b.needs()),
+            BoolExpr::And(a, b) => Needs::and(a.needs(), b.needs()),
+            BoolExpr::Not(_) | BoolExpr::IsEmpty(_) | BoolExpr::IsBlank(_) => Needs::Nothing,
+            BoolExpr::Like(e, _) | BoolExpr::IsPresent(e) => e.needs(),
+            BoolExpr::Cmp(a, op, b) => {
+                // A comparison with a missing side is false; `=` against text that is not a
+                // number compares text, which the message then holds as written.
+                let sides = Needs::and(a.needs(), b.needs());
+                match (op, a, b) {
+                    (CmpOp::Eq, Expr::Field(_), Expr::Lit(s)) | (CmpOp::Eq, Expr::Lit(s), Expr::Field(_)) => {
+                        Needs::and(sides, literal_needs(s))
+                    }
+                    _ => sides,
+                }
+            }
+        }
+    }
+}
+
+impl Query {
+    /// The fields any stage names, and the default columns when no stage picks columns.
+    fn wanted(&self) -> Wanted {
+        let mut names: Vec<&str> = Vec::new();
+        let mut picks_columns = false;
+        for stage in &self.stages {
+            match stage {
+                Stage::Filter(b) => b.field_names(&mut names),
+                Stage::Fields(items) => {
+                    picks_columns = true;
+                    items.iter().for_each(|(e, _)| e.field_names(&mut names));
+                }
+                Stage::Display(cols) => {
+                    picks_columns = true;
+                    names.extend(cols.iter().map(String::as_str));
+                }
+                Stage::Stats { aggs, by } => {
+                    picks_columns = true;
+                    aggs.iter().filter_map(|(a, _)| a.arg.as_ref()).for_each(|e| e.field_names(&mut names));
+                    by.iter().for_each(|(e, _)| e.field_names(&mut names));
+                }
+                Stage::Sort(keys) => keys.iter().for_each(|(e, _)| e.field_names(&mut names)),
+                Stage::Limit(_) => {}
+            }
+        }
+        if !picks_columns {
+            names.extend(DEFAULT_COLUMNS);
+        }
+        Wanted::new(names.into_iter().map(str::to_string).collect())
+    }
 }
 
 const DEFAULT_COLUMNS: [&str; 4] = ["@timestamp", "@message", "@logStream", "@log"];
@@ -426,21 +697,60 @@ impl Query {
     }
 
     pub fn run<'a>(&self, events: impl IntoIterator<Item = EventRef<'a>>) -> QueryOutput {
-        let mut recs: Vec<Rec> = events.into_iter().map(|e| build_record(&e)).collect();
-        recs.sort_by_key(|r| std::cmp::Reverse((r.ts, r.seq)));
+        // Leading filters keep or drop each record on its own, so they run as records are
+        // built and only the kept ones are held: a query may scan millions of events.
+        let lead: Vec<&BoolExpr> = self
+            .stages
+            .iter()
+            .map_while(|s| match s {
+                Stage::Filter(b) => Some(b),
+                _ => None,
+            })
+            .collect();
+        let needs = lead.iter().fold(Needs::Nothing, |n, b| Needs::and(n, b.needs()));
+        let wanted = self.wanted();
+        let built = events
+            .into_iter()
+            .filter(|e| needs.may_match(e.message))
+            .map(|e| build_record(&e, &wanted))
+            .filter(|r| lead.iter().all(|b| b.eval(r)));
+        // When only per-record stages come before the first `stats`, records are aggregated
+        // as they come and never held; other queries collect them first.
+        let rest = &self.stages[lead.len()..];
+        let per_record = rest.iter().take_while(|s| matches!(s, Stage::Filter(_) | Stage::Fields(_))).count();
         let mut columns: Option<Vec<String>> = None;
         let mut matched: Option<u64> = None;
-        for stage in &self.stages {
+        let (mut recs, next) = match rest.get(per_record) {
+            Some(Stage::Stats { aggs, by }) => {
+                let mut agg = Aggregator::new(aggs, by);
+                let mut n = 0u64;
+                'records: for mut r in built {
+                    for stage in &rest[..per_record] {
+                        match stage {
+                            Stage::Filter(b) if !b.eval(&r) => continue 'records,
+                            Stage::Fields(items) => apply_fields(&mut r, items),
+                            _ => {}
+                        }
+                    }
+                    n += 1;
+                    agg.add(&r);
+                }
+                matched = Some(n);
+                columns = Some(by.iter().map(|(_, n)| n.clone()).chain(aggs.iter().map(|(_, n)| n.clone())).collect());
+                (agg.finish(), lead.len() + per_record + 1)
+            }
+            _ => {
+                let mut recs: Vec<Rec> = built.collect();
+                recs.sort_by_key(|r| std::cmp::Reverse((r.ts, r.seq)));
+                (recs, lead.len())
+            }
+        };
+        for stage in &self.stages[next..] {
             match stage {
                 Stage::Filter(b) => recs.retain(|r| b.eval(r)),
                 Stage::Fields(items) => {
                     for r in recs.iter_mut() {
-                        for (e, name) in items {
-                            match e.eval(r) {
-                                Some(v) => r.fields.insert(name.clone(), v),
-                                None => r.fields.remove(name),
-                            };
-                        }
+                        apply_fields(r, items);
                     }
                     let cols = columns.get_or_insert_with(Vec::new);
                     for (_, name) in items {
@@ -452,7 +762,9 @@ impl Query {
                 Stage::Display(names) => columns = Some(names.clone()),
                 Stage::Stats { aggs, by } => {
                     matched.get_or_insert(recs.len() as u64);
-                    recs = aggregate(&recs, aggs, by);
+                    let mut agg = Aggregator::new(aggs, by);
+                    recs.iter().for_each(|r| agg.add(r));
+                    recs = agg.finish();
                     columns =
                         Some(by.iter().map(|(_, n)| n.clone()).chain(aggs.iter().map(|(_, n)| n.clone())).collect());
                 }
@@ -485,36 +797,76 @@ impl Query {
     }
 }
 
-fn aggregate(recs: &[Rec], aggs: &[(Agg, String)], by: &[(Expr, String)]) -> Vec<Rec> {
-    let mut index: HashMap<Vec<Option<Val>>, usize> = HashMap::new();
-    let mut groups: Vec<(Vec<Option<Val>>, Vec<Acc>)> = Vec::new();
-    for r in recs {
-        let key: Vec<Option<Val>> = by.iter().map(|(e, _)| e.eval(r)).collect();
-        let gi = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, aggs.iter().map(|(a, _)| Acc::new(a.func)).collect()));
-            groups.len() - 1
-        });
-        for (acc, (agg, _)) in groups[gi].1.iter_mut().zip(aggs) {
+/// `fields`: computed fields replace (or, without a value, remove) the named ones.
+fn apply_fields(r: &mut Rec, items: &[(Expr, String)]) {
+    for (e, name) in items {
+        match e.eval(r) {
+            Some(v) => r.fields.insert(name.clone(), v),
+            None => r.fields.remove(name),
+        };
+    }
+}
+
+/// A `stats` group: its key, its accumulators and its newest member's `(timestamp, seq)`.
+type Group = (Vec<Option<Val>>, Vec<Acc>, (i64, u64));
+
+/// `stats … by …`, fed one record at a time.
+struct Aggregator<'q> {
+    aggs: &'q [(Agg, String)],
+    by: &'q [(Expr, String)],
+    index: HashMap<Vec<Option<Val>>, usize>,
+    groups: Vec<Group>,
+}
+
+impl<'q> Aggregator<'q> {
+    fn new(aggs: &'q [(Agg, String)], by: &'q [(Expr, String)]) -> Self {
+        Aggregator { aggs, by, index: HashMap::new(), groups: Vec::new() }
+    }
+
+    fn add(&mut self, r: &Rec) {
+        let key: Vec<Option<Val>> = self.by.iter().map(|(e, _)| e.eval(r)).collect();
+        let gi = match self.index.get(&key) {
+            Some(&gi) => gi,
+            None => {
+                self.groups.push((
+                    key.clone(),
+                    self.aggs.iter().map(|(a, _)| Acc::new(a.func)).collect(),
+                    (r.ts, r.seq),
+                ));
+                self.index.insert(key, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        let group = &mut self.groups[gi];
+        group.2 = group.2.max((r.ts, r.seq));
+        for (acc, (agg, _)) in group.1.iter_mut().zip(self.aggs) {
             acc.add(agg, r);
         }
     }
-    groups
-        .into_iter()
-        .map(|(key, accs)| {
-            let mut fields = HashMap::new();
-            for ((_, name), v) in by.iter().zip(key) {
-                if let Some(v) = v {
-                    fields.insert(name.clone(), v);
+
+    /// One record per group, in order of first appearance among events newest first: the
+    /// order of their newest members.
+    fn finish(self) -> Vec<Rec> {
+        let mut groups = self.groups;
+        groups.sort_by_key(|g| std::cmp::Reverse(g.2));
+        groups
+            .into_iter()
+            .map(|(key, accs, _)| {
+                let mut fields = HashMap::new();
+                for ((_, name), v) in self.by.iter().zip(key) {
+                    if let Some(v) = v {
+                        fields.insert(name.clone(), v);
+                    }
                 }
-            }
-            for ((_, name), acc) in aggs.iter().zip(accs) {
-                if let Some(v) = acc.finish() {
-                    fields.insert(name.clone(), v);
+                for ((_, name), acc) in self.aggs.iter().zip(accs) {
+                    if let Some(v) = acc.finish() {
+                        fields.insert(name.clone(), v);
+                    }
                 }
-            }
-            Rec { ts: 0, seq: 0, fields }
-        })
-        .collect()
+                Rec { ts: 0, seq: 0, fields }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -29,11 +29,20 @@
 //! `FakeConfig::max_query_rows` and 10,000. Queries still running count against
 //! `max_concurrent_queries`; one more gets `LimitExceededException`. Query language: see
 //! [`insights`].
+//!
+//! Realism at volume, for benchmarks: `FakeConfig::latency_max` makes each call's delay vary,
+//! `FakeConfig::query_scan_bytes_per_sec` makes a query's running time grow with the bytes it
+//! scans, and the server keeps up with an hour of a busy account (10^7 records): paging uses
+//! a time index instead of sorting the group on every call, queries stream their records
+//! (a `stats` query holds only its groups), records are built with only the fields a query
+//! names, and messages that cannot match a filter are skipped unparsed (see [`prefilter`]).
+//! None of this changes an answer.
 
 #![allow(dead_code)]
 
 pub mod filter_pattern;
 pub mod insights;
+pub mod prefilter;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,11 +66,17 @@ pub struct FakeConfig {
     pub max_page_bytes: usize,
     /// Delay added to every answer.
     pub latency: Duration,
+    /// When set, each answer is delayed by a uniformly random time between `latency` and
+    /// this, as real calls vary.
+    pub latency_max: Option<Duration>,
     /// `FilterLogEvents` calls per second; `None` means no quota. A token bucket with a burst
     /// of `ceil(rps)`; calls over it get 400 `ThrottlingException` "Rate exceeded".
     pub filter_rps: Option<f64>,
     /// How long a started query reports `Running` before `Complete`.
     pub query_duration: Duration,
+    /// When set, a query also runs for the bytes it scans divided by this rate, so a query
+    /// over a busy hour takes longer than one over a quiet minute.
+    pub query_scan_bytes_per_sec: Option<f64>,
     /// Insights rows per query at most (AWS: 10,000).
     pub max_query_rows: usize,
     /// Queries running at once at most; one more gets `LimitExceededException`.
@@ -74,8 +89,10 @@ impl Default for FakeConfig {
             max_page_events: 10_000,
             max_page_bytes: 1_048_576,
             latency: Duration::ZERO,
+            latency_max: None,
             filter_rps: None,
             query_duration: Duration::ZERO,
+            query_scan_bytes_per_sec: None,
             max_query_rows: 10_000,
             max_concurrent_queries: 30,
         }
@@ -153,9 +170,13 @@ struct State {
     /// Groups deleted right after this many more `FilterLogEvents` pages were served.
     delete_after_pages: HashMap<String, usize>,
     calls: Vec<CallRecord>,
+    /// When each of `calls` arrived.
+    call_times: Vec<Instant>,
     throttled: usize,
     bucket: Option<TokenBucket>,
     queries: HashMap<String, QueryState>,
+    /// The most queries that were running at once.
+    max_running_queries: usize,
     /// Storage order of events; also their `eventId`.
     seq: u64,
 }
@@ -169,6 +190,40 @@ struct NextFault {
 struct LogGroup {
     creation_time: i64,
     streams: BTreeMap<String, Vec<StoredEvent>>,
+    /// Every event in `(timestamp, seq)` order, for paging without sorting the group on each
+    /// call; rebuilt after events are added.
+    order: Option<TimeIndex>,
+}
+
+/// Positions of a group's events in `(timestamp, seq)` order.
+struct TimeIndex {
+    /// Stream names in `streams` order; `Slot::stream` indexes them.
+    streams: Vec<String>,
+    slots: Vec<Slot>,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    timestamp: i64,
+    seq: u64,
+    stream: u32,
+    index: u32,
+}
+
+impl LogGroup {
+    /// Builds the time index if events were added since it was last built.
+    fn index_by_time(&mut self) {
+        if self.order.is_none() {
+            let mut slots = Vec::with_capacity(self.streams.values().map(Vec::len).sum());
+            for (si, events) in self.streams.values().enumerate() {
+                for (ei, e) in events.iter().enumerate() {
+                    slots.push(Slot { timestamp: e.timestamp, seq: e.seq, stream: si as u32, index: ei as u32 });
+                }
+            }
+            slots.sort_unstable_by_key(|s| (s.timestamp, s.seq));
+            self.order = Some(TimeIndex { streams: self.streams.keys().cloned().collect(), slots });
+        }
+    }
 }
 
 struct StoredEvent {
@@ -291,6 +346,7 @@ impl FakeCwl {
         let mut st = self.state();
         let mut seq = st.seq;
         let g = st.ensure_group(group);
+        g.order = None;
         let s = g.streams.entry(stream.to_string()).or_default();
         for (timestamp, message) in events {
             seq += 1;
@@ -328,12 +384,65 @@ impl FakeCwl {
     pub fn throttled_count(&self) -> usize {
         self.state().throttled
     }
+
+    /// Forgets queries that completed more than `ago` ago (AWS keeps results for days; a
+    /// long benchmark would otherwise hold every answer in memory).
+    pub fn forget_queries_completed(&self, ago: Duration) {
+        let now = Instant::now();
+        self.state().queries.retain(|_, q| q.cancelled || q.complete_at + ago > now);
+    }
+
+    /// The most calls of `operation` that arrived within any one second (a sliding window).
+    pub fn max_calls_per_second(&self, operation: &str) -> usize {
+        let st = self.state();
+        let times: Vec<Instant> =
+            st.calls.iter().zip(&st.call_times).filter(|(c, _)| c.operation == operation).map(|(_, t)| *t).collect();
+        let mut best = 0;
+        let mut from = 0;
+        for (i, t) in times.iter().enumerate() {
+            while t.duration_since(times[from]) >= Duration::from_secs(1) {
+                from += 1;
+            }
+            best = best.max(i + 1 - from);
+        }
+        best
+    }
+
+    /// Time from the first to the last call of `operation` that arrived since call number
+    /// `from` (an index into [`FakeCwl::calls`]); zero with fewer than two.
+    pub fn span_of(&self, operation: &str, from: usize) -> Duration {
+        let st = self.state();
+        let times: Vec<Instant> = st
+            .calls
+            .iter()
+            .zip(&st.call_times)
+            .skip(from)
+            .filter(|(c, _)| c.operation == operation)
+            .map(|(_, t)| *t)
+            .collect();
+        match (times.first(), times.last()) {
+            (Some(a), Some(b)) => b.duration_since(*a),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The most Insights queries that were running at once so far.
+    pub fn max_running_queries(&self) -> usize {
+        self.state().max_running_queries
+    }
+
+    /// Response bytes of every call so far.
+    pub fn response_bytes(&self) -> usize {
+        self.state().calls.iter().map(|c| c.response_bytes).sum()
+    }
 }
 
 impl State {
     fn ensure_group(&mut self, name: &str) -> &mut LogGroup {
-        self.groups
-            .entry(name.to_string())
-            .or_insert_with(|| LogGroup { creation_time: now_ms(), streams: BTreeMap::new() })
+        self.groups.entry(name.to_string()).or_insert_with(|| LogGroup {
+            creation_time: now_ms(),
+            streams: BTreeMap::new(),
+            order: None,
+        })
     }
 }

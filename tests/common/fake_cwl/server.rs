@@ -192,7 +192,14 @@ impl State {
 
 async fn handle(AxState(shared): AxState<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let (status, body, error_type, hang) = process(&shared, &headers, &body);
-    let delay = shared.cfg.latency + hang;
+    let latency = match shared.cfg.latency_max {
+        Some(max) if max > shared.cfg.latency => {
+            let spread = (max - shared.cfg.latency).as_secs_f64();
+            shared.cfg.latency + Duration::from_secs_f64(rand::random::<f64>() * spread)
+        }
+        _ => shared.cfg.latency,
+    };
+    let delay = latency + hang;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -256,6 +263,7 @@ fn process(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> (u16, Vec<u8>, 
         query: field("StartQuery", "queryString"),
     };
     st.calls.push(record);
+    st.call_times.push(Instant::now());
     (status, body, error_type, hang)
 }
 
@@ -300,7 +308,7 @@ fn decode_token(token: &str) -> Option<(i64, u64)> {
     Some((ts, seq))
 }
 
-fn filter_log_events(st: &State, cfg: &FakeConfig, req: &Value) -> Result<Value, ApiError> {
+fn filter_log_events(st: &mut State, cfg: &FakeConfig, req: &Value) -> Result<Value, ApiError> {
     let name = opt_str(req, "logGroupName")?;
     let ident = opt_str(req, "logGroupIdentifier")?;
     let group = match (name, ident) {
@@ -338,27 +346,41 @@ fn filter_log_events(st: &State, cfg: &FakeConfig, req: &Value) -> Result<Value,
         None => None,
         Some(t) => Some(decode_token(&t).ok_or_else(|| ApiError::invalid("The specified nextToken is invalid."))?),
     };
-    let g = st.groups.get(&group).ok_or_else(ApiError::group_not_found)?;
-
-    let mut candidates: Vec<(&str, &StoredEvent)> = g
+    let matcher = pattern.matcher();
+    let g = st.groups.get_mut(&group).ok_or_else(ApiError::group_not_found)?;
+    g.index_by_time();
+    let index = g.order.as_ref().expect("indexed");
+    let stored: Vec<&Vec<StoredEvent>> = g.streams.values().collect();
+    // Events in (timestamp, storage order) across streams: the first one inside the range
+    // and after the resume point, then onwards.
+    let mut from = index.slots.partition_point(|s| s.timestamp < start);
+    if let Some(r) = resume {
+        from = from.max(index.slots.partition_point(|s| (s.timestamp, s.seq) <= r));
+    }
+    let stream_ok: Vec<bool> = index
         .streams
         .iter()
-        .filter(|(s, _)| {
+        .map(|s| {
             stream_names.as_ref().is_none_or(|names| names.contains(s))
                 && stream_prefix.as_ref().is_none_or(|p| s.starts_with(p.as_str()))
         })
-        .flat_map(|(s, evs)| evs.iter().map(move |e| (s.as_str(), e)))
-        .filter(|(_, e)| e.timestamp >= start && e.timestamp <= end && resume.is_none_or(|r| (e.timestamp, e.seq) > r))
         .collect();
-    candidates.sort_by_key(|(_, e)| (e.timestamp, e.seq));
 
     let page_max = (limit as usize).min(cfg.max_page_events).max(1);
     let mut events = Vec::new();
     let mut bytes = 0usize;
     let mut last = None;
     let mut next_token = None;
-    for (stream, e) in candidates {
-        if !pattern.matches(&e.message) {
+    for slot in &index.slots[from..] {
+        if slot.timestamp > end {
+            break;
+        }
+        if !stream_ok[slot.stream as usize] {
+            continue;
+        }
+        let stream = index.streams[slot.stream as usize].as_str();
+        let e = &stored[slot.stream as usize][slot.index as usize];
+        if !matcher.matches(&e.message) {
             continue;
         }
         let full = events.len() >= page_max || (!events.is_empty() && bytes + e.message.len() > cfg.max_page_bytes);
@@ -443,34 +465,40 @@ fn start_query(st: &mut State, cfg: &FakeConfig, req: &Value) -> Result<Value, A
     let lo = start.saturating_mul(1000);
     let hi = end.saturating_mul(1000).saturating_add(999);
     let logs: Vec<String> = groups.iter().map(|g| format!("{ACCOUNT_ID}:{g}")).collect();
+    let in_range = |e: &&StoredEvent| e.timestamp >= lo && e.timestamp <= hi;
     let mut scanned = 0u64;
     let mut bytes = 0u64;
-    let mut events = Vec::new();
-    for (g, log) in groups.iter().zip(&logs) {
-        for (stream, evs) in &st.groups[g].streams {
-            for e in evs.iter().filter(|e| e.timestamp >= lo && e.timestamp <= hi) {
-                scanned += 1;
-                bytes += e.message.len() as u64;
-                events.push(EventRef {
-                    timestamp: e.timestamp,
-                    ingestion_time: e.ingestion_time,
-                    seq: e.seq,
-                    message: &e.message,
-                    log_stream: stream,
-                    log,
-                });
-            }
+    for g in &groups {
+        for e in st.groups[g].streams.values().flat_map(|evs| evs.iter().filter(in_range)) {
+            scanned += 1;
+            bytes += e.message.len() as u64;
         }
     }
+    // Streamed: a busy hour has millions of events, and the query keeps only what it needs.
+    let events = groups.iter().zip(&logs).flat_map(|(g, log)| {
+        st.groups[g].streams.iter().flat_map(move |(stream, evs)| {
+            evs.iter().filter(in_range).map(move |e| EventRef {
+                timestamp: e.timestamp,
+                ingestion_time: e.ingestion_time,
+                seq: e.seq,
+                message: &e.message,
+                log_stream: stream,
+                log,
+            })
+        })
+    });
     let mut output = query.run(events);
     output.rows.truncate(limit.min(cfg.max_query_rows).min(MAX_QUERY_ROWS));
+    let scan_time =
+        cfg.query_scan_bytes_per_sec.map_or(Duration::ZERO, |rate| Duration::from_secs_f64(bytes as f64 / rate));
 
     let id = uuid::Uuid::new_v4().to_string();
+    st.max_running_queries = st.max_running_queries.max(running + 1);
     st.queries.insert(
         id.clone(),
         QueryState {
             log_groups: groups,
-            complete_at: now + cfg.query_duration,
+            complete_at: now + cfg.query_duration + scan_time,
             cancelled: false,
             rows: output.rows,
             records_matched: output.records_matched,
