@@ -258,8 +258,11 @@ fn carry(state: &mut DimensionState, clusters: Vec<EventCluster>, now: DateTime<
 }
 
 /// Whole seconds from `start` to `end`; 0 if the clock went backwards.
+/// Whole seconds as the event shows them: `df_fault_start_time` and the event time are both
+/// cut to the second, so the duration is their difference (not the exact interval floored,
+/// which can be one less than what a reader of the event computes).
 fn seconds_between(start: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
-    (end - start).num_seconds().max(0)
+    (end.timestamp() - start.timestamp()).max(0)
 }
 
 #[cfg(test)]
