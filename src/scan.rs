@@ -275,6 +275,8 @@ fn thousands(n: i64) -> String {
 
 fn summary_line(run: &Run) -> String {
     let window = match (run.window_start, run.window_end) {
+        // No --since and no --until: the window is open at both ends, whatever its bounds say.
+        (Some(s), Some(e)) if s.timestamp() <= 0 && e > run.created_at => "all records".into(),
         (Some(s), Some(e)) if s.timestamp() <= 0 => format!("all records before {}", e.format("%Y-%m-%d %H:%M:%SZ")),
         (Some(s), Some(e)) => format!("{} → {}", s.format("%Y-%m-%d %H:%M:%SZ"), e.format("%Y-%m-%d %H:%M:%SZ")),
         _ => "-".into(),

@@ -58,6 +58,7 @@ fn scan_prints_the_clusters_of_real_files_and_reports_bad_ones() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "new clusters → exit 3\n{stdout}\n{stderr}");
+    assert!(stdout.contains("window: all records\n"), "no --since/--until: the whole files: {stdout}");
     assert!(stdout.contains("records: 2,900 · error records: 300"), "{stdout}");
     assert!(stdout.contains("NEW ERROR CLUSTERS"), "{stdout}");
     assert!(stdout.contains("The routeTable ID '<*>' does not exist"));
@@ -110,6 +111,10 @@ fn windows_select_records_by_event_time() {
         .count();
     assert_eq!(v["run"]["error_records"], expected as i64);
     assert_eq!(expected, 144);
+
+    let table = scan(&["--no-progress", "--until", "2023-07-10T12:10:00Z", target.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(stdout.contains("window: all records before 2023-07-10 12:10:00Z\n"), "{stdout}");
 }
 
 #[test]
