@@ -99,6 +99,8 @@ const SLICE_ALWAYS_PAGES: u64 = 100;
 pub const QUERY_CONCURRENCY: usize = 20;
 /// At most this many parts when one capped window is cut; a part still capped is cut again.
 const MAX_SPLIT: i64 = 100;
+/// Polls of a Logs Insights query at the plain poll interval before the gaps grow.
+const STEADY_POLLS: u32 = 5;
 
 /// Builds CloudWatch Logs clients for inspections; owns the process-wide call pacing.
 pub struct CloudWatchFactory {
@@ -517,12 +519,18 @@ impl CloudWatchSource {
             return Err(SourceError::new(SourceErrorKind::Other, "StartQuery returned no query id"));
         };
         let deadline = tokio::time::Instant::now() + QUERY_DEADLINE;
-        // A query takes from a second to minutes: ask soon, then less and less often, so
-        // short queries are not kept waiting and long ones do not cost many calls.
-        let mut wait = self.settings.insights_poll_interval / 2;
+        // A query takes from a second to minutes: ask every poll interval for the first few
+        // polls, so a short query (most of them: an account's hour) is not kept waiting, then
+        // less and less often, so long ones do not cost many calls.
+        let interval = self.settings.insights_poll_interval;
+        let mut wait = interval;
+        let mut polls = 0u32;
         loop {
             tokio::time::sleep(wait).await;
-            wait = (wait * 3 / 2).min(self.settings.insights_poll_interval * 2);
+            polls += 1;
+            if polls >= STEADY_POLLS {
+                wait = (wait * 3 / 2).min(interval * 2);
+            }
             let out = self
                 .call("GetQueryResults", false, || self.client.get_query_results().query_id(&query_id).send())
                 .await?;
