@@ -426,10 +426,12 @@ impl Clusterer {
     /// errors are skipped unparsed unless keys are tracked.
     pub fn ingest(&mut self, raw: &[u8]) -> Outcome {
         self.stats.records_scanned += 1;
-        let raw = &*scrub_nul_escapes(raw);
+        // The prefilter looks for `"errorCode"` and `ConsoleLogin`, which the scrub can neither
+        // make nor break, so it runs on the raw bytes and only records it lets through are scrubbed.
         if !self.cfg.track_keys && !might_be_error(raw) {
             return Outcome::NotError;
         }
+        let raw = &*scrub_nul_escapes(raw);
         let rec = match parse_record(raw) {
             Ok(r) => r,
             Err(e) => {
@@ -475,24 +477,6 @@ impl Clusterer {
         if row.count == 0 {
             return;
         }
-        let scrubbed;
-        let row = if [&row.account_id, &row.region, &row.event_source, &row.event_name, &row.error_code]
-            .into_iter()
-            .chain([&row.error_message, &row.principal, &row.source_ip])
-            .any(|f| f.contains('\0'))
-        {
-            let mut r = row.clone();
-            for f in [&mut r.account_id, &mut r.region, &mut r.event_source, &mut r.event_name, &mut r.error_code] {
-                scrub_nul(f);
-            }
-            for f in [&mut r.error_message, &mut r.principal, &mut r.source_ip] {
-                scrub_nul(f);
-            }
-            scrubbed = r;
-            &scrubbed
-        } else {
-            row
-        };
         self.stats.records_scanned += row.count;
         if !self.in_window(row.first_seen, row.last_seen) {
             self.stats.out_of_window += row.count;
@@ -522,16 +506,7 @@ impl Clusterer {
     }
 
     /// Adds a key-activity row from an aggregate query.
-    pub fn observe_key(&mut self, mut k: KeyActivity) {
-        for f in [
-            &mut k.access_key_id,
-            &mut k.principal_arn,
-            &mut k.account_id,
-            &mut k.last_event_name,
-            &mut k.last_source_ip,
-        ] {
-            scrub_nul(f);
-        }
+    pub fn observe_key(&mut self, k: KeyActivity) {
         self.keys.observe_activity(k);
     }
 
@@ -604,16 +579,15 @@ impl Clusterer {
 /// care: JSON forbids them unescaped, so such a record is malformed anyway.
 fn scrub_nul_escapes(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     const NUL: &[u8] = b"\\u0000";
-    let finder = memchr::memmem::Finder::new(NUL);
-    if finder.find(raw).is_none() {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(NUL));
+    let mut found = FINDER.find_iter(raw).peekable();
+    if found.peek().is_none() {
         return std::borrow::Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + 8);
     let mut last = 0;
-    for at in finder.find_iter(raw) {
-        if at < last {
-            continue;
-        }
+    for at in found {
         let backslashes = raw[..at].iter().rev().take_while(|&&b| b == b'\\').count();
         if backslashes % 2 == 1 {
             continue;
@@ -626,8 +600,9 @@ fn scrub_nul_escapes(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The same for text that arrives already decoded (Logs Insights rows).
-fn scrub_nul(s: &mut String) {
+/// The same for text that arrives already decoded (Logs Insights rows): the CloudWatch source
+/// applies it to every field it takes from a row.
+pub fn scrub_nul(s: &mut String) {
     if s.contains('\0') {
         *s = s.replace('\0', "\u{fffd}");
     }

@@ -52,6 +52,7 @@ use rand::Rng;
 use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::config::RunnerSettings;
+use crate::engine::cluster::scrub_nul;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
 use crate::model::inspection::{Inspection, Strategy};
 
@@ -658,6 +659,13 @@ fn field<'a>(row: &'a [ResultField], name: &str) -> &'a str {
     row.iter().find(|f| f.field() == Some(name)).and_then(|f| f.value()).unwrap_or("")
 }
 
+/// A text field of a row, owned, with NUL characters made storable (see [`scrub_nul`]).
+fn text(row: &[ResultField], name: &str) -> String {
+    let mut s = field(row, name).to_string();
+    scrub_nul(&mut s);
+    s
+}
+
 /// Insights prints timestamps as `2023-07-10 11:42:36.000` (UTC).
 pub fn parse_insights_time(s: &str) -> Option<DateTime<Utc>> {
     NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
@@ -670,38 +678,38 @@ fn aggregate_row(row: &[ResultField]) -> Option<AggregateRow> {
     let count: u64 = field(row, "ct_count").parse().ok()?;
     let first = parse_insights_time(field(row, "ct_first"))?;
     let last = parse_insights_time(field(row, "ct_last"))?;
-    let event_id = field(row, "ct_event_id");
+    let event_id = text(row, "ct_event_id");
     Some(AggregateRow {
-        account_id: field(row, "ct_account").to_string(),
-        region: field(row, "ct_region").to_string(),
-        event_source: field(row, "eventSource").to_string(),
-        event_name: field(row, "eventName").to_string(),
-        error_code: field(row, "ct_error_code").to_string(),
-        error_message: field(row, "ct_error_message").to_string(),
-        principal: field(row, "ct_principal").to_string(),
-        source_ip: field(row, "ct_source_ip").to_string(),
+        account_id: text(row, "ct_account"),
+        region: text(row, "ct_region"),
+        event_source: text(row, "eventSource"),
+        event_name: text(row, "eventName"),
+        error_code: text(row, "ct_error_code"),
+        error_message: text(row, "ct_error_message"),
+        principal: text(row, "ct_principal"),
+        source_ip: text(row, "ct_source_ip"),
         count,
         first_seen: first,
         last_seen: last,
-        sample_event_id: (!event_id.is_empty()).then(|| event_id.to_string()),
+        sample_event_id: (!event_id.is_empty()).then_some(event_id),
     })
 }
 
 fn key_row(row: &[ResultField]) -> Option<KeyActivity> {
-    let key = field(row, "userIdentity.accessKeyId");
+    let key = text(row, "userIdentity.accessKeyId");
     if key.is_empty() {
         return None;
     }
     let last = parse_insights_time(field(row, "ct_last"))?;
     let first = parse_insights_time(field(row, "ct_first")).unwrap_or(last);
     Some(KeyActivity {
-        access_key_id: key.to_string(),
+        access_key_id: key,
         first_seen: first,
         last_seen: last,
-        principal_arn: field(row, "ct_principal").to_string(),
-        account_id: field(row, "ct_account").to_string(),
-        last_event_name: field(row, "ct_event_name").to_string(),
-        last_source_ip: field(row, "ct_source_ip").to_string(),
+        principal_arn: text(row, "ct_principal"),
+        account_id: text(row, "ct_account"),
+        last_event_name: text(row, "ct_event_name"),
+        last_source_ip: text(row, "ct_source_ip"),
         count: field(row, "ct_count").parse().unwrap_or(0),
     })
 }
@@ -761,6 +769,34 @@ impl LogSource for CloudWatchSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insights_rows_come_out_without_nul() {
+        let row: Vec<ResultField> = [
+            ("ct_count", "2"),
+            ("ct_first", "2023-07-10 11:42:36.000"),
+            ("ct_last", "2023-07-10 11:43:36.000"),
+            ("ct_event_id", "id\0"),
+            ("ct_account", "1\0"),
+            ("eventName", "Get\0Object"),
+            ("ct_error_code", "Nul\0Code"),
+            ("ct_error_message", "a\0b"),
+            ("ct_principal", "arn:aws:iam::1:user/\0evil"),
+            ("userIdentity.accessKeyId", "AKIA\0NUL"),
+        ]
+        .into_iter()
+        .map(|(f, v)| ResultField::builder().field(f).value(v).build())
+        .collect();
+        let agg = aggregate_row(&row).unwrap();
+        let key = key_row(&row).unwrap();
+        let texts = [&agg.account_id, &agg.event_name, &agg.error_code, &agg.error_message, &agg.principal]
+            .into_iter()
+            .chain(agg.sample_event_id.as_ref())
+            .chain([&key.access_key_id, &key.principal_arn, &key.account_id]);
+        for t in texts {
+            assert!(!t.contains('\0') && t.contains('\u{fffd}'), "{t:?}");
+        }
+    }
 
     #[test]
     fn insights_times_parse() {
