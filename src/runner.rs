@@ -549,11 +549,13 @@ impl Runner {
             if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
 
         let mut report = self.report(inspection, &a, &analysis, &run_clusters).await;
+        // `run_clusters` holds one summary per cluster, in the same order.
         let samples: HashMap<String, serde_json::Value> = analysis
             .clusters
             .iter()
-            .filter(|c| run_clusters.iter().any(|r| r.is_new && r.fingerprint == c.fingerprint))
-            .filter_map(|c| sample_json(c).map(|v| (c.fingerprint.clone(), v)))
+            .zip(&run_clusters)
+            .filter(|(_, r)| r.is_new)
+            .filter_map(|(c, _)| sample_json(c).map(|v| (c.fingerprint.clone(), v)))
             .collect();
         let previous = self.store.dimension_states(inspection.id).await?;
         let planned = outbox::plan(outbox::RunEvents {
@@ -629,11 +631,12 @@ impl Runner {
 
         // Keys active in the window first, then the newest-known others, so a key idle this
         // hour still shows when it was last active.
-        let mut keys: Vec<AccessKeyView> = analysis.keys.iter().map(key_view).collect();
-        for k in &mut keys {
-            k.active_in_window = true;
-        }
-        keys.truncate(REPORT_KEYS);
+        let mut keys: Vec<AccessKeyView> = analysis
+            .keys
+            .iter()
+            .take(REPORT_KEYS)
+            .map(|k| AccessKeyView { active_in_window: true, ..key_view(k) })
+            .collect();
         if keys.len() < REPORT_KEYS {
             let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
             match self.store.list_access_keys(inspection.id, None, REPORT_KEYS as i64 * 2).await {
@@ -741,22 +744,17 @@ fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Wind
 async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
     let every = source.sees_every_record();
     let result = async {
-        let mut notes = ReadNotes::default();
-        let baseline = match plan.baseline {
+        let (baseline, baseline_notes) = match plan.baseline {
             Some(w) => {
                 let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w)));
                 let n = source.read_errors(&plan.group, w, &mut b).await?;
-                notes.problems.extend(n.problems);
-                notes.bad_files += n.bad_files;
-                Some(b)
+                (Some(b), n)
             }
-            None => None,
+            None => (None, ReadNotes::default()),
         };
         let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
-        let n = source.read_errors(&plan.group, plan.window, &mut c).await?;
-        notes.files_read += n.files_read;
-        notes.bad_files += n.bad_files;
-        notes.problems.extend(n.problems);
+        let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
+        notes.absorb(baseline_notes);
         Ok((c, baseline, notes))
     }
     .await;

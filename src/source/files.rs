@@ -201,7 +201,6 @@ impl LogSource for FilesSource {
                 self.counters.bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 ingest_bytes(&b, clusterer)
             });
-            notes.files_read += 1;
             if let Err(problem) = result {
                 notes.bad_files += 1;
                 if notes.problems.len() < MAX_LISTED_PROBLEMS {

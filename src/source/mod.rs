@@ -66,10 +66,25 @@ pub struct SourceCounters {
 /// What a read noticed without failing: files that could not be read, for instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadNotes {
-    pub files_read: u64,
     pub bad_files: u64,
     /// One line per problem (bounded), shown on the run.
     pub problems: Vec<String>,
+}
+
+impl ReadNotes {
+    /// Adds the notes of another read of the same group (its baseline): a file both reads
+    /// found bad is listed and counted once.
+    pub fn absorb(&mut self, other: ReadNotes) {
+        let mut repeated = 0;
+        for p in other.problems {
+            if self.problems.contains(&p) {
+                repeated += 1;
+            } else {
+                self.problems.push(p);
+            }
+        }
+        self.bad_files += other.bad_files - repeated;
+    }
 }
 
 #[async_trait]
@@ -124,5 +139,20 @@ impl SourceFactory for Sources {
                 None => files::FilesSource::new(),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadNotes;
+
+    #[test]
+    fn a_file_bad_in_both_reads_is_counted_once() {
+        let notes =
+            |p: &[&str]| ReadNotes { bad_files: p.len() as u64, problems: p.iter().map(|s| s.to_string()).collect() };
+        let mut window = notes(&["a.json: not JSON", "b.json.gz: bad gzip"]);
+        window.absorb(notes(&["b.json.gz: bad gzip", "c.json: not JSON"]));
+        assert_eq!(window.bad_files, 3);
+        assert_eq!(window.problems, ["a.json: not JSON", "b.json.gz: bad gzip", "c.json: not JSON"]);
     }
 }
