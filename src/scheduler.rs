@@ -57,7 +57,7 @@ pub fn next_run_at(inspection: &Inspection, settings: ScheduleSettings, now: Dat
     if !settings.enabled || !inspection.enabled {
         return None;
     }
-    let schedule = Schedule::parse(&inspection.settings.schedule, &inspection.settings.schedule_timezone).ok()?;
+    let schedule = Schedule::compile(&inspection.settings.schedule, &inspection.settings.schedule_timezone).ok()?;
     let offset = spread_offset(inspection.id, settings.spread.as_secs());
     // A slot older than the last change is never due (see the module docs).
     let from = now.max(inspection.updated_at);
@@ -115,7 +115,7 @@ impl Scheduler {
     }
 
     async fn tick_one(&self, inspection: &Inspection, now: DateTime<Utc>) -> StoreResult<Option<SlotAction>> {
-        let Ok(schedule) = Schedule::parse(&inspection.settings.schedule, &inspection.settings.schedule_timezone)
+        let Ok(schedule) = Schedule::compile(&inspection.settings.schedule, &inspection.settings.schedule_timezone)
         else {
             return Ok(None); // validated on write; an unreadable one is skipped, not fatal
         };

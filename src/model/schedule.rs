@@ -43,7 +43,19 @@ impl ScheduleError {
 }
 
 impl Schedule {
+    /// Validates a schedule as written by a user: [`Self::compile`], and it must fire.
     pub fn parse(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
+        let schedule = Self::compile(expression, timezone)?;
+        // `0 0 30 2 *` parses but never fires; say so now rather than never run.
+        if schedule.next_slot_after(Utc::now()).is_none() {
+            return Err(ScheduleError::Never);
+        }
+        Ok(schedule)
+    }
+
+    /// Reads a schedule without asking whether it ever fires: for schedules already
+    /// validated and stored, read on every scheduler tick and for every listed inspection.
+    pub fn compile(expression: &str, timezone: &str) -> Result<Self, ScheduleError> {
         let tz = Tz::from_str(timezone.trim()).map_err(|_| ScheduleError::TimeZone)?;
         let expression = expression.trim();
         // Func's crontab has no seconds and no years; a sixth field is a mistake, not a wish.
@@ -56,12 +68,7 @@ impl Schedule {
             .build()
             .parse(expression)
             .map_err(|e| ScheduleError::Cron(e.to_string()))?;
-        let schedule = Schedule { cron, tz };
-        // `0 0 30 2 *` parses but never fires; say so now rather than never run.
-        if schedule.next_slot_after(Utc::now()).is_none() {
-            return Err(ScheduleError::Never);
-        }
-        Ok(schedule)
+        Ok(Schedule { cron, tz })
     }
 
     /// The first slot strictly after `t`.
