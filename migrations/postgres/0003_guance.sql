@@ -36,6 +36,8 @@ create table events (
 create index events_inspection_idx on events (inspection_id, created_at desc, id desc);
 create index events_delivery_idx on events (delivery_state, next_attempt_at);
 create index events_dimension_idx on events (inspection_id, account_id, created_at);
+-- deleting an inspection cascades to its runs, and each run to its events
+create index events_run_idx on events (run_id);
 
 -- The alerting state of each dimension (inspection × cloud account): the open fault, when
 -- an event was last sent, clusters carried from silenced events.

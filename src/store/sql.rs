@@ -445,7 +445,8 @@ macro_rules! sql_store {
 
             async fn migrate(&self) -> anyhow::Result<()> {
                 self.run_migrations().await?;
-                self.backfill_trigger_hashes().await
+                self.backfill_trigger_hashes().await?;
+                self.backfill_guance_checkers().await
             }
 
             async fn create_inspection(
@@ -1514,18 +1515,38 @@ macro_rules! sql_store {
                     sqlx::query_as("select id, trigger_id from inspections where trigger_id_hash is null")
                         .fetch_all(&self.pool)
                         .await?;
+                // The migration gave every row a trigger id (`randomblob`); only the hash is missing.
                 for (id, trigger_id) in rows {
-                    let trigger_id = if trigger_id.is_empty() {
-                        $crate::model::inspection::new_trigger_id().expose().to_string()
-                    } else {
-                        trigger_id
-                    };
                     sqlx::query("update inspections set trigger_id = $2, trigger_id_hash = $3 where id = $1")
                         .bind(id)
                         .bind(&trigger_id)
                         .bind($crate::model::inspection::trigger_id_hash(&trigger_id))
                         .execute(&self.pool)
                         .await?;
+                }
+                Ok(())
+            }
+
+            /// Inspections created before Guance registration existed get their pending
+            /// registration job, as every inspection created since has.
+            async fn backfill_guance_checkers(&self) -> anyhow::Result<()> {
+                let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
+                    "select id from inspections i where not exists \
+                     (select 1 from guance_checkers g where g.inspection_id = i.id)",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let now = $crate::store::now();
+                for (id,) in ids {
+                    sqlx::query(
+                        "insert into guance_checkers (ref_key, inspection_id, state, next_attempt_at, updated_at) \
+                         values ($1, $2, 'pending', $3, $3) on conflict (ref_key) do nothing",
+                    )
+                    .bind($crate::model::inspection::guance_ref_key(id))
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 }
                 Ok(())
             }
