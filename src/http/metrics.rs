@@ -17,11 +17,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let store = &state.store;
     // The store answering or not is itself worth a series; a down database must not make
     // the scrape fail.
-    let (backlog, events, active) =
-        tokio::join!(store.outbox_backlog(), store.event_counts(), store.active_run_count());
+    let (events, active) = tokio::join!(store.event_counts(), store.active_run_count());
+    // The backlog is the pending row of the same count (no row: none pending).
+    let backlog =
+        events.as_ref().ok().map(|rows| rows.iter().find(|(state, _)| state == "pending").map_or(0, |(_, n)| *n));
     let gauges = StoreGauges {
-        up: backlog.is_ok() && events.is_ok() && active.is_ok(),
-        outbox_backlog: backlog.ok(),
+        up: events.is_ok() && active.is_ok(),
+        outbox_backlog: backlog,
         events_by_state: events.unwrap_or_default(),
         active_runs: active.ok(),
     };
@@ -33,9 +35,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 /// routing and sees [`MatchedPath`]; unrouted requests count as `unmatched`, never by path.
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    // Both are cheap to clone (a known method is no allocation, a matched path is an Arc).
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
-    state.runner.metrics().http_request(&method, &route, res.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or("unmatched", |m| m.as_str());
+    state.runner.metrics().http_request(method.as_str(), route, res.status().as_u16(), started.elapsed());
     res
 }

@@ -23,20 +23,24 @@ pub(super) const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, 
      g.error as gs_error, g.synced_at as gs_synced_at \
      from inspections i left join runs r on r.id = i.last_run_id left join guance_checkers g on g.inspection_id = i.id";
 
-pub(super) const RUN_COLUMNS: &str = "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
-     window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
-     records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
-     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, report, trace_id";
+/// The columns of a run up to its report; the two lists below add the report or not.
+macro_rules! run_columns_head {
+    () => {
+        "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
+         window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
+         records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
+         new_error_records, baseline_clusters, aws_api_calls, log_groups, error"
+    };
+}
+
+pub(super) const RUN_COLUMNS: &str = concat!(run_columns_head!(), ", report, trace_id");
 
 /// [`RUN_COLUMNS`] for lists: each run without its report. A report is several kilobytes
 /// of JSON (keys, new clusters), so a page of 50 runs with reports is a quarter megabyte to
 /// read, decode, encode and compress per request; the report is one `GET /runs/{id}` away.
 /// `case when false` keeps the column's type (jsonb on Postgres) for the decoder.
-pub(super) const RUN_LIST_COLUMNS: &str = "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
-     window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
-     records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
-     new_error_records, baseline_clusters, aws_api_calls, log_groups, error, \
-     case when false then report end as report, trace_id";
+pub(super) const RUN_LIST_COLUMNS: &str =
+    concat!(run_columns_head!(), ", case when false then report end as report, trace_id");
 
 pub(super) const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
      event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
