@@ -233,10 +233,12 @@ pub struct ServeArgs {
     pub instance_id: Option<String>,
 }
 
-/// Instance ids end up in the runs' owner column, prefix-matched: keep them plain.
 fn parse_instance_id(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok { Ok(s.to_string()) } else { Err("1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.'".into()) }
+    if crate::instance::valid_instance_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("1-64 characters of A-Z, a-z, 0-9, '-', '_' and '.'".into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -50,9 +50,7 @@ pub fn identity(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Ide
     let mut text = String::new();
     file.read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
     let id = text.trim().to_string();
-    let valid =
-        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    let id = if valid {
+    let id = if valid_instance_id(&id) {
         id
     } else {
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -80,6 +78,11 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 #[cfg(not(unix))]
 fn try_lock(_: &File) -> std::io::Result<bool> {
     Ok(true)
+}
+
+/// Instance ids end up in the runs' owner column, prefix-matched: 1–64 plain characters.
+pub fn valid_instance_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 #[cfg(test)]

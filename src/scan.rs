@@ -122,7 +122,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let store = store::connect(&url, connections, Arc::new(crate::crypto::SecretBox::ephemeral())).await?;
     store.migrate().await?;
 
-    let bar = progress_bar(&args);
+    let bar = progress_bar(&args, &target);
     let runner_settings = RunnerSettings::default();
     let sources = Sources {
         cloudwatch: CloudWatchFactory::new(runner_settings.clone()),
@@ -181,11 +181,8 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn progress_bar(args: &ScanArgs) -> Option<indicatif::ProgressBar> {
-    if args.no_progress
-        || !std::io::stderr().is_terminal()
-        || !matches!(Target::parse(&args.target), Ok(Target::Files(_)))
-    {
+fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressBar> {
+    if args.no_progress || !std::io::stderr().is_terminal() || !matches!(target, Target::Files(_)) {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);
@@ -301,7 +298,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[&str]| {
         let mut s = String::from(" ");
         for (i, c) in cells.iter().enumerate() {
             let pad = widths[i] - c.chars().count();
@@ -319,9 +316,9 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    let mut out = line(headers);
     for r in rows {
-        out.push_str(&line(r.clone()));
+        out.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
     }
     out
 }
