@@ -116,6 +116,12 @@ impl FuncError {
         Self::bad_request(format!("Invalid kwargs, `{field}` {message}"), json!({ "kwargsField": field }))
     }
 
+    /// The database failed under a call: logged here, once, and answered as Func's ESysDB.
+    fn db(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "func call: the database failed");
+        Self::new(Reason::ESysDB, "The database is unavailable; try again shortly", json!({}))
+    }
+
     fn not_found() -> Self {
         Self::new(
             Reason::EClientNotFound,
@@ -146,10 +152,7 @@ impl FuncError {
                     .collect();
                 Self::bad_request("Invalid kwargs", json!({ "fields": fields }))
             }
-            TriggerError::Store(e) => {
-                tracing::error!(error = %e, "func call: the database failed");
-                Self::new(Reason::ESysDB, "The database is unavailable; try again shortly", json!({}))
-            }
+            TriggerError::Store(e) => Self::db(e),
         }
     }
 }
@@ -203,10 +206,9 @@ impl Call {
         res
     }
 
-    fn json(&self, status: StatusCode, mut body: Map<String, Value>, with_info: bool) -> Response {
-        if with_info {
-            body.extend(self.info());
-        }
+    /// A Func envelope: `body` plus the request info.
+    fn json(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
+        body.extend(self.info());
         let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
         self.respond(status, "application/json; charset=utf-8", bytes)
     }
@@ -218,7 +220,7 @@ impl Call {
         body.insert("error".into(), json!(200));
         body.insert("message".into(), json!(""));
         body.insert("data".into(), data);
-        self.json(StatusCode::OK, body, true)
+        self.json(StatusCode::OK, body)
     }
 
     fn error(&self, e: FuncError) -> Response {
@@ -229,7 +231,7 @@ impl Call {
         body.insert("message".into(), json!(e.message));
         body.insert("detail".into(), e.detail);
         body.insert("status".into(), json!(e.reason.status().as_u16()));
-        self.json(e.reason.status(), body, true)
+        self.json(e.reason.status(), body)
     }
 }
 
@@ -586,13 +588,19 @@ async fn find_inspection(state: &AppState, trigger_id: &str) -> Result<Inspectio
     if trigger_id.is_empty() || trigger_id.len() > 256 {
         return Err(FuncError::not_found());
     }
-    let found = state.store.inspection_by_trigger_hash(&trigger_id_hash(trigger_id)).await.map_err(|e| {
-        tracing::error!(error = %e, "func call: the database failed");
-        FuncError::new(Reason::ESysDB, "The database is unavailable; try again shortly", json!({}))
-    })?;
+    let found = state.store.inspection_by_trigger_hash(&trigger_id_hash(trigger_id)).await.map_err(FuncError::db)?;
     match found {
         Some(i) if bool::from(i.trigger_id.expose().as_bytes().ct_eq(trigger_id.as_bytes())) => Ok(i),
         _ => Err(FuncError::not_found()),
+    }
+}
+
+/// An integer as Func reads one (parseInt): a number, or a string holding one ("60").
+fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
     }
 }
 
@@ -681,13 +689,8 @@ fn split_normal(data: Map<String, Value>) -> Result<(Map<String, Value>, Options
     match raw.get("timeout") {
         None | Some(Value::Null) => {}
         Some(v) => {
-            // Func reads it with parseInt, so "60" is as good as 60.
-            let secs = match v {
-                Value::Number(n) => n.as_i64(),
-                Value::String(s) => s.trim().parse::<i64>().ok(),
-                _ => None,
-            }
-            .ok_or_else(|| FuncError::bad_request("Invalid options, timeout should be an integer", json!({})))?;
+            let secs = int_of(v)
+                .ok_or_else(|| FuncError::bad_request("Invalid options, timeout should be an integer", json!({})))?;
             if secs < *TIMEOUT_RANGE.start() as i64 {
                 return Err(FuncError::bad_request(
                     "Invalid options, timeout is too small",
@@ -756,13 +759,9 @@ fn run_request(
     request.window_end = time("window_end")?;
 
     if let Some(v) = get("lookback_minutes") {
-        let minutes = match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        }
-        .filter(|m| (1..=MAX_LOOKBACK_MINUTES).contains(m))
-        .ok_or_else(|| FuncError::bad_kwarg("lookback_minutes", format!("must be 1–{MAX_LOOKBACK_MINUTES} minutes")))?;
+        let minutes = int_of(v).filter(|m| (1..=MAX_LOOKBACK_MINUTES).contains(m)).ok_or_else(|| {
+            FuncError::bad_kwarg("lookback_minutes", format!("must be 1–{MAX_LOOKBACK_MINUTES} minutes"))
+        })?;
         if request.window_start.is_some() || request.window_end.is_some() {
             return Err(FuncError::bad_request(
                 "Invalid kwargs, give either `lookback_minutes` or `window_start` and `window_end`",
