@@ -210,13 +210,7 @@ pub async fn rotate_secrets(store: &DynStore) -> anyhow::Result<usize> {
                     i.name
                 );
             }
-            let draft = model::inspection::InspectionDraft {
-                name: i.name.clone(),
-                description: i.description.clone(),
-                enabled: i.enabled,
-                settings: i.settings.clone(),
-                secrets: i.secrets.clone(),
-            };
+            let draft = model::inspection::InspectionDraft::of(i);
             store.update_inspection(i.id, &draft, i.updated_at).await?;
             n += 1;
         }

@@ -208,11 +208,8 @@ impl Runner {
             return Err(TriggerError::Disabled);
         }
         let request = validate_request(request, store::now(), limits).map_err(TriggerError::Invalid)?;
-        let log_groups = match inspection.settings.source.files_path() {
-            // A file source has one "group": its directory.
-            Some(path) => vec![path.to_string()],
-            None => request.log_groups.clone().unwrap_or_else(|| inspection.settings.log_groups.clone()),
-        };
+        let log_groups =
+            inspection.settings.source.groups(request.log_groups.as_deref().unwrap_or(&inspection.settings.log_groups));
         let now = store::now();
         let new = NewRun {
             id: Uuid::now_v7(),

@@ -108,10 +108,7 @@ pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
         checker_id: r.inspection.guance.checker_id.clone(),
         func_id: FUNC_ID.to_string(),
         region,
-        log_groups: match s.source.files_path() {
-            Some(p) => vec![p.to_string()],
-            None => s.log_groups.clone(),
-        },
+        log_groups: s.source.groups(&s.log_groups),
         window_start: r.window.0,
         window_end: r.window.1,
         exec_mode: if r.trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual },
@@ -300,10 +297,7 @@ impl Guance {
 
     /// The registration an inspection should have in Guance.
     pub fn checker_spec(&self, i: &Inspection) -> CheckerSpec {
-        let groups = match i.settings.source.files_path() {
-            Some(p) => p.to_string(),
-            None => i.settings.log_groups.join("\n"),
-        };
+        let groups = i.settings.source.groups(&i.settings.log_groups).join("\n");
         CheckerSpec {
             ref_key: guance_ref_key(i.id),
             title: i.name.clone(),

@@ -58,6 +58,15 @@ impl SourceSettings {
             SourceSettings::CloudwatchLogs => None,
         }
     }
+
+    /// What a run of this source reads: a file source has one "group", its directory;
+    /// CloudWatch Logs reads `log_groups`.
+    pub fn groups(&self, log_groups: &[String]) -> Vec<String> {
+        match self.files_path() {
+            Some(path) => vec![path.to_string()],
+            None => log_groups.to_vec(),
+        }
+    }
 }
 
 /// AWS access of an inspection, without its secrets.
@@ -481,14 +490,18 @@ impl InspectionDraft {
 
     /// Applies a PATCH on top of the stored inspection and validates the result.
     pub fn patch(current: &Inspection, input: InspectionPatch) -> Result<Self, FieldErrors> {
-        let base = InspectionDraft {
+        Self::of(current).apply(input, FieldErrors::default())
+    }
+
+    /// The stored inspection as a draft, to write back as it is (or patched).
+    pub fn of(current: &Inspection) -> Self {
+        InspectionDraft {
             name: current.name.clone(),
             description: current.description.clone(),
             enabled: current.enabled,
             settings: current.settings.clone(),
             secrets: current.secrets.clone(),
-        };
-        base.apply(input, FieldErrors::default())
+        }
     }
 
     fn apply(mut self, input: NewInspection, mut errors: FieldErrors) -> Result<Self, FieldErrors> {
