@@ -398,7 +398,7 @@ impl CloudWatchSource {
         // FilterLogEvents' endTime is inclusive; windows are half-open.
         let end = window.end.timestamp_millis() - 1;
         let mut token: Option<String> = None;
-        let mut repeats = 0;
+        let mut guard = TokenGuard::default();
         let mut pages = 0u64;
         let mut newest: Option<i64> = None;
         // Event ids read at the newest timestamp, in case the window is cut there.
@@ -420,20 +420,7 @@ impl CloudWatchSource {
                 );
             }
             let Some(next) = page.next_token() else { return Ok(()) };
-            // A token that does not advance would loop forever; AWS never does this for long,
-            // a broken proxy might.
-            if token.as_deref() == Some(next) && page.events().is_empty() {
-                repeats += 1;
-                if repeats > 100 {
-                    return Err(SourceError::new(
-                        SourceErrorKind::Other,
-                        "FilterLogEvents kept returning the same nextToken",
-                    ));
-                }
-            } else {
-                repeats = 0;
-            }
-            token = Some(next.to_string());
+            token = Some(guard.advance(next, page.events().is_empty())?);
             if let Some(reached) = newest {
                 let covered = (reached - start + 1).max(1) as u64;
                 let remaining = (end - reached).max(0) as u64;
@@ -468,8 +455,7 @@ impl CloudWatchSource {
             })
             .collect();
         let none = HashSet::new();
-        let mut last_token: Vec<Option<String>> = vec![None; slices.len()];
-        let mut repeats = vec![0u32; slices.len()];
+        let mut guards: Vec<TokenGuard> = slices.iter().map(|_| TokenGuard::default()).collect();
         let mut inflight = FuturesUnordered::new();
         for (i, s) in slices.iter().enumerate() {
             inflight.push(self.slice_page(group, i, *s, None));
@@ -479,19 +465,8 @@ impl CloudWatchSource {
             let skip = if i == 0 { &skip } else { &none };
             self.ingest_page(&page, slices[i], skip, clusterer);
             let Some(next) = page.next_token() else { continue };
-            if last_token[i].as_deref() == Some(next) && page.events().is_empty() {
-                repeats[i] += 1;
-                if repeats[i] > 100 {
-                    return Err(SourceError::new(
-                        SourceErrorKind::Other,
-                        "FilterLogEvents kept returning the same nextToken",
-                    ));
-                }
-            } else {
-                repeats[i] = 0;
-            }
-            last_token[i] = Some(next.to_string());
-            inflight.push(self.slice_page(group, i, slices[i], Some(next.to_string())));
+            let next = guards[i].advance(next, page.events().is_empty())?;
+            inflight.push(self.slice_page(group, i, slices[i], Some(next)));
         }
         Ok(())
     }
@@ -655,6 +630,33 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
 }
 
+/// Watches one chain of FilterLogEvents pages for a nextToken that does not advance: AWS
+/// never repeats one for long, a broken proxy might, and the chain would loop forever.
+#[derive(Default)]
+struct TokenGuard {
+    last: Option<String>,
+    repeats: u32,
+}
+
+impl TokenGuard {
+    /// Takes a page's next token and returns it as the token to send next.
+    fn advance(&mut self, next: &str, empty_page: bool) -> Result<String, SourceError> {
+        if self.last.as_deref() == Some(next) && empty_page {
+            self.repeats += 1;
+            if self.repeats > 100 {
+                return Err(SourceError::new(
+                    SourceErrorKind::Other,
+                    "FilterLogEvents kept returning the same nextToken",
+                ));
+            }
+        } else {
+            self.repeats = 0;
+        }
+        self.last = Some(next.to_string());
+        Ok(next.to_string())
+    }
+}
+
 fn field<'a>(row: &'a [ResultField], name: &str) -> &'a str {
     row.iter().find(|f| f.field() == Some(name)).and_then(|f| f.value()).unwrap_or("")
 }
@@ -769,6 +771,24 @@ impl LogSource for CloudWatchSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_does_not_advance_ends_the_chain() {
+        let mut guard = TokenGuard::default();
+        assert_eq!(guard.advance("a", false).unwrap(), "a");
+        // The same token with events is progress; without, it counts against the chain.
+        assert!(guard.advance("a", false).is_ok());
+        for _ in 0..100 {
+            assert!(guard.advance("a", true).is_ok());
+        }
+        assert!(guard.advance("a", true).unwrap_err().to_string().contains("same nextToken"));
+        let mut guard = TokenGuard::default();
+        for _ in 0..100 {
+            guard.advance("a", true).unwrap();
+        }
+        assert!(guard.advance("b", true).is_ok(), "a new token starts the count again");
+        assert!(guard.advance("b", true).is_ok());
+    }
 
     #[test]
     fn insights_rows_come_out_without_nul() {
