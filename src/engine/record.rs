@@ -255,24 +255,26 @@ fn opt_str<'de, A: MapAccess<'de>>(
     Ok(v.map(|c| c.0))
 }
 
+/// The fields a record is read for, as either reader (serde here, the scanner in
+/// [`super::scan`]) finds them.
 #[derive(Default)]
-struct Fields<'a> {
-    event_time: Option<Cow<'a, str>>,
-    event_id: Option<Cow<'a, str>>,
-    event_source: Option<Cow<'a, str>>,
-    event_name: Option<Cow<'a, str>>,
-    aws_region: Option<Cow<'a, str>>,
-    recipient_account_id: Option<Cow<'a, str>>,
-    error_code: Option<Cow<'a, str>>,
-    error_message: Option<Cow<'a, str>>,
-    source_ip: Option<Cow<'a, str>>,
-    user_agent: Option<Cow<'a, str>>,
-    identity: Option<Identity<'a>>,
-    console_login: Option<Cow<'a, str>>,
+pub(super) struct Fields<'a> {
+    pub(super) event_time: Option<Cow<'a, str>>,
+    pub(super) event_id: Option<Cow<'a, str>>,
+    pub(super) event_source: Option<Cow<'a, str>>,
+    pub(super) event_name: Option<Cow<'a, str>>,
+    pub(super) aws_region: Option<Cow<'a, str>>,
+    pub(super) recipient_account_id: Option<Cow<'a, str>>,
+    pub(super) error_code: Option<Cow<'a, str>>,
+    pub(super) error_message: Option<Cow<'a, str>>,
+    pub(super) source_ip: Option<Cow<'a, str>>,
+    pub(super) user_agent: Option<Cow<'a, str>>,
+    pub(super) identity: Option<Identity<'a>>,
+    pub(super) console_login: Option<Cow<'a, str>>,
 }
 
 impl<'a> Fields<'a> {
-    fn into_record(self) -> Result<Record<'a>, ParseError> {
+    pub(super) fn into_record(self) -> Result<Record<'a>, ParseError> {
         let event_source = self.event_source.ok_or(ParseError::MissingField("eventSource"))?;
         let event_name = self.event_name.ok_or(ParseError::MissingField("eventName"))?;
         let time = self.event_time.ok_or(ParseError::MissingField("eventTime"))?;

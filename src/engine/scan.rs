@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::record::{Identity, Record, parse_event_time};
+use super::record::{Fields, Identity, Record};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
 pub const MAX_DEPTH: usize = 512;
@@ -30,21 +30,7 @@ pub fn scan_record(raw: &[u8]) -> Option<Record<'_>> {
     if s.i != s.b.len() {
         return None;
     }
-    let event_time = parse_event_time(f.event_time?)?;
-    Some(Record {
-        event_time,
-        event_id: f.event_id.map(Cow::Borrowed),
-        event_source: Cow::Borrowed(f.event_source?),
-        event_name: Cow::Borrowed(f.event_name?),
-        aws_region: f.aws_region.map(Cow::Borrowed),
-        recipient_account_id: f.recipient_account_id.map(Cow::Borrowed),
-        error_code: f.error_code.map(Cow::Borrowed),
-        error_message: f.error_message.map(Cow::Borrowed),
-        source_ip: f.source_ip.map(Cow::Borrowed),
-        user_agent: f.user_agent.map(Cow::Borrowed),
-        identity: f.identity.unwrap_or_default(),
-        console_login: f.console_login.map(Cow::Borrowed),
-    })
+    f.into_record().ok()
 }
 
 /// Top-level keys we read.
@@ -87,22 +73,6 @@ fn top_key(key: &str) -> Top {
         _ => return Top::Other,
     };
     if key == name { cand } else { Top::Other }
-}
-
-#[derive(Default)]
-struct Fields<'a> {
-    event_time: Option<&'a str>,
-    event_id: Option<&'a str>,
-    event_source: Option<&'a str>,
-    event_name: Option<&'a str>,
-    aws_region: Option<&'a str>,
-    recipient_account_id: Option<&'a str>,
-    error_code: Option<&'a str>,
-    error_message: Option<&'a str>,
-    source_ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    identity: Option<Identity<'a>>,
-    console_login: Option<&'a str>,
 }
 
 struct Scanner<'a> {
@@ -347,6 +317,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string or null, as serde reads `Option<&str>`; anything else is for serde to judge.
+    /// [`Self::opt_str`] in the form [`Fields`] holds.
+    fn opt_cow(&mut self) -> Option<Option<Cow<'a, str>>> {
+        self.opt_str().map(|v| v.map(Cow::Borrowed))
+    }
+
     fn opt_str(&mut self) -> Option<Option<&'a str>> {
         match self.peek()? {
             b'"' => self.plain_str().map(Some),
@@ -392,18 +367,18 @@ impl<'a> Scanner<'a> {
         // Duplicate keys: the last one wins, as in the serde reader.
         self.members(|s, key| {
             match top_key(key) {
-                Top::EventTime => f.event_time = s.opt_str()?,
-                Top::EventId => f.event_id = s.opt_str()?,
-                Top::EventSource => f.event_source = s.opt_str()?,
-                Top::EventName => f.event_name = s.opt_str()?,
-                Top::AwsRegion => f.aws_region = s.opt_str()?,
-                Top::RecipientAccountId => f.recipient_account_id = s.opt_str()?,
-                Top::ErrorCode => f.error_code = s.opt_str()?,
-                Top::ErrorMessage => f.error_message = s.opt_str()?,
-                Top::SourceIp => f.source_ip = s.opt_str()?,
-                Top::UserAgent => f.user_agent = s.opt_str()?,
+                Top::EventTime => f.event_time = s.opt_cow()?,
+                Top::EventId => f.event_id = s.opt_cow()?,
+                Top::EventSource => f.event_source = s.opt_cow()?,
+                Top::EventName => f.event_name = s.opt_cow()?,
+                Top::AwsRegion => f.aws_region = s.opt_cow()?,
+                Top::RecipientAccountId => f.recipient_account_id = s.opt_cow()?,
+                Top::ErrorCode => f.error_code = s.opt_cow()?,
+                Top::ErrorMessage => f.error_message = s.opt_cow()?,
+                Top::SourceIp => f.source_ip = s.opt_cow()?,
+                Top::UserAgent => f.user_agent = s.opt_cow()?,
                 Top::UserIdentity => f.identity = s.identity()?,
-                Top::ResponseElements => f.console_login = s.response_elements()?,
+                Top::ResponseElements => f.console_login = s.response_elements()?.map(Cow::Borrowed),
                 Top::Other => s.skip_value()?,
             }
             Some(())
