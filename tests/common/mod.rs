@@ -49,45 +49,16 @@ pub struct StoreGuard {
     pub url: String,
 }
 
-/// A fresh, migrated store of the given backend. Postgres databases are named with their
-/// creation time, and ones older than an hour (left by earlier runs) are dropped on the way.
+/// A fresh, migrated store of the given backend (see [`empty_database`]).
 pub async fn fresh_store(backend: Backend) -> (DynStore, StoreGuard) {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            let store = store::connect(&url, 4, test_cipher()).await.expect("open sqlite");
-            store.migrate().await.expect("migrate sqlite");
-            (store, StoreGuard { _dir: Some(dir), url })
-        }
-        Backend::Postgres => {
-            let admin_url = pg_admin_url();
-            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-                panic!("cannot reach the test Postgres at {admin_url} ({e}); run scripts/ensure-postgres.sh or set TEST_DATABASE_URL")
-            });
-            let now = chrono::Utc::now().timestamp();
-            let old: Vec<(String,)> = sqlx::query_as("select datname from pg_database where datname like 'cti_test_%'")
-                .fetch_all(&mut admin)
-                .await
-                .unwrap_or_default();
-            for (name,) in old {
-                let created: i64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
-                if now - created > 3600 {
-                    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            }
-            let name = format!("cti_test_{now}_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("create database \"{name}\"")).execute(&mut admin).await.expect("create database");
-            let _ = admin.close().await;
-            let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
-            let url = format!("{base}/{name}");
-            let store = store::connect(&url, 5, test_cipher()).await.expect("connect test database");
-            store.migrate().await.expect("migrate postgres");
-            (store, StoreGuard { _dir: None, url })
-        }
-    }
+    let guard = empty_database(backend).await;
+    let connections = match backend {
+        Backend::Sqlite => 4,
+        Backend::Postgres => 5,
+    };
+    let store = store::connect(&guard.url, connections, test_cipher()).await.expect("open the test database");
+    store.migrate().await.expect("migrate the test database");
+    (store, guard)
 }
 
 /// Timings shrunk for tests: fast retries, fast polls, no quota unless a test sets one.
@@ -206,7 +177,8 @@ pub fn inspection_body(name: &str, groups: &[&str], endpoint: &str) -> Value {
 
 pub type Shared<T> = Arc<T>;
 
-/// An empty database of the given backend, not migrated: for tests of the migrations.
+/// An empty database of the given backend, not migrated. Postgres databases are named with
+/// their creation time, and ones older than an hour (left by earlier runs) are dropped on the way.
 pub async fn empty_database(backend: Backend) -> StoreGuard {
     match backend {
         Backend::Sqlite => {
@@ -216,8 +188,23 @@ pub async fn empty_database(backend: Backend) -> StoreGuard {
         }
         Backend::Postgres => {
             let admin_url = pg_admin_url();
-            let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("reach the test Postgres");
-            let name = format!("cti_test_{}_{}", chrono::Utc::now().timestamp(), uuid::Uuid::new_v4().simple());
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+                panic!("cannot reach the test Postgres at {admin_url} ({e}); run scripts/ensure-postgres.sh or set TEST_DATABASE_URL")
+            });
+            let now = chrono::Utc::now().timestamp();
+            let old: Vec<(String,)> = sqlx::query_as("select datname from pg_database where datname like 'cti_test_%'")
+                .fetch_all(&mut admin)
+                .await
+                .unwrap_or_default();
+            for (name,) in old {
+                let created: i64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
+                if now - created > 3600 {
+                    let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            }
+            let name = format!("cti_test_{now}_{}", uuid::Uuid::new_v4().simple());
             sqlx::query(&format!("create database \"{name}\"")).execute(&mut admin).await.expect("create database");
             let _ = admin.close().await;
             let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin_url);
