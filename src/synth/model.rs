@@ -34,6 +34,9 @@ pub struct ErrorShape {
     pub weight: u32,
 }
 
+const S3_BUCKET_RESOURCES: &str = r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#;
+const KMS_KEY_RESOURCES: &str =
+    r#"[{"accountId":"$acct$","type":"AWS::KMS::Key","ARN":"arn:aws:kms:$region$:$acct$:key/$uuid$"}]"#;
 const EC2_HOST_FILTER: &str = r#"{"routeTableIdSet":{},"filterSet":{"items":[{"name":"association.main","valueSet":{"items":[{"value":"true"}]}},{"name":"vpc-id","valueSet":{"items":[{"value":"vpc-$hex17$"}]}}]}}"#;
 
 pub const APIS: &[ApiShape] = &[
@@ -44,7 +47,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"encryptionAlgorithm":"SYMMETRIC_DEFAULT","encryptionContext":{"SecretARN":"arn:aws:secretsmanager:$region$:$acct$:secret:$word$-secret-$num$-$alnum6$","SecretVersionId":"$UUID$"}}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::KMS::Key","ARN":"arn:aws:kms:$region$:$acct$:key/$uuid$"}]"#,
+        resources: KMS_KEY_RESOURCES,
     },
     ApiShape {
         source: "ec2.amazonaws.com",
@@ -179,7 +182,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","acl":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "kms.amazonaws.com",
@@ -188,7 +191,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"keyId":"arn:aws:kms:$region$:$acct$:key/$uuid$","encryptionAlgorithm":"SYMMETRIC_DEFAULT"}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::KMS::Key","ARN":"arn:aws:kms:$region$:$acct$:key/$uuid$"}]"#,
+        resources: KMS_KEY_RESOURCES,
     },
     ApiShape {
         source: "ec2.amazonaws.com",
@@ -332,7 +335,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","policy":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "s3.amazonaws.com",
@@ -341,7 +344,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","lifecycle":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "s3.amazonaws.com",
@@ -350,7 +353,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","publicAccessBlock":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "s3.amazonaws.com",
@@ -359,7 +362,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","cors":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "s3.amazonaws.com",
@@ -368,7 +371,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","website":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "s3.amazonaws.com",
@@ -377,7 +380,7 @@ pub const APIS: &[ApiShape] = &[
         read_only: true,
         request: r#"{"bucketName":"$bucket$","Host":"$bucket$.s3.$region$.amazonaws.com","tagging":""}"#,
         response: "null",
-        resources: r#"[{"accountId":"$acct$","type":"AWS::S3::Bucket","ARN":"arn:aws:s3:::$bucket$"}]"#,
+        resources: S3_BUCKET_RESOURCES,
     },
     ApiShape {
         source: "cloudtrail.amazonaws.com",
