@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use cloudtrail_inspector::config::RunnerSettings;
 use cloudtrail_inspector::crypto::SecretBox;
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::{RunRequest, Trigger};
 use cloudtrail_inspector::runner::Runner;
+use cloudtrail_inspector::runner::RunnerSettings;
 use cloudtrail_inspector::source::Sources;
 use cloudtrail_inspector::source::cloudwatch::CloudWatchFactory;
+use cloudtrail_inspector::source::cloudwatch::CloudWatchSettings;
 use cloudtrail_inspector::store;
 use cloudtrail_inspector::synth::{Synth, SynthConfig};
 use fake_cwl::{FakeConfig, FakeCwl};
@@ -103,7 +104,10 @@ fn load_hour(fake: &FakeCwl, errors: u64, seed: u64, start_ms: i64) -> (u64, u64
 }
 
 fn runner_settings() -> RunnerSettings {
-    RunnerSettings { filter_log_events_rps: FILTER_RPS, ..RunnerSettings::default() }
+    RunnerSettings {
+        cloudwatch: CloudWatchSettings { filter_log_events_rps: FILTER_RPS, ..CloudWatchSettings::default() },
+        ..RunnerSettings::default()
+    }
 }
 
 #[tokio::main]
@@ -151,7 +155,8 @@ async fn main() -> anyhow::Result<()> {
             let db = store::connect(&url, 4, Arc::new(SecretBox::new(&[7; 32], &[]))).await?;
             db.migrate().await?;
             let settings = runner_settings();
-            let sources = Sources { cloudwatch: CloudWatchFactory::new(settings.clone()), file_progress: None };
+            let sources =
+                Sources { cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()), file_progress: None };
             let runner = Runner::new(db.clone(), Arc::new(sources), settings);
             let new: NewInspection = serde_json::from_value(serde_json::json!({
                 "name": format!("bench-{strategy}"),

@@ -27,11 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, TimeDelta, Timelike, Utc};
-use cloudtrail_inspector::config::{RunnerSettings, ScheduleSettings};
 use cloudtrail_inspector::crypto::SecretBox;
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::RunStatus;
 use cloudtrail_inspector::runner::Runner;
+use cloudtrail_inspector::runner::RunnerSettings;
+use cloudtrail_inspector::scheduler::ScheduleSettings;
 use cloudtrail_inspector::scheduler::Scheduler;
 use cloudtrail_inspector::source::Sources;
 use cloudtrail_inspector::source::cloudwatch::CloudWatchFactory;
@@ -104,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let db = store::connect(&url, 8, Arc::new(SecretBox::new(&[7; 32], &[]))).await?;
     db.migrate().await?;
     let settings = RunnerSettings::default();
-    let sources = Sources { cloudwatch: CloudWatchFactory::new(settings.clone()), file_progress: None };
+    let sources = Sources { cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()), file_progress: None };
     let runner = Runner::new(db.clone(), Arc::new(sources), settings.clone());
 
     // One hourly slot, a few seconds ahead: at minute M of every hour.

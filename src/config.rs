@@ -9,6 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::model::Secret;
+use crate::runner::RunnerSettings;
+use crate::scheduler::ScheduleSettings;
+use crate::source::cloudwatch::CloudWatchSettings;
+pub use crate::telemetry::LogFormat;
 
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
@@ -247,20 +251,17 @@ pub enum Toggle {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
 impl ServeArgs {
     /// Settings the run machinery needs, separated from the HTTP ones.
     pub fn runner(&self) -> RunnerSettings {
         RunnerSettings {
             run_concurrency: self.run_concurrency as usize,
             log_group_concurrency: self.log_group_concurrency as usize,
-            filter_log_events_rps: self.filter_log_events_rps,
-            events: crate::guance::outbox::EventSettings {
+            cloudwatch: CloudWatchSettings {
+                filter_log_events_rps: self.filter_log_events_rps,
+                ..CloudWatchSettings::default()
+            },
+            events: crate::outbox::EventSettings {
                 public_url: self.public_url(),
                 guance_configured: self.guance.is_set(),
                 expiry: Duration::from_secs(u64::from(self.guance.guance_event_expiry_hours) * 3600),
@@ -279,65 +280,6 @@ impl ServeArgs {
 
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
-    }
-}
-
-/// The built-in scheduler's settings; the API uses them too, to show `next_run_at`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScheduleSettings {
-    pub enabled: bool,
-    pub spread: Duration,
-}
-
-impl Default for ScheduleSettings {
-    fn default() -> Self {
-        ScheduleSettings { enabled: true, spread: Duration::from_secs(60) }
-    }
-}
-
-/// Knobs of the run machinery. Tests shrink the timings; production uses the defaults.
-#[derive(Debug, Clone)]
-pub struct RunnerSettings {
-    pub run_concurrency: usize,
-    pub log_group_concurrency: usize,
-    pub filter_log_events_rps: f64,
-    /// How often a running run proves it is alive.
-    pub heartbeat_interval: Duration,
-    /// A run whose heartbeat is older than this is taken to be dead (its process crashed).
-    pub stale_after: Duration,
-    /// How often a Logs Insights query is polled.
-    pub insights_poll_interval: Duration,
-    /// Attempts per AWS call before the log group is given up for this run.
-    pub aws_max_attempts: u32,
-    /// First retry delay; doubles each attempt, with jitter.
-    pub aws_retry_base: Duration,
-    /// Per-attempt timeout of an AWS call.
-    pub aws_call_timeout: Duration,
-    /// Logs Insights' cap on result rows; an answer this long may be cut and is split.
-    pub insights_max_rows: usize,
-    /// How runs turn into Guance events.
-    pub events: crate::guance::outbox::EventSettings,
-    /// This instance's id, the first part of the owner stored on its runs. None: a fresh id
-    /// per process (tests, one-shot commands).
-    pub instance_id: Option<String>,
-}
-
-impl Default for RunnerSettings {
-    fn default() -> Self {
-        RunnerSettings {
-            run_concurrency: 4,
-            log_group_concurrency: 4,
-            filter_log_events_rps: 5.0,
-            heartbeat_interval: Duration::from_secs(15),
-            stale_after: Duration::from_secs(120),
-            insights_poll_interval: Duration::from_secs(1),
-            aws_max_attempts: 8,
-            aws_retry_base: Duration::from_millis(200),
-            aws_call_timeout: Duration::from_secs(60),
-            insights_max_rows: 10_000,
-            events: crate::guance::outbox::EventSettings::default(),
-            instance_id: None,
-        }
     }
 }
 

@@ -1,7 +1,8 @@
 use clap::Parser;
 
 use cloudtrail_inspector::config::{Cli, Command};
-use cloudtrail_inspector::{serve, telemetry};
+use cloudtrail_inspector::server::serve;
+use cloudtrail_inspector::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::RotateSecrets(db)) => {
             telemetry::init(config_log_format());
             let store = db.open().await?;
-            let n = cloudtrail_inspector::rotate_secrets(&store).await?;
+            let n = cloudtrail_inspector::server::rotate_secrets(&store).await?;
             tracing::info!(inspections = n, "credentials sealed with the current key");
             Ok(())
         }
@@ -67,9 +68,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn config_log_format() -> cloudtrail_inspector::config::LogFormat {
+fn config_log_format() -> cloudtrail_inspector::telemetry::LogFormat {
     match std::env::var("LOG_FORMAT").as_deref() {
-        Ok("json") => cloudtrail_inspector::config::LogFormat::Json,
-        _ => cloudtrail_inspector::config::LogFormat::Pretty,
+        Ok("json") => cloudtrail_inspector::telemetry::LogFormat::Json,
+        _ => cloudtrail_inspector::telemetry::LogFormat::Pretty,
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use futures::StreamExt;
@@ -18,16 +19,49 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::config::RunnerSettings;
 use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
-use crate::guance::outbox;
 use crate::metrics::{Metrics, RunFigures};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
+use crate::model::time;
 use crate::model::validation::FieldErrors;
+use crate::outbox;
+use crate::source::cloudwatch::CloudWatchSettings;
 use crate::source::{LogSource, ReadNotes, SourceError, SourceFactory, Window};
-use crate::store::{self, ClusterWrite, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
+use crate::store::{ClusterWrite, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
+
+/// Knobs of the run machinery. Tests shrink the timings; production uses the defaults.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub run_concurrency: usize,
+    pub log_group_concurrency: usize,
+    /// How CloudWatch Logs is called.
+    pub cloudwatch: CloudWatchSettings,
+    /// How often a running run proves it is alive.
+    pub heartbeat_interval: Duration,
+    /// A run whose heartbeat is older than this is taken to be dead (its process crashed).
+    pub stale_after: Duration,
+    /// How runs turn into Guance events.
+    pub events: crate::outbox::EventSettings,
+    /// This instance's id, the first part of the owner stored on its runs. None: a fresh id
+    /// per process (tests, one-shot commands).
+    pub instance_id: Option<String>,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            run_concurrency: 4,
+            log_group_concurrency: 4,
+            cloudwatch: CloudWatchSettings::default(),
+            heartbeat_interval: Duration::from_secs(15),
+            stale_after: Duration::from_secs(120),
+            events: crate::outbox::EventSettings::default(),
+            instance_id: None,
+        }
+    }
+}
 
 /// The longest explicit window a caller may ask for.
 const MAX_EXPLICIT_WINDOW_DAYS: i64 = 31;
@@ -106,7 +140,7 @@ impl Runner {
     /// active under this instance's id then belonged to a process that died, and waiting for
     /// its heartbeat to go stale would keep its inspections blocked (409) for minutes.
     pub async fn recover_own_runs(&self) -> Result<u64, StoreError> {
-        let n = self.store.interrupt_owned_runs(&self.owner_prefix, store::now(), DIED_REASON).await?;
+        let n = self.store.interrupt_owned_runs(&self.owner_prefix, time::now(), DIED_REASON).await?;
         if n > 0 {
             tracing::warn!(runs = n, "marked runs left behind by this instance's previous process as interrupted");
         }
@@ -130,7 +164,7 @@ impl Runner {
     /// cannot wait any longer. Their results, should they still arrive, are dropped by
     /// `finish_run`, and their windows are read again by the next run.
     pub async fn interrupt_own_runs(&self) -> Result<u64, StoreError> {
-        let n = self.store.interrupt_owned_runs(&self.owner_prefix, store::now(), STOPPED_REASON).await?;
+        let n = self.store.interrupt_owned_runs(&self.owner_prefix, time::now(), STOPPED_REASON).await?;
         self.metrics.runs_interrupted(n);
         Ok(n)
     }
@@ -154,7 +188,7 @@ impl Runner {
 
     pub async fn housekeeping(&self) {
         let ids: Vec<Uuid> = self.active.lock().expect("active lock").iter().copied().collect();
-        let now = store::now();
+        let now = time::now();
         if !ids.is_empty() {
             if let Err(e) = self.store.heartbeat(&ids, now).await {
                 tracing::warn!(error = %e, "could not refresh run heartbeats");
@@ -207,10 +241,10 @@ impl Runner {
         if !inspection.enabled {
             return Err(TriggerError::Disabled);
         }
-        let request = validate_request(request, store::now(), limits).map_err(TriggerError::Invalid)?;
+        let request = validate_request(request, time::now(), limits).map_err(TriggerError::Invalid)?;
         let log_groups =
             inspection.settings.source.groups(request.log_groups.as_deref().unwrap_or(&inspection.settings.log_groups));
-        let now = store::now();
+        let now = time::now();
         let new = NewRun {
             id: Uuid::now_v7(),
             inspection_id,
@@ -252,7 +286,7 @@ impl Runner {
         let failed = match self.execute_inner(&run).await {
             Ok(()) => false,
             Err(e) => {
-                let now = store::now();
+                let now = time::now();
                 // One line per failure: the reason, and whether it could be recorded.
                 match self.store.fail_run(run_id, RunStatus::Failed, &format!("{e:#}"), &run.log_groups, now).await {
                     Ok(()) => tracing::error!(error = format!("{e:#}"), "run failed"),
@@ -286,7 +320,7 @@ impl Runner {
         let Some(inspection) = self.store.get_inspection(run.inspection_id).await? else {
             return Ok(()); // deleted meanwhile; its runs went with it
         };
-        let now = store::now();
+        let now = time::now();
         let states: HashMap<String, LogGroupState> =
             self.store.log_group_states(inspection.id).await?.into_iter().map(|s| (s.log_group.clone(), s)).collect();
         let groups: Vec<String> = run.log_groups.iter().map(|g| g.name.clone()).collect();
@@ -567,7 +601,7 @@ impl Runner {
             keys: &report.access_keys,
             previous: &previous,
             settings: &self.settings.events,
-            now: store::now(),
+            now: time::now(),
         });
         report.events = planned.summary;
         if !self.settings.events.guance_configured {
@@ -582,7 +616,7 @@ impl Runner {
             window_start: Some(a.window.0),
             window_end: Some(a.window.1),
             skipped: a.skipped,
-            finished_at: store::now(),
+            finished_at: time::now(),
             records_scanned: stats.records_scanned as i64,
             error_records: stats.error_records as i64,
             malformed_records: stats.malformed_records as i64,
@@ -787,8 +821,8 @@ fn key_view(k: &KeyActivity) -> AccessKeyView {
         access_key_id: k.access_key_id.clone(),
         principal_arn: k.principal_arn.clone(),
         account_id: k.account_id.clone(),
-        first_seen: store::micros(k.first_seen),
-        last_seen: store::micros(k.last_seen),
+        first_seen: time::micros(k.first_seen),
+        last_seen: time::micros(k.last_seen),
         last_event_name: k.last_event_name.clone(),
         last_source_ip: k.last_source_ip.clone(),
         total_events: k.count as i64,

@@ -14,11 +14,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::config::{OutputFormat, RunnerSettings, ScanArgs};
-use crate::http::HttpSettings;
+use crate::config::{OutputFormat, ScanArgs};
 use crate::model::cluster::{AccessKeyView, ClusterSummary};
 use crate::model::inspection::{InspectionDraft, NewInspection};
 use crate::model::run::{Run, RunRequest, RunStatus};
+use crate::model::time;
+use crate::runner::{Runner, RunnerSettings};
 use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::{self, DynStore, InspectionFilter};
@@ -95,7 +96,7 @@ pub async fn run(args: ScanArgs) -> i32 {
 
 async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let target = Target::parse(&args.target)?;
-    let now = store::now();
+    let now = time::now();
     let until = args.until.as_deref().map(|u| parse_time(u, now)).transpose()?;
     let since = match (&args.since, &args.lookback) {
         (Some(s), _) => Some(parse_time(s, now)?),
@@ -125,7 +126,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let bar = progress_bar(&args, &target);
     let runner_settings = RunnerSettings::default();
     let sources = Sources {
-        cloudwatch: CloudWatchFactory::new(runner_settings.clone()),
+        cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()),
         file_progress: bar.clone().map(|b| {
             Arc::new(move |done: u64, total: u64| {
                 b.set_length(total);
@@ -133,7 +134,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             }) as crate::source::files::Progress
         }),
     };
-    let state = crate::build_state_with(store.clone(), runner_settings, HttpSettings::default(), sources);
+    let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     let inspection_id = prepare_inspection(&store, &target, &args).await?;
 
     // A baseline before an explicit window is its own run: its clusters become known first.
@@ -143,14 +144,14 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             window_end: Some(start),
             ..RunRequest::default()
         };
-        let started = state.runner.trigger_scan(inspection_id, base).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = runner.trigger_scan(inspection_id, base).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         started.done.await?.context("the baseline run vanished")?;
     }
     let request = match window {
         Some((s, u)) => RunRequest { window_start: Some(s), window_end: Some(u), ..RunRequest::default() },
         None => RunRequest::default(),
     };
-    let started = state.runner.trigger_scan(inspection_id, request).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = runner.trigger_scan(inspection_id, request).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let run = started.done.await?.context("the run vanished")?;
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -217,7 +218,7 @@ async fn prepare_inspection(store: &DynStore, target: &Target, args: &ScanArgs) 
     let input: NewInspection = serde_json::from_value(body).context("scan options")?;
     let filter = InspectionFilter { enabled: None, name_contains: Some(name.clone()) };
     let existing = store.list_inspections(&filter, None, 50).await?.into_iter().find(|i| i.name == name);
-    let now = store::now();
+    let now = time::now();
     match existing {
         Some(found) => {
             let draft = InspectionDraft::patch(&found, input)

@@ -19,12 +19,25 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::config::ScheduleSettings;
 use crate::model::inspection::Inspection;
 use crate::model::run::{RunRequest, Trigger};
 use crate::model::schedule::{Schedule, spread_offset};
+use crate::model::time;
 use crate::runner::{Runner, TriggerError};
-use crate::store::{self, DynStore, InspectionFilter, SlotOutcome, StoreResult};
+use crate::store::{DynStore, InspectionFilter, SlotOutcome, StoreResult};
+
+/// The built-in scheduler's settings; the API uses them too, to show `next_run_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSettings {
+    pub enabled: bool,
+    pub spread: Duration,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings { enabled: true, spread: Duration::from_secs(60) }
+    }
+}
 
 /// How often `serve` ticks.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -85,7 +98,7 @@ impl Scheduler {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = scheduler.tick(store::now()).await {
+                if let Err(e) = scheduler.tick(time::now()).await {
                     tracing::warn!(error = %e, "scheduler tick failed; trying again next tick");
                 }
             }

@@ -46,8 +46,8 @@ async fn calls_that_hang_time_out_a_bounded_number_of_times_and_the_window_is_re
     let fake = FakeCwl::start().await;
     fake.put_events(GROUP, "s", invictus_events());
     let mut settings = common::test_runner_settings();
-    settings.aws_call_timeout = Duration::from_millis(300);
-    settings.aws_max_attempts = 3;
+    settings.cloudwatch.call_timeout = Duration::from_millis(300);
+    settings.cloudwatch.max_attempts = 3;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("hanging", &[GROUP], &fake.endpoint());
     body["baseline_days"] = json!(0);

@@ -139,7 +139,7 @@ async fn insights_cuts_a_capped_window_by_its_matched_records_and_queries_the_pa
     // 600 distinct error rows: the first answer is capped at 40 with 600 records matched.
     let errors = load(&fake, 600);
     let mut settings = common::test_runner_settings();
-    settings.insights_max_rows = 40;
+    settings.cloudwatch.insights_max_rows = 40;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let r = run(&app, "logs_insights", &fake).await;
     assert_eq!(r["status"], "succeeded", "{r}");

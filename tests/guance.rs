@@ -13,10 +13,10 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
 use cloudtrail_inspector::guance::client::{ClientOptions, GuanceClient};
-use cloudtrail_inspector::guance::outbox::{EventSettings, Guance};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::Secret;
+use cloudtrail_inspector::outbox::{EventSettings, Guance};
 use cloudtrail_inspector::store::DynStore;
 use common::data;
 use common::fake_cwl::FakeCwl;

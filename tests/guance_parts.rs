@@ -16,14 +16,12 @@ use uuid::Uuid;
 use cloudtrail_inspector::engine::{Clusterer, ClustererConfig};
 use cloudtrail_inspector::guance::alerting::{Action, DimensionState};
 use cloudtrail_inspector::guance::client::{CheckerSpec, ClientOptions, GuanceClient, GuanceError, RefFuncInfo};
-use cloudtrail_inspector::guance::event::{
-    self, AccountRun, EventCluster, EventContext, EventStatus, ExecMode, SeverityRules,
-};
+use cloudtrail_inspector::guance::event::{self, AccountRun, EventCluster, EventContext, EventStatus, ExecMode};
 use cloudtrail_inspector::guance::lineproto::{FieldValue, Point, encode_lines};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
 use cloudtrail_inspector::model::Secret;
+use cloudtrail_inspector::model::alerting::{AlertPolicy, SeverityRules};
 use cloudtrail_inspector::model::cluster::AccessKeyView;
-use cloudtrail_inspector::model::inspection::AlertPolicy;
 
 use common::fake_guance::lineproto::{self as strict, ParsedPoint};
 use common::fake_guance::{API_KEY, API_KEY_ID, FakeGuance, Fault, Side, WORKSPACE_TOKEN};

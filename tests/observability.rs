@@ -105,7 +105,7 @@ async fn each_run_logs_with_its_id_and_each_failure_once() {
     let logs = Logs::capture();
     let fake = FakeCwl::start().await;
     let mut settings = common::test_runner_settings();
-    settings.aws_max_attempts = 2;
+    settings.cloudwatch.max_attempts = 2;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("logged", &[GROUP, "missing-group"], &fake.endpoint());
     body["baseline_days"] = json!(0);

@@ -418,7 +418,7 @@ async fn logs_insights_finds_the_same_clusters() {
 async fn logs_insights_splits_windows_at_the_row_cap() {
     let (fake, _) = fake_with_invictus(FakeConfig { max_query_rows: 40, ..FakeConfig::default() }).await;
     let mut settings = common::test_runner_settings();
-    settings.insights_max_rows = 40;
+    settings.cloudwatch.insights_max_rows = 40;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("split", &[GROUP], &fake.endpoint());
     body["baseline_days"] = json!(0);

@@ -12,9 +12,9 @@ use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use cloudtrail_inspector::config::ScheduleSettings;
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::schedule::spread_offset;
+use cloudtrail_inspector::scheduler::ScheduleSettings;
 use cloudtrail_inspector::scheduler::Scheduler;
 use cloudtrail_inspector::store::SlotOutcome;
 use common::fake_cwl::{FakeConfig, FakeCwl};

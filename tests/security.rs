@@ -74,14 +74,14 @@ async fn a_wrong_key_is_reported_and_rotation_keeps_credentials() {
 
     // Rotation: new key current, the test key as old; rewrite; then the new key alone opens them.
     let rotated = store::connect(&app.guard.url, 2, Arc::new(SecretBox::new(&[7; 32], &[[42; 32]]))).await.unwrap();
-    assert_eq!(cloudtrail_inspector::rotate_secrets(&rotated).await.unwrap(), 1);
+    assert_eq!(cloudtrail_inspector::server::rotate_secrets(&rotated).await.unwrap(), 1);
     let only_new = store::connect(&app.guard.url, 2, Arc::new(SecretBox::new(&[7; 32], &[]))).await.unwrap();
     let insp = only_new.get_inspection(id).await.unwrap().unwrap();
     assert_eq!(insp.secrets.secret_access_key.unwrap().expose(), SECRET);
     assert_eq!(insp.secrets.session_token.unwrap().expose(), "FwoGZXIvYXdzEXAMPLETOKEN");
     // Rotation without the key that sealed them stops with a clear error rather than losing them.
     let lost = store::connect(&app.guard.url, 2, Arc::new(SecretBox::new(&[8; 32], &[]))).await.unwrap();
-    let err = cloudtrail_inspector::rotate_secrets(&lost).await.unwrap_err().to_string();
+    let err = cloudtrail_inspector::server::rotate_secrets(&lost).await.unwrap_err().to_string();
     assert!(err.contains("OLD_ENCRYPTION_KEYS"), "{err}");
 }
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::{RunRequest, RunStatus, Trigger};
+use cloudtrail_inspector::model::time;
 use cloudtrail_inspector::store::{self, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused};
 use common::fake_cwl::{FakeConfig, FakeCwl};
 use common::{BACKENDS, TestApp, inspection_body};
@@ -21,7 +22,7 @@ async fn inspection(store: &DynStore, name: &str) -> Uuid {
         serde_json::from_value(json!({"name": name, "log_groups": ["g"], "aws": {"region": "us-east-1"}})).unwrap();
     let draft = InspectionDraft::from_new(input).unwrap();
     let id = Uuid::now_v7();
-    store.create_inspection(id, &draft, store::now()).await.unwrap();
+    store.create_inspection(id, &draft, time::now()).await.unwrap();
     id
 }
 
@@ -34,12 +35,12 @@ fn new_run(inspection_id: Uuid) -> NewRun {
         request: RunRequest::default(),
         log_groups: vec!["g".into()],
         owner: "test".into(),
-        created_at: store::now(),
+        created_at: time::now(),
     }
 }
 
 fn finished(run_id: Uuid, inspection_id: Uuid) -> FinishedRun {
-    let now = store::now();
+    let now = time::now();
     FinishedRun {
         run_id,
         inspection_id,
@@ -119,9 +120,9 @@ async fn stale_runs_are_marked_interrupted() {
         let rb = store.queue_run(&new_run(b), Utc::now()).await.unwrap().unwrap();
         // b's process is alive and beats; a's is not.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let cut = store::now();
-        store.heartbeat(&[rb.id], store::now() + TimeDelta::seconds(1)).await.unwrap();
-        assert_eq!(store.interrupt_stale_runs(cut, store::now()).await.unwrap(), 1);
+        let cut = time::now();
+        store.heartbeat(&[rb.id], time::now() + TimeDelta::seconds(1)).await.unwrap();
+        assert_eq!(store.interrupt_stale_runs(cut, time::now()).await.unwrap(), 1);
         assert_eq!(store.get_run(ra.id).await.unwrap().unwrap().status, RunStatus::Interrupted);
         assert_eq!(store.get_run(rb.id).await.unwrap().unwrap().status, RunStatus::Queued);
     }
@@ -155,7 +156,8 @@ async fn two_instances_on_one_database_never_run_an_inspection_twice() {
     let a = TestApp::new(common::Backend::Postgres).await;
     // A second instance: its own runner and router over the same database.
     let store_b = store::connect(&a.guard.url, 4, common::test_cipher()).await.unwrap();
-    let state_b = cloudtrail_inspector::build_state(store_b, common::test_runner_settings(), Default::default());
+    let state_b =
+        cloudtrail_inspector::server::build_state(store_b, common::test_runner_settings(), Default::default());
     let router_b = cloudtrail_inspector::http::router(state_b);
 
     let mut body = inspection_body("shared", &["g"], &fake.endpoint());

@@ -3,7 +3,7 @@
 //! Pipeline, per raw record (one JSON object):
 //! 1. [`might_be_error`] skips, unparsed, records that cannot be errors (most of them).
 //! 2. [`parse_record`] reads the dozen fields we need in one borrowed pass: a hand-written
-//!    scanner ([`mod@scan`]) for the records it is sure of, serde for the rest.
+//!    scanner (`record/fast.rs`) for the records it is sure of, serde for the rest.
 //! 3. [`Record::error_kind`] decides whether it is an error: an errorCode, or a failed console
 //!    sign-in ("ConsoleLoginFailure").
 //! 4. [`IgnoreRules`] drop errors the operator already knows about.
@@ -21,7 +21,6 @@ pub mod ignore;
 pub mod keys;
 pub mod record;
 pub mod rules;
-pub mod scan;
 pub mod template;
 
 pub use cluster::{AggregateRow, Analysis, Cluster, ClusterKey, Clusterer, ClustererConfig, Counted, Outcome, Stats};

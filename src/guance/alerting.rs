@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::{EventCluster, EventStatus};
-use crate::model::inspection::{AlertPolicy, NotifyLevel};
+use crate::model::alerting::{AlertPolicy, NotifyLevel};
 
 /// Most clusters carried between events.
 pub const MAX_CARRIED: usize = 100;

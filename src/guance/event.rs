@@ -39,16 +39,14 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::alerting::{self, Action, Decision, DimensionState, FaultFields, RunOutcome, SilentReason};
 use super::lineproto::{EncodeError, Point};
 use crate::engine::Cluster;
-use crate::engine::rules::{self, RuleInput, glob_match};
+use crate::engine::rules::{self, RuleInput};
+use crate::model::alerting::{AlertPolicy, NotifyLevel, SeverityRules};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
-use crate::model::inspection::{AlertPolicy, NotifyLevel};
-use crate::model::validation::FieldErrors;
 
 /// Measurement of every event this service writes.
 pub const MEASUREMENT: &str = "monitor";
@@ -157,110 +155,16 @@ impl EventCluster {
         let sample: Option<Value> = c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok());
         EventCluster::from_summary(&summary, sample.as_ref())
     }
-}
 
-/// One severity rule: clusters matching any listed CIS rule id or any error-code glob get
-/// `level`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SeverityRule {
-    /// CIS rule ids, `CloudWatch.1` … `CloudWatch.14`.
-    #[serde(default)]
-    pub rule_ids: Vec<String>,
-    /// Error-code globs (`*` any run of chars, `?` one), e.g. `AccessDenied*`;
-    /// `ConsoleLoginFailure` names failed console sign-ins.
-    #[serde(default)]
-    pub error_codes: Vec<String>,
-    pub level: NotifyLevel,
-}
-
-/// How an inspection turns new clusters into an event level: the first rule that matches a
-/// cluster gives its level (so order matters, as in a firewall), `default_level` applies to
-/// the others, and the event takes the most severe level of its clusters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SeverityRules {
-    #[serde(default = "default_severity_rules")]
-    pub rules: Vec<SeverityRule>,
-    #[serde(default = "default_level")]
-    pub default_level: NotifyLevel,
-}
-
-fn default_severity_rules() -> Vec<SeverityRule> {
-    let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
-    vec![
-        SeverityRule {
-            rule_ids: ids(&["CloudWatch.1", "CloudWatch.5", "CloudWatch.6", "CloudWatch.7"]),
-            error_codes: Vec::new(),
-            level: NotifyLevel::Critical,
-        },
-        SeverityRule { rule_ids: ids(&["CloudWatch.2"]), error_codes: Vec::new(), level: NotifyLevel::Error },
-    ]
-}
-
-fn default_level() -> NotifyLevel {
-    NotifyLevel::Warning
-}
-
-impl Default for SeverityRules {
-    /// `critical` for root use, trail changes, console authentication failures and KMS key
-    /// disabling/deletion (CloudWatch.1/5/6/7); `error` for unauthorized calls
-    /// (CloudWatch.2); `warning` for any other new cluster.
-    fn default() -> Self {
-        SeverityRules { rules: default_severity_rules(), default_level: default_level() }
+    /// This cluster's level under an inspection's severity rules.
+    pub fn level(&self, severity: &SeverityRules) -> NotifyLevel {
+        severity.level_of(&self.rules, &self.error_code)
     }
 }
 
-/// Severity as a number, higher = more severe (`NotifyLevel` orders critical first).
-fn rank(l: NotifyLevel) -> u8 {
-    match l {
-        NotifyLevel::Info => 1,
-        NotifyLevel::Warning => 2,
-        NotifyLevel::Error => 3,
-        NotifyLevel::Critical => 4,
-    }
-}
-
-impl SeverityRules {
-    /// The level of one cluster.
-    pub fn level_of(&self, c: &EventCluster) -> NotifyLevel {
-        self.rules
-            .iter()
-            .find(|r| {
-                r.rule_ids.iter().any(|id| c.rules.contains(id))
-                    || r.error_codes.iter().any(|g| glob_match(g, &c.error_code))
-            })
-            .map_or(self.default_level, |r| r.level)
-    }
-
-    /// The event level of a set of new clusters; `None` when there are none.
-    pub fn severity(&self, clusters: &[EventCluster]) -> Option<NotifyLevel> {
-        clusters.iter().map(|c| self.level_of(c)).max_by_key(|l| rank(*l))
-    }
-
-    /// Adds a message per bad field, under `field` (e.g. `severity_rules`).
-    pub fn validate(&self, field: &str, errors: &mut FieldErrors) {
-        if self.rules.len() > 50 {
-            errors.add(format!("{field}.rules"), "must have at most 50 rules");
-            return;
-        }
-        for (i, r) in self.rules.iter().enumerate() {
-            let at = format!("{field}.rules[{i}]");
-            if r.rule_ids.is_empty() && r.error_codes.is_empty() {
-                errors.add(&at, "needs `rule_ids` or `error_codes`");
-            }
-            for (j, id) in r.rule_ids.iter().enumerate() {
-                if rules::rule(id).is_none() {
-                    errors.add(format!("{at}.rule_ids[{j}]"), "must be one of CloudWatch.1 … CloudWatch.14");
-                }
-            }
-            for (j, g) in r.error_codes.iter().enumerate() {
-                if g.is_empty() || g.chars().count() > 128 || g.chars().any(char::is_control) {
-                    errors.add(format!("{at}.error_codes[{j}]"), "must be 1–128 printable characters");
-                }
-            }
-        }
-    }
+/// The level of an event about `clusters`: the most severe of theirs; `None` when there are none.
+pub fn event_level(severity: &SeverityRules, clusters: &[EventCluster]) -> Option<NotifyLevel> {
+    clusters.iter().map(|c| c.level(severity)).max_by_key(|l| l.rank())
 }
 
 /// How the run was started, as `df_crontab_exec_mode` says it.
@@ -379,7 +283,7 @@ pub fn evaluate(
     let outcome = if !read_ok {
         RunOutcome::Inconclusive
     } else {
-        match ctx.severity_rules.severity(&account.new_clusters) {
+        match event_level(&ctx.severity_rules, &account.new_clusters) {
             Some(level) => RunOutcome::NewClusters { level, clusters: account.new_clusters.clone() },
             None => RunOutcome::Quiet,
         }
@@ -660,8 +564,8 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
 /// Lists clusters most severe first (then in the order given, largest first from the runner).
 fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]) {
     let mut ordered: Vec<(NotifyLevel, &EventCluster)> =
-        clusters.iter().map(|c| (ctx.severity_rules.level_of(c), c)).collect();
-    ordered.sort_by_key(|(l, _)| std::cmp::Reverse(rank(*l)));
+        clusters.iter().map(|c| (c.level(&ctx.severity_rules), c)).collect();
+    ordered.sort_by_key(|(l, _)| std::cmp::Reverse(l.rank()));
     for (level, c) in ordered.into_iter().take(MAX_MESSAGE_CLUSTERS) {
         let rules: Vec<String> =
             c.rules.iter().filter_map(|id| rules::rule(id)).map(|r| format!("{} {}", r.id, r.title)).collect();
@@ -809,7 +713,7 @@ fn jsurl(s: &str) -> String {
 
 fn cluster_json(ctx: &EventContext, c: &EventCluster) -> Value {
     let mut v = serde_json::to_value(c).expect("plain data serializes");
-    v["level"] = json!(EventStatus::from(ctx.severity_rules.level_of(c)).as_str());
+    v["level"] = json!(EventStatus::from(c.level(&ctx.severity_rules)).as_str());
     v["rule_titles"] = json!(
         c.rules
             .iter()
@@ -900,63 +804,12 @@ mod tests {
     }
 
     #[test]
-    fn default_severity_follows_the_cis_rules() {
+    fn an_event_takes_the_most_severe_level_of_its_clusters() {
         let r = SeverityRules::default();
-        for (rules, code, want) in [
-            (vec!["CloudWatch.1"], "NoSuchKey", NotifyLevel::Critical),
-            (vec!["CloudWatch.5", "CloudWatch.2"], "AccessDenied", NotifyLevel::Critical),
-            (vec!["CloudWatch.6"], "ConsoleLoginFailure", NotifyLevel::Critical),
-            (vec!["CloudWatch.7"], "NotFoundException", NotifyLevel::Critical),
-            (vec!["CloudWatch.2"], "AccessDenied", NotifyLevel::Error),
-            (vec!["CloudWatch.10"], "InvalidGroup.NotFound", NotifyLevel::Warning),
-            (vec![], "ThrottlingException", NotifyLevel::Warning),
-        ] {
-            assert_eq!(r.level_of(&cluster(code, &rules)), want, "{rules:?} {code}");
-        }
         let cs = vec![cluster("NoSuchKey", &[]), cluster("AccessDenied", &["CloudWatch.2"])];
-        assert_eq!(r.severity(&cs), Some(NotifyLevel::Error));
-        assert_eq!(r.severity(&[]), None);
-    }
-
-    #[test]
-    fn severity_rules_can_be_overridden_first_match_wins() {
-        let r: SeverityRules = serde_json::from_value(json!({
-            "rules": [
-                {"error_codes": ["Throttling*"], "level": "info"},
-                {"rule_ids": ["CloudWatch.2"], "error_codes": ["NoSuch*"], "level": "critical"}
-            ],
-            "default_level": "error"
-        }))
-        .unwrap();
-        assert_eq!(r.level_of(&cluster("ThrottlingException", &["CloudWatch.2"])), NotifyLevel::Info);
-        assert_eq!(r.level_of(&cluster("AccessDenied", &["CloudWatch.2"])), NotifyLevel::Critical);
-        assert_eq!(r.level_of(&cluster("NoSuchBucket", &[])), NotifyLevel::Critical);
-        assert_eq!(r.level_of(&cluster("ValidationException", &[])), NotifyLevel::Error);
-        // Omitted parts take the defaults.
-        assert_eq!(serde_json::from_value::<SeverityRules>(json!({})).unwrap(), SeverityRules::default());
-        assert!(serde_json::from_value::<SeverityRules>(json!({"rulez": []})).is_err());
-    }
-
-    #[test]
-    fn severity_rules_are_validated() {
-        let r: SeverityRules = serde_json::from_value(json!({"rules": [
-            {"level": "error"},
-            {"rule_ids": ["CloudWatch.15", "CloudWatch.2"], "error_codes": ["", "ok*"], "level": "warning"}
-        ]}))
-        .unwrap();
-        let mut e = FieldErrors::default();
-        r.validate("severity_rules", &mut e);
-        assert_eq!(
-            e.fields().keys().collect::<Vec<_>>(),
-            vec![
-                "severity_rules.rules[0]",
-                "severity_rules.rules[1].error_codes[0]",
-                "severity_rules.rules[1].rule_ids[0]"
-            ]
-        );
-        let mut e = FieldErrors::default();
-        SeverityRules::default().validate("severity_rules", &mut e);
-        assert!(e.is_empty());
+        assert_eq!(event_level(&r, &cs), Some(NotifyLevel::Error));
+        assert_eq!(cs[0].level(&r), NotifyLevel::Warning);
+        assert_eq!(event_level(&r, &[]), None);
     }
 
     #[test]

@@ -7,14 +7,13 @@
 //! - [`event`]: one event per cloud account from a run: severity, markdown, `df_*` fields.
 //! - [`alerting`]: the per-dimension state machine — send, silence, recover.
 //!
-//! Nothing here touches the database; the runner and the delivery worker feed these plain
-//! inputs and store what comes out.
+//! Nothing here touches the database; the runner and the delivery worker ([`crate::outbox`])
+//! feed these plain inputs and store what comes out.
 
 pub mod alerting;
 pub mod client;
 pub mod event;
 pub mod lineproto;
-pub mod outbox;
 
 use serde::{Deserialize, Serialize};
 

@@ -13,8 +13,9 @@ use super::{AppState, PageParams, page_type, paginate};
 use crate::model::inspection::{
     Inspection, InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings, new_trigger_id,
 };
+use crate::model::time;
 use crate::model::validation::FieldErrors;
-use crate::store::{self, InspectionFilter, StoreError, TimeKey};
+use crate::store::{InspectionFilter, StoreError, TimeKey};
 
 page_type!(InspectionPage, InspectionView);
 
@@ -34,7 +35,7 @@ pub struct ListParams {
 /// The API's view of an inspection, with when the scheduler runs it next.
 fn view(state: &AppState, inspection: &Inspection) -> InspectionView {
     let mut v = InspectionView::from(inspection);
-    v.next_run_at = crate::scheduler::next_run_at(inspection, state.settings.schedule, store::now());
+    v.next_run_at = crate::scheduler::next_run_at(inspection, state.settings.schedule, time::now());
     if !state.settings.guance_configured {
         v.guance.state = "not_configured".into();
     }
@@ -89,7 +90,7 @@ pub async fn create(
     let mut draft = InspectionDraft::from_new(input)?;
     check_file_source(&state, &mut draft)?;
     let id = Uuid::now_v7();
-    let created = state.store.create_inspection(id, &draft, store::now()).await.map_err(name_conflict)?;
+    let created = state.store.create_inspection(id, &draft, time::now()).await.map_err(name_conflict)?;
     tracing::info!(inspection_id = %id, name = %created.name, "inspection created");
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/api/v1/inspections/{id}"))], Json(view(&state, &created))))
 }
@@ -158,7 +159,7 @@ pub async fn update(
     }
     let updated = state
         .store
-        .update_inspection(id, &draft, store::now())
+        .update_inspection(id, &draft, time::now())
         .await
         .map_err(name_conflict)?
         .ok_or_else(|| ApiError::not_found("inspection"))?;
@@ -201,7 +202,7 @@ pub async fn rotate_trigger_id(
 ) -> ApiResult<Json<InspectionView>> {
     let rotated = state
         .store
-        .rotate_trigger_id(id, &new_trigger_id(), store::now())
+        .rotate_trigger_id(id, &new_trigger_id(), time::now())
         .await?
         .ok_or_else(|| ApiError::not_found("inspection"))?;
     tracing::info!(inspection_id = %id, "trigger id rotated");

@@ -56,7 +56,7 @@ pub struct HttpSettings {
     /// Whether a Guance workspace is configured (else registrations show `not_configured`).
     pub guance_configured: bool,
     /// The built-in scheduler, for `next_run_at`.
-    pub schedule: crate::config::ScheduleSettings,
+    pub schedule: crate::scheduler::ScheduleSettings,
 }
 
 impl Default for HttpSettings {
@@ -69,7 +69,7 @@ impl Default for HttpSettings {
             files_root: None,
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
-            schedule: crate::config::ScheduleSettings::default(),
+            schedule: crate::scheduler::ScheduleSettings::default(),
         }
     }
 }

@@ -10,11 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::alerting::{AlertPolicy, SeverityRules};
 use super::event::GuanceSync;
 use super::schedule::Schedule;
 use super::validation::FieldErrors;
 use super::{Secret, run::RunSummary};
-use crate::guance::event::SeverityRules;
 
 /// How error records are fetched from CloudWatch Logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -113,49 +113,6 @@ pub struct IgnoreSettings {
     /// Principal ARN globs to ignore (`*` any run of characters, `?` one character).
     #[serde(default)]
     pub principal_arns: Vec<String>,
-}
-
-/// Severity levels an alert policy can notify on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NotifyLevel {
-    Critical,
-    Error,
-    Warning,
-    Info,
-}
-
-/// Who hears about new clusters, as Guance alert policies see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AlertPolicy {
-    /// Guance alert policy UUIDs (`altpl_…`) attached to this inspection's events.
-    #[serde(default)]
-    pub guance_alert_policy_uuids: Vec<String>,
-    /// Event levels that are sent; others are recorded only.
-    #[serde(default = "default_notify_levels")]
-    pub notify_levels: Vec<NotifyLevel>,
-    /// After an event for a dimension, further events within this many minutes are silent.
-    #[serde(default = "default_silence_minutes")]
-    pub silence_minutes: u32,
-}
-
-fn default_notify_levels() -> Vec<NotifyLevel> {
-    vec![NotifyLevel::Critical, NotifyLevel::Error, NotifyLevel::Warning]
-}
-
-fn default_silence_minutes() -> u32 {
-    60
-}
-
-impl Default for AlertPolicy {
-    fn default() -> Self {
-        AlertPolicy {
-            guance_alert_policy_uuids: Vec::new(),
-            notify_levels: default_notify_levels(),
-            silence_minutes: default_silence_minutes(),
-        }
-    }
 }
 
 /// Everything configurable about an inspection except its name, description, enabled flag
@@ -575,7 +532,7 @@ impl InspectionDraft {
             s.ignore = ignore;
         }
         if let Some(policy) = input.alert_policy {
-            validate_alert_policy(&policy, &mut errors);
+            policy.validate(&mut errors);
             s.alert_policy = policy;
         }
         set_range(&mut s.timeout_seconds, input.timeout_seconds, "timeout_seconds", 1, 3600, &mut errors);
@@ -755,34 +712,6 @@ fn validate_ignore(ignore: &IgnoreSettings, errors: &mut FieldErrors) {
                 errors.add(format!("{field}[{i}]"), "must be 1–512 printable characters");
             }
         }
-    }
-}
-
-fn validate_alert_policy(p: &AlertPolicy, errors: &mut FieldErrors) {
-    if p.guance_alert_policy_uuids.len() > 20 {
-        errors.add("alert_policy.guance_alert_policy_uuids", "must have at most 20 entries");
-    }
-    for (i, u) in p.guance_alert_policy_uuids.iter().enumerate() {
-        let ok = u.starts_with("altpl_")
-            && u.len() <= 64
-            && u.len() > 6
-            && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !ok {
-            errors.add(
-                format!("alert_policy.guance_alert_policy_uuids[{i}]"),
-                "must be a Guance alert policy UUID (`altpl_…`)",
-            );
-        }
-    }
-    if p.notify_levels.is_empty() {
-        errors.add("alert_policy.notify_levels", "must name at least one level");
-    }
-    let distinct: BTreeSet<_> = p.notify_levels.iter().collect();
-    if distinct.len() != p.notify_levels.len() {
-        errors.add("alert_policy.notify_levels", "lists a level twice");
-    }
-    if p.silence_minutes > 10080 {
-        errors.add("alert_policy.silence_minutes", "must be between 0 and 10080");
     }
 }
 

@@ -1,10 +1,12 @@
 //! The service's domain types, shared by the HTTP layer, the runner and the store.
 
+pub mod alerting;
 pub mod cluster;
 pub mod event;
 pub mod inspection;
 pub mod run;
 pub mod schedule;
+pub mod time;
 pub mod validation;
 
 use serde::{Deserialize, Serialize};

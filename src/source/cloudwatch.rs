@@ -51,7 +51,6 @@ use rand::Rng;
 
 use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
-use crate::config::RunnerSettings;
 use crate::engine::cluster::scrub_nul;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
 use crate::model::inspection::{Inspection, Strategy};
@@ -103,15 +102,46 @@ const MAX_SPLIT: i64 = 100;
 /// Polls of a Logs Insights query at the plain poll interval before the gaps grow.
 const STEADY_POLLS: u32 = 5;
 
+/// How CloudWatch Logs is called: the pace, retries and timeouts of each call, and Logs
+/// Insights polling. Tests shrink the timings; production uses the defaults.
+#[derive(Debug, Clone)]
+pub struct CloudWatchSettings {
+    /// FilterLogEvents calls per second per account and region, shared by every run.
+    pub filter_log_events_rps: f64,
+    /// How often a Logs Insights query is polled.
+    pub insights_poll_interval: Duration,
+    /// Attempts per AWS call before the log group is given up for this run.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    pub retry_base: Duration,
+    /// Per-attempt timeout of an AWS call.
+    pub call_timeout: Duration,
+    /// Logs Insights' cap on result rows; an answer this long may be cut and is split.
+    pub insights_max_rows: usize,
+}
+
+impl Default for CloudWatchSettings {
+    fn default() -> Self {
+        CloudWatchSettings {
+            filter_log_events_rps: 5.0,
+            insights_poll_interval: Duration::from_secs(1),
+            max_attempts: 8,
+            retry_base: Duration::from_millis(200),
+            call_timeout: Duration::from_secs(60),
+            insights_max_rows: 10_000,
+        }
+    }
+}
+
 /// Builds CloudWatch Logs clients for inspections; owns the process-wide call pacing.
 pub struct CloudWatchFactory {
-    settings: RunnerSettings,
+    settings: CloudWatchSettings,
     filter_limiter: Arc<RateLimiter>,
     query_slots: Arc<QuerySlots>,
 }
 
 impl CloudWatchFactory {
-    pub fn new(settings: RunnerSettings) -> Self {
+    pub fn new(settings: CloudWatchSettings) -> Self {
         let filter_limiter = Arc::new(RateLimiter::new(settings.filter_log_events_rps));
         CloudWatchFactory { settings, filter_limiter, query_slots: Arc::new(QuerySlots::new(QUERY_CONCURRENCY)) }
     }
@@ -139,7 +169,7 @@ impl SourceFactory for CloudWatchFactory {
         let mut builder =
             aws_sdk_cloudwatchlogs::config::Builder::from(&base).retry_config(RetryConfig::disabled()).timeout_config(
                 TimeoutConfig::builder()
-                    .operation_attempt_timeout(self.settings.aws_call_timeout)
+                    .operation_attempt_timeout(self.settings.call_timeout)
                     .connect_timeout(Duration::from_secs(10))
                     .build(),
             );
@@ -179,7 +209,7 @@ impl SourceFactory for CloudWatchFactory {
 pub struct CloudWatchSource {
     client: Client,
     strategy: Strategy,
-    settings: RunnerSettings,
+    settings: CloudWatchSettings,
     filter_limiter: Arc<RateLimiter>,
     query_slots: Arc<QuerySlots>,
     quota_key: String,
@@ -310,11 +340,8 @@ impl CloudWatchSource {
                 attempt += 1;
                 attempt
             };
-            let spent = if err.throttled {
-                throttles >= MAX_THROTTLED_ATTEMPTS
-            } else {
-                attempt >= self.settings.aws_max_attempts
-            };
+            let spent =
+                if err.throttled { throttles >= MAX_THROTTLED_ATTEMPTS } else { attempt >= self.settings.max_attempts };
             if !err.retryable || spent {
                 let suffix = if err.retryable {
                     format!(" (gave up after {} attempts)", attempt + throttles)
@@ -323,7 +350,7 @@ impl CloudWatchSource {
                 };
                 return Err(SourceError::new(err.error.kind, format!("{what}: {}{suffix}", err.error.message)));
             }
-            let delay = backoff(self.settings.aws_retry_base, tries);
+            let delay = backoff(self.settings.retry_base, tries);
             tracing::debug!(what, attempt, throttles, delay_ms = delay.as_millis() as u64, error = %err.error, "retrying AWS call");
             tokio::time::sleep(delay).await;
         }

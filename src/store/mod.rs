@@ -484,14 +484,3 @@ pub trait Store: Send + Sync + 'static {
     /// claimed so it cannot start twice.
     async fn prune_schedule_slots(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }
-
-/// Truncates to microseconds, the precision both backends keep, so a value reads back equal.
-pub fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::{DurationRound, TimeDelta};
-    t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
-}
-
-/// Now, at stored precision.
-pub fn now() -> DateTime<Utc> {
-    micros(Utc::now())
-}

@@ -580,7 +580,7 @@ macro_rules! sql_store {
                      next_attempt_at = $2, updated_at = $2 where inspection_id = $1",
                 )
                 .bind(id)
-                .bind($crate::store::now())
+                .bind($crate::model::time::now())
                 .execute(&mut *tx)
                 .await?;
                 let done = sqlx::query("delete from inspections where id = $1").bind(id).execute(&mut *tx).await?;
@@ -1540,7 +1540,7 @@ macro_rules! sql_store {
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                let now = $crate::store::now();
+                let now = $crate::model::time::now();
                 for (id,) in ids {
                     sqlx::query(
                         "insert into guance_checkers (ref_key, inspection_id, state, next_attempt_at, updated_at) \

@@ -20,8 +20,9 @@ use serde_json::Value;
 use sqlx::Connection;
 use tower::ServiceExt;
 
-use cloudtrail_inspector::config::RunnerSettings;
 use cloudtrail_inspector::http::{AppState, HttpSettings};
+use cloudtrail_inspector::runner::RunnerSettings;
+use cloudtrail_inspector::source::cloudwatch::CloudWatchSettings;
 use cloudtrail_inspector::store::{self, DynStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +67,16 @@ pub fn test_runner_settings() -> RunnerSettings {
     RunnerSettings {
         run_concurrency: 4,
         log_group_concurrency: 4,
-        filter_log_events_rps: 0.0,
+        cloudwatch: CloudWatchSettings {
+            filter_log_events_rps: 0.0,
+            insights_poll_interval: Duration::from_millis(20),
+            max_attempts: 4,
+            retry_base: Duration::from_millis(5),
+            call_timeout: Duration::from_secs(5),
+            insights_max_rows: 10_000,
+        },
         heartbeat_interval: Duration::from_millis(200),
         stale_after: Duration::from_secs(5),
-        insights_poll_interval: Duration::from_millis(20),
-        aws_max_attempts: 4,
-        aws_retry_base: Duration::from_millis(5),
-        aws_call_timeout: Duration::from_secs(5),
-        insights_max_rows: 10_000,
         ..RunnerSettings::default()
     }
 }
@@ -93,14 +96,14 @@ impl TestApp {
 
     pub async fn with_settings(backend: Backend, runner: RunnerSettings, http: HttpSettings) -> Self {
         let (store, guard) = fresh_store(backend).await;
-        let state = cloudtrail_inspector::build_state(store, runner, http);
+        let state = cloudtrail_inspector::server::build_state(store, runner, http);
         let router = cloudtrail_inspector::http::router(state.clone());
         TestApp { state, router, backend, guard }
     }
 
     /// The app over a store the test opened itself (a throwaway cluster, for instance).
     pub fn over(store: DynStore, url: &str, backend: Backend, runner: RunnerSettings, http: HttpSettings) -> Self {
-        let state = cloudtrail_inspector::build_state(store, runner, http);
+        let state = cloudtrail_inspector::server::build_state(store, runner, http);
         let router = cloudtrail_inspector::http::router(state.clone());
         TestApp { state, router, backend, guard: StoreGuard { _dir: None, url: url.to_string() } }
     }
@@ -216,7 +219,7 @@ pub async fn empty_database(backend: Backend) -> StoreGuard {
 /// A second service instance (its own runner and router) over the database of `app`.
 pub async fn second_instance(app: &TestApp) -> (AppState, Router) {
     let store = store::connect(&app.guard.url, 4, test_cipher()).await.expect("connect the shared database");
-    let state = cloudtrail_inspector::build_state(store, test_runner_settings(), HttpSettings::default());
+    let state = cloudtrail_inspector::server::build_state(store, test_runner_settings(), HttpSettings::default());
     let router = cloudtrail_inspector::http::router(state.clone());
     (state, router)
 }

@@ -8,6 +8,8 @@
 //! That serde reader is the reference; [`parse_record`] first tries the faster hand-written
 //! scanner in [`super::scan`], which answers only when it gives the same result.
 
+mod fast;
+
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
@@ -17,7 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use memchr::memmem::Finder;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::scan::scan_record;
+use fast::scan_record;
 
 /// `userIdentity`: who made the call. Every field is optional because service-initiated and
 /// anonymous events carry only some of them.

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::record::{Fields, Identity, Record};
+use super::{Fields, Identity, Record};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
 pub const MAX_DEPTH: usize = 512;

@@ -18,15 +18,16 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::alerting::{DimensionState, SilentReason};
-use super::client::{CheckerSpec, GuanceClient, GuanceError, RefFuncInfo};
-use super::event::{self, AccountRun, EventCluster, EventContext, ExecMode, GuanceEvent};
+use crate::guance::alerting::{DimensionState, SilentReason};
+use crate::guance::client::{CheckerSpec, GuanceClient, GuanceError, RefFuncInfo};
+use crate::guance::event::{self, AccountRun, EventCluster, EventContext, ExecMode, GuanceEvent};
 use crate::model::Secret;
 use crate::model::cluster::{AccessKeyView, ClusterSummary};
 use crate::model::event::DeliveryState;
 use crate::model::inspection::{Inspection, guance_ref_key};
 use crate::model::run::{RunEventSummary, RunStatus, Trigger};
-use crate::store::{self, CheckerOutcome, DeliveryOutcome, DynStore, NewEvent, OutboxEvent};
+use crate::model::time;
+use crate::store::{CheckerOutcome, DeliveryOutcome, DynStore, NewEvent, OutboxEvent};
 
 /// The function Guance shows as the source of the inspections and events.
 pub const FUNC_ID: &str = "cloudtrail_inspector.run";
@@ -227,7 +228,7 @@ impl Guance {
 
     /// Delivers what is due; returns how many events were sent.
     pub async fn deliver_once(&self, store: &DynStore) -> anyhow::Result<usize> {
-        let now = store::now();
+        let now = time::now();
         let lease = now + TimeDelta::seconds(120);
         let batch = store.claim_events(&self.owner, now, lease, BATCH).await?;
         if batch.is_empty() {
@@ -263,7 +264,7 @@ impl Guance {
             Ok(token) => self.client.write_keyevents(&token, &lines.join("\n")).await,
             Err(e) => Err(e),
         };
-        let done = store::now();
+        let done = time::now();
         match result {
             Ok(()) => {
                 for e in &ready {
@@ -321,7 +322,7 @@ impl Guance {
 
     /// Brings due registrations up to date; returns how many were handled.
     pub async fn sync_once(&self, store: &DynStore) -> anyhow::Result<usize> {
-        let now = store::now();
+        let now = time::now();
         let jobs = store.claim_checker_jobs(now, now + TimeDelta::seconds(120), 20).await?;
         for job in &jobs {
             let result = match job.inspection_id {
@@ -336,7 +337,7 @@ impl Guance {
                         .map(|rec| CheckerOutcome::Synced { checker_id: Some(rec.uuid).filter(|u| !u.is_empty()) }),
                 },
             };
-            let done = store::now();
+            let done = time::now();
             let outcome = match result {
                 Ok(o) => o,
                 Err(err) => {

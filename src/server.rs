@@ -1,0 +1,190 @@
+//! The service's process: wiring the parts together, serving until a stop signal, draining
+//! runs within a grace period, and rotating the key that seals stored secrets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::ServeArgs;
+use crate::http::{AppState, HttpSettings};
+use crate::runner::{Runner, RunnerSettings};
+use crate::source::Sources;
+use crate::source::cloudwatch::CloudWatchFactory;
+use crate::store::DynStore;
+
+/// Builds the application state from parts that tests can also supply.
+pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpSettings) -> AppState {
+    let sources =
+        Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None };
+    build_state_with(store, runner_settings, http, sources)
+}
+
+pub fn build_state_with(
+    store: DynStore,
+    runner_settings: RunnerSettings,
+    http: HttpSettings,
+    sources: Sources,
+) -> AppState {
+    let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
+    AppState { store, runner, settings: Arc::new(http) }
+}
+
+/// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let api_tokens = crate::http::auth::Tokens::new(&args.api_token);
+    if api_tokens.is_empty() && !args.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without an API token: anyone who can reach it could read and change \
+             inspections. Set API_TOKEN (or --api-token), or listen on 127.0.0.1",
+            args.listen
+        );
+    }
+    let store = args.db.open().await?;
+    tracing::info!(backend = store.backend(), "database ready");
+    let http = HttpSettings {
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+        run_wait_timeout: Duration::from_secs(args.run_wait_timeout_secs),
+        max_body_bytes: args.max_body_bytes,
+        public_url: args.public_url(),
+        files_root: args.files_root.clone(),
+        api_tokens,
+        guance_configured: args.guance.is_set(),
+        schedule: args.schedule(),
+    };
+    let guance = match args.guance.settings()? {
+        Some(settings) => {
+            let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
+                .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
+            tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
+            Some(Arc::new(crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url())))
+        }
+        None => {
+            tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
+            None
+        }
+    };
+    let identity = crate::instance::identity(args.instance_id.as_deref(), &args.db.data_dir)?;
+    let mut runner_settings = args.runner();
+    runner_settings.instance_id = Some(identity.id.clone());
+    let state = build_state(store, runner_settings, http);
+    tracing::info!(instance_id = %identity.id, "instance identified");
+    // Before anything can start a run: what this instance left active died with its process.
+    if let Err(e) = state.runner.recover_own_runs().await {
+        tracing::warn!(error = %e, "could not check for runs left by this instance's previous process");
+    }
+    let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
+    state.runner.housekeeping().await;
+    let _housekeeping = state.runner.spawn_housekeeping();
+    let scheduler = if args.schedule().enabled {
+        let scheduler = crate::scheduler::Scheduler::new(state.store.clone(), state.runner.clone(), args.schedule());
+        tracing::info!(spread_secs = args.schedule_spread_secs, "scheduler on");
+        Some(scheduler.spawn())
+    } else {
+        tracing::info!("scheduler off: inspections run only when triggered");
+        None
+    };
+    let runner = state.runner.clone();
+    let app = crate::http::router(state);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("could not listen on {}", args.listen))?;
+    tracing::info!(address = %args.listen, "listening; Swagger UI at /swagger-ui/");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+    tokio::select! {
+        ended = &mut server => {
+            ended.context("the HTTP server task failed")??;
+            anyhow::bail!("the HTTP server stopped by itself");
+        }
+        () = shutdown_signal() => {}
+    }
+    drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A bounded shutdown: close the listener and the scheduler so nothing new starts, let runs in
+/// progress finish within `grace`, then mark the ones still going `interrupted` (their windows
+/// are read again by the next run) and return, whatever HTTP requests still wait on them.
+async fn drain(
+    runner: &Arc<Runner>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+    stop_accepting: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let _ = stop_accepting.send(true);
+    if let Some(s) = scheduler {
+        s.abort();
+    }
+    let active = runner.active_runs();
+    tracing::info!(runs_in_progress = active, grace_secs = grace.as_secs(), "shutting down: no new requests or runs");
+    if tokio::time::timeout_at(deadline, runner.wait_idle()).await.is_err() {
+        match runner.interrupt_own_runs().await {
+            Ok(n) => tracing::warn!(runs = n, "shutdown grace period over: runs still in progress marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "shutdown grace period over; could not mark the runs in progress \
+                interrupted (the next start of this instance will)"),
+        }
+    }
+    // Requests whose run just ended need a moment to write their answer; requests waiting on
+    // an interrupted run do not get one.
+    let answer_by = deadline.max(tokio::time::Instant::now()) + Duration::from_millis(500);
+    if tokio::time::timeout_at(answer_by, server).await.is_err() {
+        tracing::info!("connections still open at the end of the grace period were closed");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("stop signal received");
+}
+
+/// Seals every inspection's credentials again with the current key; returns how many
+/// inspections were rewritten. Run after adding a new ENCRYPTION_KEY (with the former one in
+/// OLD_ENCRYPTION_KEYS); afterwards the old key can be dropped.
+pub async fn rotate_secrets(store: &DynStore) -> anyhow::Result<usize> {
+    let mut after = None;
+    let mut n = 0;
+    loop {
+        let page = store.list_inspections(&crate::store::InspectionFilter::default(), after, 200).await?;
+        let Some(last) = page.last() else { return Ok(n) };
+        after = Some((last.created_at, last.id));
+        for i in &page {
+            if let Some(e) = &i.secrets_error {
+                anyhow::bail!(
+                    "inspection {} ({}): {e}; add the key that sealed it to OLD_ENCRYPTION_KEYS",
+                    i.id,
+                    i.name
+                );
+            }
+            let draft = crate::model::inspection::InspectionDraft::of(i);
+            store.update_inspection(i.id, &draft, i.updated_at).await?;
+            n += 1;
+        }
+    }
+}
