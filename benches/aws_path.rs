@@ -16,7 +16,7 @@
 //! `filter_log_events,logs_insights`), `AWS_PATH_SCAN_GBPS` (Insights scan rate, default 1),
 //! `AWS_PATH_LATENCY_MS` (per-call latency range, default `50,150`), `AWS_PATH_SEED`.
 
-#[path = "../tests/common/fake_cwl/mod.rs"]
+#[path = "../tests/it/common/fake_cwl/mod.rs"]
 mod fake_cwl;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@
 //! in flight. Knobs: `MANY_INSPECTIONS` (200), `MANY_ACCOUNTS` (10), `MANY_RECORDS` (10,000 per
 //! log group), `MANY_DATABASE_URL`.
 
-#[path = "../tests/common/fake_cwl/mod.rs"]
+#[path = "../tests/it/common/fake_cwl/mod.rs"]
 mod fake_cwl;
 
 use std::sync::Arc;

@@ -2,8 +2,6 @@
 //! encoder against the fake's strict parser, and a whole account event built from real
 //! CloudTrail records, written, parsed back and read.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -23,8 +21,8 @@ use cloudtrail_inspector::model::Secret;
 use cloudtrail_inspector::model::alerting::{AlertPolicy, SeverityRules};
 use cloudtrail_inspector::model::cluster::AccessKeyView;
 
-use common::fake_guance::lineproto::{self as strict, ParsedPoint};
-use common::fake_guance::{API_KEY, API_KEY_ID, FakeGuance, Fault, Side, WORKSPACE_TOKEN};
+use crate::common::fake_guance::lineproto::{self as strict, ParsedPoint};
+use crate::common::fake_guance::{API_KEY, API_KEY_ID, FakeGuance, Fault, Side, WORKSPACE_TOKEN};
 
 fn settings(fake: &FakeGuance, token: Option<&str>) -> GuanceSettings {
     GuanceSettings {
@@ -497,7 +495,7 @@ async fn a_malformed_body_is_refused_whole() {
 // ---------------------------------------------------------------------------------------------
 
 fn invictus_run() -> (Vec<EventCluster>, Vec<AccessKeyView>, DateTime<Utc>, DateTime<Utc>) {
-    let records = common::data::invictus();
+    let records = crate::common::data::invictus();
     let mut c = Clusterer::new(ClustererConfig { track_keys: true, ..ClustererConfig::default() });
     for r in &records {
         c.ingest(&serde_json::to_vec(r).unwrap());
@@ -520,7 +518,7 @@ fn invictus_run() -> (Vec<EventCluster>, Vec<AccessKeyView>, DateTime<Utc>, Date
             active_in_window: true,
         })
         .collect();
-    let times: Vec<DateTime<Utc>> = records.iter().filter_map(common::data::event_time).collect();
+    let times: Vec<DateTime<Utc>> = records.iter().filter_map(crate::common::data::event_time).collect();
     (clusters, keys, *times.iter().min().unwrap(), *times.iter().max().unwrap())
 }
 
@@ -739,7 +737,7 @@ async fn hostile_records_make_a_well_formed_event() {
         total_events: k.count as i64,
         active_in_window: true,
     }];
-    let t = common::data::event_time(&record).unwrap();
+    let t = crate::common::data::event_time(&record).unwrap();
     let mut ctx = context(t, t + chrono::Duration::hours(1));
     ctx.inspection_name = "team \\ \"prod\", eu=1".into();
     let account = AccountRun {

@@ -1,8 +1,6 @@
 //! Store behaviour that must hold on both backends and across service instances: one active
 //! run per inspection, takeover of a dead process's run, all-or-nothing results.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -10,12 +8,12 @@ use chrono::{TimeDelta, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::common::fake_cwl::{FakeConfig, FakeCwl};
+use crate::common::{BACKENDS, TestApp, inspection_body};
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::{RunRequest, RunStatus, Trigger};
 use cloudtrail_inspector::model::time;
 use cloudtrail_inspector::store::{self, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused};
-use common::fake_cwl::{FakeConfig, FakeCwl};
-use common::{BACKENDS, TestApp, inspection_body};
 
 async fn inspection(store: &DynStore, name: &str) -> Uuid {
     let input: NewInspection =
@@ -71,7 +69,7 @@ fn finished(run_id: Uuid, inspection_id: Uuid) -> FinishedRun {
 #[tokio::test]
 async fn one_active_run_per_inspection() {
     for backend in BACKENDS {
-        let (store, _guard) = common::fresh_store(backend).await;
+        let (store, _guard) = crate::common::fresh_store(backend).await;
         let id = inspection(&store, "one").await;
         let long_ago = Utc::now() - TimeDelta::hours(1);
         let first = store.queue_run(&new_run(id), long_ago).await.unwrap().expect("queued");
@@ -93,7 +91,7 @@ async fn one_active_run_per_inspection() {
 #[tokio::test]
 async fn a_dead_process_run_is_taken_over_and_its_late_results_dropped() {
     for backend in BACKENDS {
-        let (store, _guard) = common::fresh_store(backend).await;
+        let (store, _guard) = crate::common::fresh_store(backend).await;
         let id = inspection(&store, "takeover").await;
         let dead = store.queue_run(&new_run(id), Utc::now() - TimeDelta::hours(1)).await.unwrap().unwrap();
         // Its heartbeat is older than "stale before now + 1s": the new trigger wins.
@@ -113,7 +111,7 @@ async fn a_dead_process_run_is_taken_over_and_its_late_results_dropped() {
 #[tokio::test]
 async fn stale_runs_are_marked_interrupted() {
     for backend in BACKENDS {
-        let (store, _guard) = common::fresh_store(backend).await;
+        let (store, _guard) = crate::common::fresh_store(backend).await;
         let a = inspection(&store, "a").await;
         let b = inspection(&store, "b").await;
         let ra = store.queue_run(&new_run(a), Utc::now()).await.unwrap().unwrap();
@@ -153,11 +151,11 @@ async fn fifty_simultaneous_triggers_give_one_run() {
 async fn two_instances_on_one_database_never_run_an_inspection_twice() {
     let fake = FakeCwl::start_with(FakeConfig { latency: Duration::from_millis(300), ..FakeConfig::default() }).await;
     fake.create_log_group("g");
-    let a = TestApp::new(common::Backend::Postgres).await;
+    let a = TestApp::new(crate::common::Backend::Postgres).await;
     // A second instance: its own runner and router over the same database.
-    let store_b = store::connect(&a.guard.url, 4, common::test_cipher()).await.unwrap();
+    let store_b = store::connect(&a.guard.url, 4, crate::common::test_cipher()).await.unwrap();
     let state_b =
-        cloudtrail_inspector::server::build_state(store_b, common::test_runner_settings(), Default::default());
+        cloudtrail_inspector::server::build_state(store_b, crate::common::test_runner_settings(), Default::default());
     let router_b = cloudtrail_inspector::http::router(state_b);
 
     let mut body = inspection_body("shared", &["g"], &fake.endpoint());
@@ -179,7 +177,7 @@ async fn two_instances_on_one_database_never_run_an_inspection_twice() {
 #[tokio::test]
 async fn deleting_an_inspection_removes_its_history() {
     for backend in BACKENDS {
-        let (store, _guard) = common::fresh_store(backend).await;
+        let (store, _guard) = crate::common::fresh_store(backend).await;
         let id = inspection(&store, "gone").await;
         let run = store.queue_run(&new_run(id), Utc::now()).await.unwrap().unwrap();
         assert!(store.finish_run(&finished(run.id, id)).await.unwrap());

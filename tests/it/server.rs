@@ -1,7 +1,5 @@
 //! The real binary, started as users start it, answering over a real socket.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -54,8 +52,8 @@ async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Server {
 
 #[tokio::test]
 async fn the_binary_serves_the_api_over_http() {
-    for backend in common::BACKENDS {
-        let (_store, guard) = common::fresh_store(backend).await;
+    for backend in crate::common::BACKENDS {
+        let (_store, guard) = crate::common::fresh_store(backend).await;
         let server = start(&guard.url).await;
         let client = reqwest::Client::new();
         let created = client

@@ -3,8 +3,6 @@
 //! (no new connections, runs in progress finish within the grace period or are marked
 //! `interrupted`, the process exits in bounded time).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,9 +10,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::fake_cwl::{FakeConfig, FakeCwl};
-use common::fake_guance::{self, FakeGuance};
-use common::{data, inspection_body};
+use crate::common::fake_cwl::{FakeConfig, FakeCwl};
+use crate::common::fake_guance::{self, FakeGuance};
+use crate::common::{data, inspection_body};
 
 const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 const TOKEN: &str = "process-faults-token";
@@ -247,6 +245,7 @@ async fn sigterm_marks_runs_still_going_after_the_grace_period_interrupted_and_e
 /// Reads a run from the stopped service's SQLite file.
 async fn stored_run(data_dir: &Path, id: &str) -> cloudtrail_inspector::model::run::Run {
     let url = format!("sqlite://{}", data_dir.join("cloudtrail-inspector.db").display());
-    let store = cloudtrail_inspector::store::connect(&url, 1, common::test_cipher()).await.expect("open the database");
+    let store =
+        cloudtrail_inspector::store::connect(&url, 1, crate::common::test_cipher()).await.expect("open the database");
     store.get_run(id.parse().unwrap()).await.expect("read").expect("the run exists")
 }

@@ -3,16 +3,14 @@
 //! back requests succeed again without restarting the service. A throwaway cluster on its own
 //! port is stopped and started, so other tests' database is never touched.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::json;
 
-use common::logs::{Logs, field};
-use common::pg_cluster::PgCluster;
-use common::{Backend, TestApp, test_cipher, test_runner_settings};
+use crate::common::logs::{Logs, field};
+use crate::common::pg_cluster::PgCluster;
+use crate::common::{Backend, TestApp, test_cipher, test_runner_settings};
 
 #[tokio::test]
 async fn requests_fail_cleanly_while_postgres_is_down_and_work_again_when_it_is_back() {

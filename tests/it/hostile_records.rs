@@ -4,14 +4,12 @@
 //! use, clusters the rest, stores it on both backends (Postgres refuses NUL in text and
 //! jsonb) and shows it back as valid JSON.
 
-mod common;
-
 use axum::http::StatusCode;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::fake_cwl::FakeCwl;
-use common::{BACKENDS, TestApp, inspection_body};
+use crate::common::fake_cwl::FakeCwl;
+use crate::common::{BACKENDS, TestApp, inspection_body};
 
 const GROUP: &str = "hostile-trail";
 
@@ -149,7 +147,7 @@ async fn raw_invalid_utf8_in_files_is_skipped_and_the_rest_read() {
     let http =
         cloudtrail_inspector::http::HttpSettings { files_root: Some(dir.path().to_path_buf()), ..Default::default() };
     for backend in BACKENDS {
-        let app = TestApp::with_settings(backend, common::test_runner_settings(), http.clone()).await;
+        let app = TestApp::with_settings(backend, crate::common::test_runner_settings(), http.clone()).await;
         let insp = app
             .create_inspection(
                 json!({"name": "files", "source": {"kind": "files", "path": dir.path().display().to_string()},

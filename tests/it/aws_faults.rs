@@ -3,17 +3,15 @@
 //! reason, retries a bounded number of times, keeps the watermark where the unread window
 //! starts, and lets the next run read that window.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::data;
-use common::fake_cwl::{FakeConfig, FakeCwl, Fault};
-use common::{Backend, TestApp, inspection_body};
+use crate::common::data;
+use crate::common::fake_cwl::{FakeConfig, FakeCwl, Fault};
+use crate::common::{Backend, TestApp, inspection_body};
 
 const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 const OTHER: &str = "other-trail";
@@ -45,7 +43,7 @@ fn calls_for(fake: &FakeCwl, operation: &str, group: &str) -> usize {
 async fn calls_that_hang_time_out_a_bounded_number_of_times_and_the_window_is_read_later() {
     let fake = FakeCwl::start().await;
     fake.put_events(GROUP, "s", invictus_events());
-    let mut settings = common::test_runner_settings();
+    let mut settings = crate::common::test_runner_settings();
     settings.cloudwatch.call_timeout = Duration::from_millis(300);
     settings.cloudwatch.max_attempts = 3;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
@@ -73,7 +71,7 @@ async fn calls_that_hang_time_out_a_bounded_number_of_times_and_the_window_is_re
 
 #[tokio::test]
 async fn a_log_group_deleted_between_pages_keeps_its_window_for_the_next_run() {
-    for backend in common::BACKENDS {
+    for backend in crate::common::BACKENDS {
         // 300 error records in pages of 40: the group disappears after the second page.
         let fake = FakeCwl::start_with(FakeConfig { max_page_events: 40, ..FakeConfig::default() }).await;
         fake.put_events(GROUP, "s", invictus_events());

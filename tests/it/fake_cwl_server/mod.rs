@@ -2,8 +2,6 @@
 //! the real AWS SDK client: if the fake drifts from AWS's behaviour, the service's tests
 //! would prove nothing.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod faults;
 mod filter_log_events;
 mod helpers;

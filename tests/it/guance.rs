@@ -2,8 +2,6 @@
 //! line protocol strictly, silence, recovery, outages, refusals, restarts, several workers,
 //! and the registration of inspections as self-built inspections.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,16 +10,16 @@ use axum::http::{Method, StatusCode};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use crate::common::data;
+use crate::common::fake_cwl::FakeCwl;
+use crate::common::fake_guance::{self, FakeGuance, Side};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body};
 use cloudtrail_inspector::guance::client::{ClientOptions, GuanceClient};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::Secret;
 use cloudtrail_inspector::outbox::{EventSettings, Guance};
 use cloudtrail_inspector::store::DynStore;
-use common::data;
-use common::fake_cwl::FakeCwl;
-use common::fake_guance::{self, FakeGuance, Side};
-use common::{BACKENDS, Backend, TestApp, inspection_body};
 
 const GROUP: &str = "trail";
 
@@ -49,7 +47,7 @@ fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
 }
 
 async fn app(backend: Backend, configured: bool) -> TestApp {
-    let mut runner = common::test_runner_settings();
+    let mut runner = crate::common::test_runner_settings();
     runner.events = EventSettings {
         public_url: "http://inspector.test".into(),
         guance_configured: configured,
@@ -304,8 +302,8 @@ async fn undelivered_events_survive_a_restart_and_two_workers_send_each_once() {
     let fake = FakeGuance::start().await;
     let a = Arc::new(worker(&fake));
     let b = Arc::new(worker(&fake));
-    let store_a = cloudtrail_inspector::store::connect(&app.guard.url, 4, common::test_cipher()).await.unwrap();
-    let store_b = cloudtrail_inspector::store::connect(&app.guard.url, 4, common::test_cipher()).await.unwrap();
+    let store_a = cloudtrail_inspector::store::connect(&app.guard.url, 4, crate::common::test_cipher()).await.unwrap();
+    let store_b = cloudtrail_inspector::store::connect(&app.guard.url, 4, crate::common::test_cipher()).await.unwrap();
     fake.set_latency(Duration::from_millis(50));
     for _ in 0..20 {
         let (x, y) = tokio::join!(a.deliver_once(&store_a), b.deliver_once(&store_b));

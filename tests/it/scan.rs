@@ -1,7 +1,5 @@
 //! `cloudtrail-inspector scan` and file sources, run as users run them.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,9 +8,9 @@ use axum::http::StatusCode;
 use chrono::{DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::data;
-use common::fake_cwl::FakeCwl;
-use common::{Backend, TestApp};
+use crate::common::data;
+use crate::common::fake_cwl::FakeCwl;
+use crate::common::{Backend, TestApp};
 
 fn scan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector"))
@@ -163,7 +161,7 @@ async fn inspections_can_read_files_under_the_files_root_only() {
     delivered_tree(root.path());
     let http =
         cloudtrail_inspector::http::HttpSettings { files_root: Some(root.path().to_path_buf()), ..Default::default() };
-    let app = TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await;
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
     let (status, v) =
         app.post("/api/v1/inspections", json!({"name": "outside", "source": {"kind": "files", "path": "/etc"}})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

@@ -2,8 +2,6 @@
 //! instances on one Postgres; missed slots give one catch-up run; busy slots are skipped;
 //! start times are spread; `next_run_at` says when the next run starts.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,13 +10,13 @@ use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fake_cwl::{FakeConfig, FakeCwl};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::schedule::spread_offset;
 use cloudtrail_inspector::scheduler::ScheduleSettings;
 use cloudtrail_inspector::scheduler::Scheduler;
 use cloudtrail_inspector::store::SlotOutcome;
-use common::fake_cwl::{FakeConfig, FakeCwl};
-use common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
 
 const SETTINGS: ScheduleSettings = ScheduleSettings { enabled: true, spread: Duration::from_secs(60) };
 
@@ -50,7 +48,7 @@ async fn two_instances_on_one_database_start_a_slot_once() {
     let fake = FakeCwl::start_with(FakeConfig { latency: Duration::from_millis(100), ..FakeConfig::default() }).await;
     fake.create_log_group("g");
     let a = TestApp::new(Backend::Postgres).await;
-    let (state_b, _) = common::second_instance(&a).await;
+    let (state_b, _) = crate::common::second_instance(&a).await;
     let insp = inspection(&a, &fake, "shared-schedule").await;
     let due = next_run_at(&insp);
 
@@ -200,7 +198,7 @@ async fn without_spread_or_scheduler() {
         schedule: ScheduleSettings { enabled: true, spread: Duration::ZERO },
         ..HttpSettings::default()
     };
-    let app = TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await;
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
     let insp = app.create_inspection(inspection_body("no-spread", &["g"], "http://127.0.0.1:9")).await;
     let next = next_run_at(&insp);
     assert_eq!((next.minute(), next.second()), (0, 0), "no spread: the top of the hour");
@@ -209,7 +207,7 @@ async fn without_spread_or_scheduler() {
         schedule: ScheduleSettings { enabled: false, spread: Duration::from_secs(60) },
         ..HttpSettings::default()
     };
-    let app = TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await;
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
     let insp = app.create_inspection(inspection_body("no-scheduler", &["g"], "http://127.0.0.1:9")).await;
     assert_eq!(insp["next_run_at"], Value::Null, "the scheduler is off: an outside caller runs it");
     assert_eq!(insp["schedule"], "0 * * * *");

@@ -1,23 +1,21 @@
 //! The management API requires a bearer token when tokens are configured; probes and docs
 //! stay open; a non-loopback listener without tokens is refused.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{Backend, TestApp};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::http::auth::Tokens;
 use cloudtrail_inspector::model::Secret;
-use common::{Backend, TestApp};
 
 async fn app() -> TestApp {
     let http = HttpSettings {
         api_tokens: Tokens::new(&[Secret::new("current-token"), Secret::new("previous-token")]),
         ..Default::default()
     };
-    TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await
+    TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await
 }
 
 fn get(uri: &str, token: Option<&str>) -> Request<Body> {

@@ -1,8 +1,6 @@
 //! Credentials at rest: sealed in the database, opened only with the right key, rotatable,
 //! and never shown by the configuration's `Debug`.
 
-mod common;
-
 use std::sync::Arc;
 
 use base64::Engine;
@@ -10,9 +8,9 @@ use clap::Parser;
 use serde_json::json;
 use sqlx::Connection;
 
+use crate::common::{BACKENDS, Backend, TestApp};
 use cloudtrail_inspector::crypto::SecretBox;
 use cloudtrail_inspector::store;
-use common::{BACKENDS, Backend, TestApp};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 

@@ -2,8 +2,6 @@
 //! option, every error code, on both backends, against the fake CloudWatch Logs server loaded
 //! with real CloudTrail records.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,9 +9,9 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::data;
-use common::fake_cwl::{FakeConfig, FakeCwl};
-use common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
+use crate::common::data;
+use crate::common::fake_cwl::{FakeConfig, FakeCwl};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
 
 const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 

@@ -1,8 +1,6 @@
 //! Runs end to end: the app, a real store, the real AWS SDK client and a fake CloudWatch Logs
 //! server loaded with real CloudTrail records.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -10,9 +8,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::data::{self, is_error};
-use common::fake_cwl::{FakeConfig, FakeCwl, Fault};
-use common::{BACKENDS, Backend, TestApp, inspection_body};
+use crate::common::data::{self, is_error};
+use crate::common::fake_cwl::{FakeConfig, FakeCwl, Fault};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body};
 
 const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 
@@ -417,7 +415,7 @@ async fn logs_insights_finds_the_same_clusters() {
 #[tokio::test]
 async fn logs_insights_splits_windows_at_the_row_cap() {
     let (fake, _) = fake_with_invictus(FakeConfig { max_query_rows: 40, ..FakeConfig::default() }).await;
-    let mut settings = common::test_runner_settings();
+    let mut settings = crate::common::test_runner_settings();
     settings.cloudwatch.insights_max_rows = 40;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("split", &[GROUP], &fake.endpoint());

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::helpers::*;
 use crate::common::fake_cwl::{FakeConfig, FakeCwl};
-use crate::helpers::*;
 use aws_sdk_cloudwatchlogs::types::QueryStatus;
 use serde_json::Value;
 

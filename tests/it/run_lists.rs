@@ -1,12 +1,10 @@
 //! Run lists stay light: a page of runs leaves out each run's report (kilobytes of keys and
 //! clusters), which `GET /api/v1/runs/{id}` has.
 
-mod common;
-
 use serde_json::json;
 
-use common::fake_cwl::FakeCwl;
-use common::{BACKENDS, TestApp, inspection_body};
+use crate::common::fake_cwl::FakeCwl;
+use crate::common::{BACKENDS, TestApp, inspection_body};
 
 #[tokio::test]
 async fn lists_leave_reports_out_and_a_single_run_has_its_report() {

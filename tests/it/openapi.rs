@@ -1,12 +1,10 @@
 //! The committed OpenAPI document is the one the code generates, and the service serves it
 //! and Swagger UI without any network access.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common::{Backend, TestApp};
 use axum::http::StatusCode;
-use common::{Backend, TestApp};
 
 fn generated() -> String {
     cloudtrail_inspector::http::openapi().to_pretty_json().expect("document serializes") + "\n"
@@ -23,7 +21,7 @@ fn committed_openapi_document_is_current() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == fresh,
-        "openapi/openapi.json is stale; regenerate it with `UPDATE_OPENAPI=1 cargo test --test openapi`"
+        "openapi/openapi.json is stale; regenerate it with `UPDATE_OPENAPI=1 cargo test --test it openapi`"
     );
 }
 

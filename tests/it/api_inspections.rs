@@ -1,12 +1,10 @@
 //! `/api/v1/inspections`: every route and every error mode, on Postgres and on SQLite.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
-use common::{BACKENDS, Backend, TestApp};
+use crate::common::{BACKENDS, Backend, TestApp};
 
 fn valid(name: &str) -> Value {
     json!({
@@ -248,7 +246,7 @@ async fn malformed_json_wrong_types_and_unknown_fields() {
 async fn body_limit_unknown_routes_and_methods_answer_json() {
     let app = TestApp::with_settings(
         Backend::Sqlite,
-        common::test_runner_settings(),
+        crate::common::test_runner_settings(),
         cloudtrail_inspector::http::HttpSettings { max_body_bytes: 1024, ..Default::default() },
     )
     .await;
@@ -388,7 +386,7 @@ async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
     use std::borrow::Cow;
 
     for backend in BACKENDS {
-        let guard = common::empty_database(backend).await;
+        let guard = crate::common::empty_database(backend).await;
         let dir = match backend {
             Backend::Postgres => "migrations/postgres",
             Backend::Sqlite => "migrations/sqlite",
@@ -436,7 +434,7 @@ async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
             }
         }
 
-        let store = cloudtrail_inspector::store::connect(&guard.url, 2, common::test_cipher()).await.unwrap();
+        let store = cloudtrail_inspector::store::connect(&guard.url, 2, crate::common::test_cipher()).await.unwrap();
         store.migrate().await.unwrap();
         let a = store.get_inspection(ids[0]).await.unwrap().unwrap();
         let b = store.get_inspection(ids[1]).await.unwrap().unwrap();

@@ -2,13 +2,11 @@
 //! throttling that outlasts the ordinary retry budget, and Logs Insights windows cut by their
 //! matched records and queried concurrently. Counts and outcomes only, never timings.
 
-mod common;
-
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::fake_cwl::{FakeConfig, FakeCwl, Fault};
-use common::{Backend, TestApp, inspection_body};
+use crate::common::fake_cwl::{FakeConfig, FakeCwl, Fault};
+use crate::common::{Backend, TestApp, inspection_body};
 
 const GROUP: &str = "aws-cloudtrail-logs-busy";
 
@@ -138,7 +136,7 @@ async fn insights_cuts_a_capped_window_by_its_matched_records_and_queries_the_pa
     .await;
     // 600 distinct error rows: the first answer is capped at 40 with 600 records matched.
     let errors = load(&fake, 600);
-    let mut settings = common::test_runner_settings();
+    let mut settings = crate::common::test_runner_settings();
     settings.cloudwatch.insights_max_rows = 40;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let r = run(&app, "logs_insights", &fake).await;

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::helpers::*;
 use crate::common::fake_cwl::{CallRecord, FakeConfig, FakeCwl, Fault};
-use crate::helpers::*;
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

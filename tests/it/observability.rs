@@ -2,8 +2,6 @@
 //! AWS calls and throttles, HTTP requests by route template, and the shared outbox), and
 //! logs where each run's lines carry its id and each failure is one line.
 
-mod common;
-
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,9 +9,9 @@ use axum::http::{Request, StatusCode};
 use chrono::{DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use common::fake_cwl::{FakeCwl, Fault};
-use common::logs::{Logs, field};
-use common::{Backend, TestApp, data, inspection_body};
+use crate::common::fake_cwl::{FakeCwl, Fault};
+use crate::common::logs::{Logs, field};
+use crate::common::{Backend, TestApp, data, inspection_body};
 
 const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 
@@ -41,7 +39,7 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
         api_tokens: cloudtrail_inspector::http::auth::Tokens::new(&[cloudtrail_inspector::model::Secret::new("t0ken")]),
         ..Default::default()
     };
-    let app = TestApp::with_settings(Backend::Sqlite, common::test_runner_settings(), http).await;
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
     let authed = |req: axum::http::request::Builder| req.header("authorization", "Bearer t0ken");
 
     // Open without a token, like the probes.
@@ -104,7 +102,7 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
 async fn each_run_logs_with_its_id_and_each_failure_once() {
     let logs = Logs::capture();
     let fake = FakeCwl::start().await;
-    let mut settings = common::test_runner_settings();
+    let mut settings = crate::common::test_runner_settings();
     settings.cloudwatch.max_attempts = 2;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("logged", &[GROUP, "missing-group"], &fake.endpoint());
@@ -131,7 +129,13 @@ async fn each_run_logs_with_its_id_and_each_failure_once() {
     let groups: Vec<&str> = problems.iter().filter_map(|l| l["log_group"].as_str()).collect();
     assert_eq!(groups.len(), 2);
     assert!(groups.contains(&GROUP) && groups.contains(&"missing-group"));
-    let unattributed: Vec<Value> =
-        logs.lines().into_iter().filter(|l| l["level"] == "ERROR" && field(l, "run_id").is_none()).collect();
+    // Other tests of this binary log too: an error line about this inspection must carry
+    // the run id.
+    let insp_id = insp["id"].as_str().unwrap();
+    let unattributed: Vec<Value> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR" && l.to_string().contains(insp_id) && field(l, "run_id").is_none())
+        .collect();
     assert!(unattributed.is_empty(), "{unattributed:?}");
 }

@@ -1,0 +1,27 @@
+//! The integration tests, in one binary: each module is one area of the service, driven
+//! from outside through its public API, its HTTP routes or its process, against a real
+//! Postgres, real SQLite files and the fake AWS and Guance servers in [`common`]. One binary
+//! links the AWS SDK once instead of once per area.
+
+mod common;
+
+mod api_inspections;
+mod auth;
+mod aws_faults;
+mod aws_path;
+mod db_restart;
+mod fake_cwl_server;
+mod func;
+mod guance;
+mod guance_parts;
+mod hostile_records;
+mod observability;
+mod openapi;
+mod process_faults;
+mod run_lists;
+mod runs;
+mod scan;
+mod scheduler;
+mod security;
+mod server;
+mod store;
