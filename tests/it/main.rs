@@ -6,6 +6,7 @@
 mod common;
 
 mod api_inspections;
+mod architecture;
 mod auth;
 mod aws_faults;
 mod aws_path;
