@@ -13,13 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
-use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
+use crate::engine::{Analysis, Cluster, KeyActivity};
 use crate::metrics::{Metrics, RunFigures};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
 use crate::model::inspection::Inspection;
@@ -27,11 +26,12 @@ use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequ
 use crate::model::time;
 use crate::model::validation::FieldErrors;
 use crate::outbox;
+use crate::source::SourceFactory;
 use crate::source::cloudwatch::CloudWatchSettings;
-use crate::source::{LogSource, ReadNotes, SourceError, SourceFactory, Window};
 use crate::store::{ClusterWrite, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
 
 mod plan;
+mod read;
 
 use plan::RunPlan;
 pub use plan::{GroupPlan, plan_group, validate_request};
@@ -334,36 +334,13 @@ impl Runner {
         }
         tracing::info!(run_id = %run.id, inspection = %inspection.name, %window_start, %window_end, groups = groups.len(), "run started");
 
-        if let (Some(e), Some(_)) = (&inspection.secrets_error, &inspection.settings.aws.access_key_id) {
-            anyhow::bail!("{e}");
-        }
-        let source = match self.sources.for_inspection(&inspection).await {
-            Ok(s) => s,
-            Err(e) => anyhow::bail!("could not set up access to the log source: {e:#}"),
-        };
-        let ignore = IgnoreRules::new(
-            &inspection.settings.ignore.error_codes,
-            &inspection.settings.ignore.event_sources,
-            &inspection.settings.ignore.principal_arns,
-        )
-        .map_err(|e| anyhow::anyhow!("invalid ignore rules: {e}"))?;
-
-        let baseline_start = plan.baseline_start();
-        let results: Vec<GroupResult> = futures::stream::iter(plan.groups)
-            .map(|plan| read_group(source.as_ref(), plan, ignore.clone()))
-            .buffered(self.settings.log_group_concurrency.max(1))
-            .collect()
-            .await;
-
-        let every = source.sees_every_record();
-        let mut merged = Clusterer::new(clusterer_config(ignore.clone(), every, None));
-        let mut baseline = Clusterer::new(clusterer_config(ignore.clone(), every, None));
-        let mut outcomes = Vec::with_capacity(results.len());
+        let reading = self.read_sources(&inspection, run.id, plan).await?;
+        let api_calls = reading.api_calls;
+        let mut outcomes = Vec::with_capacity(reading.groups.len());
         let mut group_states = Vec::new();
-        let mut read_ok = Vec::new();
         let mut failures = 0usize;
         let mut bad_files = 0u64;
-        for r in results {
+        for r in reading.groups {
             let mut outcome = LogGroupOutcome {
                 name: r.plan.group.clone(),
                 status: "succeeded".into(),
@@ -375,16 +352,11 @@ impl Runner {
                 warnings: Vec::new(),
             };
             match r.result {
-                Ok((c, b, notes)) => {
-                    let stats = c.stats();
-                    outcome.records_scanned = stats.records_scanned;
-                    outcome.error_records = stats.error_records;
-                    bad_files += notes.bad_files;
-                    outcome.warnings = notes.problems;
-                    merged.merge(c);
-                    if let Some(b) = b {
-                        baseline.merge(b);
-                    }
+                Ok(figures) => {
+                    outcome.records_scanned = figures.records_scanned;
+                    outcome.error_records = figures.error_records;
+                    bad_files += figures.notes.bad_files;
+                    outcome.warnings = figures.notes.problems;
                     if r.plan.moves_state && !run.request.dry_run {
                         let first_read = states.get(&r.plan.group).is_none_or(|st| st.baseline_until.is_none());
                         group_states.push(LogGroupState {
@@ -395,7 +367,6 @@ impl Runner {
                             baseline_until: first_read.then_some(r.plan.window.start),
                         });
                     }
-                    read_ok.push(r.plan.group.clone());
                 }
                 Err(e) => {
                     failures += 1;
@@ -408,35 +379,18 @@ impl Runner {
                             baseline_until: None,
                         });
                     }
-                    tracing::warn!(run_id = %run.id, log_group = %r.plan.group, error = %e, "log group could not be read");
                     outcome.status = "failed".into();
                     outcome.baseline_read = false;
-                    outcome.error = Some(e.message.clone());
+                    outcome.error = Some(e);
                 }
             }
             outcomes.push(outcome);
         }
 
         let mut notes = Vec::new();
-        if !read_ok.is_empty() {
-            let key_window = Window { start: window_start, end: window_end };
-            if let Err(e) = source.read_key_activity(&read_ok, key_window, &mut merged).await {
-                tracing::warn!(run_id = %run.id, error = %e, "access-key activity could not be read");
-                notes.push(format!("access-key activity could not be read: {e}"));
-            }
-            // A first run also learns when keys were last active before its window, so the
-            // report can show a key that is idle this hour.
-            if let Some(start) = baseline_start {
-                let span = Window { start, end: window_start };
-                if let Err(e) = source.read_key_activity(&read_ok, span, &mut baseline).await {
-                    tracing::warn!(run_id = %run.id, error = %e, "access-key activity of the baseline could not be read");
-                }
-            }
+        if let Some(e) = reading.key_activity_error {
+            notes.push(format!("access-key activity could not be read: {e}"));
         }
-        let api_calls = source.counters().api_calls.load(std::sync::atomic::Ordering::Relaxed) as i64;
-        self.metrics
-            .aws_calls(api_calls as u64, source.counters().throttled.load(std::sync::atomic::Ordering::Relaxed));
-
         if bad_files > 0 {
             notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
         }
@@ -451,8 +405,7 @@ impl Runner {
             notes.insert(0, format!("{failures} of {} log groups could not be read", outcomes.len()));
         }
 
-        let analysis = merged.finish();
-        let baseline = baseline.finish();
+        let (analysis, baseline) = (reading.analysis, reading.baseline);
         let finished = self
             .assemble(
                 &inspection,
@@ -696,43 +649,6 @@ struct Assembly {
     group_states: Vec<LogGroupState>,
     api_calls: i64,
     error: Option<String>,
-}
-
-struct GroupResult {
-    plan: GroupPlan,
-    result: Result<(Clusterer, Option<Clusterer>, ReadNotes), SourceError>,
-}
-
-/// A source that hands over every record lets the clusterer track keys and pick the window
-/// by `eventTime`; CloudWatch already selected by time and error, and keys come separately.
-fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Window>) -> ClustererConfig {
-    ClustererConfig {
-        ignore,
-        window: if every_record { window.map(|w| (w.start, w.end)) } else { None },
-        track_keys: every_record,
-        top_k: TOP_K,
-        max_samples: 5,
-    }
-}
-
-async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
-    let every = source.sees_every_record();
-    let result = async {
-        let (baseline, baseline_notes) = match plan.baseline {
-            Some(w) => {
-                let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w)));
-                let n = source.read_errors(&plan.group, w, &mut b).await?;
-                (Some(b), n)
-            }
-            None => (None, ReadNotes::default()),
-        };
-        let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
-        let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
-        notes.absorb(baseline_notes);
-        Ok((c, baseline, notes))
-    }
-    .await;
-    GroupResult { plan, result }
 }
 
 fn key_view(k: &KeyActivity) -> AccessKeyView {

@@ -1,0 +1,162 @@
+//! Reading: everything a run learns from its log groups before it decides anything. Each
+//! group's baseline span first (when it has one), then its window, then the access-key
+//! activity of the groups that could be read.
+//!
+//! A group that cannot be read is not an error of the run: it is recorded with its reason,
+//! and the decision of what that means is the assembly's. Only a source that cannot be used
+//! at all (credentials, set-up, ignore rules) fails the run here.
+
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::plan::{GroupPlan, RunPlan};
+use super::{Runner, TOP_K};
+use crate::engine::{Analysis, Clusterer, ClustererConfig, IgnoreRules};
+use crate::model::inspection::Inspection;
+use crate::source::{LogSource, ReadNotes, SourceError, Window};
+
+/// What a run read from its log groups.
+#[derive(Debug)]
+pub struct Reading {
+    /// One per planned group, in the plan's order.
+    pub groups: Vec<GroupRead>,
+    /// The clusters and access keys of the window, across the groups that were read.
+    pub analysis: Analysis,
+    /// The same for the baseline spans.
+    pub baseline: Analysis,
+    /// Why the access-key activity of the window could not be read, if it could not.
+    pub key_activity_error: Option<String>,
+    pub api_calls: i64,
+}
+
+/// One log group's plan and what reading it gave: its figures, or why it could not be read.
+#[derive(Debug)]
+pub struct GroupRead {
+    pub plan: GroupPlan,
+    pub result: Result<GroupFigures, String>,
+}
+
+/// What a group that was read gave besides its clusters, which went into the run's.
+#[derive(Debug, Clone, Default)]
+pub struct GroupFigures {
+    pub records_scanned: u64,
+    pub error_records: u64,
+    pub notes: ReadNotes,
+}
+
+type GroupResult = (GroupPlan, Result<(Clusterer, Option<Clusterer>, ReadNotes), SourceError>);
+
+impl Runner {
+    /// Reads every group of `plan` through the inspection's source, `log_group_concurrency`
+    /// at a time.
+    pub(super) async fn read_sources(
+        &self,
+        inspection: &Inspection,
+        run_id: Uuid,
+        plan: RunPlan,
+    ) -> anyhow::Result<Reading> {
+        if let (Some(e), Some(_)) = (&inspection.secrets_error, &inspection.settings.aws.access_key_id) {
+            anyhow::bail!("{e}");
+        }
+        let source = match self.sources.for_inspection(inspection).await {
+            Ok(s) => s,
+            Err(e) => anyhow::bail!("could not set up access to the log source: {e:#}"),
+        };
+        let ignore = IgnoreRules::new(
+            &inspection.settings.ignore.error_codes,
+            &inspection.settings.ignore.event_sources,
+            &inspection.settings.ignore.principal_arns,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid ignore rules: {e}"))?;
+
+        let (window, baseline_start) = (plan.window, plan.baseline_start());
+        let results: Vec<GroupResult> = futures::stream::iter(plan.groups)
+            .map(|plan| read_group(source.as_ref(), plan, ignore.clone()))
+            .buffered(self.settings.log_group_concurrency.max(1))
+            .collect()
+            .await;
+
+        let every = source.sees_every_record();
+        let mut merged = Clusterer::new(clusterer_config(ignore.clone(), every, None));
+        let mut baseline = Clusterer::new(clusterer_config(ignore, every, None));
+        let mut groups = Vec::with_capacity(results.len());
+        let mut read_ok = Vec::new();
+        for (plan, result) in results {
+            let result = match result {
+                Ok((c, b, notes)) => {
+                    let stats = c.stats();
+                    merged.merge(c);
+                    if let Some(b) = b {
+                        baseline.merge(b);
+                    }
+                    read_ok.push(plan.group.clone());
+                    Ok(GroupFigures {
+                        records_scanned: stats.records_scanned,
+                        error_records: stats.error_records,
+                        notes,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %run_id, log_group = %plan.group, error = %e, "log group could not be read");
+                    Err(e.message)
+                }
+            };
+            groups.push(GroupRead { plan, result });
+        }
+
+        let mut key_activity_error = None;
+        if !read_ok.is_empty() {
+            let key_window = Window { start: window.0, end: window.1 };
+            if let Err(e) = source.read_key_activity(&read_ok, key_window, &mut merged).await {
+                tracing::warn!(run_id = %run_id, error = %e, "access-key activity could not be read");
+                key_activity_error = Some(e.to_string());
+            }
+            // A first run also learns when keys were last active before its window, so the
+            // report can show a key that is idle this hour.
+            if let Some(start) = baseline_start {
+                let span = Window { start, end: window.0 };
+                if let Err(e) = source.read_key_activity(&read_ok, span, &mut baseline).await {
+                    tracing::warn!(run_id = %run_id, error = %e, "access-key activity of the baseline could not be read");
+                }
+            }
+        }
+        let api_calls = source.counters().api_calls.load(Ordering::Relaxed) as i64;
+        self.metrics.aws_calls(api_calls as u64, source.counters().throttled.load(Ordering::Relaxed));
+
+        Ok(Reading { groups, analysis: merged.finish(), baseline: baseline.finish(), key_activity_error, api_calls })
+    }
+}
+
+/// A source that hands over every record lets the clusterer track keys and pick the window
+/// by `eventTime`; CloudWatch already selected by time and error, and keys come separately.
+fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Window>) -> ClustererConfig {
+    ClustererConfig {
+        ignore,
+        window: if every_record { window.map(|w| (w.start, w.end)) } else { None },
+        track_keys: every_record,
+        top_k: TOP_K,
+        max_samples: 5,
+    }
+}
+
+async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
+    let every = source.sees_every_record();
+    let result = async {
+        let (baseline, baseline_notes) = match plan.baseline {
+            Some(w) => {
+                let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w)));
+                let n = source.read_errors(&plan.group, w, &mut b).await?;
+                (Some(b), n)
+            }
+            None => (None, ReadNotes::default()),
+        };
+        let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
+        let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
+        notes.absorb(baseline_notes);
+        Ok((c, baseline, notes))
+    }
+    .await;
+    (plan, result)
+}
