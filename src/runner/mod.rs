@@ -8,7 +8,7 @@
 //! known without being reported. A group that fails keeps its watermark; the next run reads
 //! its window again. Explicit windows and dry runs move nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,21 +18,19 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::engine::{Analysis, Cluster, KeyActivity};
 use crate::metrics::{Metrics, RunFigures};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
-use crate::model::inspection::Inspection;
-use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
+use crate::model::run::{Run, RunRequest, RunStatus, Trigger};
 use crate::model::time;
 use crate::model::validation::FieldErrors;
-use crate::outbox;
 use crate::source::SourceFactory;
 use crate::source::cloudwatch::CloudWatchSettings;
-use crate::store::{ClusterWrite, DynStore, FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
+use crate::store::{DynStore, LogGroupState, NewRun, QueueRefused, StoreError};
 
+mod assemble;
 mod plan;
 mod read;
 
+use assemble::{RunInputs, assemble};
 use plan::RunPlan;
 pub use plan::{GroupPlan, plan_group, validate_request};
 
@@ -68,10 +66,6 @@ impl Default for RunnerSettings {
     }
 }
 
-/// New clusters listed in a run's report (all of them are in `GET /runs/{id}/clusters`).
-const REPORT_CLUSTERS: usize = 100;
-/// Access keys listed in a run's report.
-const REPORT_KEYS: usize = 50;
 /// Top values kept per cluster across runs.
 const TOP_K: usize = 5;
 
@@ -335,103 +329,28 @@ impl Runner {
         tracing::info!(run_id = %run.id, inspection = %inspection.name, %window_start, %window_end, groups = groups.len(), "run started");
 
         let reading = self.read_sources(&inspection, run.id, plan).await?;
-        let api_calls = reading.api_calls;
-        let mut outcomes = Vec::with_capacity(reading.groups.len());
-        let mut group_states = Vec::new();
-        let mut failures = 0usize;
-        let mut bad_files = 0u64;
-        for r in reading.groups {
-            let mut outcome = LogGroupOutcome {
-                name: r.plan.group.clone(),
-                status: "succeeded".into(),
-                records_scanned: 0,
-                error_records: 0,
-                window_start: Some(r.plan.window.start),
-                baseline_read: r.plan.baseline.is_some(),
-                error: None,
-                warnings: Vec::new(),
-            };
-            match r.result {
-                Ok(figures) => {
-                    outcome.records_scanned = figures.records_scanned;
-                    outcome.error_records = figures.error_records;
-                    bad_files += figures.notes.bad_files;
-                    outcome.warnings = figures.notes.problems;
-                    if r.plan.moves_state && !run.request.dry_run {
-                        let first_read = states.get(&r.plan.group).is_none_or(|st| st.baseline_until.is_none());
-                        group_states.push(LogGroupState {
-                            log_group: r.plan.group.clone(),
-                            watermark: Some(r.plan.window.end),
-                            // Set once, even when no baseline was asked for, so raising
-                            // baseline_days later does not re-read history.
-                            baseline_until: first_read.then_some(r.plan.window.start),
-                        });
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    // A group never read before keeps the window it failed on, so the next
-                    // run starts there instead of at a later `now − lookback`.
-                    if r.plan.moves_state && !run.request.dry_run && !states.contains_key(&r.plan.group) {
-                        group_states.push(LogGroupState {
-                            log_group: r.plan.group.clone(),
-                            watermark: Some(r.plan.window.start),
-                            baseline_until: None,
-                        });
-                    }
-                    outcome.status = "failed".into();
-                    outcome.baseline_read = false;
-                    outcome.error = Some(e);
-                }
-            }
-            outcomes.push(outcome);
-        }
-
-        let mut notes = Vec::new();
-        if let Some(e) = reading.key_activity_error {
-            notes.push(format!("access-key activity could not be read: {e}"));
-        }
-        if bad_files > 0 {
-            notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
-        }
-        let status = if failures == outcomes.len() && !outcomes.is_empty() {
-            RunStatus::Failed
-        } else if failures > 0 || !notes.is_empty() {
-            RunStatus::Partial
-        } else {
-            RunStatus::Succeeded
-        };
-        if failures > 0 {
-            notes.insert(0, format!("{failures} of {} log groups could not be read", outcomes.len()));
-        }
-
-        let (analysis, baseline) = (reading.analysis, reading.baseline);
-        let finished = self
-            .assemble(
-                &inspection,
-                run,
-                analysis,
-                baseline,
-                Assembly {
-                    status,
-                    window: (window_start, window_end),
-                    skipped,
-                    outcomes,
-                    group_states,
-                    api_calls,
-                    error: (!notes.is_empty()).then(|| notes.join("; ")),
-                },
-            )
-            .await?;
+        let prior = self.read_prior(inspection.id, &reading, states).await?;
+        let finished = assemble(RunInputs {
+            inspection: &inspection,
+            run_id: run.id,
+            trigger: run.trigger,
+            dry_run: run.request.dry_run,
+            window: (window_start, window_end),
+            skipped,
+            reading,
+            prior,
+            events: &self.settings.events,
+            now: time::now(),
+        });
         let (clusters_new, new_records) =
             (finished.run_clusters.iter().filter(|c| c.is_new).count(), finished.new_error_records);
         match self.store.finish_run(&finished).await {
             Ok(true) => {
                 tracing::info!(
-                    run_id = %run.id, inspection = %inspection.name, status = status.as_str(),
+                    run_id = %run.id, inspection = %inspection.name, status = finished.status.as_str(),
                     records = finished.records_scanned, errors = finished.error_records,
                     clusters = finished.run_clusters.len(), clusters_new, new_error_records = new_records,
-                    aws_api_calls = api_calls, "run finished"
+                    aws_api_calls = finished.aws_api_calls, "run finished"
                 );
                 Ok(())
             }
@@ -442,256 +361,7 @@ impl Runner {
             Err(e) => Err(anyhow::anyhow!("could not store the run's results: {e}")),
         }
     }
-
-    /// Turns what was read into the rows to store and the report to show.
-    async fn assemble(
-        &self,
-        inspection: &Inspection,
-        run: &Run,
-        analysis: Analysis,
-        baseline: Analysis,
-        a: Assembly,
-    ) -> anyhow::Result<FinishedRun> {
-        let dry_run = run.request.dry_run;
-        let mut fingerprints: Vec<String> = analysis.clusters.iter().map(|c| c.fingerprint.clone()).collect();
-        fingerprints.extend(baseline.clusters.iter().map(|c| c.fingerprint.clone()));
-        fingerprints.sort();
-        fingerprints.dedup();
-        let known = self.store.known_clusters(inspection.id, &fingerprints).await?;
-        let baseline_fps: HashSet<&str> = baseline.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
-
-        let mut run_clusters = Vec::with_capacity(analysis.clusters.len());
-        let mut writes = Vec::new();
-        for c in &analysis.clusters {
-            let prior = known.get(&c.fingerprint);
-            let is_new = prior.is_none() && !baseline_fps.contains(c.fingerprint.as_str());
-            let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
-            let summary = ClusterSummary::from_cluster(c, id, is_new);
-            if !dry_run {
-                let (tp, ti, samples) = match prior {
-                    Some(k) => (
-                        merge_counted(&k.top_principals, &summary.top_principals),
-                        merge_counted(&k.top_source_ips, &summary.top_source_ips),
-                        k.sample_event_ids.clone(),
-                    ),
-                    None => (
-                        summary.top_principals.clone(),
-                        summary.top_source_ips.clone(),
-                        summary.sample_event_ids.clone(),
-                    ),
-                };
-                writes.push(ClusterWrite {
-                    id: id.expect("non-dry runs give every cluster an id"),
-                    summary: summary.clone(),
-                    top_principals: tp,
-                    top_source_ips: ti,
-                    sample_event_ids: samples,
-                    baseline: false,
-                    sample_record: sample_json(c),
-                });
-            }
-            run_clusters.push(summary);
-        }
-        let window_fps: HashSet<&str> = analysis.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
-        let mut baseline_new = 0i64;
-        for c in &baseline.clusters {
-            if known.contains_key(&c.fingerprint) || window_fps.contains(c.fingerprint.as_str()) {
-                continue;
-            }
-            baseline_new += 1;
-            if !dry_run {
-                let summary = ClusterSummary::from_cluster(c, None, false);
-                writes.push(ClusterWrite {
-                    id: Uuid::now_v7(),
-                    top_principals: summary.top_principals.clone(),
-                    top_source_ips: summary.top_source_ips.clone(),
-                    sample_event_ids: summary.sample_event_ids.clone(),
-                    summary,
-                    baseline: true,
-                    sample_record: sample_json(c),
-                });
-            }
-        }
-        // A cluster seen in both the baseline and the window is known, not new, and counted
-        // once per record: the baseline span ends where the window starts.
-        for w in writes.iter_mut().filter(|w| !w.baseline) {
-            if let Some(b) = baseline.clusters.iter().find(|b| b.fingerprint == w.summary.fingerprint) {
-                if !known.contains_key(&b.fingerprint) {
-                    w.summary.count += b.count as i64;
-                    w.summary.first_seen = w.summary.first_seen.min(b.first_seen);
-                }
-            }
-        }
-
-        let key_writes: Vec<AccessKeyView> =
-            if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
-
-        let mut report = self.report(inspection, &a, &analysis, &run_clusters).await;
-        // `run_clusters` holds one summary per cluster, in the same order.
-        let samples: HashMap<String, serde_json::Value> = analysis
-            .clusters
-            .iter()
-            .zip(&run_clusters)
-            .filter(|(_, r)| r.is_new)
-            .filter_map(|(c, _)| sample_json(c).map(|v| (c.fingerprint.clone(), v)))
-            .collect();
-        let previous = self.store.dimension_states(inspection.id).await?;
-        let planned = outbox::plan(outbox::RunEvents {
-            inspection,
-            run_id: run.id,
-            trigger: run.trigger,
-            window: a.window,
-            status: a.status,
-            dry_run,
-            clusters: &run_clusters,
-            samples: &samples,
-            keys: &report.access_keys,
-            previous: &previous,
-            settings: &self.settings.events,
-            now: time::now(),
-        });
-        report.events = planned.summary;
-        if !self.settings.events.guance_configured {
-            report.events_note = Some(outbox::NOT_CONFIGURED.to_string());
-        }
-        let new_error_records = run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
-        let stats = analysis.stats;
-        Ok(FinishedRun {
-            run_id: run.id,
-            inspection_id: inspection.id,
-            status: a.status,
-            window_start: Some(a.window.0),
-            window_end: Some(a.window.1),
-            skipped: a.skipped,
-            finished_at: time::now(),
-            records_scanned: stats.records_scanned as i64,
-            error_records: stats.error_records as i64,
-            malformed_records: stats.malformed_records as i64,
-            ignored_records: stats.ignored_records as i64,
-            new_error_records,
-            baseline_clusters: baseline_new,
-            aws_api_calls: a.api_calls,
-            log_groups: a.outcomes,
-            error: a.error,
-            report: Some(report),
-            run_clusters,
-            cluster_writes: writes,
-            key_writes,
-            group_states: a.group_states,
-            events: planned.events,
-            dimensions: planned.dimensions,
-        })
-    }
-
-    async fn report(
-        &self,
-        inspection: &Inspection,
-        a: &Assembly,
-        analysis: &Analysis,
-        clusters: &[ClusterSummary],
-    ) -> RunReport {
-        let mut new_clusters: Vec<ClusterSummary> = clusters.iter().filter(|c| c.is_new).cloned().collect();
-        new_clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.fingerprint.cmp(&y.fingerprint)));
-        let truncated = new_clusters.len() > REPORT_CLUSTERS;
-        new_clusters.truncate(REPORT_CLUSTERS);
-
-        let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
-        for c in clusters {
-            let acc = accounts
-                .entry(c.account_id.clone())
-                .or_insert_with(|| AccountSummary { account_id: c.account_id.clone(), ..AccountSummary::default() });
-            acc.error_records += c.count;
-            if c.is_new {
-                acc.new_clusters += 1;
-                acc.new_error_records += c.count;
-            }
-        }
-
-        // Keys active in the window first, then the newest-known others, so a key idle this
-        // hour still shows when it was last active.
-        let mut keys: Vec<AccessKeyView> = analysis
-            .keys
-            .iter()
-            .take(REPORT_KEYS)
-            .map(|k| AccessKeyView { active_in_window: true, ..key_view(k) })
-            .collect();
-        if keys.len() < REPORT_KEYS {
-            let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
-            match self.store.list_access_keys(inspection.id, None, REPORT_KEYS as i64 * 2).await {
-                Ok(stored) => keys.extend(
-                    stored.into_iter().filter(|k| !seen.contains(&k.access_key_id)).take(REPORT_KEYS - keys.len()),
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not read known access keys for the report"),
-            }
-        }
-
-        RunReport {
-            inspection_id: inspection.id,
-            inspection: inspection.name.clone(),
-            window_start: Some(a.window.0),
-            window_end: Some(a.window.1),
-            new_error_records: clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum(),
-            accounts: accounts.into_values().collect(),
-            access_keys: keys,
-            new_clusters,
-            new_clusters_truncated: truncated,
-            events: Vec::new(),
-            events_note: None,
-        }
-    }
-}
-
-struct Assembly {
-    status: RunStatus,
-    window: (DateTime<Utc>, DateTime<Utc>),
-    skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    outcomes: Vec<LogGroupOutcome>,
-    group_states: Vec<LogGroupState>,
-    api_calls: i64,
-    error: Option<String>,
-}
-
-fn key_view(k: &KeyActivity) -> AccessKeyView {
-    AccessKeyView {
-        access_key_id: k.access_key_id.clone(),
-        principal_arn: k.principal_arn.clone(),
-        account_id: k.account_id.clone(),
-        first_seen: time::micros(k.first_seen),
-        last_seen: time::micros(k.last_seen),
-        last_event_name: k.last_event_name.clone(),
-        last_source_ip: k.last_source_ip.clone(),
-        total_events: k.count as i64,
-        active_in_window: false,
-    }
-}
-
-fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
-    c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok())
-}
-
-/// Adds two top lists and keeps the largest.
-fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
-    let mut all: BTreeMap<&str, i64> = BTreeMap::new();
-    for v in a.iter().chain(b) {
-        *all.entry(v.value.as_str()).or_default() += v.count;
-    }
-    let mut out: Vec<CountedValue> =
-        all.into_iter().map(|(value, count)| CountedValue { value: value.to_string(), count }).collect();
-    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
-    out.truncate(TOP_K);
-    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_lists_merge_by_value() {
-        let a = vec![CountedValue { value: "x".into(), count: 3 }, CountedValue { value: "y".into(), count: 1 }];
-        let b = vec![CountedValue { value: "y".into(), count: 5 }];
-        let m = merge_counted(&a, &b);
-        assert_eq!(m[0], CountedValue { value: "y".into(), count: 6 });
-        assert_eq!(m[1], CountedValue { value: "x".into(), count: 3 });
-    }
-}
+mod fixtures;

@@ -133,42 +133,7 @@ pub fn validate_request(request: RunRequest, now: DateTime<Utc>, limits: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::inspection::{AwsSecrets, InspectionDraft, NewInspection};
-    use chrono::TimeZone;
-    use uuid::Uuid;
-
-    fn inspection(json: serde_json::Value) -> Inspection {
-        let input: NewInspection = serde_json::from_value(json).unwrap();
-        let d = InspectionDraft::from_new(input).unwrap();
-        Inspection {
-            id: Uuid::nil(),
-            name: d.name,
-            description: d.description,
-            enabled: d.enabled,
-            settings: d.settings,
-            secrets: AwsSecrets::default(),
-            secrets_error: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            last_run: None,
-            trigger_id: crate::model::Secret::new("t"),
-            guance: crate::model::event::GuanceSync {
-                state: "pending".into(),
-                checker_id: None,
-                ref_key: String::new(),
-                error: None,
-                synced_at: None,
-            },
-        }
-    }
-
-    fn base() -> Inspection {
-        inspection(serde_json::json!({"name": "n", "log_groups": ["g"], "aws": {"region": "us-east-1"}}))
-    }
-
-    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).unwrap()
-    }
+    use crate::runner::fixtures::{at, base, inspection};
 
     fn state(watermark: Option<DateTime<Utc>>, baseline_until: Option<DateTime<Utc>>) -> LogGroupState {
         LogGroupState { log_group: "g".into(), watermark, baseline_until }

@@ -2,20 +2,26 @@
 //! group's baseline span first (when it has one), then its window, then the access-key
 //! activity of the groups that could be read.
 //!
+//! Then what the store knew before the run that its decision depends on ([`Prior`]), so that
+//! the decision itself reads nothing.
+//!
 //! A group that cannot be read is not an error of the run: it is recorded with its reason,
 //! and the decision of what that means is the assembly's. Only a source that cannot be used
 //! at all (credentials, set-up, ignore rules) fails the run here.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use uuid::Uuid;
 
+use super::assemble::{Prior, REPORT_KEYS};
 use super::plan::{GroupPlan, RunPlan};
 use super::{Runner, TOP_K};
 use crate::engine::{Analysis, Clusterer, ClustererConfig, IgnoreRules};
 use crate::model::inspection::Inspection;
 use crate::source::{LogSource, ReadNotes, SourceError, Window};
+use crate::store::{LogGroupState, StoreError};
 
 /// What a run read from its log groups.
 #[derive(Debug)]
@@ -126,6 +132,33 @@ impl Runner {
         self.metrics.aws_calls(api_calls as u64, source.counters().throttled.load(Ordering::Relaxed));
 
         Ok(Reading { groups, analysis: merged.finish(), baseline: baseline.finish(), key_activity_error, api_calls })
+    }
+}
+
+impl Runner {
+    /// What the store knew before the run, read once the log groups have been: the clusters
+    /// to look up are the ones they gave. `group_states` were read when the run was planned.
+    pub(super) async fn read_prior(
+        &self,
+        inspection_id: Uuid,
+        reading: &Reading,
+        group_states: HashMap<String, LogGroupState>,
+    ) -> Result<Prior, StoreError> {
+        let mut fingerprints: Vec<String> =
+            reading.analysis.clusters.iter().chain(&reading.baseline.clusters).map(|c| c.fingerprint.clone()).collect();
+        fingerprints.sort();
+        fingerprints.dedup();
+        let clusters = self.store.known_clusters(inspection_id, &fingerprints).await?;
+        // The report lists the keys of the window first; known ones fill it up.
+        let mut access_keys = Vec::new();
+        if reading.analysis.keys.len() < REPORT_KEYS {
+            match self.store.list_access_keys(inspection_id, None, REPORT_KEYS as i64 * 2).await {
+                Ok(keys) => access_keys = keys,
+                Err(e) => tracing::warn!(error = %e, "could not read known access keys for the report"),
+            }
+        }
+        let dimensions = self.store.dimension_states(inspection_id).await?;
+        Ok(Prior { group_states, clusters, access_keys, dimensions })
     }
 }
 

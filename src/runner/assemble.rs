@@ -1,0 +1,1056 @@
+//! The decision of a run, pure: from what it planned and read, and what the store knew
+//! before it, to everything it writes — each log group's outcome and new read position, the
+//! run's status, which clusters are new, its report and its events. No store, source or
+//! clock here: all of it comes in as [`RunInputs`]; only new rows get fresh ids.
+//!
+//! - **New** is a cluster of the window that the inspection did not know and that the
+//!   baseline did not see either. Only new clusters are reported and raise events.
+//! - A cluster only the **baseline** saw becomes known without being reported. One seen by
+//!   both is known, not new, and its baseline records count towards it once (the baseline
+//!   span ends where the window starts).
+//! - A **known** cluster keeps its id; its top lists add up and its sample event ids stay.
+//! - A log group that could not be read keeps its read position, so the next run reads its
+//!   window again; one never read before is pinned to the window it failed on.
+//! - A **dry run** computes and reports all of it but learns nothing: no cluster ids, no
+//!   cluster, key, read position or alerting state written, and no event sent.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::TOP_K;
+use super::read::{GroupRead, Reading};
+use crate::engine::{Analysis, Cluster, KeyActivity};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use crate::model::inspection::Inspection;
+use crate::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunStatus, Trigger};
+use crate::model::time;
+use crate::outbox::{self, EventSettings};
+use crate::store::{ClusterWrite, FinishedRun, KnownCluster, LogGroupState};
+
+/// New clusters listed in a run's report (all of them are in `GET /runs/{id}/clusters`).
+const REPORT_CLUSTERS: usize = 100;
+/// Access keys listed in a run's report.
+pub const REPORT_KEYS: usize = 50;
+
+/// Everything a finished run is made of, gathered before [`assemble`] decides anything.
+pub struct RunInputs<'a> {
+    pub inspection: &'a Inspection,
+    pub run_id: Uuid,
+    pub trigger: Trigger,
+    pub dry_run: bool,
+    /// The run's span, and the span it left unread (from its plan).
+    pub window: (DateTime<Utc>, DateTime<Utc>),
+    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub reading: Reading,
+    pub prior: Prior,
+    pub events: &'a EventSettings,
+    /// When the run finishes: its `finished_at`, and the time its events are planned at.
+    pub now: DateTime<Utc>,
+}
+
+/// What the store knew before the run, as far as the run's decision goes.
+#[derive(Debug, Default)]
+pub struct Prior {
+    /// Where each log group had been read up to, by group.
+    pub group_states: HashMap<String, LogGroupState>,
+    /// The known clusters among those the run found (window and baseline), by fingerprint.
+    pub clusters: HashMap<String, KnownCluster>,
+    /// Known access keys, newest activity first, to fill a report whose window saw fewer
+    /// than [`REPORT_KEYS`] (empty otherwise).
+    pub access_keys: Vec<AccessKeyView>,
+    /// The alerting state of each cloud account (`guance::alerting::DimensionState` JSON).
+    pub dimensions: HashMap<String, serde_json::Value>,
+}
+
+/// Decides a run's results from its inputs: the rows to store in one transaction with the
+/// report and the events to record.
+pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
+    let RunInputs { inspection, run_id, trigger, dry_run, window, skipped, reading, prior, events, now } = input;
+    let groups = group_outcomes(reading.groups, &prior.group_states, dry_run, reading.key_activity_error);
+    let (analysis, baseline) = (reading.analysis, reading.baseline);
+    let clusters = classify(&analysis, &baseline, &prior.clusters, dry_run);
+    let key_writes: Vec<AccessKeyView> =
+        if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
+
+    let mut report = report(inspection, window, &analysis, &clusters.run, &prior.access_keys);
+    // `clusters.run` holds one summary per cluster of the analysis, in the same order.
+    let samples: HashMap<String, serde_json::Value> = analysis
+        .clusters
+        .iter()
+        .zip(&clusters.run)
+        .filter(|(_, r)| r.is_new)
+        .filter_map(|(c, _)| sample_json(c).map(|v| (c.fingerprint.clone(), v)))
+        .collect();
+    let planned = outbox::plan(outbox::RunEvents {
+        inspection,
+        run_id,
+        trigger,
+        window,
+        status: groups.status,
+        dry_run,
+        clusters: &clusters.run,
+        samples: &samples,
+        keys: &report.access_keys,
+        previous: &prior.dimensions,
+        settings: events,
+        now,
+    });
+    report.events = planned.summary;
+    if !events.guance_configured {
+        report.events_note = Some(outbox::NOT_CONFIGURED.to_string());
+    }
+
+    let stats = analysis.stats;
+    FinishedRun {
+        run_id,
+        inspection_id: inspection.id,
+        status: groups.status,
+        window_start: Some(window.0),
+        window_end: Some(window.1),
+        skipped,
+        finished_at: now,
+        records_scanned: stats.records_scanned as i64,
+        error_records: stats.error_records as i64,
+        malformed_records: stats.malformed_records as i64,
+        ignored_records: stats.ignored_records as i64,
+        new_error_records: report.new_error_records,
+        baseline_clusters: clusters.baseline_new,
+        aws_api_calls: reading.api_calls,
+        log_groups: groups.outcomes,
+        error: groups.error,
+        report: Some(report),
+        run_clusters: clusters.run,
+        cluster_writes: clusters.writes,
+        key_writes,
+        group_states: groups.states,
+        events: planned.events,
+        dimensions: planned.dimensions,
+    }
+}
+
+/// What the reads of the log groups mean for the run.
+struct GroupOutcomes {
+    outcomes: Vec<LogGroupOutcome>,
+    /// New read positions of groups.
+    states: Vec<LogGroupState>,
+    status: RunStatus,
+    /// Why the run is not a full success, in a sentence per reason.
+    error: Option<String>,
+}
+
+/// A run is failed when no group could be read, partial when some could not or something
+/// else was missed (key activity, files), succeeded otherwise.
+fn group_outcomes(
+    groups: Vec<GroupRead>,
+    before: &HashMap<String, LogGroupState>,
+    dry_run: bool,
+    key_activity_error: Option<String>,
+) -> GroupOutcomes {
+    let total = groups.len();
+    let mut outcomes = Vec::with_capacity(total);
+    let mut states = Vec::new();
+    let (mut failures, mut bad_files) = (0usize, 0u64);
+    for read in groups {
+        failures += usize::from(read.result.is_err());
+        bad_files += read.result.as_ref().map_or(0, |f| f.notes.bad_files);
+        let (outcome, state) = group_outcome(read, before, dry_run);
+        outcomes.push(outcome);
+        states.extend(state);
+    }
+
+    let mut notes = Vec::new();
+    if failures > 0 {
+        notes.push(format!("{failures} of {total} log groups could not be read"));
+    }
+    if let Some(e) = key_activity_error {
+        notes.push(format!("access-key activity could not be read: {e}"));
+    }
+    if bad_files > 0 {
+        notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
+    }
+    let status = if failures == total && total > 0 {
+        RunStatus::Failed
+    } else if !notes.is_empty() {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
+    };
+    GroupOutcomes { outcomes, states, status, error: (!notes.is_empty()).then(|| notes.join("; ")) }
+}
+
+/// One group's outcome, and where it is to be read from next (None: where it was).
+fn group_outcome(
+    read: GroupRead,
+    before: &HashMap<String, LogGroupState>,
+    dry_run: bool,
+) -> (LogGroupOutcome, Option<LogGroupState>) {
+    let GroupRead { plan, result } = read;
+    let moves = plan.moves_state && !dry_run;
+    let mut outcome = LogGroupOutcome {
+        name: plan.group.clone(),
+        status: "succeeded".into(),
+        records_scanned: 0,
+        error_records: 0,
+        window_start: Some(plan.window.start),
+        baseline_read: plan.baseline.is_some(),
+        error: None,
+        warnings: Vec::new(),
+    };
+    let state = match result {
+        Ok(figures) => {
+            outcome.records_scanned = figures.records_scanned;
+            outcome.error_records = figures.error_records;
+            outcome.warnings = figures.notes.problems;
+            let first_read = before.get(&plan.group).is_none_or(|st| st.baseline_until.is_none());
+            moves.then(|| LogGroupState {
+                log_group: plan.group.clone(),
+                watermark: Some(plan.window.end),
+                // Set once, even when no baseline was asked for, so raising baseline_days
+                // later does not re-read history.
+                baseline_until: first_read.then_some(plan.window.start),
+            })
+        }
+        Err(e) => {
+            outcome.status = "failed".into();
+            outcome.baseline_read = false;
+            outcome.error = Some(e);
+            // A group never read before keeps the window it failed on, so the next run
+            // starts there instead of at a later `now − lookback`.
+            (moves && !before.contains_key(&plan.group)).then(|| LogGroupState {
+                log_group: plan.group.clone(),
+                watermark: Some(plan.window.start),
+                baseline_until: None,
+            })
+        }
+    };
+    (outcome, state)
+}
+
+/// The run's clusters told new from known, and the rows that make them known.
+struct Classified {
+    /// One per cluster of the window, in the analysis's order.
+    run: Vec<ClusterSummary>,
+    /// Empty for a dry run.
+    writes: Vec<ClusterWrite>,
+    /// Clusters only the baseline saw, now known without being reported.
+    baseline_new: i64,
+}
+
+fn classify(
+    analysis: &Analysis,
+    baseline: &Analysis,
+    known: &HashMap<String, KnownCluster>,
+    dry_run: bool,
+) -> Classified {
+    let baseline_by_fp: HashMap<&str, &Cluster> =
+        baseline.clusters.iter().map(|c| (c.fingerprint.as_str(), c)).collect();
+    let mut run = Vec::with_capacity(analysis.clusters.len());
+    let mut writes = Vec::new();
+    for c in &analysis.clusters {
+        let prior = known.get(&c.fingerprint);
+        let also_baseline = baseline_by_fp.get(c.fingerprint.as_str()).copied();
+        let is_new = prior.is_none() && also_baseline.is_none();
+        let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
+        let summary = ClusterSummary::from_cluster(c, id, is_new);
+        if !dry_run {
+            let mut write = window_write(c, id.expect("non-dry runs give every cluster an id"), &summary, prior);
+            // Seen in both the baseline and the window: known, not new, and counted once per
+            // record, as the baseline span ends where the window starts.
+            if let (Some(b), None) = (also_baseline, prior) {
+                write.summary.count += b.count as i64;
+                write.summary.first_seen = write.summary.first_seen.min(b.first_seen);
+            }
+            writes.push(write);
+        }
+        run.push(summary);
+    }
+
+    let window_fps: HashSet<&str> = analysis.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
+    let mut baseline_new = 0i64;
+    for c in &baseline.clusters {
+        if known.contains_key(&c.fingerprint) || window_fps.contains(c.fingerprint.as_str()) {
+            continue;
+        }
+        baseline_new += 1;
+        if !dry_run {
+            let summary = ClusterSummary::from_cluster(c, None, false);
+            writes.push(ClusterWrite {
+                id: Uuid::now_v7(),
+                top_principals: summary.top_principals.clone(),
+                top_source_ips: summary.top_source_ips.clone(),
+                sample_event_ids: summary.sample_event_ids.clone(),
+                summary,
+                baseline: true,
+                sample_record: sample_json(c),
+            });
+        }
+    }
+    Classified { run, writes, baseline_new }
+}
+
+/// The row of a window's cluster: a known one adds its top lists to the stored ones and
+/// keeps its stored samples.
+fn window_write(c: &Cluster, id: Uuid, summary: &ClusterSummary, prior: Option<&KnownCluster>) -> ClusterWrite {
+    let (top_principals, top_source_ips, sample_event_ids) = match prior {
+        Some(k) => (
+            merge_counted(&k.top_principals, &summary.top_principals),
+            merge_counted(&k.top_source_ips, &summary.top_source_ips),
+            k.sample_event_ids.clone(),
+        ),
+        None => (summary.top_principals.clone(), summary.top_source_ips.clone(), summary.sample_event_ids.clone()),
+    };
+    ClusterWrite {
+        id,
+        summary: summary.clone(),
+        top_principals,
+        top_source_ips,
+        sample_event_ids,
+        baseline: false,
+        sample_record: sample_json(c),
+    }
+}
+
+/// The run's report, without its events (planned from it).
+fn report(
+    inspection: &Inspection,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    analysis: &Analysis,
+    clusters: &[ClusterSummary],
+    stored_keys: &[AccessKeyView],
+) -> RunReport {
+    let mut new_clusters: Vec<ClusterSummary> = clusters.iter().filter(|c| c.is_new).cloned().collect();
+    new_clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.fingerprint.cmp(&y.fingerprint)));
+    let truncated = new_clusters.len() > REPORT_CLUSTERS;
+    new_clusters.truncate(REPORT_CLUSTERS);
+
+    let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
+    for c in clusters {
+        let acc = accounts
+            .entry(c.account_id.clone())
+            .or_insert_with(|| AccountSummary { account_id: c.account_id.clone(), ..AccountSummary::default() });
+        acc.error_records += c.count;
+        if c.is_new {
+            acc.new_clusters += 1;
+            acc.new_error_records += c.count;
+        }
+    }
+
+    // Keys active in the window first, then the newest-known others, so a key idle this
+    // hour still shows when it was last active.
+    let mut keys: Vec<AccessKeyView> = analysis
+        .keys
+        .iter()
+        .take(REPORT_KEYS)
+        .map(|k| AccessKeyView { active_in_window: true, ..key_view(k) })
+        .collect();
+    if keys.len() < REPORT_KEYS {
+        let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
+        let others = stored_keys.iter().filter(|k| !seen.contains(&k.access_key_id));
+        keys.extend(others.take(REPORT_KEYS - keys.len()).cloned());
+    }
+
+    RunReport {
+        inspection_id: inspection.id,
+        inspection: inspection.name.clone(),
+        window_start: Some(window.0),
+        window_end: Some(window.1),
+        new_error_records: clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum(),
+        accounts: accounts.into_values().collect(),
+        access_keys: keys,
+        new_clusters,
+        new_clusters_truncated: truncated,
+        events: Vec::new(),
+        events_note: None,
+    }
+}
+
+fn key_view(k: &KeyActivity) -> AccessKeyView {
+    AccessKeyView {
+        access_key_id: k.access_key_id.clone(),
+        principal_arn: k.principal_arn.clone(),
+        account_id: k.account_id.clone(),
+        first_seen: time::micros(k.first_seen),
+        last_seen: time::micros(k.last_seen),
+        last_event_name: k.last_event_name.clone(),
+        last_source_ip: k.last_source_ip.clone(),
+        total_events: k.count as i64,
+        active_in_window: false,
+    }
+}
+
+fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
+    c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok())
+}
+
+/// Adds two top lists and keeps the largest.
+fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
+    let mut all: BTreeMap<&str, i64> = BTreeMap::new();
+    for v in a.iter().chain(b) {
+        *all.entry(v.value.as_str()).or_default() += v.count;
+    }
+    let mut out: Vec<CountedValue> =
+        all.into_iter().map(|(value, count)| CountedValue { value: value.to_string(), count }).collect();
+    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
+    out.truncate(TOP_K);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as TimeDelta;
+
+    use super::*;
+    use crate::engine::{ClusterKey, Counted, Stats};
+    use crate::guance::alerting::{DimensionState, OpenFault};
+    use crate::guance::event::EventStatus;
+    use crate::model::event::DeliveryState;
+    use crate::model::run::RunRequest;
+    use crate::runner::fixtures::{at, base};
+    use crate::runner::plan::{GroupPlan, RunPlan};
+    use crate::runner::read::GroupFigures;
+    use crate::source::ReadNotes;
+
+    /// The cloud account every cluster of these tests is in.
+    const ACCOUNT: &str = "111111111111";
+    const ALICE: &str = "arn:aws:iam::111111111111:user/alice";
+
+    fn now() -> DateTime<Utc> {
+        at(12, 10, 0)
+    }
+
+    /// Where a log group had been read up to before the run.
+    #[derive(Clone, Copy)]
+    enum Before {
+        Never,
+        /// Its first window failed: pinned there, no baseline read yet.
+        FailedFirstWindow,
+        Read,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Reads {
+        Ok,
+        Failed,
+        /// Read, but this many files of it could not be.
+        BadFiles(u64),
+    }
+
+    /// The alerting state of the account before the run.
+    #[derive(Clone, Copy)]
+    enum Previous {
+        Nothing,
+        /// A fault is open; its last event (a warning) was sent this long ago.
+        FaultSentMinutesAgo(i64),
+    }
+
+    /// What a cluster row is.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Row {
+        /// A cluster of the window, first seen in it.
+        Window,
+        /// A cluster of the window that its baseline saw first.
+        WindowSeenInBaseline,
+        /// A cluster only the baseline saw.
+        Baseline,
+    }
+
+    /// Where a group's new read position is, relative to the window it was planned.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Mark {
+        /// Read: after its window.
+        End,
+        /// Never read and failed: pinned to the start of the window it failed on.
+        Start,
+    }
+
+    struct Case {
+        name: &'static str,
+        dry_run: bool,
+        explicit_window: bool,
+        groups: &'static [(&'static str, Before, Reads)],
+        /// Clusters by error code, with their record counts.
+        window: &'static [(&'static str, u64)],
+        baseline: &'static [(&'static str, u64)],
+        /// Error codes of the clusters the inspection already knew.
+        known: &'static [&'static str],
+        key_activity_failed: bool,
+        previous: Previous,
+        expect: Expect,
+    }
+
+    struct Expect {
+        status: RunStatus,
+        /// Error codes of the new clusters, in the analysis's order.
+        new: &'static [&'static str],
+        writes: &'static [(&'static str, i64, Row)],
+        baseline_clusters: i64,
+        /// New read positions: group, where, whether `baseline_until` is set.
+        states: &'static [(&'static str, Mark, bool)],
+        /// Events recorded: `df_status`, delivery state, silent.
+        events: &'static [(&'static str, DeliveryState, bool)],
+        /// Alerting states written: account, whether a fault is open, clusters carried.
+        dimensions: &'static [(&'static str, bool, usize)],
+        error: Option<&'static str>,
+    }
+
+    const ONE_GROUP_READ: &[(&str, Before, Reads)] = &[("g", Before::Read, Reads::Ok)];
+    const FIRST_RUN: &[(&str, Before, Reads)] = &[("g", Before::Never, Reads::Ok)];
+
+    /// A run that reads its one log group, finds nothing and knows of no fault: each case says
+    /// how it differs.
+    fn quiet() -> Case {
+        Case {
+            name: "quiet",
+            dry_run: false,
+            explicit_window: false,
+            groups: ONE_GROUP_READ,
+            window: &[],
+            baseline: &[],
+            known: &[],
+            key_activity_failed: false,
+            previous: Previous::Nothing,
+            expect: Expect {
+                status: RunStatus::Succeeded,
+                new: &[],
+                writes: &[],
+                baseline_clusters: 0,
+                states: &[("g", Mark::End, false)],
+                events: &[],
+                dimensions: &[],
+                error: None,
+            },
+        }
+    }
+
+    fn cases() -> Vec<Case> {
+        use DeliveryState::{NotSent, Pending};
+        let quiet = quiet();
+        vec![
+            Case {
+                name: "a first run reports what neither the store nor the baseline knew",
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3)],
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    states: &[("g", Mark::End, true)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a dry run reports the same and learns nothing",
+                dry_run: true,
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3)],
+                baseline: &[("NoSuchBucket", 1)],
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    baseline_clusters: 1,
+                    states: &[],
+                    events: &[("warning", NotSent, false)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a cluster seen in the baseline and in the window is known, not new, and counted once",
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3)],
+                baseline: &[("NoSuchKey", 4)],
+                expect: Expect {
+                    writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline)],
+                    states: &[("g", Mark::End, true)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a cluster only the baseline saw becomes known without being reported",
+                groups: FIRST_RUN,
+                baseline: &[("NoSuchBucket", 2)],
+                expect: Expect {
+                    writes: &[("NoSuchBucket", 2, Row::Baseline)],
+                    baseline_clusters: 1,
+                    states: &[("g", Mark::End, true)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a known cluster is not new and keeps its row",
+                window: &[("NoSuchKey", 3), ("Throttling", 1)],
+                known: &["NoSuchKey"],
+                expect: Expect {
+                    new: &["Throttling"],
+                    writes: &[("NoSuchKey", 3, Row::Window), ("Throttling", 1, Row::Window)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a known cluster the baseline saw too is counted from the window only",
+                groups: &[("g", Before::FailedFirstWindow, Reads::Ok)],
+                window: &[("NoSuchKey", 3)],
+                baseline: &[("NoSuchKey", 4)],
+                known: &["NoSuchKey"],
+                expect: Expect {
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    states: &[("g", Mark::End, true)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a group that fails keeps its watermark and makes the run partial",
+                groups: &[("a", Before::Read, Reads::Ok), ("b", Before::Read, Reads::Failed)],
+                window: &[("NoSuchKey", 3)],
+                expect: Expect {
+                    status: RunStatus::Partial,
+                    new: &["NoSuchKey"],
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    states: &[("a", Mark::End, false)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    error: Some("1 of 2 log groups could not be read"),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a group that fails its first window is pinned to it",
+                groups: &[("a", Before::Read, Reads::Ok), ("b", Before::Never, Reads::Failed)],
+                expect: Expect {
+                    status: RunStatus::Partial,
+                    states: &[("a", Mark::End, false), ("b", Mark::Start, false)],
+                    error: Some("1 of 2 log groups could not be read"),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a group that failed its first window before gets its baseline mark when read",
+                groups: &[("g", Before::FailedFirstWindow, Reads::Ok)],
+                expect: Expect { states: &[("g", Mark::End, true)], ..quiet.expect },
+                ..quiet
+            },
+            Case {
+                name: "a run whose every group fails is failed and moves nothing",
+                groups: &[("a", Before::Read, Reads::Failed), ("b", Before::FailedFirstWindow, Reads::Failed)],
+                expect: Expect {
+                    status: RunStatus::Failed,
+                    states: &[],
+                    error: Some("2 of 2 log groups could not be read"),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a dry run pins no group that fails",
+                dry_run: true,
+                groups: &[("g", Before::Never, Reads::Failed)],
+                expect: Expect {
+                    status: RunStatus::Failed,
+                    states: &[],
+                    error: Some("1 of 1 log groups could not be read"),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "an explicit window learns clusters but moves no watermark",
+                explicit_window: true,
+                window: &[("NoSuchKey", 3)],
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    states: &[],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "key activity or files left unread make the run partial, and the group still moves",
+                groups: &[("g", Before::Read, Reads::BadFiles(2))],
+                key_activity_failed: true,
+                expect: Expect {
+                    status: RunStatus::Partial,
+                    error: Some(
+                        "access-key activity could not be read: AccessDeniedException; \
+                         2 files could not be read (see log_groups[].warnings)",
+                    ),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "within the silence a new cluster is recorded silent and carried",
+                window: &[("NoSuchKey", 3)],
+                previous: Previous::FaultSentMinutesAgo(10),
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    events: &[("warning", NotSent, true)],
+                    dimensions: &[(ACCOUNT, true, 1)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "after the silence a new cluster is sent again",
+                window: &[("NoSuchKey", 3)],
+                previous: Previous::FaultSentMinutesAgo(90),
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    writes: &[("NoSuchKey", 3, Row::Window)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a quiet run that read everything recovers an open fault",
+                previous: Previous::FaultSentMinutesAgo(10),
+                expect: Expect {
+                    events: &[("ok", Pending, false)],
+                    dimensions: &[(ACCOUNT, false, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a quiet run that missed a group concludes nothing about an open fault",
+                groups: &[("a", Before::Read, Reads::Ok), ("b", Before::Read, Reads::Failed)],
+                previous: Previous::FaultSentMinutesAgo(10),
+                expect: Expect {
+                    status: RunStatus::Partial,
+                    states: &[("a", Mark::End, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    error: Some("1 of 2 log groups could not be read"),
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "a dry run during a fault records its event unsent and keeps the alerting state",
+                dry_run: true,
+                window: &[("NoSuchKey", 3)],
+                previous: Previous::FaultSentMinutesAgo(10),
+                expect: Expect {
+                    new: &["NoSuchKey"],
+                    states: &[],
+                    events: &[("warning", NotSent, true)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+        ]
+    }
+
+    fn cluster(code: &str, count: u64, seen: DateTime<Utc>) -> Cluster {
+        let key = ClusterKey {
+            account_id: ACCOUNT.into(),
+            region: "us-east-1".into(),
+            event_source: "s3.amazonaws.com".into(),
+            event_name: "GetObject".into(),
+            error_code: code.into(),
+            template: format!("{code}: <*>"),
+        };
+        Cluster {
+            fingerprint: key.fingerprint(),
+            key,
+            count,
+            first_seen: seen,
+            last_seen: seen,
+            top_principals: vec![Counted { value: ALICE.into(), count }],
+            top_source_ips: Vec::new(),
+            sample_event_ids: vec![format!("{code}-{}", seen.timestamp())],
+            sample_message: format!("{code}: not there"),
+            sample_record: None,
+        }
+    }
+
+    fn fingerprint(code: &str) -> String {
+        cluster(code, 1, now()).fingerprint
+    }
+
+    /// What the store knew of a cluster: ten earlier errors by the same principal.
+    fn known_cluster(code: &str) -> KnownCluster {
+        KnownCluster {
+            id: Uuid::from_u128(u128::from_str_radix(&fingerprint(code), 16).unwrap()),
+            top_principals: vec![CountedValue { value: ALICE.into(), count: 10 }],
+            top_source_ips: Vec::new(),
+            sample_event_ids: vec!["stored".into()],
+        }
+    }
+
+    fn window_seen() -> DateTime<Utc> {
+        now() - TimeDelta::minutes(30)
+    }
+
+    fn baseline_seen() -> DateTime<Utc> {
+        now() - TimeDelta::days(2)
+    }
+
+    fn key_activity() -> KeyActivity {
+        KeyActivity {
+            access_key_id: "AKIAWINDOW".into(),
+            first_seen: window_seen(),
+            last_seen: window_seen(),
+            principal_arn: ALICE.into(),
+            account_id: ACCOUNT.into(),
+            last_event_name: "GetObject".into(),
+            last_source_ip: "192.0.2.1".into(),
+            count: 4,
+        }
+    }
+
+    fn previous_state(previous: Previous) -> HashMap<String, serde_json::Value> {
+        let Previous::FaultSentMinutesAgo(minutes) = previous else { return HashMap::new() };
+        let sent = now() - TimeDelta::minutes(minutes);
+        let state = DimensionState {
+            fault: Some(OpenFault {
+                id: "fault-1".into(),
+                started_at: sent - TimeDelta::hours(1),
+                last_sent_at: sent,
+                last_sent_status: EventStatus::Warning,
+            }),
+            ..DimensionState::default()
+        };
+        HashMap::from([(ACCOUNT.to_string(), serde_json::to_value(state).unwrap())])
+    }
+
+    fn settings() -> EventSettings {
+        EventSettings { guance_configured: true, ..EventSettings::default() }
+    }
+
+    /// The inputs of a case, planned by the real planning from where its groups were.
+    fn inputs<'a>(case: &Case, inspection: &'a Inspection, events: &'a EventSettings) -> RunInputs<'a> {
+        let request = RunRequest {
+            dry_run: case.dry_run,
+            window_start: case.explicit_window.then(|| at(9, 0, 0)),
+            window_end: case.explicit_window.then(|| at(10, 0, 0)),
+            ..RunRequest::default()
+        };
+        let before = |name: &str, b: Before| {
+            let (watermark, baseline_until) = match b {
+                Before::Never => return None,
+                Before::FailedFirstWindow => (at(10, 0, 0), None),
+                Before::Read => (at(11, 0, 0), Some(at(0, 0, 0))),
+            };
+            Some((
+                name.to_string(),
+                LogGroupState { log_group: name.into(), watermark: Some(watermark), baseline_until },
+            ))
+        };
+        let group_states: HashMap<String, LogGroupState> =
+            case.groups.iter().filter_map(|&(name, b, _)| before(name, b)).collect();
+        let names: Vec<String> = case.groups.iter().map(|g| g.0.to_string()).collect();
+        let plan = RunPlan::new(inspection, &request, &names, &group_states, now());
+        let groups = plan
+            .groups
+            .iter()
+            .zip(case.groups)
+            .map(|(plan, &(_, _, reads))| GroupRead {
+                plan: plan.clone(),
+                result: match reads {
+                    Reads::Failed => Err("ResourceNotFoundException: The specified log group does not exist.".into()),
+                    Reads::Ok | Reads::BadFiles(_) => Ok(GroupFigures {
+                        records_scanned: 100,
+                        error_records: 10,
+                        notes: match reads {
+                            Reads::BadFiles(n) => ReadNotes { bad_files: n, problems: vec!["bad.json.gz".into()] },
+                            _ => ReadNotes::default(),
+                        },
+                    }),
+                },
+            })
+            .collect();
+        let window: Vec<Cluster> = case.window.iter().map(|&(c, n)| cluster(c, n, window_seen())).collect();
+        let error_records = window.iter().map(|c| c.count).sum();
+        let reading = Reading {
+            groups,
+            analysis: Analysis {
+                clusters: window,
+                keys: vec![key_activity()],
+                stats: Stats { records_scanned: 100, error_records, ..Stats::default() },
+            },
+            baseline: Analysis {
+                clusters: case.baseline.iter().map(|&(c, n)| cluster(c, n, baseline_seen())).collect(),
+                keys: Vec::new(),
+                stats: Stats::default(),
+            },
+            key_activity_error: case.key_activity_failed.then(|| "AccessDeniedException".to_string()),
+            api_calls: 7,
+        };
+        let prior = Prior {
+            group_states,
+            clusters: case.known.iter().map(|&c| (fingerprint(c), known_cluster(c))).collect(),
+            access_keys: Vec::new(),
+            dimensions: previous_state(case.previous),
+        };
+        RunInputs {
+            inspection,
+            run_id: Uuid::nil(),
+            trigger: Trigger::Api,
+            dry_run: case.dry_run,
+            window: plan.window,
+            skipped: plan.skipped,
+            reading,
+            prior,
+            events,
+            now: now(),
+        }
+    }
+
+    fn code_of(fp: &str, case: &Case) -> &'static str {
+        case.window.iter().chain(case.baseline).map(|c| c.0).find(|c| fingerprint(c) == fp).unwrap()
+    }
+
+    #[test]
+    fn what_a_run_decides() {
+        let inspection = base();
+        let events = settings();
+        for case in cases() {
+            let input = inputs(&case, &inspection, &events);
+            let plans: HashMap<String, GroupPlan> =
+                input.reading.groups.iter().map(|g| (g.plan.group.clone(), g.plan.clone())).collect();
+            let window = input.window;
+            let f = assemble(input);
+            let (name, e) = (case.name, &case.expect);
+
+            assert_eq!(f.status, e.status, "{name}");
+            let new: Vec<&str> = f.run_clusters.iter().filter(|c| c.is_new).map(|c| c.error_code.as_str()).collect();
+            assert_eq!(new, e.new, "{name}: new clusters");
+            let reported: Vec<&str> =
+                f.report.as_ref().unwrap().new_clusters.iter().map(|c| c.error_code.as_str()).collect();
+            assert_eq!(reported.len(), e.new.len(), "{name}: the report lists the new clusters");
+            let new_records: i64 = f.run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
+            assert_eq!(f.new_error_records, new_records, "{name}");
+
+            let writes: Vec<(&str, i64, Row)> = f
+                .cluster_writes
+                .iter()
+                .map(|w| {
+                    let row = match (w.baseline, w.summary.first_seen == baseline_seen()) {
+                        (true, _) => Row::Baseline,
+                        (false, true) => Row::WindowSeenInBaseline,
+                        (false, false) => Row::Window,
+                    };
+                    (code_of(&w.summary.fingerprint, &case), w.summary.count, row)
+                })
+                .collect();
+            assert_eq!(writes, e.writes, "{name}: cluster rows");
+            assert_eq!(f.baseline_clusters, e.baseline_clusters, "{name}");
+            for w in &f.cluster_writes {
+                let code = code_of(&w.summary.fingerprint, &case);
+                if case.known.contains(&code) {
+                    let k = known_cluster(code);
+                    assert_eq!(w.id, k.id, "{name}: a known cluster keeps its id");
+                    assert_eq!(w.sample_event_ids, k.sample_event_ids, "{name}: and its samples");
+                    assert_eq!(w.top_principals[0].count, 10 + w.summary.count, "{name}: its top lists add up");
+                }
+            }
+            for c in &f.run_clusters {
+                let known = case.known.contains(&c.error_code.as_str());
+                assert_eq!(c.cluster_id.is_some(), known || !case.dry_run, "{name}: {} has an id", c.error_code);
+            }
+
+            let states: Vec<(&str, Mark, bool)> = f
+                .group_states
+                .iter()
+                .map(|s| {
+                    let window = plans[&s.log_group].window;
+                    let mark = if s.watermark == Some(window.end) { Mark::End } else { Mark::Start };
+                    assert_eq!(s.watermark, Some(if mark == Mark::End { window.end } else { window.start }), "{name}");
+                    if s.baseline_until.is_some() {
+                        assert_eq!(
+                            s.baseline_until,
+                            Some(window.start),
+                            "{name}: the baseline ends where the window starts"
+                        );
+                    }
+                    (s.log_group.as_str(), mark, s.baseline_until.is_some())
+                })
+                .collect();
+            assert_eq!(states, e.states, "{name}: read positions");
+            for (outcome, &(group, _, reads)) in f.log_groups.iter().zip(case.groups) {
+                assert_eq!(outcome.name, group, "{name}");
+                let failed = matches!(reads, Reads::Failed);
+                assert_eq!(outcome.status, if failed { "failed" } else { "succeeded" }, "{name}: {group}");
+                assert_eq!(outcome.error.is_some(), failed, "{name}: {group}");
+            }
+
+            let events: Vec<(&str, DeliveryState, bool)> =
+                f.events.iter().map(|ev| (ev.status.as_str(), ev.delivery_state, ev.is_silent)).collect();
+            assert_eq!(events, e.events, "{name}: events");
+            let summary = &f.report.as_ref().unwrap().events;
+            assert_eq!(summary.len(), f.events.len(), "{name}: the report lists the events");
+            let dimensions: Vec<(&str, bool, usize)> = f
+                .dimensions
+                .iter()
+                .map(|(account, v)| {
+                    let s: DimensionState = serde_json::from_value(v.clone()).unwrap();
+                    (account.as_str(), s.fault.is_some(), s.carried.len())
+                })
+                .collect();
+            assert_eq!(dimensions, e.dimensions, "{name}: alerting states");
+
+            assert_eq!(f.error.as_deref(), e.error, "{name}");
+            assert_eq!(f.key_writes.len(), if case.dry_run { 0 } else { 1 }, "{name}: access keys");
+            assert_eq!((f.window_start, f.window_end), (Some(window.0), Some(window.1)), "{name}");
+            assert_eq!(f.aws_api_calls, 7, "{name}");
+        }
+    }
+
+    #[test]
+    fn clusters_silenced_in_one_run_are_carried_into_the_next_event() {
+        let inspection = base();
+        let events = settings();
+        let silenced = Case { window: &[("NoSuchKey", 3)], previous: Previous::FaultSentMinutesAgo(10), ..quiet() };
+        let first = assemble(inputs(&silenced, &inspection, &events));
+        assert!(first.events[0].is_silent);
+
+        // The next run is quiet: the fault recovers, and its event carries what was silenced.
+        let mut next = inputs(&quiet(), &inspection, &events);
+        next.prior.dimensions = first.dimensions.into_iter().collect();
+        let second = assemble(next);
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(second.events[0].status, "ok");
+        assert!(second.events[0].event.to_string().contains(&fingerprint("NoSuchKey")), "{}", second.events[0].event);
+        let state: DimensionState = serde_json::from_value(second.dimensions[0].1.clone()).unwrap();
+        assert_eq!(state, DimensionState::default(), "a recovery ends the fault and what it carried");
+    }
+
+    #[test]
+    fn the_report_lists_the_windows_keys_first_then_known_ones() {
+        let inspection = base();
+        let events = EventSettings::default();
+        let mut input = inputs(&quiet(), &inspection, &events);
+        let stored = |id: &str| AccessKeyView { access_key_id: id.into(), ..key_view(&key_activity()) };
+        input.prior.access_keys = vec![stored("AKIAWINDOW"), stored("AKIAIDLE")];
+        let report = assemble(input).report.unwrap();
+        let keys: Vec<(&str, bool)> =
+            report.access_keys.iter().map(|k| (k.access_key_id.as_str(), k.active_in_window)).collect();
+        assert_eq!(keys, [("AKIAWINDOW", true), ("AKIAIDLE", false)]);
+        assert_eq!(report.events_note.as_deref(), Some(outbox::NOT_CONFIGURED), "without Guance, says why");
+    }
+
+    #[test]
+    fn top_lists_merge_by_value() {
+        let a = vec![CountedValue { value: "x".into(), count: 3 }, CountedValue { value: "y".into(), count: 1 }];
+        let b = vec![CountedValue { value: "y".into(), count: 5 }];
+        let m = merge_counted(&a, &b);
+        assert_eq!(m[0], CountedValue { value: "y".into(), count: 6 });
+        assert_eq!(m[1], CountedValue { value: "x".into(), count: 3 });
+    }
+}
