@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
@@ -112,22 +113,8 @@ impl Runner {
             groups.push(GroupRead { plan, result });
         }
 
-        let mut key_activity_error = None;
-        if !read_ok.is_empty() {
-            let key_window = Window { start: window.0, end: window.1 };
-            if let Err(e) = source.read_key_activity(&read_ok, key_window, &mut merged).await {
-                tracing::warn!(run_id = %run_id, error = %e, "access-key activity could not be read");
-                key_activity_error = Some(e.to_string());
-            }
-            // A first run also learns when keys were last active before its window, so the
-            // report can show a key that is idle this hour.
-            if let Some(start) = baseline_start {
-                let span = Window { start, end: window.0 };
-                if let Err(e) = source.read_key_activity(&read_ok, span, &mut baseline).await {
-                    tracing::warn!(run_id = %run_id, error = %e, "access-key activity of the baseline could not be read");
-                }
-            }
-        }
+        let key_activity_error =
+            read_keys(source.as_ref(), run_id, &read_ok, window, baseline_start, (&mut merged, &mut baseline)).await;
         let api_calls = source.counters().api_calls.load(Ordering::Relaxed) as i64;
         self.metrics.aws_calls(api_calls as u64, source.counters().throttled.load(Ordering::Relaxed));
 
@@ -160,6 +147,34 @@ impl Runner {
         let dimensions = self.store.dimension_states(inspection_id).await?;
         Ok(Prior { group_states, clusters, access_keys, dimensions })
     }
+}
+
+/// Feeds the access-key activity of the groups that were read into the run's clusterers:
+/// the window's, and for a first run the baseline span's as well, so the report can show a
+/// key that is idle this hour. Returns why the window's could not be read.
+async fn read_keys(
+    source: &dyn LogSource,
+    run_id: Uuid,
+    groups: &[String],
+    window: (DateTime<Utc>, DateTime<Utc>),
+    baseline_start: Option<DateTime<Utc>>,
+    (merged, baseline): (&mut Clusterer, &mut Clusterer),
+) -> Option<String> {
+    if groups.is_empty() {
+        return None;
+    }
+    let mut error = None;
+    if let Err(e) = source.read_key_activity(groups, Window { start: window.0, end: window.1 }, merged).await {
+        tracing::warn!(run_id = %run_id, error = %e, "access-key activity could not be read");
+        error = Some(e.to_string());
+    }
+    if let Some(start) = baseline_start {
+        let span = Window { start, end: window.0 };
+        if let Err(e) = source.read_key_activity(groups, span, baseline).await {
+            tracing::warn!(run_id = %run_id, error = %e, "access-key activity of the baseline could not be read");
+        }
+    }
+    error
 }
 
 /// A source that hands over every record lets the clusterer track keys and pick the window
