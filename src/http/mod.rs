@@ -92,7 +92,7 @@ impl Default for HttpSettings {
         (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
             as Func's Sync API (auth link) and Async API (batch) are called"),
     ),
-    components(schemas(ErrorBody, func::FuncBoxed)),
+    components(schemas(ErrorBody, func::FuncBoxed, func::FuncErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -149,11 +149,7 @@ fn run_routes() -> OpenApiRouter<AppState> {
 /// DataFlux Func-style triggers: they wait for runs like `run_routes`, and the trigger id in
 /// their URL is their credential, so no bearer token is asked for.
 fn func_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(func::sync_get, func::sync_post))
-        .routes(routes!(func::sync_get_format, func::sync_post_format))
-        .routes(routes!(func::async_get, func::async_post))
-        .routes(routes!(func::async_get_format, func::async_post_format))
+    func::routes()
 }
 
 /// The OpenAPI document of the whole API.
@@ -245,10 +241,10 @@ pub fn router(state: AppState) -> Router {
 
 /// The path as logs may show it: the trigger id in Func-style URLs is a credential.
 fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    for prefix in ["/api/v1/al/", "/api/v1/bat/"] {
-        if let Some(rest) = path.strip_prefix(prefix) {
+    for family in func::FAMILIES {
+        if let Some(rest) = path.strip_prefix(family.prefix).and_then(|p| p.strip_prefix('/')) {
             let tail = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
-            return format!("{prefix}***{tail}").into();
+            return format!("{}/***{tail}", family.prefix).into();
         }
     }
     path.into()
