@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::engine::{Analysis, Cluster, Clusterer, ClustererConfig, IgnoreRules, KeyActivity};
 use crate::metrics::{Metrics, RunFigures};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
 use crate::model::inspection::{Inspection, validate_log_groups};
 use crate::model::run::{AccountSummary, LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 use crate::model::time;
@@ -568,7 +568,7 @@ impl Runner {
         // A cluster seen in both the baseline and the window is known, not new, and counted
         // once per record: the baseline span ends where the window starts.
         for w in writes.iter_mut().filter(|w| !w.baseline) {
-            if let Some(b) = baseline.clusters.iter().find(|b| b.fingerprint == w.summary.fingerprint) {
+            if let Some(b) = baseline.clusters.iter().find(|b| b.fingerprint == w.summary.identity.fingerprint) {
                 if !known.contains_key(&b.fingerprint) {
                     w.summary.count += b.count as i64;
                     w.summary.first_seen = w.summary.first_seen.min(b.first_seen);
@@ -644,15 +644,17 @@ impl Runner {
         clusters: &[ClusterSummary],
     ) -> RunReport {
         let mut new_clusters: Vec<ClusterSummary> = clusters.iter().filter(|c| c.is_new).cloned().collect();
-        new_clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.fingerprint.cmp(&y.fingerprint)));
+        new_clusters
+            .sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.identity.fingerprint.cmp(&y.identity.fingerprint)));
         let truncated = new_clusters.len() > REPORT_CLUSTERS;
         new_clusters.truncate(REPORT_CLUSTERS);
 
         let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
         for c in clusters {
-            let acc = accounts
-                .entry(c.account_id.clone())
-                .or_insert_with(|| AccountSummary { account_id: c.account_id.clone(), ..AccountSummary::default() });
+            let acc = accounts.entry(c.identity.account_id.clone()).or_insert_with(|| AccountSummary {
+                account_id: c.identity.account_id.clone(),
+                ..AccountSummary::default()
+            });
             acc.error_records += c.count;
             if c.is_new {
                 acc.new_clusters += 1;
@@ -835,13 +837,13 @@ fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
 }
 
 /// Adds two top lists and keeps the largest.
-fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
-    let mut all: BTreeMap<&str, i64> = BTreeMap::new();
+fn merge_counted(a: &[Counted], b: &[Counted]) -> Vec<Counted> {
+    let mut all: BTreeMap<&str, u64> = BTreeMap::new();
     for v in a.iter().chain(b) {
         *all.entry(v.value.as_str()).or_default() += v.count;
     }
-    let mut out: Vec<CountedValue> =
-        all.into_iter().map(|(value, count)| CountedValue { value: value.to_string(), count }).collect();
+    let mut out: Vec<Counted> =
+        all.into_iter().map(|(value, count)| Counted { value: value.to_string(), count }).collect();
     out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
     out.truncate(TOP_K);
     out
@@ -960,10 +962,10 @@ mod tests {
 
     #[test]
     fn top_lists_merge_by_value() {
-        let a = vec![CountedValue { value: "x".into(), count: 3 }, CountedValue { value: "y".into(), count: 1 }];
-        let b = vec![CountedValue { value: "y".into(), count: 5 }];
+        let a = vec![Counted { value: "x".into(), count: 3 }, Counted { value: "y".into(), count: 1 }];
+        let b = vec![Counted { value: "y".into(), count: 5 }];
         let m = merge_counted(&a, &b);
-        assert_eq!(m[0], CountedValue { value: "y".into(), count: 6 });
-        assert_eq!(m[1], CountedValue { value: "x".into(), count: 3 });
+        assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
+        assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
     }
 }
