@@ -43,12 +43,18 @@ pub struct EventSettings {
     pub expiry: Duration,
 }
 
+impl EventSettings {
+    /// Where the service is reached when no public URL is given: its default listen address.
+    pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+    pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+}
+
 impl Default for EventSettings {
     fn default() -> Self {
         EventSettings {
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: Self::DEFAULT_PUBLIC_URL.into(),
             guance_configured: false,
-            expiry: Duration::from_secs(24 * 3600),
+            expiry: Self::DEFAULT_EXPIRY,
         }
     }
 }

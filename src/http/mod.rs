@@ -59,13 +59,19 @@ pub struct HttpSettings {
     pub schedule: crate::scheduler::ScheduleSettings,
 }
 
+impl HttpSettings {
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_RUN_WAIT_TIMEOUT: Duration = Duration::from_secs(900);
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+}
+
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            request_timeout: Duration::from_secs(30),
-            run_wait_timeout: Duration::from_secs(900),
-            max_body_bytes: 1024 * 1024,
-            public_url: "http://127.0.0.1:8080".into(),
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            run_wait_timeout: Self::DEFAULT_RUN_WAIT_TIMEOUT,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            public_url: crate::outbox::EventSettings::DEFAULT_PUBLIC_URL.into(),
             files_root: None,
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
