@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloudtrail_inspector::crypto::SecretBox;
-use cloudtrail_inspector::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use cloudtrail_inspector::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunRequest};
 use cloudtrail_inspector::store;
@@ -81,15 +81,15 @@ impl Rng {
     }
 }
 
-fn counted(rng: &mut Rng, prefix: &str, n: usize) -> Vec<CountedValue> {
-    (0..n).map(|i| CountedValue { value: format!("{prefix}{}", rng.below(50)), count: 50 - i as i64 * 7 }).collect()
+fn counted(rng: &mut Rng, prefix: &str, n: usize) -> Vec<Counted> {
+    (0..n).map(|i| Counted { value: format!("{prefix}{}", rng.below(50)), count: 50 - i as u64 * 7 }).collect()
 }
 
-fn principals(rng: &mut Rng) -> Vec<CountedValue> {
+fn principals(rng: &mut Rng) -> Vec<Counted> {
     (0..3)
-        .map(|i| CountedValue {
+        .map(|i| Counted {
             value: format!("arn:aws:iam::{}:user/user{}", ACCOUNTS[i % 3], rng.below(40)),
-            count: 20 - i as i64 * 5,
+            count: 20 - i as u64 * 5,
         })
         .collect()
 }
@@ -98,14 +98,16 @@ fn cluster_summary(rng: &mut Rng, i: usize, at: DateTime<Utc>, cluster_id: Optio
     let (source, name, code, template) = APIS[i % APIS.len()];
     ClusterSummary {
         cluster_id,
-        fingerprint: format!("{:016x}", rng.next()),
+        identity: ClusterIdentity {
+            fingerprint: format!("{:016x}", rng.next()),
+            account_id: ACCOUNTS[i % 3].into(),
+            region: REGIONS[(i / 3) % 3].into(),
+            event_source: source.into(),
+            event_name: name.into(),
+            error_code: code.into(),
+            template: template.into(),
+        },
         is_new: false,
-        account_id: ACCOUNTS[i % 3].into(),
-        region: REGIONS[(i / 3) % 3].into(),
-        event_source: source.into(),
-        event_name: name.into(),
-        error_code: code.into(),
-        template: template.into(),
         count: 1 + rng.below(400) as i64,
         first_seen: at - Duration::minutes(55),
         last_seen: at - Duration::minutes(2),
@@ -262,15 +264,15 @@ macro_rules! seed_with {
                         );
                         qb.push_values(chunk, |mut b, (run_id, s)| {
                             b.push_bind(*run_id)
-                                .push_bind(s.fingerprint.clone())
+                                .push_bind(s.identity.fingerprint.clone())
                                 .push_bind(s.cluster_id)
                                 .push_bind(s.is_new)
-                                .push_bind(s.account_id.clone())
-                                .push_bind(s.region.clone())
-                                .push_bind(s.event_source.clone())
-                                .push_bind(s.event_name.clone())
-                                .push_bind(s.error_code.clone())
-                                .push_bind(s.template.clone())
+                                .push_bind(s.identity.account_id.clone())
+                                .push_bind(s.identity.region.clone())
+                                .push_bind(s.identity.event_source.clone())
+                                .push_bind(s.identity.event_name.clone())
+                                .push_bind(s.identity.error_code.clone())
+                                .push_bind(s.identity.template.clone())
                                 .push_bind(s.count)
                                 .push_bind(s.first_seen)
                                 .push_bind(s.last_seen)
@@ -307,13 +309,13 @@ macro_rules! seed_with {
                         qb.push_values(chunk, |mut b, (id, run_id, created, s, record)| {
                             b.push_bind(*id)
                                 .push_bind(*insp_id)
-                                .push_bind(s.fingerprint.clone())
-                                .push_bind(s.account_id.clone())
-                                .push_bind(s.region.clone())
-                                .push_bind(s.event_source.clone())
-                                .push_bind(s.event_name.clone())
-                                .push_bind(s.error_code.clone())
-                                .push_bind(s.template.clone())
+                                .push_bind(s.identity.fingerprint.clone())
+                                .push_bind(s.identity.account_id.clone())
+                                .push_bind(s.identity.region.clone())
+                                .push_bind(s.identity.event_source.clone())
+                                .push_bind(s.identity.event_name.clone())
+                                .push_bind(s.identity.error_code.clone())
+                                .push_bind(s.identity.template.clone())
                                 .push_bind(s.count * 20)
                                 .push_bind(s.first_seen)
                                 .push_bind(s.last_seen)

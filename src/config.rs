@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::http::HttpSettings;
 use crate::model::Secret;
+use crate::outbox::EventSettings;
 use crate::runner::RunnerSettings;
 use crate::scheduler::ScheduleSettings;
 use crate::source::cloudwatch::CloudWatchSettings;
 pub use crate::telemetry::LogFormat;
+
+/// The default listen address: the one the settings' default public URL points at.
+fn default_listen() -> &'static str {
+    EventSettings::DEFAULT_PUBLIC_URL.trim_start_matches("http://")
+}
 
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
@@ -158,7 +165,7 @@ pub struct ScanArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address and port the HTTP API listens on.
-    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = default_listen())]
     pub listen: SocketAddr,
 
     #[command(flatten)]
@@ -182,28 +189,28 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// How many runs may execute at once across all inspections; more wait as `queued`.
-    #[arg(long, env = "RUN_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "RUN_CONCURRENCY", default_value_t = RunnerSettings::DEFAULT_RUN_CONCURRENCY as u32, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub run_concurrency: u32,
 
     /// How many log groups of one run are read at once.
-    #[arg(long, env = "LOG_GROUP_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    #[arg(long, env = "LOG_GROUP_CONCURRENCY", default_value_t = RunnerSettings::DEFAULT_LOG_GROUP_CONCURRENCY as u32, value_parser = clap::value_parser!(u32).range(1..=50))]
     pub log_group_concurrency: u32,
 
     /// CloudWatch Logs FilterLogEvents calls per second allowed per account and region
     /// (AWS's hard quota is 5; all runs of this process share it).
-    #[arg(long, env = "FILTER_LOG_EVENTS_RPS", default_value_t = 5.0)]
+    #[arg(long, env = "FILTER_LOG_EVENTS_RPS", default_value_t = CloudWatchSettings::DEFAULT_FILTER_LOG_EVENTS_RPS)]
     pub filter_log_events_rps: f64,
 
     /// Seconds a `?wait=true` run trigger waits before answering 202 with the run still going.
-    #[arg(long, env = "RUN_WAIT_TIMEOUT_SECS", default_value_t = 900)]
+    #[arg(long, env = "RUN_WAIT_TIMEOUT_SECS", default_value_t = HttpSettings::DEFAULT_RUN_WAIT_TIMEOUT.as_secs())]
     pub run_wait_timeout_secs: u64,
 
     /// Seconds before a management API request is cut off with 408.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = HttpSettings::DEFAULT_REQUEST_TIMEOUT.as_secs())]
     pub request_timeout_secs: u64,
 
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = HttpSettings::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Base URL users reach this service at, used in links to clusters (e.g.
@@ -220,7 +227,7 @@ pub struct ServeArgs {
     /// Scheduled starts are spread over this many seconds after each slot: every inspection
     /// gets a fixed offset in [0, spread) from its id, so inspections on the same schedule do
     /// not all call CloudWatch Logs in the same second.
-    #[arg(long, env = "SCHEDULE_SPREAD_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "SCHEDULE_SPREAD_SECS", default_value_t = ScheduleSettings::DEFAULT_SPREAD.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub schedule_spread_secs: u64,
 
     /// On SIGTERM or Ctrl-C: seconds to let runs in progress finish after the listener has
@@ -252,34 +259,64 @@ pub enum Toggle {
 }
 
 impl ServeArgs {
-    /// Settings the run machinery needs, separated from the HTTP ones.
-    pub fn runner(&self) -> RunnerSettings {
+    /// `PUBLIC_URL`, or this service on its listen address; no trailing slash.
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+    }
+}
+
+// The settings of each part, from the options. What no option sets keeps its `Default`.
+
+impl From<&ServeArgs> for RunnerSettings {
+    fn from(args: &ServeArgs) -> Self {
         RunnerSettings {
-            run_concurrency: self.run_concurrency as usize,
-            log_group_concurrency: self.log_group_concurrency as usize,
-            cloudwatch: CloudWatchSettings {
-                filter_log_events_rps: self.filter_log_events_rps,
-                ..CloudWatchSettings::default()
-            },
-            events: crate::outbox::EventSettings {
-                public_url: self.public_url(),
-                guance_configured: self.guance.is_set(),
-                expiry: Duration::from_secs(u64::from(self.guance.guance_event_expiry_hours) * 3600),
-            },
-            instance_id: self.instance_id.clone(),
+            run_concurrency: args.run_concurrency as usize,
+            log_group_concurrency: args.log_group_concurrency as usize,
+            cloudwatch: args.into(),
+            events: args.into(),
+            instance_id: args.instance_id.clone(),
             ..RunnerSettings::default()
         }
     }
+}
 
-    pub fn schedule(&self) -> ScheduleSettings {
-        ScheduleSettings {
-            enabled: self.scheduler == Toggle::On,
-            spread: Duration::from_secs(self.schedule_spread_secs),
+impl From<&ServeArgs> for CloudWatchSettings {
+    fn from(args: &ServeArgs) -> Self {
+        CloudWatchSettings { filter_log_events_rps: args.filter_log_events_rps, ..CloudWatchSettings::default() }
+    }
+}
+
+impl From<&ServeArgs> for EventSettings {
+    fn from(args: &ServeArgs) -> Self {
+        EventSettings {
+            public_url: args.public_url(),
+            guance_configured: args.guance.is_set(),
+            expiry: Duration::from_secs(u64::from(args.guance.guance_event_expiry_hours) * 3600),
         }
     }
+}
 
-    pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen)).trim_end_matches('/').to_string()
+impl From<&ServeArgs> for ScheduleSettings {
+    fn from(args: &ServeArgs) -> Self {
+        ScheduleSettings {
+            enabled: args.scheduler == Toggle::On,
+            spread: Duration::from_secs(args.schedule_spread_secs),
+        }
+    }
+}
+
+impl From<&ServeArgs> for HttpSettings {
+    fn from(args: &ServeArgs) -> Self {
+        HttpSettings {
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            run_wait_timeout: Duration::from_secs(args.run_wait_timeout_secs),
+            max_body_bytes: args.max_body_bytes,
+            public_url: args.public_url(),
+            files_root: args.files_root.clone(),
+            api_tokens: crate::http::auth::Tokens::new(&args.api_token),
+            guance_configured: args.guance.is_set(),
+            schedule: args.into(),
+        }
     }
 }
 
@@ -313,7 +350,7 @@ pub struct GuanceArgs {
     pub guance_workspace_token: Option<Secret>,
 
     /// Hours an undelivered event is retried before it expires.
-    #[arg(long, env = "GUANCE_EVENT_EXPIRY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=720))]
+    #[arg(long, env = "GUANCE_EVENT_EXPIRY_HOURS", default_value_t = (EventSettings::DEFAULT_EXPIRY.as_secs() / 3600) as u32, value_parser = clap::value_parser!(u32).range(1..=720))]
     pub guance_event_expiry_hours: u32,
 }
 
@@ -379,4 +416,31 @@ pub struct GenerateArgs {
     /// Records per file.
     #[arg(long, default_value_t = 500)]
     pub per_file: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each default is written once, next to its settings; the flags left out must give it.
+    #[test]
+    fn flags_left_out_give_the_settings_defaults() {
+        let cli = Cli::try_parse_from(["cloudtrail-inspector"]).expect("no flags parse");
+        let args = &cli.serve;
+
+        let (runner, default) = (RunnerSettings::from(args), RunnerSettings::default());
+        assert_eq!(runner.run_concurrency, default.run_concurrency);
+        assert_eq!(runner.log_group_concurrency, default.log_group_concurrency);
+        assert_eq!(runner.cloudwatch.filter_log_events_rps, default.cloudwatch.filter_log_events_rps);
+        assert_eq!(runner.events.public_url, default.events.public_url);
+        assert_eq!(runner.events.expiry, default.events.expiry);
+
+        assert_eq!(ScheduleSettings::from(args), ScheduleSettings::default());
+
+        let (http, default) = (HttpSettings::from(args), HttpSettings::default());
+        assert_eq!(http.request_timeout, default.request_timeout);
+        assert_eq!(http.run_wait_timeout, default.run_wait_timeout);
+        assert_eq!(http.max_body_bytes, default.max_body_bytes);
+        assert_eq!(http.public_url, default.public_url);
+    }
 }

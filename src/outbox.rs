@@ -43,12 +43,18 @@ pub struct EventSettings {
     pub expiry: Duration,
 }
 
+impl EventSettings {
+    /// Where the service is reached when no public URL is given: its default listen address.
+    pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+    pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+}
+
 impl Default for EventSettings {
     fn default() -> Self {
         EventSettings {
-            public_url: "http://127.0.0.1:8080".into(),
+            public_url: Self::DEFAULT_PUBLIC_URL.into(),
             guance_configured: false,
-            expiry: Duration::from_secs(24 * 3600),
+            expiry: Self::DEFAULT_EXPIRY,
         }
     }
 }
@@ -90,13 +96,14 @@ pub struct PlannedEvents {
 pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
     let previous: HashMap<String, DimensionState> =
         r.previous.iter().filter_map(|(k, v)| serde_json::from_value(v.clone()).ok().map(|s| (k.clone(), s))).collect();
-    let mut accounts: BTreeSet<String> = r.clusters.iter().filter(|c| c.is_new).map(|c| c.account_id.clone()).collect();
+    let mut accounts: BTreeSet<String> =
+        r.clusters.iter().filter(|c| c.is_new).map(|c| c.identity.account_id.clone()).collect();
     accounts
         .extend(previous.iter().filter(|(_, s)| s.fault.is_some() || !s.carried.is_empty()).map(|(a, _)| a.clone()));
 
     let s = &r.inspection.settings;
     let region = if s.aws.region.is_empty() {
-        r.clusters.iter().find(|c| c.is_new).map(|c| c.region.clone()).unwrap_or_default()
+        r.clusters.iter().find(|c| c.is_new).map(|c| c.identity.region.clone()).unwrap_or_default()
     } else {
         s.aws.region.clone()
     };
@@ -121,11 +128,11 @@ pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
     let mut out = PlannedEvents::default();
     let expires_at = r.now + TimeDelta::from_std(r.settings.expiry).unwrap_or(TimeDelta::hours(24));
     for account in accounts {
-        let mine: Vec<&ClusterSummary> = r.clusters.iter().filter(|c| c.account_id == account).collect();
+        let mine: Vec<&ClusterSummary> = r.clusters.iter().filter(|c| c.identity.account_id == account).collect();
         let new_clusters: Vec<EventCluster> = mine
             .iter()
             .filter(|c| c.is_new)
-            .map(|c| EventCluster::from_summary(c, r.samples.get(&c.fingerprint)))
+            .map(|c| EventCluster::from_summary(c, r.samples.get(&c.identity.fingerprint)))
             .collect();
         let run = AccountRun {
             account_id: account.clone(),

@@ -239,7 +239,7 @@ async fn prepare_inspection(store: &DynStore, target: &Target, args: &ScanArgs) 
 async fn all_clusters(store: &DynStore, run_id: Uuid) -> anyhow::Result<Vec<ClusterSummary>> {
     let mut out: Vec<ClusterSummary> = Vec::new();
     loop {
-        let after = out.last().map(|c| (c.is_new, c.count, c.fingerprint.clone()));
+        let after = out.last().map(|c| (c.is_new, c.count, c.identity.fingerprint.clone()));
         let page = store.run_clusters(run_id, after, 500).await?;
         let done = page.len() < 500;
         out.extend(page);
@@ -328,13 +328,14 @@ fn cluster_rows(clusters: &[&ClusterSummary]) -> Vec<Vec<String>> {
     clusters
         .iter()
         .map(|c| {
+            let id = &c.identity;
             vec![
                 thousands(c.count),
-                clip(&c.account_id, 14),
-                clip(&c.region, 14),
-                clip(&format!("{} {}", c.event_source.trim_end_matches(".amazonaws.com"), c.event_name), 44),
-                clip(&c.error_code, 36),
-                clip(&c.template, 90),
+                clip(&id.account_id, 14),
+                clip(&id.region, 14),
+                clip(&format!("{} {}", id.event_source.trim_end_matches(".amazonaws.com"), id.event_name), 44),
+                clip(&id.error_code, 36),
+                clip(&id.template, 90),
             ]
         })
         .collect()
@@ -411,12 +412,12 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
             t.push_str(&format!(
                 "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
                 c.count,
-                md(&c.account_id),
-                md(&c.region),
-                md(&c.event_source),
-                md(&c.event_name),
-                md(&c.error_code),
-                md(&c.template),
+                md(&c.identity.account_id),
+                md(&c.identity.region),
+                md(&c.identity.event_source),
+                md(&c.identity.event_name),
+                md(&c.identity.error_code),
+                md(&c.identity.template),
                 c.first_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 c.last_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 principals.join(", "),

@@ -33,9 +33,13 @@ pub struct ScheduleSettings {
     pub spread: Duration,
 }
 
+impl ScheduleSettings {
+    pub const DEFAULT_SPREAD: Duration = Duration::from_secs(60);
+}
+
 impl Default for ScheduleSettings {
     fn default() -> Self {
-        ScheduleSettings { enabled: true, spread: Duration::from_secs(60) }
+        ScheduleSettings { enabled: true, spread: Self::DEFAULT_SPREAD }
     }
 }
 

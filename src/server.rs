@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::config::ServeArgs;
 use crate::http::{AppState, HttpSettings};
 use crate::runner::{Runner, RunnerSettings};
+use crate::scheduler::ScheduleSettings;
 use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::DynStore;
@@ -32,8 +33,8 @@ pub fn build_state_with(
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let api_tokens = crate::http::auth::Tokens::new(&args.api_token);
-    if api_tokens.is_empty() && !args.listen.ip().is_loopback() {
+    let http = HttpSettings::from(&args);
+    if http.api_tokens.is_empty() && !args.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {} without an API token: anyone who can reach it could read and change \
              inspections. Set API_TOKEN (or --api-token), or listen on 127.0.0.1",
@@ -42,16 +43,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
-    let http = HttpSettings {
-        request_timeout: Duration::from_secs(args.request_timeout_secs),
-        run_wait_timeout: Duration::from_secs(args.run_wait_timeout_secs),
-        max_body_bytes: args.max_body_bytes,
-        public_url: args.public_url(),
-        files_root: args.files_root.clone(),
-        api_tokens,
-        guance_configured: args.guance.is_set(),
-        schedule: args.schedule(),
-    };
     let guance = match args.guance.settings()? {
         Some(settings) => {
             let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
@@ -65,7 +56,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let identity = crate::instance::identity(args.instance_id.as_deref(), &args.db.data_dir)?;
-    let mut runner_settings = args.runner();
+    let mut runner_settings = RunnerSettings::from(&args);
     runner_settings.instance_id = Some(identity.id.clone());
     let state = build_state(store, runner_settings, http);
     tracing::info!(instance_id = %identity.id, "instance identified");
@@ -76,8 +67,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
     state.runner.housekeeping().await;
     let _housekeeping = state.runner.spawn_housekeeping();
-    let scheduler = if args.schedule().enabled {
-        let scheduler = crate::scheduler::Scheduler::new(state.store.clone(), state.runner.clone(), args.schedule());
+    let schedule = ScheduleSettings::from(&args);
+    let scheduler = if schedule.enabled {
+        let scheduler = crate::scheduler::Scheduler::new(state.store.clone(), state.runner.clone(), schedule);
         tracing::info!(spread_secs = args.schedule_spread_secs, "scheduler on");
         Some(scheduler.spawn())
     } else {

@@ -61,8 +61,8 @@ impl ClusterKey {
     }
 }
 
-/// A value and how many errors of the cluster had it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A value (a principal, a source IP) and how many errors of the cluster had it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counted {
     pub value: String,
     pub count: u64,

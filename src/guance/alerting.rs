@@ -245,7 +245,7 @@ fn nothing(next: DimensionState) -> Decision {
 /// recording wins), at most [`MAX_CARRIED`], the rest counted.
 fn carry(state: &mut DimensionState, clusters: Vec<EventCluster>, now: DateTime<Utc>) {
     for mut c in clusters {
-        if state.carried.iter().any(|k| k.fingerprint == c.fingerprint) {
+        if state.carried.iter().any(|k| k.identity.fingerprint == c.identity.fingerprint) {
             continue;
         }
         if state.carried.len() >= MAX_CARRIED {
@@ -268,6 +268,7 @@ fn seconds_between(start: DateTime<Utc>, end: DateTime<Utc>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::cluster::ClusterIdentity;
     use chrono::TimeZone;
 
     fn t(min: i64) -> DateTime<Utc> {
@@ -277,13 +278,15 @@ mod tests {
     fn cluster(fp: &str) -> EventCluster {
         EventCluster {
             cluster_id: None,
-            fingerprint: fp.to_owned(),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            event_source: "s3.amazonaws.com".into(),
-            event_name: "GetObject".into(),
-            error_code: "AccessDenied".into(),
-            template: "Access Denied".into(),
+            identity: ClusterIdentity {
+                fingerprint: fp.to_owned(),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                event_source: "s3.amazonaws.com".into(),
+                event_name: "GetObject".into(),
+                error_code: "AccessDenied".into(),
+                template: "Access Denied".into(),
+            },
             count: 3,
             first_seen: t(0),
             last_seen: t(1),
@@ -385,11 +388,11 @@ mod tests {
         assert_eq!((f.id.as_str(), f.status, f.duration_secs), ("event-0", FaultStatus::Fault, 2400));
         // b and c are carried (b once), with the time they were first recorded.
         let carried: Vec<(&str, Option<DateTime<Utc>>)> =
-            ds[2].next.carried.iter().map(|c| (c.fingerprint.as_str(), c.carried_from)).collect();
+            ds[2].next.carried.iter().map(|c| (c.identity.fingerprint.as_str(), c.carried_from)).collect();
         assert_eq!(carried, vec![("b", Some(t(20))), ("c", Some(t(40)))]);
         // The next sent event brings them along and the carry list empties.
         let send = &ds[3];
-        assert_eq!(send.carried.iter().map(|c| c.fingerprint.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(send.carried.iter().map(|c| c.identity.fingerprint.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
         assert!(send.next.carried.is_empty());
         assert_eq!(send.fault.as_ref().unwrap().id, "event-0", "same fault continues");
         assert_eq!(send.next.fault.as_ref().unwrap().last_sent_at, t(61));
@@ -453,7 +456,7 @@ mod tests {
         assert_eq!(ds[0].silent_reason, Some(SilentReason::LevelNotNotified { level: NotifyLevel::Warning }));
         assert_eq!(ds[0].fault, None);
         assert_eq!(ds[1].next.carried.len(), 1, "a quiet run keeps what is carried");
-        assert_eq!(ds[2].carried.iter().map(|c| c.fingerprint.as_str()).collect::<Vec<_>>(), vec!["w1"]);
+        assert_eq!(ds[2].carried.iter().map(|c| c.identity.fingerprint.as_str()).collect::<Vec<_>>(), vec!["w1"]);
         assert_eq!(ds[2].fault.as_ref().unwrap().id, "event-2");
     }
 
@@ -464,7 +467,7 @@ mod tests {
             vec![(0, new(NotifyLevel::Error, &["a"])), (10, new(NotifyLevel::Error, &["b"])), (70, RunOutcome::Quiet)],
         );
         assert_eq!(actions(&ds), vec![Action::Send, Action::RecordSilent, Action::Recover]);
-        assert_eq!(ds[2].carried.iter().map(|c| c.fingerprint.as_str()).collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(ds[2].carried.iter().map(|c| c.identity.fingerprint.as_str()).collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(ds[2].fault.as_ref().unwrap().duration_secs, 70 * 60);
     }
 

@@ -46,7 +46,7 @@ use super::lineproto::{EncodeError, Point};
 use crate::engine::Cluster;
 use crate::engine::rules::{self, RuleInput};
 use crate::model::alerting::{AlertPolicy, NotifyLevel, SeverityRules};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
 
 /// Measurement of every event this service writes.
 pub const MEASUREMENT: &str = "monitor";
@@ -96,18 +96,13 @@ impl From<NotifyLevel> for EventStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventCluster {
     pub cluster_id: Option<Uuid>,
-    pub fingerprint: String,
-    pub account_id: String,
-    pub region: String,
-    pub event_source: String,
-    pub event_name: String,
-    pub error_code: String,
-    pub template: String,
+    #[serde(flatten)]
+    pub identity: ClusterIdentity,
     pub count: i64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
     pub sample_message: String,
     /// Ids of the CIS rules the cluster matches ([`rules::CIS_RULES`]).
     pub rules: Vec<String>,
@@ -121,24 +116,19 @@ impl EventCluster {
     /// lets the rules read fields beyond the cluster key.
     pub fn from_summary(s: &ClusterSummary, sample_record: Option<&Value>) -> Self {
         let principals: Vec<&str> = s.top_principals.iter().map(|p| p.value.as_str()).collect();
+        let id = &s.identity;
         let input = RuleInput {
-            event_source: &s.event_source,
-            event_name: &s.event_name,
-            error_code: &s.error_code,
-            template: &s.template,
+            event_source: &id.event_source,
+            event_name: &id.event_name,
+            error_code: &id.error_code,
+            template: &id.template,
             principals,
             sample: sample_record,
         };
         EventCluster {
             rules: rules::matching_rules(&input).into_iter().map(str::to_owned).collect(),
             cluster_id: s.cluster_id,
-            fingerprint: s.fingerprint.clone(),
-            account_id: s.account_id.clone(),
-            region: s.region.clone(),
-            event_source: s.event_source.clone(),
-            event_name: s.event_name.clone(),
-            error_code: s.error_code.clone(),
-            template: s.template.clone(),
+            identity: s.identity.clone(),
             count: s.count,
             first_seen: s.first_seen,
             last_seen: s.last_seen,
@@ -158,7 +148,7 @@ impl EventCluster {
 
     /// This cluster's level under an inspection's severity rules.
     pub fn level(&self, severity: &SeverityRules) -> NotifyLevel {
-        severity.level_of(&self.rules, &self.error_code)
+        severity.level_of(&self.rules, &self.identity.error_code)
     }
 }
 
@@ -571,19 +561,19 @@ fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]
             c.rules.iter().filter_map(|id| rules::rule(id)).map(|r| format!("{} {}", r.id, r.title)).collect();
         m.push_str(&format!(
             "- **{}** on {} {}: {}, level **{}**{}\n",
-            code(&c.error_code),
-            code(&c.event_source),
-            code(&c.event_name),
+            code(&c.identity.error_code),
+            code(&c.identity.event_source),
+            code(&c.identity.event_name),
             plural(c.count, "record", "records"),
             EventStatus::from(level).as_str(),
             if rules.is_empty() { String::new() } else { format!(" ({})", rules.join("; ")) },
         ));
-        m.push_str(&format!("  - Template: {}\n", code(&c.template)));
+        m.push_str(&format!("  - Template: {}\n", code(&c.identity.template)));
         m.push_str(&format!(
             "  - Seen {} – {} in region {}{}\n",
             fmt_time(c.first_seen),
             fmt_time(c.last_seen),
-            code(&c.region),
+            code(&c.identity.region),
             c.carried_from.map(|t| format!(", recorded {}", fmt_time(t))).unwrap_or_default(),
         ));
         if !c.top_principals.is_empty() {
@@ -665,18 +655,20 @@ pub fn insights_url(ctx: &EventContext, c: &EventCluster) -> Option<String> {
     } else {
         format!("{region}.console.aws.amazon.com")
     };
+    let id = &c.identity;
     let q = |s: &str| {
         let s = clean(s, 256);
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     };
-    let mut filter = vec![format!("eventSource = {}", q(&c.event_source)), format!("eventName = {}", q(&c.event_name))];
-    if c.error_code == crate::engine::record::CONSOLE_LOGIN_FAILURE {
+    let mut filter =
+        vec![format!("eventSource = {}", q(&id.event_source)), format!("eventName = {}", q(&id.event_name))];
+    if id.error_code == crate::engine::record::CONSOLE_LOGIN_FAILURE {
         filter.push("(responseElements.ConsoleLogin = \"Failure\" or errorMessage = \"Failed authentication\")".into());
     } else {
-        filter.push(format!("errorCode = {}", q(&c.error_code)));
+        filter.push(format!("errorCode = {}", q(&id.error_code)));
     }
-    if !c.account_id.is_empty() {
-        filter.push(format!("recipientAccountId = {}", q(&c.account_id)));
+    if !id.account_id.is_empty() {
+        filter.push(format!("recipientAccountId = {}", q(&id.account_id)));
     }
     let query = format!(
         "fields @timestamp, eventSource, eventName, errorCode, errorMessage, userIdentity.arn, sourceIPAddress\n\
@@ -785,17 +777,19 @@ mod tests {
     fn cluster(code: &str, rules: &[&str]) -> EventCluster {
         EventCluster {
             cluster_id: Some(Uuid::from_u128(9)),
-            fingerprint: format!("fp-{code}"),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            event_source: "s3.amazonaws.com".into(),
-            event_name: "GetObject".into(),
-            error_code: code.into(),
-            template: "Access Denied".into(),
+            identity: ClusterIdentity {
+                fingerprint: format!("fp-{code}"),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                event_source: "s3.amazonaws.com".into(),
+                event_name: "GetObject".into(),
+                error_code: code.into(),
+                template: "Access Denied".into(),
+            },
             count: 4,
             first_seen: t(5),
             last_seen: t(20),
-            top_principals: vec![CountedValue { value: "arn:aws:iam::123456789012:user/alice".into(), count: 4 }],
+            top_principals: vec![Counted { value: "arn:aws:iam::123456789012:user/alice".into(), count: 4 }],
             top_source_ips: vec![],
             sample_message: "Access Denied".into(),
             rules: rules.iter().map(|s| (*s).to_owned()).collect(),
@@ -863,7 +857,7 @@ mod tests {
         assert!(!url.contains(' ') && !url.contains('"') && !url.contains('\n'));
         // Hostile values stay inside the encoded query.
         let mut evil = cluster("x\" | display @message | filter \"1", &[]);
-        evil.event_name = "a)](javascript:alert(1))".into();
+        evil.identity.event_name = "a)](javascript:alert(1))".into();
         let url = insights_url(&ctx(), &evil).unwrap();
         assert!(url.contains("*5c*22"), "quotes are escaped in the query: {url}");
         assert_eq!(url.matches('(').count(), url.matches(')').count(), "{url}");
@@ -976,10 +970,10 @@ mod tests {
     #[test]
     fn hostile_record_text_stays_inside_code_spans() {
         let mut c = cluster("AccessDenied", &["CloudWatch.2"]);
-        c.template =
+        c.identity.template =
             "x` **bold** [link](http://evil.example) <img src=x onerror=alert(1)>\n# Heading\n- item |a|b|".into();
-        c.top_principals = vec![CountedValue { value: "``arn``\r\n> quote".into(), count: 1 }];
-        c.event_source = "\u{202e}moc.live".into();
+        c.top_principals = vec![Counted { value: "``arn``\r\n> quote".into(), count: 1 }];
+        c.identity.event_source = "\u{202e}moc.live".into();
         let d = send_decision(std::slice::from_ref(&c));
         let mut a = account(vec![c]);
         a.access_keys[0].principal_arn = "]) [x](javascript:alert(1)) `".into();
@@ -1075,7 +1069,11 @@ mod tests {
     #[test]
     fn long_lists_are_cut_in_the_message_but_kept_in_the_detail() {
         let clusters: Vec<EventCluster> = (0..MAX_MESSAGE_CLUSTERS + 5)
-            .map(|i| EventCluster { fingerprint: format!("fp{i}"), ..cluster("AccessDenied", &["CloudWatch.2"]) })
+            .map(|i| {
+                let mut c = cluster("AccessDenied", &["CloudWatch.2"]);
+                c.identity.fingerprint = format!("fp{i}");
+                c
+            })
             .collect();
         let d = send_decision(&clusters);
         let ev = build_event(&ctx(), &account(clusters), &d, t(61));

@@ -16,20 +16,37 @@ tokio::task_local! {
     pub static REQUEST_ID: String;
 }
 
+/// Every error the API answers, named by what went wrong; each has one status and one code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String, details: Option<serde_json::Value> },
-    #[error("request validation failed")]
-    Unprocessable(FieldErrors),
+    /// A query parameter, cursor or other input outside the body is wrong.
     #[error("{0}")]
     BadRequest(String),
-    #[error("{message}")]
-    InvalidBody { status: StatusCode, message: String, field: Option<String> },
+    /// The body is not JSON, or could not be read at all.
+    #[error("{0}")]
+    MalformedJson(String),
     #[error("a valid bearer token is required (Authorization: Bearer <token>)")]
     Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("the request took too long")]
+    Timeout,
+    /// The request is valid but clashes with the current state (a name taken, a run in
+    /// progress); `code` says which clash.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, details: Option<serde_json::Value> },
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("expected a JSON body (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The body is JSON but does not fit the request's type: a wrong type or an unknown field.
+    #[error("{message}")]
+    InvalidBody { field: String, message: String },
+    /// The body fits the type but its values break the rules; every bad field is listed.
+    #[error("request validation failed")]
+    Unprocessable(FieldErrors),
     #[error("the database is unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -44,8 +61,10 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code: `not_found`, `conflict`, `validation_failed`,
-    /// `malformed_json`, `invalid_body`, `bad_request`, `unavailable`, `internal`, …
+    /// Stable machine-readable code: `bad_request`, `malformed_json`, `unauthorized`,
+    /// `not_found`, `method_not_allowed`, `timeout`, `name_taken`, `run_in_progress`,
+    /// `inspection_disabled`, `payload_too_large`, `unsupported_media_type`, `invalid_body`,
+    /// `validation_failed`, `unavailable`, `internal`.
     pub code: String,
     pub message: String,
     /// Field path → problems, for validation errors.
@@ -63,14 +82,36 @@ pub struct ErrorDetail {
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidBody { status, .. } => *status,
+            ApiError::BadRequest(_) | ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidBody { .. } | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable `code` of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Timeout => "timeout",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidBody { .. } => "invalid_body",
+            ApiError::Unprocessable(_) => "validation_failed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
         }
     }
 
@@ -78,21 +119,17 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
-    fn code(&self) -> &'static str {
-        match self {
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict { code, .. } => code,
-            ApiError::Unprocessable(_) => "validation_failed",
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidBody { status, .. } if *status == StatusCode::BAD_REQUEST => "malformed_json",
-            ApiError::InvalidBody { status, .. } if *status == StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                "unsupported_media_type"
-            }
-            ApiError::InvalidBody { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            ApiError::InvalidBody { .. } => "invalid_body",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+    /// The error a layer meant by answering `status` without a body of the API's shape
+    /// (method routing, the timeout, the body limit, axum's own rejections).
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ApiError::Timeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+            StatusCode::NOT_FOUND => ApiError::NotFound("no such route".into()),
+            s if s.is_client_error() => ApiError::BadRequest(s.canonical_reason().unwrap_or("bad request").into()),
+            s => ApiError::Internal(anyhow::anyhow!("a layer answered {s} without a body")),
         }
     }
 }
@@ -125,8 +162,8 @@ impl IntoResponse for ApiError {
                 detail.message = "request validation failed".into();
                 detail.fields = Some(fields.into_map());
             }
-            ApiError::InvalidBody { field: Some(field), ref message, .. } => {
-                detail.fields = Some(BTreeMap::from([(field, vec![message.clone()])]));
+            ApiError::InvalidBody { field, message } => {
+                detail.fields = Some(BTreeMap::from([(field, vec![message])]));
             }
             ApiError::Conflict { details, .. } => detail.details = details,
             ApiError::Unavailable(e) => {

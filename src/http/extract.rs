@@ -24,11 +24,7 @@ fn check_content_type(req: &Request) -> Result<(), ApiError> {
     if essence == "application/json" || essence.ends_with("+json") {
         Ok(())
     } else {
-        Err(ApiError::InvalidBody {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "expected a JSON body (Content-Type: application/json)".into(),
-            field: None,
-        })
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
@@ -42,15 +38,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => Err(ApiError::InvalidBody {
-                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    field: if path == "." { "body".into() } else { path },
                     message: strip_position(&inner.to_string()),
-                    field: Some(if path == "." { "body".into() } else { path }),
                 }),
-                _ => Err(ApiError::InvalidBody {
-                    status: StatusCode::BAD_REQUEST,
-                    message: format!("malformed JSON: {inner}"),
-                    field: None,
-                }),
+                _ => Err(ApiError::MalformedJson(format!("malformed JSON: {inner}"))),
             }
         }
     }
@@ -65,13 +56,10 @@ fn strip_position(msg: &str) -> String {
 }
 
 async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, &()).await.map_err(|e| {
-        let status = e.status();
-        ApiError::InvalidBody {
-            status: if status == StatusCode::PAYLOAD_TOO_LARGE { status } else { StatusCode::BAD_REQUEST },
-            message: e.body_text(),
-            field: None,
-        }
+    Bytes::from_request(req, &()).await.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        // A body cut off or otherwise unreadable is no JSON either.
+        _ => ApiError::MalformedJson(e.body_text()),
     })
 }
 

@@ -16,7 +16,8 @@
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
@@ -24,6 +25,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use crate::model::inspection::{Inspection, parse_configs, trigger_id_hash};
@@ -241,7 +244,7 @@ fn iso(t: DateTime<Utc>) -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     /// Run and wait (`/al/`).
     Sync,
     /// Start and answer at once (`/bat/`).
@@ -343,143 +346,196 @@ pub struct FuncErrorBody {
     pub req_cost: u64,
 }
 
-/// Handlers share one signature; only the mode and the format differ.
-macro_rules! func_handler {
-    ($(#[$doc:meta])* $name:ident, $method:ident, $path:literal, $mode:expr, format) => {
-        $(#[$doc])*
-        #[utoipa::path(
-            $method, path = $path, tag = "func", security(()),
-            params(
-                ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-                ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
-            ),
-            request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
-            responses(
-                (status = 200, description = "Unboxed: the finished run (`GET /api/v1/runs/{id}`), or its JSON text with `returnType: jsonDumps`. Boxed (`unbox: false`, and `/bat/`): `FuncBoxed`", body = Run),
-                (status = 400, description = "EClientBadRequest 400.43", body = FuncErrorBody),
-                (status = 403, description = "EBizCondition 403.21: the inspection is disabled", body = FuncErrorBody),
-                (status = 404, description = "EClientNotFound 404.41: unknown or rotated trigger id", body = FuncErrorBody),
-                (status = 409, description = "EBizRequestConflict 409.25: a run is in progress (`detail.run_id`)", body = FuncErrorBody),
-                (status = 599, description = "EFuncFailed 599.10, EFuncTimeout 599.20, EFuncResultParsingFailed 599.98, EWorkerNoResponse 599.99", body = FuncErrorBody),
-            )
-        )]
-        pub async fn $name(
-            State(state): State<AppState>,
-            Path((trigger_id, format)): Path<(String, String)>,
-            method: Method,
-            RawQuery(query): RawQuery,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            handle(&state, $mode, &trigger_id, Some(&format), &method, query.as_deref(), &headers, &body).await
-        }
-    };
-    ($(#[$doc:meta])* $name:ident, $method:ident, $path:literal, $mode:expr) => {
-        $(#[$doc])*
-        #[utoipa::path(
-            $method, path = $path, tag = "func", security(()),
-            params(
-                ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-                ("kwargs" = Option<String>, Query, description = "GET: the kwargs as JSON text"),
-                ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
-            ),
-            request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
-            responses(
-                (status = 200, description = "Unboxed: the finished run (`GET /api/v1/runs/{id}`), or its JSON text with `returnType: jsonDumps`. Boxed (`unbox: false`, and `/bat/`): `FuncBoxed`", body = Run),
-                (status = 400, description = "EClientBadRequest 400.43: bad JSON, unknown kwarg, bad option", body = FuncErrorBody),
-                (status = 403, description = "EBizCondition 403.21: the inspection is disabled", body = FuncErrorBody),
-                (status = 404, description = "EClientNotFound 404.41: unknown or rotated trigger id", body = FuncErrorBody),
-                (status = 409, description = "EBizRequestConflict 409.25: a run is in progress (`detail.run_id`)", body = FuncErrorBody),
-                (status = 599, description = "EFuncFailed 599.10, EFuncTimeout 599.20, EFuncResultParsingFailed 599.98, EWorkerNoResponse 599.99", body = FuncErrorBody),
-            )
-        )]
-        pub async fn $name(
-            State(state): State<AppState>,
-            Path(trigger_id): Path<String>,
-            method: Method,
-            RawQuery(query): RawQuery,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> Response {
-            handle(&state, $mode, &trigger_id, None, &method, query.as_deref(), &headers, &body).await
-        }
-    };
+/// The answers to a call that did not give a result, for the OpenAPI document: they are built
+/// by [`Call::error`], never from this type.
+#[allow(dead_code)]
+#[derive(utoipa::IntoResponses)]
+enum FuncErrors {
+    /// EClientBadRequest 400.43: bad JSON, unknown kwarg, bad option or format
+    #[response(status = 400)]
+    BadRequest(FuncErrorBody),
+    /// EBizCondition 403.21: the inspection is disabled
+    #[response(status = 403)]
+    Disabled(FuncErrorBody),
+    /// EClientNotFound 404.41: unknown or rotated trigger id
+    #[response(status = 404)]
+    NotFound(FuncErrorBody),
+    /// EBizRequestConflict 409.25: a run is in progress (`detail.run_id`)
+    #[response(status = 409)]
+    Conflict(FuncErrorBody),
+    /// EFuncFailed 599.10, EFuncTimeout 599.20, EFuncResultParsingFailed 599.98, EWorkerNoResponse 599.99
+    #[response(status = 599)]
+    Failed(FuncErrorBody),
 }
 
-func_handler!(
-    /// Run an inspection and wait (Func Sync API / auth link, GET).
-    ///
-    /// `?kwargs=<JSON>&options=<JSON>`. Waits up to the inspection's `timeout_seconds`; past it
-    /// the answer is EFuncTimeout while the run goes on and is recorded.
-    sync_get, get, "/api/v1/al/{trigger_id}", Mode::Sync
-);
-func_handler!(
-    /// Run an inspection and wait (Func Sync API / auth link, POST).
-    ///
-    /// Body `{"kwargs": {...}, "options": {"returnType", "unbox", "timeout"}}`.
-    sync_post, post, "/api/v1/al/{trigger_id}", Mode::Sync
-);
-func_handler!(
-    /// Run an inspection and wait, in a given format (GET).
-    ///
-    /// `normal` reads `?kwargs=&options=`; `s`/`simplified` read the query itself as kwargs.
-    sync_get_format, get, "/api/v1/al/{trigger_id}/{format}", Mode::Sync, format
-);
-func_handler!(
-    /// Run an inspection and wait, in a given format (POST).
-    ///
-    /// `normal` reads `{"kwargs", "options"}`; `s`/`simplified` read the body itself as kwargs.
-    sync_post_format, post, "/api/v1/al/{trigger_id}/{format}", Mode::Sync, format
-);
-func_handler!(
-    /// Start an inspection run and answer at once (Func Async API / batch, GET).
-    ///
-    /// Answers `{"ok": true, "data": {"id": "<run id>"}, …}`; follow it at `/api/v1/runs/{id}`.
-    async_get, get, "/api/v1/bat/{trigger_id}", Mode::Async
-);
-func_handler!(
-    /// Start an inspection run and answer at once (Func Async API / batch, POST).
-    async_post, post, "/api/v1/bat/{trigger_id}", Mode::Async
-);
-func_handler!(
-    /// Start an inspection run and answer at once, in a given format (GET).
-    async_get_format, get, "/api/v1/bat/{trigger_id}/{format}", Mode::Async, format
-);
-func_handler!(
-    /// Start an inspection run and answer at once, in a given format (POST).
-    async_post_format, post, "/api/v1/bat/{trigger_id}/{format}", Mode::Async, format
-);
+/// A Func call as it arrived, whatever its method and format: the parts [`serve`] reads, and
+/// the trace every answer carries. Taking it whole keeps the handlers one line each.
+pub struct FuncRequest {
+    call: Call,
+    method: Method,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+}
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    state: &AppState,
-    mode: Mode,
-    trigger_id: &str,
-    format: Option<&str>,
-    method: &Method,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
-    let call = Call::new(headers);
-    match serve_call(state, &call, mode, trigger_id, format, method, query, headers, body).await {
-        Ok(res) => res,
-        Err(e) => call.error(e),
+impl<S: Send + Sync> FromRequest<S> for FuncRequest {
+    type Rejection = BytesRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let call = Call::new(req.headers());
+        let method = req.method().clone();
+        let query = req.uri().query().map(str::to_owned);
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await?;
+        Ok(FuncRequest { call, method, query, headers, body })
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One URL family of Func's calling contract: `{prefix}/{trigger_id}` and
+/// `{prefix}/{trigger_id}/{format}`, each answering GET and POST in one [`Mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub prefix: &'static str,
+    pub mode: Mode,
+}
+
+/// The families this service answers: Func's auth link (`/al/`) and batch (`/bat/`) URLs.
+pub const FAMILIES: [Family; 2] =
+    [Family { prefix: "/api/v1/al", mode: Mode::Sync }, Family { prefix: "/api/v1/bat", mode: Mode::Async }];
+
+/// The routes of every family, with their documentation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    FAMILIES.iter().fold(OpenApiRouter::new(), |router, family| router.merge(family.routes()))
+}
+
+impl Family {
+    /// This family's routes under its prefix. `method(get, post)` gives both methods the
+    /// handler's operation id, and handlers are shared between families of one mode, so each
+    /// operation is named here after the family (the prefix's last segment), the path's shape
+    /// and the method: `al_get`, `bat_format_post`, …
+    pub fn routes(&self) -> OpenApiRouter<AppState> {
+        let handlers = match self.mode {
+            Mode::Sync => OpenApiRouter::new().routes(routes!(run_and_wait)).routes(routes!(run_and_wait_in_format)),
+            Mode::Async => OpenApiRouter::new().routes(routes!(start_run)).routes(routes!(start_run_in_format)),
+        };
+        let mut router = OpenApiRouter::new().nest(self.prefix, handlers);
+        let name = self.prefix.rsplit('/').next().unwrap_or(self.prefix);
+        for (path, item) in router.get_openapi_mut().paths.paths.iter_mut() {
+            let shape = if path.ends_with("/{format}") { "_format" } else { "" };
+            for (method, operation) in [("get", &mut item.get), ("post", &mut item.post)] {
+                if let Some(operation) = operation {
+                    operation.operation_id = Some(format!("{name}{shape}_{method}"));
+                }
+            }
+        }
+        router
+    }
+}
+
+/// Run an inspection and wait (Func Sync API / auth link).
+///
+/// GET reads `?kwargs=<JSON>&options=<JSON>`; POST reads the body `{"kwargs": {...},
+/// "options": {"returnType", "unbox", "timeout"}}`. Waits up to the inspection's
+/// `timeout_seconds`; past it the answer is EFuncTimeout while the run goes on and is recorded.
+#[utoipa::path(
+    method(get, post), path = "/{trigger_id}", tag = "func", security(()),
+    params(
+        ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
+        ("kwargs" = Option<String>, Query, description = "GET: the kwargs as JSON text"),
+        ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
+    ),
+    request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
+    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+)]
+pub async fn run_and_wait(
+    State(state): State<AppState>,
+    Path(trigger_id): Path<String>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Sync, &trigger_id, None, request).await
+}
+
+/// Run an inspection and wait, in a given format.
+///
+/// `normal` reads `{"kwargs", "options"}` (GET: `?kwargs=&options=`); `s`/`simplified` read
+/// the body (GET: the query) itself as kwargs.
+#[utoipa::path(
+    method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
+    params(
+        ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
+        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+    ),
+    request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
+    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+)]
+pub async fn run_and_wait_in_format(
+    State(state): State<AppState>,
+    Path((trigger_id, format)): Path<(String, String)>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Sync, &trigger_id, Some(&format), request).await
+}
+
+/// Start an inspection run and answer at once (Func Async API / batch).
+///
+/// Reads the call as `/al/` does. Answers `{"ok": true, "data": {"id": "<run id>"}, …}`;
+/// follow the run at `/api/v1/runs/{id}`.
+#[utoipa::path(
+    method(get, post), path = "/{trigger_id}", tag = "func", security(()),
+    params(
+        ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
+        ("kwargs" = Option<String>, Query, description = "GET: the kwargs as JSON text"),
+        ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
+    ),
+    request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
+    responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)
+)]
+pub async fn start_run(
+    State(state): State<AppState>,
+    Path(trigger_id): Path<String>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Async, &trigger_id, None, request).await
+}
+
+/// Start an inspection run and answer at once, in a given format.
+#[utoipa::path(
+    method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
+    params(
+        ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
+        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+    ),
+    request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
+    responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)
+)]
+pub async fn start_run_in_format(
+    State(state): State<AppState>,
+    Path((trigger_id, format)): Path<(String, String)>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Async, &trigger_id, Some(&format), request).await
+}
+
+const SYNC_RESULT: &str = "Unboxed: the finished run (`GET /api/v1/runs/{id}`), or its JSON text with \
+    `returnType: jsonDumps`. Boxed (`unbox: false`): `FuncBoxed` with the run as `data.result`";
+const ASYNC_RESULT: &str = "The run started: `FuncBoxed` with the run id as `data.id`";
+
+/// Answers a call, in Func's shape whether it succeeded or not.
+async fn serve(state: &AppState, mode: Mode, trigger_id: &str, format: Option<&str>, request: FuncRequest) -> Response {
+    match serve_call(state, mode, trigger_id, format, &request).await {
+        Ok(res) => res,
+        Err(e) => request.call.error(e),
+    }
+}
+
 async fn serve_call(
     state: &AppState,
-    call: &Call,
     mode: Mode,
     trigger_id: &str,
     format: Option<&str>,
-    method: &Method,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    body: &[u8],
+    request: &FuncRequest,
 ) -> Result<Response, FuncError> {
+    let call = &request.call;
     let simplified = match format.unwrap_or("normal") {
         "normal" => false,
         "s" | "simplified" => true,
@@ -488,13 +544,17 @@ async fn serve_call(
         }
     };
     let inspection = find_inspection(state, trigger_id).await?;
-    let data = if method == Method::GET { parse_query(query)? } else { parse_body(headers, body)? };
+    let data = if request.method == Method::GET {
+        parse_query(request.query.as_deref())?
+    } else {
+        parse_body(&request.headers, &request.body)?
+    };
     let (kwargs, options) = if simplified { (data, Options::default()) } else { split_normal(data)? };
-    let request = run_request(kwargs, &inspection, Utc::now())?;
+    let asked = run_request(kwargs, &inspection, Utc::now())?;
 
     let started = state
         .runner
-        .trigger(inspection.id, Trigger::Func, request, Some(call.trace_id.clone()))
+        .trigger(inspection.id, Trigger::Func, asked, Some(call.trace_id.clone()))
         .await
         .map_err(|e| FuncError::from_trigger(e, &inspection))?;
     let run_id = started.run.id;
@@ -504,38 +564,39 @@ async fn serve_call(
     }
 
     let secs = options.timeout.unwrap_or(u64::from(inspection.settings.timeout_seconds));
-    // The run is its own task: when this wait ends it still finishes and is recorded.
-    let run = match tokio::time::timeout(Duration::from_secs(secs), started.done).await {
-        Ok(Ok(Some(run))) => run,
-        Ok(Ok(None)) => {
-            return Err(FuncError::new(
-                Reason::EFuncResultParsingFailed,
-                "Cannot parse task result",
-                json!({ "run_id": run_id, "error": "the finished run could not be read back" }),
-            ));
-        }
-        Ok(Err(join)) => {
-            tracing::error!(%run_id, error = %join, "run task ended abnormally");
-            return Err(no_response(run_id));
-        }
-        Err(_) => {
-            return Err(FuncError::new(
-                Reason::EFuncTimeout,
-                "Func task timeout",
-                json!({
-                    "run_id": run_id,
-                    "run": format!("/api/v1/runs/{run_id}"),
-                    "timeout": secs,
-                    "exception": format!("the run did not finish within {secs} s; it goes on and is recorded"),
-                    "traceback": null,
-                }),
-            ));
-        }
-    };
+    let run = wait_for(started.done, run_id, secs).await?;
     match run.status {
         RunStatus::Succeeded | RunStatus::Partial => Ok(result(call, &run, options)),
         RunStatus::Failed => Err(failed(&run)),
         RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => Err(no_response(run.id)),
+    }
+}
+
+/// The finished run, or the Func error for a wait that gave none. The run is its own task:
+/// when this wait ends it still finishes and is recorded.
+async fn wait_for(done: tokio::task::JoinHandle<Option<Run>>, run_id: uuid::Uuid, secs: u64) -> Result<Run, FuncError> {
+    match tokio::time::timeout(Duration::from_secs(secs), done).await {
+        Ok(Ok(Some(run))) => Ok(run),
+        Ok(Ok(None)) => Err(FuncError::new(
+            Reason::EFuncResultParsingFailed,
+            "Cannot parse task result",
+            json!({ "run_id": run_id, "error": "the finished run could not be read back" }),
+        )),
+        Ok(Err(join)) => {
+            tracing::error!(%run_id, error = %join, "run task ended abnormally");
+            Err(no_response(run_id))
+        }
+        Err(_) => Err(FuncError::new(
+            Reason::EFuncTimeout,
+            "Func task timeout",
+            json!({
+                "run_id": run_id,
+                "run": format!("/api/v1/runs/{run_id}"),
+                "timeout": secs,
+                "exception": format!("the run did not finish within {secs} s; it goes on and is recorded"),
+                "traceback": null,
+            }),
+        )),
     }
 }
 
@@ -820,6 +881,25 @@ mod tests {
         assert_eq!(made, made.to_uppercase());
         h.insert(TRACE_HEADER, HeaderValue::from_static("TRACE-FROM-FUNC"));
         assert_eq!(Call::new(&h).trace_id, "TRACE-FROM-FUNC");
+    }
+
+    #[test]
+    fn each_family_documents_get_and_post_under_ids_of_their_own() {
+        let (_, doc) = routes().split_for_parts();
+        let mut ids = Vec::new();
+        for family in FAMILIES {
+            for path in
+                [format!("{}/{{trigger_id}}", family.prefix), format!("{}/{{trigger_id}}/{{format}}", family.prefix)]
+            {
+                let item = doc.paths.paths.get(&path).unwrap_or_else(|| panic!("{path} is not documented"));
+                for operation in [&item.get, &item.post] {
+                    ids.push(operation.as_ref().and_then(|o| o.operation_id.clone()).expect("named"));
+                }
+            }
+        }
+        let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        assert_eq!(ids.len(), FAMILIES.len() * 4);
     }
 
     #[test]

@@ -59,13 +59,19 @@ pub struct HttpSettings {
     pub schedule: crate::scheduler::ScheduleSettings,
 }
 
+impl HttpSettings {
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_RUN_WAIT_TIMEOUT: Duration = Duration::from_secs(900);
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+}
+
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
-            request_timeout: Duration::from_secs(30),
-            run_wait_timeout: Duration::from_secs(900),
-            max_body_bytes: 1024 * 1024,
-            public_url: "http://127.0.0.1:8080".into(),
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            run_wait_timeout: Self::DEFAULT_RUN_WAIT_TIMEOUT,
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            public_url: crate::outbox::EventSettings::DEFAULT_PUBLIC_URL.into(),
             files_root: None,
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
@@ -92,7 +98,7 @@ impl Default for HttpSettings {
         (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
             as Func's Sync API (auth link) and Async API (batch) are called"),
     ),
-    components(schemas(ErrorBody, func::FuncBoxed)),
+    components(schemas(ErrorBody, func::FuncBoxed, func::FuncErrorBody)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -149,11 +155,7 @@ fn run_routes() -> OpenApiRouter<AppState> {
 /// DataFlux Func-style triggers: they wait for runs like `run_routes`, and the trigger id in
 /// their URL is their credential, so no bearer token is asked for.
 fn func_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(func::sync_get, func::sync_post))
-        .routes(routes!(func::sync_get_format, func::sync_post_format))
-        .routes(routes!(func::async_get, func::async_post))
-        .routes(routes!(func::async_get_format, func::async_post_format))
+    func::routes()
 }
 
 /// The OpenAPI document of the whole API.
@@ -245,10 +247,10 @@ pub fn router(state: AppState) -> Router {
 
 /// The path as logs may show it: the trigger id in Func-style URLs is a credential.
 fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    for prefix in ["/api/v1/al/", "/api/v1/bat/"] {
-        if let Some(rest) = path.strip_prefix(prefix) {
+    for family in func::FAMILIES {
+        if let Some(rest) = path.strip_prefix(family.prefix).and_then(|p| p.strip_prefix('/')) {
             let tail = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
-            return format!("{prefix}***{tail}").into();
+            return format!("{}/***{tail}", family.prefix).into();
         }
     }
     path.into()
@@ -273,14 +275,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
     if !status.is_client_error() && !status.is_server_error() || is_json {
         return res;
     }
-    let message = match status {
-        StatusCode::REQUEST_TIMEOUT => "the request took too long".to_string(),
-        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
-        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
-        s => s.canonical_reason().unwrap_or("error").to_string(),
-    };
-    let err = ApiError::InvalidBody { status, message, field: None };
-    let mut out = err.into_response();
+    let mut out = ApiError::from_status(status).into_response();
     if let Some(allow) = res.headers().get(header::ALLOW) {
         out.headers_mut().insert(header::ALLOW, allow.clone());
     }
@@ -341,7 +336,45 @@ pub(crate) use page_type;
 
 #[cfg(test)]
 mod tests {
-    use super::loggable_path;
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// What a layer's bare answer becomes: status, `code`, and the `Allow` header kept.
+    async fn answer(app: Router, req: Request) -> (StatusCode, String, Option<String>) {
+        let res = app.layer(middleware::from_fn(json_errors)).oneshot(req).await.unwrap();
+        let status = res.status();
+        let allow = res.headers().get(header::ALLOW).map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        (status, v["error"]["code"].as_str().unwrap().to_string(), allow)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn layer_answers_get_the_code_of_what_they_mean() {
+        let slow = Router::new()
+            .route("/slow", get(|| tokio::time::sleep(Duration::from_secs(3600))))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(1)));
+        let req = Request::get("/slow").body(Body::empty()).unwrap();
+        assert_eq!(answer(slow.clone(), req).await, (StatusCode::REQUEST_TIMEOUT, "timeout".into(), None));
+
+        let req = Request::delete("/slow").body(Body::empty()).unwrap();
+        let (status, code, allow) = answer(slow, req).await;
+        assert_eq!((status, code.as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+        assert!(allow.is_some_and(|a| a.contains("GET")));
+
+        let bare = |status: StatusCode| Router::new().route("/", get(move || async move { status }));
+        for (status, code) in [
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        ] {
+            let req = Request::get("/").body(Body::empty()).unwrap();
+            assert_eq!(answer(bare(status), req).await, (status, code.to_string(), None));
+        }
+    }
 
     #[test]
     fn trigger_ids_never_reach_the_logs() {

@@ -162,6 +162,6 @@ pub async fn clusters(
         return Err(ApiError::not_found("run"));
     }
     let rows = state.store.run_clusters(id, after, limit + 1).await?;
-    let (items, next_cursor) = paginate(rows, limit, |c| (c.is_new, c.count, c.fingerprint.clone()));
+    let (items, next_cursor) = paginate(rows, limit, |c| (c.is_new, c.count, c.identity.fingerprint.clone()));
     Ok(Json(RunClusterPage { items, next_cursor }))
 }

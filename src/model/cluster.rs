@@ -5,21 +5,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A value with how often it was seen (principals, source IPs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CountedValue {
-    pub value: String,
-    pub count: i64,
-}
+pub use crate::engine::Counted;
 
-/// One cluster as found in one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ClusterSummary {
-    /// The known cluster's id (absent for clusters of a dry run that were never recorded).
-    pub cluster_id: Option<Uuid>,
-    /// Stable identity: account, region, event source, event name, error code and template.
+/// What makes a cluster the cluster it is: the same error (account, region, API, error code
+/// and message template) is the same cluster across runs, hosts and versions. Run reports,
+/// known clusters and events all carry it, flattened into their own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterIdentity {
+    /// A hash of the other six fields; stable, so it names the cluster everywhere.
     pub fingerprint: String,
-    pub is_new: bool,
     pub account_id: String,
     pub region: String,
     pub event_source: String,
@@ -28,12 +22,38 @@ pub struct ClusterSummary {
     pub error_code: String,
     /// The error message with its variable parts masked (`<ARN>`, `<ID>`, `<NUM>`, …).
     pub template: String,
+}
+
+impl ClusterIdentity {
+    /// The identity of a cluster the engine found.
+    pub fn of(c: &crate::engine::Cluster) -> Self {
+        let k = &c.key;
+        ClusterIdentity {
+            fingerprint: c.fingerprint.clone(),
+            account_id: k.account_id.clone(),
+            region: k.region.clone(),
+            event_source: k.event_source.clone(),
+            event_name: k.event_name.clone(),
+            error_code: k.error_code.clone(),
+            template: k.template.clone(),
+        }
+    }
+}
+
+/// One cluster as found in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterSummary {
+    /// The known cluster's id (absent for clusters of a dry run that were never recorded).
+    pub cluster_id: Option<Uuid>,
+    #[serde(flatten)]
+    pub identity: ClusterIdentity,
+    pub is_new: bool,
     /// Records of this cluster in the run's window.
     pub count: i64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
     pub sample_event_ids: Vec<String>,
     /// One raw error message of the cluster.
     pub sample_message: String,
@@ -42,24 +62,15 @@ pub struct ClusterSummary {
 impl ClusterSummary {
     /// An engine cluster as found by a run (times at stored precision).
     pub fn from_cluster(c: &crate::engine::Cluster, cluster_id: Option<Uuid>, is_new: bool) -> Self {
-        let counted = |v: &[crate::engine::Counted]| {
-            v.iter().map(|x| CountedValue { value: x.value.clone(), count: x.count as i64 }).collect()
-        };
         ClusterSummary {
             cluster_id,
-            fingerprint: c.fingerprint.clone(),
+            identity: ClusterIdentity::of(c),
             is_new,
-            account_id: c.key.account_id.clone(),
-            region: c.key.region.clone(),
-            event_source: c.key.event_source.clone(),
-            event_name: c.key.event_name.clone(),
-            error_code: c.key.error_code.clone(),
-            template: c.key.template.clone(),
             count: c.count as i64,
             first_seen: crate::model::time::micros(c.first_seen),
             last_seen: crate::model::time::micros(c.last_seen),
-            top_principals: counted(&c.top_principals),
-            top_source_ips: counted(&c.top_source_ips),
+            top_principals: c.top_principals.clone(),
+            top_source_ips: c.top_source_ips.clone(),
             sample_event_ids: c.sample_event_ids.clone(),
             sample_message: c.sample_message.clone(),
         }
@@ -71,13 +82,8 @@ impl ClusterSummary {
 pub struct ClusterView {
     pub id: Uuid,
     pub inspection_id: Uuid,
-    pub fingerprint: String,
-    pub account_id: String,
-    pub region: String,
-    pub event_source: String,
-    pub event_name: String,
-    pub error_code: String,
-    pub template: String,
+    #[serde(flatten)]
+    pub identity: ClusterIdentity,
     /// Records seen across all runs.
     pub total_count: i64,
     pub first_seen: DateTime<Utc>,
@@ -88,8 +94,8 @@ pub struct ClusterView {
     pub discovered_at: DateTime<Utc>,
     pub discovered_run_id: Option<Uuid>,
     pub last_run_id: Option<Uuid>,
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
     pub sample_event_ids: Vec<String>,
     pub sample_message: String,
     /// One full CloudTrail record of the cluster (only on `GET /api/v1/clusters/{id}`).

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
 use crate::engine::{Analysis, Cluster, KeyActivity};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
 use crate::model::inspection::Inspection;
 use crate::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunStatus, Trigger};
 use crate::model::time;
@@ -321,15 +321,17 @@ fn report(
     stored_keys: &[AccessKeyView],
 ) -> RunReport {
     let mut new_clusters: Vec<ClusterSummary> = clusters.iter().filter(|c| c.is_new).cloned().collect();
-    new_clusters.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.fingerprint.cmp(&y.fingerprint)));
+    new_clusters
+        .sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.identity.fingerprint.cmp(&y.identity.fingerprint)));
     let truncated = new_clusters.len() > REPORT_CLUSTERS;
     new_clusters.truncate(REPORT_CLUSTERS);
 
     let mut accounts: BTreeMap<String, AccountSummary> = BTreeMap::new();
     for c in clusters {
-        let acc = accounts
-            .entry(c.account_id.clone())
-            .or_insert_with(|| AccountSummary { account_id: c.account_id.clone(), ..AccountSummary::default() });
+        let acc = accounts.entry(c.identity.account_id.clone()).or_insert_with(|| AccountSummary {
+            account_id: c.identity.account_id.clone(),
+            ..AccountSummary::default()
+        });
         acc.error_records += c.count;
         if c.is_new {
             acc.new_clusters += 1;
@@ -385,13 +387,13 @@ fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
 }
 
 /// Adds two top lists and keeps the largest.
-fn merge_counted(a: &[CountedValue], b: &[CountedValue]) -> Vec<CountedValue> {
-    let mut all: BTreeMap<&str, i64> = BTreeMap::new();
+fn merge_counted(a: &[Counted], b: &[Counted]) -> Vec<Counted> {
+    let mut all: BTreeMap<&str, u64> = BTreeMap::new();
     for v in a.iter().chain(b) {
         *all.entry(v.value.as_str()).or_default() += v.count;
     }
-    let mut out: Vec<CountedValue> =
-        all.into_iter().map(|(value, count)| CountedValue { value: value.to_string(), count }).collect();
+    let mut out: Vec<Counted> =
+        all.into_iter().map(|(value, count)| Counted { value: value.to_string(), count }).collect();
     out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
     out.truncate(TOP_K);
     out
@@ -787,7 +789,7 @@ mod tests {
     fn known_cluster(code: &str) -> KnownCluster {
         KnownCluster {
             id: Uuid::from_u128(u128::from_str_radix(&fingerprint(code), 16).unwrap()),
-            top_principals: vec![CountedValue { value: ALICE.into(), count: 10 }],
+            top_principals: vec![Counted { value: ALICE.into(), count: 10 }],
             top_source_ips: Vec::new(),
             sample_event_ids: vec!["stored".into()],
         }
@@ -929,10 +931,11 @@ mod tests {
             let (name, e) = (case.name, &case.expect);
 
             assert_eq!(f.status, e.status, "{name}");
-            let new: Vec<&str> = f.run_clusters.iter().filter(|c| c.is_new).map(|c| c.error_code.as_str()).collect();
+            let new: Vec<&str> =
+                f.run_clusters.iter().filter(|c| c.is_new).map(|c| c.identity.error_code.as_str()).collect();
             assert_eq!(new, e.new, "{name}: new clusters");
             let reported: Vec<&str> =
-                f.report.as_ref().unwrap().new_clusters.iter().map(|c| c.error_code.as_str()).collect();
+                f.report.as_ref().unwrap().new_clusters.iter().map(|c| c.identity.error_code.as_str()).collect();
             assert_eq!(reported.len(), e.new.len(), "{name}: the report lists the new clusters");
             let new_records: i64 = f.run_clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum();
             assert_eq!(f.new_error_records, new_records, "{name}");
@@ -946,23 +949,28 @@ mod tests {
                         (false, true) => Row::WindowSeenInBaseline,
                         (false, false) => Row::Window,
                     };
-                    (code_of(&w.summary.fingerprint, &case), w.summary.count, row)
+                    (code_of(&w.summary.identity.fingerprint, &case), w.summary.count, row)
                 })
                 .collect();
             assert_eq!(writes, e.writes, "{name}: cluster rows");
             assert_eq!(f.baseline_clusters, e.baseline_clusters, "{name}");
             for w in &f.cluster_writes {
-                let code = code_of(&w.summary.fingerprint, &case);
+                let code = code_of(&w.summary.identity.fingerprint, &case);
                 if case.known.contains(&code) {
                     let k = known_cluster(code);
                     assert_eq!(w.id, k.id, "{name}: a known cluster keeps its id");
                     assert_eq!(w.sample_event_ids, k.sample_event_ids, "{name}: and its samples");
-                    assert_eq!(w.top_principals[0].count, 10 + w.summary.count, "{name}: its top lists add up");
+                    assert_eq!(w.top_principals[0].count, 10 + w.summary.count as u64, "{name}: its top lists add up");
                 }
             }
             for c in &f.run_clusters {
-                let known = case.known.contains(&c.error_code.as_str());
-                assert_eq!(c.cluster_id.is_some(), known || !case.dry_run, "{name}: {} has an id", c.error_code);
+                let known = case.known.contains(&c.identity.error_code.as_str());
+                assert_eq!(
+                    c.cluster_id.is_some(),
+                    known || !case.dry_run,
+                    "{name}: {} has an id",
+                    c.identity.error_code
+                );
             }
 
             let states: Vec<(&str, Mark, bool)> = f
@@ -1047,10 +1055,10 @@ mod tests {
 
     #[test]
     fn top_lists_merge_by_value() {
-        let a = vec![CountedValue { value: "x".into(), count: 3 }, CountedValue { value: "y".into(), count: 1 }];
-        let b = vec![CountedValue { value: "y".into(), count: 5 }];
+        let a = vec![Counted { value: "x".into(), count: 3 }, Counted { value: "y".into(), count: 1 }];
+        let b = vec![Counted { value: "y".into(), count: 5 }];
         let m = merge_counted(&a, &b);
-        assert_eq!(m[0], CountedValue { value: "y".into(), count: 6 });
-        assert_eq!(m[1], CountedValue { value: "x".into(), count: 3 });
+        assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
+        assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
     }
 }

@@ -70,11 +70,16 @@ pub struct RunnerSettings {
     pub instance_id: Option<String>,
 }
 
+impl RunnerSettings {
+    pub const DEFAULT_RUN_CONCURRENCY: usize = 4;
+    pub const DEFAULT_LOG_GROUP_CONCURRENCY: usize = 4;
+}
+
 impl Default for RunnerSettings {
     fn default() -> Self {
         RunnerSettings {
-            run_concurrency: 4,
-            log_group_concurrency: 4,
+            run_concurrency: Self::DEFAULT_RUN_CONCURRENCY,
+            log_group_concurrency: Self::DEFAULT_LOG_GROUP_CONCURRENCY,
             cloudwatch: CloudWatchSettings::default(),
             heartbeat_interval: Duration::from_secs(15),
             stale_after: Duration::from_secs(120),

@@ -120,10 +120,15 @@ pub struct CloudWatchSettings {
     pub insights_max_rows: usize,
 }
 
+impl CloudWatchSettings {
+    /// AWS's hard quota for FilterLogEvents per account and region.
+    pub const DEFAULT_FILTER_LOG_EVENTS_RPS: f64 = 5.0;
+}
+
 impl Default for CloudWatchSettings {
     fn default() -> Self {
         CloudWatchSettings {
-            filter_log_events_rps: 5.0,
+            filter_log_events_rps: Self::DEFAULT_FILTER_LOG_EVENTS_RPS,
             insights_poll_interval: Duration::from_secs(1),
             max_attempts: 8,
             retry_base: Duration::from_millis(200),

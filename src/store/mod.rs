@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::crypto::SecretBox;
 use crate::model::Secret;
-use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, Counted};
 use crate::model::event::{DeliveryState, EventView};
 use crate::model::inspection::{Inspection, InspectionDraft};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
@@ -166,8 +166,8 @@ pub struct LogGroupState {
 #[derive(Debug, Clone)]
 pub struct KnownCluster {
     pub id: Uuid,
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
     pub sample_event_ids: Vec<String>,
 }
 
@@ -177,8 +177,8 @@ pub struct ClusterWrite {
     pub id: Uuid,
     pub summary: ClusterSummary,
     /// The merged top lists and samples to keep on the known cluster.
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
     pub sample_event_ids: Vec<String>,
     pub baseline: bool,
     pub sample_record: Option<serde_json::Value>,

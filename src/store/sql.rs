@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::crypto::{Sealed, SecretBox};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
 use crate::model::event::{DeliveryState, EventView, GuanceSync};
 use crate::model::inspection::{AwsSecrets, Inspection, InspectionSettings, guance_ref_key};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, RunSummary, Trigger};
@@ -235,8 +235,8 @@ pub(super) struct ClusterRow {
     discovered_at: DateTime<Utc>,
     discovered_run_id: Option<Uuid>,
     last_run_id: Option<Uuid>,
-    top_principals: Json<Vec<CountedValue>>,
-    top_source_ips: Json<Vec<CountedValue>>,
+    top_principals: Json<Vec<Counted>>,
+    top_source_ips: Json<Vec<Counted>>,
     sample_event_ids: Json<Vec<String>>,
     sample_message: String,
     /// Selected only for a single cluster: records can be large.
@@ -249,13 +249,15 @@ impl ClusterRow {
         ClusterView {
             id: self.id,
             inspection_id: self.inspection_id,
-            fingerprint: self.fingerprint,
-            account_id: self.account_id,
-            region: self.region,
-            event_source: self.event_source,
-            event_name: self.event_name,
-            error_code: self.error_code,
-            template: self.template,
+            identity: ClusterIdentity {
+                fingerprint: self.fingerprint,
+                account_id: self.account_id,
+                region: self.region,
+                event_source: self.event_source,
+                event_name: self.event_name,
+                error_code: self.error_code,
+                template: self.template,
+            },
             total_count: self.total_count,
             first_seen: self.first_seen,
             last_seen: self.last_seen,
@@ -286,8 +288,8 @@ pub(super) struct RunClusterRow {
     count: i64,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
-    top_principals: Json<Vec<CountedValue>>,
-    top_source_ips: Json<Vec<CountedValue>>,
+    top_principals: Json<Vec<Counted>>,
+    top_source_ips: Json<Vec<Counted>>,
     sample_event_ids: Json<Vec<String>>,
     sample_message: String,
 }
@@ -296,14 +298,16 @@ impl From<RunClusterRow> for ClusterSummary {
     fn from(r: RunClusterRow) -> Self {
         ClusterSummary {
             cluster_id: r.cluster_id,
-            fingerprint: r.fingerprint,
+            identity: ClusterIdentity {
+                fingerprint: r.fingerprint,
+                account_id: r.account_id,
+                region: r.region,
+                event_source: r.event_source,
+                event_name: r.event_name,
+                error_code: r.error_code,
+                template: r.template,
+            },
             is_new: r.is_new,
-            account_id: r.account_id,
-            region: r.region,
-            event_source: r.event_source,
-            event_name: r.event_name,
-            error_code: r.error_code,
-            template: r.template,
             count: r.count,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
@@ -767,8 +771,8 @@ macro_rules! sql_store {
                     let rows: Vec<(
                         uuid::Uuid,
                         String,
-                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
-                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
+                        sqlx::types::Json<Vec<$crate::model::cluster::Counted>>,
+                        sqlx::types::Json<Vec<$crate::model::cluster::Counted>>,
                         sqlx::types::Json<Vec<String>>,
                     )> = qb.build_query_as().fetch_all(&self.pool).await?;
                     for (id, fp, principals, ips, samples) in rows {
@@ -835,13 +839,13 @@ macro_rules! sql_store {
                         let s = &c.summary;
                         b.push_bind(c.id)
                             .push_bind(run.inspection_id)
-                            .push_bind(&s.fingerprint)
-                            .push_bind(&s.account_id)
-                            .push_bind(&s.region)
-                            .push_bind(&s.event_source)
-                            .push_bind(&s.event_name)
-                            .push_bind(&s.error_code)
-                            .push_bind(&s.template)
+                            .push_bind(&s.identity.fingerprint)
+                            .push_bind(&s.identity.account_id)
+                            .push_bind(&s.identity.region)
+                            .push_bind(&s.identity.event_source)
+                            .push_bind(&s.identity.event_name)
+                            .push_bind(&s.identity.error_code)
+                            .push_bind(&s.identity.template)
                             .push_bind(s.count)
                             .push_bind(s.first_seen)
                             .push_bind(s.last_seen)
@@ -880,14 +884,14 @@ macro_rules! sql_store {
                     qb.push_values(chunk, |mut b, s| {
                         b.push_bind(run.run_id)
                             .push_bind(s.cluster_id)
-                            .push_bind(&s.fingerprint)
+                            .push_bind(&s.identity.fingerprint)
                             .push_bind(s.is_new)
-                            .push_bind(&s.account_id)
-                            .push_bind(&s.region)
-                            .push_bind(&s.event_source)
-                            .push_bind(&s.event_name)
-                            .push_bind(&s.error_code)
-                            .push_bind(&s.template)
+                            .push_bind(&s.identity.account_id)
+                            .push_bind(&s.identity.region)
+                            .push_bind(&s.identity.event_source)
+                            .push_bind(&s.identity.event_name)
+                            .push_bind(&s.identity.error_code)
+                            .push_bind(&s.identity.template)
                             .push_bind(s.count)
                             .push_bind(s.first_seen)
                             .push_bind(s.last_seen)

@@ -261,6 +261,7 @@ async fn body_limit_unknown_routes_and_methods_answer_json() {
 
     let (status, _, v) = app.call(Method::PUT, "/api/v1/inspections", Some(json!({}))).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(v["error"]["code"], "method_not_allowed");
     assert!(v["error"]["message"].is_string());
 
     let (status, v) = app.get("/api/v1/inspections/not-a-uuid").await;

@@ -547,7 +547,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     let (clusters, keys, start, end) = invictus_run();
     assert_eq!(clusters.len(), 46);
     let accounts: Vec<&str> = {
-        let mut a: Vec<&str> = clusters.iter().map(|c| c.account_id.as_str()).collect();
+        let mut a: Vec<&str> = clusters.iter().map(|c| c.identity.account_id.as_str()).collect();
         a.sort();
         a.dedup();
         a
@@ -634,7 +634,10 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     assert!(msg.contains("#### New error clusters"));
     let biggest = &clusters[0];
     assert!(
-        msg.contains(&format!("on `{}` `{}`: {} records", biggest.event_source, biggest.event_name, biggest.count)),
+        msg.contains(&format!(
+            "on `{}` `{}`: {} records",
+            biggest.identity.event_source, biggest.identity.event_name, biggest.count
+        )),
         "{msg}"
     );
     // The most severe clusters come first.
@@ -653,7 +656,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
 async fn silence_and_recovery_reach_guance_as_expected() {
     let (clusters, _, start, end) = invictus_run();
     let denied: Vec<EventCluster> =
-        clusters.iter().filter(|c| c.error_code == "AccessDenied").take(2).cloned().collect();
+        clusters.iter().filter(|c| c.identity.error_code == "AccessDenied").take(2).cloned().collect();
     assert_eq!(denied.len(), 2);
     let fake = FakeGuance::start().await;
     let c = client(&fake);
@@ -696,7 +699,7 @@ async fn silence_and_recovery_reach_guance_as_expected() {
     let msg = recovery.str("df_message").unwrap();
     assert!(msg.contains("lasted 1h 35m"), "{msg}");
     assert!(msg.contains("#### Clusters from silenced events"), "{msg}");
-    assert!(msg.contains(&format!("`{}`", denied[1].event_name)), "{msg}");
+    assert!(msg.contains(&format!("`{}`", denied[1].identity.event_name)), "{msg}");
     assert!(state.fault.is_none() && state.carried.is_empty());
 }
 
