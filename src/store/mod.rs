@@ -5,6 +5,7 @@
 //! that matter across several service instances live in the schema, not in memory: one
 //! active run per inspection is a partial unique index, a cluster's identity a unique key.
 
+mod keyset;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -13,9 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::crypto::SecretBox;
@@ -25,6 +24,7 @@ use crate::model::event::{DeliveryState, EventView};
 use crate::model::inspection::{Inspection, InspectionDraft};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
+pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -88,20 +88,6 @@ pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) ->
     }
 }
 
-/// An opaque keyset-pagination position: the sort key of the last item, as base64url JSON.
-pub fn encode_cursor<T: Serialize>(key: &T) -> String {
-    let json = serde_json::to_vec(key).expect("cursor keys serialize");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Option<T> {
-    if cursor.len() > 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct InspectionFilter {
     pub enabled: Option<bool>,
@@ -123,13 +109,6 @@ pub struct ClusterFilter {
     pub error_code: Option<String>,
     pub event_source: Option<String>,
 }
-
-/// Sort key of time-ordered lists (inspections, runs, clusters).
-pub type TimeKey = (DateTime<Utc>, Uuid);
-/// Sort key of a run's clusters: new first, then larger, then by fingerprint.
-pub type RunClusterKey = (bool, i64, String);
-/// Sort key of access keys: most recently active first.
-pub type AccessKeyKey = (DateTime<Utc>, String);
 
 /// A run to be queued.
 #[derive(Debug, Clone)]

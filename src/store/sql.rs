@@ -16,6 +16,8 @@ use crate::model::inspection::{AwsSecrets, Inspection, InspectionSettings, guanc
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, RunSummary, Trigger};
 
 use super::StoreError;
+use super::keyset::Dir::{Asc, Desc};
+use super::keyset::Order;
 
 pub(super) const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, i.enabled, i.settings, i.secrets, \
      i.created_at, i.updated_at, r.id as lr_id, r.status as lr_status, r.finished_at as lr_finished_at, \
@@ -52,6 +54,15 @@ pub(super) const RUN_CLUSTER_COLUMNS: &str = "cluster_id, fingerprint, is_new, a
 
 pub(super) const ACCESS_KEY_COLUMNS: &str = "access_key_id, principal_arn, account_id, first_seen, last_seen, \
      last_event_name, last_source_ip, total_events";
+
+/// The orders of the paginated lists (see [`super::keyset`]): oldest inspections first,
+/// newest of the rest first, a run's new and large clusters first.
+pub(super) const INSPECTION_ORDER: Order = Order(&[("i.created_at", Asc), ("i.id", Asc)]);
+pub(super) const RUN_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
+pub(super) const RUN_CLUSTER_ORDER: Order = Order(&[("is_new", Desc), ("count", Desc), ("fingerprint", Asc)]);
+pub(super) const CLUSTER_ORDER: Order = Order(&[("discovered_at", Desc), ("id", Desc)]);
+pub(super) const ACCESS_KEY_ORDER: Order = Order(&[("last_seen", Desc), ("access_key_id", Asc)]);
+pub(super) const EVENT_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
 
 /// Rows per multi-row insert: well under both backends' limits on bound parameters.
 pub(super) const INSERT_CHUNK: usize = 400;
@@ -521,10 +532,7 @@ macro_rules! sql_store {
                         .push_bind($crate::store::sql::like_pattern(name))
                         .push(" escape '\\'");
                 }
-                if let Some((t, id)) = after {
-                    qb.push(" and (i.created_at, i.id) > (").push_bind(t).push(", ").push_bind(id).push(")");
-                }
-                qb.push(" order by i.created_at, i.id limit ").push_bind(limit);
+                $crate::store::sql::INSPECTION_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb
                     .build_query_as::<$crate::store::sql::InspectionRow>()
                     .fetch_all(&self.pool)
@@ -1051,10 +1059,7 @@ macro_rules! sql_store {
                 if let Some(until) = filter.until {
                     qb.push(" and created_at < ").push_bind(until);
                 }
-                if let Some((t, id)) = after {
-                    qb.push(" and (created_at, id) < (").push_bind(t).push(", ").push_bind(id).push(")");
-                }
-                qb.push(" order by created_at desc, id desc limit ").push_bind(limit);
+                $crate::store::sql::RUN_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb
                     .build_query_as::<$crate::store::sql::RunRow>()
                     .fetch_all(&self.pool)
@@ -1073,21 +1078,7 @@ macro_rules! sql_store {
                     $crate::store::sql::RUN_CLUSTER_COLUMNS
                 ));
                 qb.push_bind(run_id);
-                if let Some((is_new, count, fp)) = after {
-                    // Order is (is_new desc, count desc, fingerprint asc).
-                    qb.push(" and (is_new < ")
-                        .push_bind(is_new)
-                        .push(" or (is_new = ")
-                        .push_bind(is_new)
-                        .push(" and (count < ")
-                        .push_bind(count)
-                        .push(" or (count = ")
-                        .push_bind(count)
-                        .push(" and fingerprint > ")
-                        .push_bind(fp)
-                        .push("))))");
-                }
-                qb.push(" order by is_new desc, count desc, fingerprint limit ").push_bind(limit);
+                $crate::store::sql::RUN_CLUSTER_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb
                     .build_query_as::<$crate::store::sql::RunClusterRow>()
                     .fetch_all(&self.pool)
@@ -1116,10 +1107,7 @@ macro_rules! sql_store {
                 if let Some(source) = &filter.event_source {
                     qb.push(" and event_source = ").push_bind(source.clone());
                 }
-                if let Some((t, id)) = after {
-                    qb.push(" and (discovered_at, id) < (").push_bind(t).push(", ").push_bind(id).push(")");
-                }
-                qb.push(" order by discovered_at desc, id desc limit ").push_bind(limit);
+                $crate::store::sql::CLUSTER_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb
                     .build_query_as::<$crate::store::sql::ClusterRow>()
                     .fetch_all(&self.pool)
@@ -1153,16 +1141,7 @@ macro_rules! sql_store {
                     $crate::store::sql::ACCESS_KEY_COLUMNS
                 ));
                 qb.push_bind(inspection_id);
-                if let Some((t, key)) = after {
-                    qb.push(" and (last_seen < ")
-                        .push_bind(t)
-                        .push(" or (last_seen = ")
-                        .push_bind(t)
-                        .push(" and access_key_id > ")
-                        .push_bind(key)
-                        .push("))");
-                }
-                qb.push(" order by last_seen desc, access_key_id limit ").push_bind(limit);
+                $crate::store::sql::ACCESS_KEY_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb
                     .build_query_as::<$crate::store::sql::AccessKeyRow>()
                     .fetch_all(&self.pool)
@@ -1426,10 +1405,7 @@ macro_rules! sql_store {
                     $crate::store::sql::EVENT_COLUMNS
                 ));
                 qb.push_bind(inspection_id);
-                if let Some((t, id)) = after {
-                    qb.push(" and (created_at, id) < (").push_bind(t).push(", ").push_bind(id).push(")");
-                }
-                qb.push(" order by created_at desc, id desc limit ").push_bind(limit);
+                $crate::store::sql::EVENT_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb.build_query_as::<$crate::store::sql::EventRow>().fetch_all(&self.pool).await?;
                 rows.into_iter().map(|r| r.into_model(false)).collect()
             }
