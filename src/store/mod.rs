@@ -7,6 +7,7 @@
 
 mod keyset;
 mod postgres;
+mod schedule;
 mod sql;
 mod sqlite;
 
@@ -26,6 +27,7 @@ use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, 
 
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
 pub use postgres::PgStore;
+pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
 pub use sqlite::SqliteStore;
 
 pub type DynStore = Arc<dyn Store>;
@@ -266,54 +268,8 @@ pub enum CheckerOutcome {
     },
 }
 
-/// What became of a claimed schedule slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotOutcome {
-    /// Claimed; the outcome is not written yet (or the instance stopped before it was).
-    Claimed,
-    /// A run was started (`run_id`).
-    Started,
-    /// Not run: a run of the inspection was still in progress, or it was disabled meanwhile.
-    Skipped,
-    /// The run could not be queued (`detail` says why).
-    Failed,
-}
-
-impl SlotOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotOutcome::Claimed => "claimed",
-            SlotOutcome::Started => "started",
-            SlotOutcome::Skipped => "skipped",
-            SlotOutcome::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "claimed" => SlotOutcome::Claimed,
-            "started" => SlotOutcome::Started,
-            "skipped" => SlotOutcome::Skipped,
-            "failed" => SlotOutcome::Failed,
-            _ => return None,
-        })
-    }
-}
-
-/// A claimed schedule slot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleSlot {
-    pub inspection_id: Uuid,
-    pub slot: DateTime<Utc>,
-    pub claimed_at: DateTime<Utc>,
-    pub owner: String,
-    pub outcome: SlotOutcome,
-    pub run_id: Option<Uuid>,
-    pub detail: Option<String>,
-}
-
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ScheduleStore + Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
@@ -439,27 +395,4 @@ pub trait Store: Send + Sync + 'static {
         trigger_id: &Secret,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Inspection>>;
-    /// Claims one schedule slot of an inspection. False when it was claimed before, by any
-    /// instance sharing the database: then the caller must not start it.
-    async fn claim_schedule_slot(
-        &self,
-        inspection_id: Uuid,
-        slot: DateTime<Utc>,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    /// Records what became of a claimed slot.
-    async fn record_schedule_slot(
-        &self,
-        inspection_id: Uuid,
-        slot: DateTime<Utc>,
-        outcome: SlotOutcome,
-        run_id: Option<Uuid>,
-        detail: Option<&str>,
-    ) -> StoreResult<()>;
-    /// An inspection's claimed slots, newest first.
-    async fn schedule_slots(&self, inspection_id: Uuid, limit: i64) -> StoreResult<Vec<ScheduleSlot>>;
-    /// Forgets slots claimed before `before`, except each inspection's newest, which must stay
-    /// claimed so it cannot start twice.
-    async fn prune_schedule_slots(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -12,8 +12,8 @@ use crate::crypto::SecretBox;
 
 #[derive(Clone)]
 pub struct PgStore {
-    cipher: Arc<SecretBox>,
-    pool: PgPool,
+    pub(super) cipher: Arc<SecretBox>,
+    pub(super) pool: PgPool,
 }
 
 impl PgStore {

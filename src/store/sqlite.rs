@@ -13,8 +13,8 @@ use crate::crypto::SecretBox;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    cipher: Arc<SecretBox>,
-    pool: SqlitePool,
+    pub(super) cipher: Arc<SecretBox>,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
