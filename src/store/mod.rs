@@ -5,6 +5,7 @@
 //! that matter across several service instances live in the schema, not in memory: one
 //! active run per inspection is a partial unique index, a cluster's identity a unique key.
 
+mod inspections;
 mod keyset;
 mod postgres;
 mod schedule;
@@ -19,12 +20,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::crypto::SecretBox;
-use crate::model::Secret;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
 use crate::model::event::{DeliveryState, EventView};
-use crate::model::inspection::{Inspection, InspectionDraft};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
+pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
 pub use postgres::PgStore;
 pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
@@ -88,12 +88,6 @@ pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) ->
     } else {
         anyhow::bail!("unsupported database URL: it must start with postgres:// or sqlite:")
     }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct InspectionFilter {
-    pub enabled: Option<bool>,
-    pub name_contains: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -269,29 +263,11 @@ pub enum CheckerOutcome {
 }
 
 #[async_trait]
-pub trait Store: ScheduleStore + Send + Sync + 'static {
+pub trait Store: InspectionStore + ScheduleStore + Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
     async fn migrate(&self) -> anyhow::Result<()>;
-
-    async fn create_inspection(&self, id: Uuid, draft: &InspectionDraft, now: DateTime<Utc>)
-    -> StoreResult<Inspection>;
-    async fn get_inspection(&self, id: Uuid) -> StoreResult<Option<Inspection>>;
-    /// Up to `limit` inspections after `after`, oldest first.
-    async fn list_inspections(
-        &self,
-        filter: &InspectionFilter,
-        after: Option<TimeKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<Inspection>>;
-    async fn update_inspection(
-        &self,
-        id: Uuid,
-        draft: &InspectionDraft,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Inspection>>;
-    async fn delete_inspection(&self, id: Uuid) -> StoreResult<bool>;
 
     /// Queues a run unless one of the inspection is active. An active run whose heartbeat is
     /// older than `stale_before` belonged to a dead process: it is marked interrupted first.
@@ -385,14 +361,4 @@ pub trait Store: ScheduleStore + Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<CheckerJob>>;
     async fn finish_checker_job(&self, ref_key: &str, outcome: &CheckerOutcome, now: DateTime<Utc>) -> StoreResult<()>;
-
-    /// The inspection whose trigger id has this [`trigger_id_hash`](crate::model::inspection::trigger_id_hash).
-    async fn inspection_by_trigger_hash(&self, hash: &str) -> StoreResult<Option<Inspection>>;
-    /// Replaces an inspection's trigger id; the old one stops working at once.
-    async fn rotate_trigger_id(
-        &self,
-        id: Uuid,
-        trigger_id: &Secret,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Inspection>>;
 }
