@@ -5,6 +5,7 @@
 //! that matter across several service instances live in the schema, not in memory: one
 //! active run per inspection is a partial unique index, a cluster's identity a unique key.
 
+mod clusters;
 mod inspections;
 mod keyset;
 mod postgres;
@@ -20,10 +21,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::crypto::SecretBox;
-use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
+use crate::model::cluster::{AccessKeyView, ClusterSummary};
 use crate::model::event::{DeliveryState, EventView};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
+pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
 pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
 pub use postgres::PgStore;
@@ -98,14 +100,6 @@ pub struct RunFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ClusterFilter {
-    /// Clusters discovered (not from a baseline) at or after this time.
-    pub new_since: Option<DateTime<Utc>>,
-    pub error_code: Option<String>,
-    pub event_source: Option<String>,
-}
-
 /// A run to be queued.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -135,28 +129,6 @@ pub struct LogGroupState {
     pub log_group: String,
     pub watermark: Option<DateTime<Utc>>,
     pub baseline_until: Option<DateTime<Utc>>,
-}
-
-/// What the store knows of a cluster that a run found again.
-#[derive(Debug, Clone)]
-pub struct KnownCluster {
-    pub id: Uuid,
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
-    pub sample_event_ids: Vec<String>,
-}
-
-/// A cluster row to write: inserted when new, merged into the known one otherwise.
-#[derive(Debug, Clone)]
-pub struct ClusterWrite {
-    pub id: Uuid,
-    pub summary: ClusterSummary,
-    /// The merged top lists and samples to keep on the known cluster.
-    pub top_principals: Vec<CountedValue>,
-    pub top_source_ips: Vec<CountedValue>,
-    pub sample_event_ids: Vec<String>,
-    pub baseline: bool,
-    pub sample_record: Option<serde_json::Value>,
 }
 
 /// Everything a finished run writes, in one transaction.
@@ -263,7 +235,7 @@ pub enum CheckerOutcome {
 }
 
 #[async_trait]
-pub trait Store: InspectionStore + ScheduleStore + Send + Sync + 'static {
+pub trait Store: ClusterStore + InspectionStore + ScheduleStore + Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
@@ -283,12 +255,6 @@ pub trait Store: InspectionStore + ScheduleStore + Send + Sync + 'static {
     /// Marks active runs whose heartbeat is older than `stale_before` as interrupted.
     async fn interrupt_stale_runs(&self, stale_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
     async fn log_group_states(&self, inspection_id: Uuid) -> StoreResult<Vec<LogGroupState>>;
-    /// The known clusters among `fingerprints`.
-    async fn known_clusters(
-        &self,
-        inspection_id: Uuid,
-        fingerprints: &[String],
-    ) -> StoreResult<HashMap<String, KnownCluster>>;
     /// Writes a finished run and all it learned in one transaction. False when the run was
     /// no longer active (another process declared it interrupted): nothing is written then.
     async fn finish_run(&self, run: &FinishedRun) -> StoreResult<bool>;
@@ -306,27 +272,6 @@ pub trait Store: InspectionStore + ScheduleStore + Send + Sync + 'static {
     async fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>>;
     /// Up to `limit` runs after `after`, newest first.
     async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
-    async fn run_clusters(
-        &self,
-        run_id: Uuid,
-        after: Option<RunClusterKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<ClusterSummary>>;
-    async fn list_clusters(
-        &self,
-        inspection_id: Uuid,
-        filter: &ClusterFilter,
-        after: Option<TimeKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<ClusterView>>;
-    async fn get_cluster(&self, id: Uuid) -> StoreResult<Option<ClusterView>>;
-    async fn list_access_keys(
-        &self,
-        inspection_id: Uuid,
-        after: Option<AccessKeyKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<AccessKeyView>>;
-
     /// Alerting state of each cloud account of an inspection (JSON, see `guance::alerting`).
     async fn dimension_states(&self, inspection_id: Uuid) -> StoreResult<HashMap<String, serde_json::Value>>;
     /// Claims up to `limit` deliverable events until `lease_until`: pending, due, not held by

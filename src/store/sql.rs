@@ -9,12 +9,11 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, CountedValue};
 use crate::model::event::{DeliveryState, EventView};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
 use super::StoreError;
-use super::keyset::Dir::{Asc, Desc};
+use super::keyset::Dir::Desc;
 use super::keyset::Order;
 
 /// The columns of a run up to its report; the two lists below add the report or not.
@@ -36,23 +35,9 @@ pub(super) const RUN_COLUMNS: &str = concat!(run_columns_head!(), ", report, tra
 pub(super) const RUN_LIST_COLUMNS: &str =
     concat!(run_columns_head!(), ", case when false then report end as report, trace_id");
 
-pub(super) const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
-     event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
-     discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message";
-
-pub(super) const RUN_CLUSTER_COLUMNS: &str = "cluster_id, fingerprint, is_new, account_id, region, event_source, \
-     event_name, error_code, template, count, first_seen, last_seen, top_principals, top_source_ips, \
-     sample_event_ids, sample_message";
-
-pub(super) const ACCESS_KEY_COLUMNS: &str = "access_key_id, principal_arn, account_id, first_seen, last_seen, \
-     last_event_name, last_source_ip, total_events";
-
 /// The orders of the paginated lists (see [`super::keyset`]): oldest inspections first,
 /// newest of the rest first, a run's new and large clusters first.
 pub(super) const RUN_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
-pub(super) const RUN_CLUSTER_ORDER: Order = Order(&[("is_new", Desc), ("count", Desc), ("fingerprint", Asc)]);
-pub(super) const CLUSTER_ORDER: Order = Order(&[("discovered_at", Desc), ("id", Desc)]);
-pub(super) const ACCESS_KEY_ORDER: Order = Order(&[("last_seen", Desc), ("access_key_id", Asc)]);
 pub(super) const EVENT_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
 
 /// Rows per multi-row insert: well under both backends' limits on bound parameters.
@@ -125,132 +110,6 @@ impl RunRow {
             request: self.request.0,
             trace_id: self.trace_id,
         })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct ClusterRow {
-    id: Uuid,
-    inspection_id: Uuid,
-    fingerprint: String,
-    account_id: String,
-    region: String,
-    event_source: String,
-    event_name: String,
-    error_code: String,
-    template: String,
-    total_count: i64,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    baseline: bool,
-    discovered_at: DateTime<Utc>,
-    discovered_run_id: Option<Uuid>,
-    last_run_id: Option<Uuid>,
-    top_principals: Json<Vec<CountedValue>>,
-    top_source_ips: Json<Vec<CountedValue>>,
-    sample_event_ids: Json<Vec<String>>,
-    sample_message: String,
-    /// Selected only for a single cluster: records can be large.
-    #[sqlx(default)]
-    sample_record: Option<Json<serde_json::Value>>,
-}
-
-impl ClusterRow {
-    pub(super) fn into_model(self) -> ClusterView {
-        ClusterView {
-            id: self.id,
-            inspection_id: self.inspection_id,
-            fingerprint: self.fingerprint,
-            account_id: self.account_id,
-            region: self.region,
-            event_source: self.event_source,
-            event_name: self.event_name,
-            error_code: self.error_code,
-            template: self.template,
-            total_count: self.total_count,
-            first_seen: self.first_seen,
-            last_seen: self.last_seen,
-            baseline: self.baseline,
-            discovered_at: self.discovered_at,
-            discovered_run_id: self.discovered_run_id,
-            last_run_id: self.last_run_id,
-            top_principals: self.top_principals.0,
-            top_source_ips: self.top_source_ips.0,
-            sample_event_ids: self.sample_event_ids.0,
-            sample_message: self.sample_message,
-            sample_record: self.sample_record.map(|j| j.0),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct RunClusterRow {
-    cluster_id: Option<Uuid>,
-    fingerprint: String,
-    is_new: bool,
-    account_id: String,
-    region: String,
-    event_source: String,
-    event_name: String,
-    error_code: String,
-    template: String,
-    count: i64,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    top_principals: Json<Vec<CountedValue>>,
-    top_source_ips: Json<Vec<CountedValue>>,
-    sample_event_ids: Json<Vec<String>>,
-    sample_message: String,
-}
-
-impl From<RunClusterRow> for ClusterSummary {
-    fn from(r: RunClusterRow) -> Self {
-        ClusterSummary {
-            cluster_id: r.cluster_id,
-            fingerprint: r.fingerprint,
-            is_new: r.is_new,
-            account_id: r.account_id,
-            region: r.region,
-            event_source: r.event_source,
-            event_name: r.event_name,
-            error_code: r.error_code,
-            template: r.template,
-            count: r.count,
-            first_seen: r.first_seen,
-            last_seen: r.last_seen,
-            top_principals: r.top_principals.0,
-            top_source_ips: r.top_source_ips.0,
-            sample_event_ids: r.sample_event_ids.0,
-            sample_message: r.sample_message,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct AccessKeyRow {
-    access_key_id: String,
-    principal_arn: String,
-    account_id: String,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    last_event_name: String,
-    last_source_ip: String,
-    total_events: i64,
-}
-
-impl From<AccessKeyRow> for AccessKeyView {
-    fn from(r: AccessKeyRow) -> Self {
-        AccessKeyView {
-            access_key_id: r.access_key_id,
-            principal_arn: r.principal_arn,
-            account_id: r.account_id,
-            first_seen: r.first_seen,
-            last_seen: r.last_seen,
-            last_event_name: r.last_event_name,
-            last_source_ip: r.last_source_ip,
-            total_events: r.total_events,
-            active_in_window: false,
-        }
     }
 }
 
@@ -508,46 +367,6 @@ macro_rules! sql_store {
                     .collect())
             }
 
-            async fn known_clusters(
-                &self,
-                inspection_id: uuid::Uuid,
-                fingerprints: &[String],
-            ) -> $crate::store::StoreResult<std::collections::HashMap<String, $crate::store::KnownCluster>> {
-                let mut out = std::collections::HashMap::new();
-                for chunk in fingerprints.chunks($crate::store::sql::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "select id, fingerprint, top_principals, top_source_ips, sample_event_ids \
-                         from clusters where inspection_id = ",
-                    );
-                    qb.push_bind(inspection_id).push(" and fingerprint in (");
-                    let mut sep = qb.separated(", ");
-                    for fp in chunk {
-                        sep.push_bind(fp);
-                    }
-                    qb.push(")");
-                    #[allow(clippy::type_complexity)]
-                    let rows: Vec<(
-                        uuid::Uuid,
-                        String,
-                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
-                        sqlx::types::Json<Vec<$crate::model::cluster::CountedValue>>,
-                        sqlx::types::Json<Vec<String>>,
-                    )> = qb.build_query_as().fetch_all(&self.pool).await?;
-                    for (id, fp, principals, ips, samples) in rows {
-                        out.insert(
-                            fp,
-                            $crate::store::KnownCluster {
-                                id,
-                                top_principals: principals.0,
-                                top_source_ips: ips.0,
-                                sample_event_ids: samples.0,
-                            },
-                        );
-                    }
-                }
-                Ok(out)
-            }
-
             async fn finish_run(&self, run: &$crate::store::FinishedRun) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.pool.begin().await?;
                 let clusters_new = run.run_clusters.iter().filter(|c| c.is_new).count() as i64;
@@ -586,118 +405,9 @@ macro_rules! sql_store {
                     return Ok(false);
                 }
 
-                for chunk in run.cluster_writes.chunks($crate::store::sql::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
-                         event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
-                         discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                         sample_event_ids, sample_message, sample_record) ",
-                    );
-                    qb.push_values(chunk, |mut b, c| {
-                        let s = &c.summary;
-                        b.push_bind(c.id)
-                            .push_bind(run.inspection_id)
-                            .push_bind(&s.fingerprint)
-                            .push_bind(&s.account_id)
-                            .push_bind(&s.region)
-                            .push_bind(&s.event_source)
-                            .push_bind(&s.event_name)
-                            .push_bind(&s.error_code)
-                            .push_bind(&s.template)
-                            .push_bind(s.count)
-                            .push_bind(s.first_seen)
-                            .push_bind(s.last_seen)
-                            .push_bind(c.baseline)
-                            .push_bind(run.finished_at)
-                            .push_bind(run.run_id)
-                            .push_bind(run.run_id)
-                            .push_bind(sqlx::types::Json(&c.top_principals))
-                            .push_bind(sqlx::types::Json(&c.top_source_ips))
-                            .push_bind(sqlx::types::Json(&c.sample_event_ids))
-                            .push_bind(&s.sample_message)
-                            .push_bind(c.sample_record.as_ref().map(sqlx::types::Json));
-                    });
-                    qb.push(
-                        " on conflict (inspection_id, fingerprint) do update set \
-                         total_count = clusters.total_count + excluded.total_count, \
-                         first_seen = case when excluded.first_seen < clusters.first_seen \
-                           then excluded.first_seen else clusters.first_seen end, \
-                         last_seen = case when excluded.last_seen > clusters.last_seen \
-                           then excluded.last_seen else clusters.last_seen end, \
-                         last_run_id = excluded.last_run_id, \
-                         top_principals = excluded.top_principals, \
-                         top_source_ips = excluded.top_source_ips, \
-                         sample_event_ids = excluded.sample_event_ids, \
-                         sample_record = coalesce(clusters.sample_record, excluded.sample_record)",
-                    );
-                    qb.build().execute(&mut *tx).await?;
-                }
-
-                for chunk in run.run_clusters.chunks($crate::store::sql::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "insert into run_clusters (run_id, cluster_id, fingerprint, is_new, account_id, region, \
-                         event_source, event_name, error_code, template, count, first_seen, last_seen, \
-                         top_principals, top_source_ips, sample_event_ids, sample_message) ",
-                    );
-                    qb.push_values(chunk, |mut b, s| {
-                        b.push_bind(run.run_id)
-                            .push_bind(s.cluster_id)
-                            .push_bind(&s.fingerprint)
-                            .push_bind(s.is_new)
-                            .push_bind(&s.account_id)
-                            .push_bind(&s.region)
-                            .push_bind(&s.event_source)
-                            .push_bind(&s.event_name)
-                            .push_bind(&s.error_code)
-                            .push_bind(&s.template)
-                            .push_bind(s.count)
-                            .push_bind(s.first_seen)
-                            .push_bind(s.last_seen)
-                            .push_bind(sqlx::types::Json(&s.top_principals))
-                            .push_bind(sqlx::types::Json(&s.top_source_ips))
-                            .push_bind(sqlx::types::Json(&s.sample_event_ids))
-                            .push_bind(&s.sample_message);
-                    });
-                    qb.build().execute(&mut *tx).await?;
-                }
-
-                for chunk in run.key_writes.chunks($crate::store::sql::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "insert into access_keys (inspection_id, access_key_id, principal_arn, account_id, \
-                         first_seen, last_seen, last_event_name, last_source_ip, total_events, last_run_id) ",
-                    );
-                    qb.push_values(chunk, |mut b, k| {
-                        b.push_bind(run.inspection_id)
-                            .push_bind(&k.access_key_id)
-                            .push_bind(&k.principal_arn)
-                            .push_bind(&k.account_id)
-                            .push_bind(k.first_seen)
-                            .push_bind(k.last_seen)
-                            .push_bind(&k.last_event_name)
-                            .push_bind(&k.last_source_ip)
-                            .push_bind(k.total_events)
-                            .push_bind(run.run_id);
-                    });
-                    // The newest event decides who used the key last and from where.
-                    qb.push(
-                        " on conflict (inspection_id, access_key_id) do update set \
-                         principal_arn = case when excluded.last_seen >= access_keys.last_seen \
-                           then excluded.principal_arn else access_keys.principal_arn end, \
-                         account_id = case when excluded.last_seen >= access_keys.last_seen \
-                           then excluded.account_id else access_keys.account_id end, \
-                         last_event_name = case when excluded.last_seen >= access_keys.last_seen \
-                           then excluded.last_event_name else access_keys.last_event_name end, \
-                         last_source_ip = case when excluded.last_seen >= access_keys.last_seen \
-                           then excluded.last_source_ip else access_keys.last_source_ip end, \
-                         last_seen = case when excluded.last_seen > access_keys.last_seen \
-                           then excluded.last_seen else access_keys.last_seen end, \
-                         first_seen = case when excluded.first_seen < access_keys.first_seen \
-                           then excluded.first_seen else access_keys.first_seen end, \
-                         total_events = access_keys.total_events + excluded.total_events, \
-                         last_run_id = excluded.last_run_id",
-                    );
-                    qb.build().execute(&mut *tx).await?;
-                }
+                Self::write_clusters(&mut tx, run).await?;
+                Self::write_run_clusters(&mut tx, run).await?;
+                Self::write_access_keys(&mut tx, run).await?;
 
                 for state in &run.group_states {
                     sqlx::query(
@@ -819,88 +529,6 @@ macro_rules! sql_store {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.into_iter().map(|r| r.into_model()).collect()
-            }
-
-            async fn run_clusters(
-                &self,
-                run_id: uuid::Uuid,
-                after: Option<$crate::store::RunClusterKey>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::ClusterSummary>> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                    "select {} from run_clusters where run_id = ",
-                    $crate::store::sql::RUN_CLUSTER_COLUMNS
-                ));
-                qb.push_bind(run_id);
-                $crate::store::sql::RUN_CLUSTER_ORDER.push_page(&mut qb, after, limit);
-                let rows = qb
-                    .build_query_as::<$crate::store::sql::RunClusterRow>()
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
-            }
-
-            async fn list_clusters(
-                &self,
-                inspection_id: uuid::Uuid,
-                filter: &$crate::store::ClusterFilter,
-                after: Option<$crate::store::TimeKey>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::ClusterView>> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                    "select {} from clusters where inspection_id = ",
-                    $crate::store::sql::CLUSTER_COLUMNS
-                ));
-                qb.push_bind(inspection_id);
-                if let Some(since) = filter.new_since {
-                    qb.push(" and baseline = ").push_bind(false).push(" and discovered_at >= ").push_bind(since);
-                }
-                if let Some(code) = &filter.error_code {
-                    qb.push(" and error_code = ").push_bind(code.clone());
-                }
-                if let Some(source) = &filter.event_source {
-                    qb.push(" and event_source = ").push_bind(source.clone());
-                }
-                $crate::store::sql::CLUSTER_ORDER.push_page(&mut qb, after, limit);
-                let rows = qb
-                    .build_query_as::<$crate::store::sql::ClusterRow>()
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(|r| r.into_model()).collect())
-            }
-
-            async fn get_cluster(
-                &self,
-                id: uuid::Uuid,
-            ) -> $crate::store::StoreResult<Option<$crate::model::cluster::ClusterView>> {
-                let sql = format!(
-                    "select {}, sample_record from clusters where id = $1",
-                    $crate::store::sql::CLUSTER_COLUMNS
-                );
-                let row = sqlx::query_as::<$db, $crate::store::sql::ClusterRow>(&sql)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                Ok(row.map(|r| r.into_model()))
-            }
-
-            async fn list_access_keys(
-                &self,
-                inspection_id: uuid::Uuid,
-                after: Option<$crate::store::AccessKeyKey>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::cluster::AccessKeyView>> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                    "select {} from access_keys where inspection_id = ",
-                    $crate::store::sql::ACCESS_KEY_COLUMNS
-                ));
-                qb.push_bind(inspection_id);
-                $crate::store::sql::ACCESS_KEY_ORDER.push_page(&mut qb, after, limit);
-                let rows = qb
-                    .build_query_as::<$crate::store::sql::AccessKeyRow>()
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn dimension_states(
