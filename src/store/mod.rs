@@ -8,12 +8,12 @@
 mod clusters;
 mod inspections;
 mod keyset;
+mod outbox;
 mod postgres;
 mod schedule;
 mod sql;
 mod sqlite;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,12 +22,12 @@ use uuid::Uuid;
 
 use crate::crypto::SecretBox;
 use crate::model::cluster::{AccessKeyView, ClusterSummary};
-use crate::model::event::{DeliveryState, EventView};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
 pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
 pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
+pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, NewEvent, OutboxEvent, OutboxStore};
 pub use postgres::PgStore;
 pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
 pub use sqlite::SqliteStore;
@@ -165,77 +165,8 @@ pub struct FinishedRun {
     pub dimensions: Vec<(String, serde_json::Value)>,
 }
 
-/// An event a finished run records.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: Uuid,
-    pub event_id: String,
-    pub account_id: String,
-    pub status: String,
-    pub is_silent: bool,
-    pub delivery_state: DeliveryState,
-    pub delivery_note: Option<String>,
-    pub expires_at: DateTime<Utc>,
-    pub fault_id: Option<String>,
-    /// The rendered event (`guance::event::GuanceEvent`).
-    pub event: serde_json::Value,
-}
-
-/// An event claimed for delivery.
-#[derive(Debug, Clone)]
-pub struct OutboxEvent {
-    pub id: Uuid,
-    pub event_id: String,
-    pub inspection_id: Uuid,
-    pub account_id: String,
-    pub attempts: i32,
-    pub expires_at: DateTime<Utc>,
-    pub event: serde_json::Value,
-}
-
-/// How one delivery attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryOutcome {
-    Sent,
-    /// Try again at `at` (Guance down, 5xx, timeout).
-    Retry {
-        error: String,
-        at: DateTime<Utc>,
-    },
-    /// Refused for good (4xx): not retried.
-    Failed {
-        error: String,
-    },
-    /// Undelivered past its expiry.
-    Expired {
-        error: String,
-    },
-}
-
-/// A registration in Guance to bring up to date.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckerJob {
-    pub ref_key: String,
-    /// None: the inspection was deleted, so the registration is to be deleted.
-    pub inspection_id: Option<Uuid>,
-    pub attempts: i32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckerOutcome {
-    Synced {
-        checker_id: Option<String>,
-    },
-    /// The registration of a deleted inspection is gone from Guance.
-    Deleted,
-    Failed {
-        error: String,
-        retry_at: DateTime<Utc>,
-    },
-}
-
 #[async_trait]
-pub trait Store: ClusterStore + InspectionStore + ScheduleStore + Send + Sync + 'static {
+pub trait Store: ClusterStore + InspectionStore + OutboxStore + ScheduleStore + Send + Sync + 'static {
     /// `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> StoreResult<()>;
@@ -272,38 +203,10 @@ pub trait Store: ClusterStore + InspectionStore + ScheduleStore + Send + Sync + 
     async fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>>;
     /// Up to `limit` runs after `after`, newest first.
     async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
-    /// Alerting state of each cloud account of an inspection (JSON, see `guance::alerting`).
-    async fn dimension_states(&self, inspection_id: Uuid) -> StoreResult<HashMap<String, serde_json::Value>>;
-    /// Claims up to `limit` deliverable events until `lease_until`: pending, due, not held by
-    /// another worker, and the oldest pending of their dimension (so each dimension's events
-    /// go out in order). Several instances never claim the same event.
-    async fn claim_events(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxEvent>>;
-    async fn finish_delivery(&self, id: Uuid, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Events waiting for delivery.
-    async fn outbox_backlog(&self) -> StoreResult<i64>;
-    /// Events by delivery state (for metrics).
-    async fn event_counts(&self) -> StoreResult<Vec<(String, i64)>>;
     /// Runs queued or running, of every instance (for metrics).
     async fn active_run_count(&self) -> StoreResult<i64>;
     /// Marks the active runs whose owner starts with `owner_prefix` as interrupted, with
     /// `reason` as their error. Used by an instance for its own runs: at start-up (runs a
     /// previous process of the same instance left behind) and when shutdown outlasts its grace.
     async fn interrupt_owned_runs(&self, owner_prefix: &str, now: DateTime<Utc>, reason: &str) -> StoreResult<u64>;
-    async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
-    -> StoreResult<Vec<EventView>>;
-    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;
-    /// Claims registrations due for syncing with Guance.
-    async fn claim_checker_jobs(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<CheckerJob>>;
-    async fn finish_checker_job(&self, ref_key: &str, outcome: &CheckerOutcome, now: DateTime<Utc>) -> StoreResult<()>;
 }

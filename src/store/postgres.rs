@@ -27,6 +27,10 @@ impl PgStore {
         Ok(PgStore { pool, cipher })
     }
 
+    /// Claims pass over rows another transaction is claiming instead of waiting for them:
+    /// several instances claim side by side.
+    pub(super) const SKIP_LOCKED: &str = " for update skip locked";
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -36,4 +40,4 @@ impl PgStore {
     }
 }
 
-sql_store!(PgStore, sqlx::Postgres, "postgres", " for update skip locked");
+sql_store!(PgStore, sqlx::Postgres, "postgres");

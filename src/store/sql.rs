@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::model::event::{DeliveryState, EventView};
 use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
 use super::StoreError;
@@ -38,7 +37,6 @@ pub(super) const RUN_LIST_COLUMNS: &str =
 /// The orders of the paginated lists (see [`super::keyset`]): oldest inspections first,
 /// newest of the rest first, a run's new and large clusters first.
 pub(super) const RUN_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
-pub(super) const EVENT_ORDER: Order = Order(&[("created_at", Desc), ("id", Desc)]);
 
 /// Rows per multi-row insert: well under both backends' limits on bound parameters.
 pub(super) const INSERT_CHUNK: usize = 400;
@@ -113,65 +111,6 @@ impl RunRow {
     }
 }
 
-pub(super) const EVENT_COLUMNS: &str = "id, event_id, inspection_id, run_id, account_id, status, is_silent, \
-     delivery_state, delivery_note, attempts, last_error, next_attempt_at, sent_at, created_at, expires_at, \
-     fault_id, event";
-
-#[derive(sqlx::FromRow)]
-pub(super) struct EventRow {
-    id: Uuid,
-    event_id: String,
-    inspection_id: Uuid,
-    run_id: Uuid,
-    account_id: String,
-    status: String,
-    is_silent: bool,
-    delivery_state: String,
-    delivery_note: Option<String>,
-    attempts: i32,
-    last_error: Option<String>,
-    next_attempt_at: Option<DateTime<Utc>>,
-    sent_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    fault_id: Option<String>,
-    event: Json<serde_json::Value>,
-}
-
-impl EventRow {
-    /// `full`: include the whole rendered event.
-    pub(super) fn into_model(self, full: bool) -> Result<EventView, StoreError> {
-        let e = &self.event.0;
-        let time = |v: &serde_json::Value| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok();
-        let fault = &e["fault"];
-        let recovery = self.status == "ok";
-        Ok(EventView {
-            id: self.id,
-            event_id: self.event_id,
-            inspection_id: self.inspection_id,
-            run_id: self.run_id,
-            account_id: self.account_id,
-            title: e["title"].as_str().unwrap_or_default().to_string(),
-            status: self.status,
-            is_silent: self.is_silent,
-            delivery_state: DeliveryState::parse(&self.delivery_state)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery state {:?}", self.delivery_state)))?,
-            delivery_note: self.delivery_note,
-            attempts: self.attempts,
-            last_error: self.last_error,
-            next_attempt_at: self.next_attempt_at,
-            sent_at: self.sent_at,
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            fault_id: self.fault_id,
-            anomaly_time: time(&fault["start_time"]),
-            recovery_time: if recovery { time(&e["time"]) } else { None },
-            duration_secs: fault["duration_secs"].as_i64(),
-            event: if full { Some(self.event.0) } else { None },
-        })
-    }
-}
-
 /// Maps a unique violation to the constraint it hit, whatever the backend's wording.
 pub(super) fn map_unique(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
@@ -191,7 +130,7 @@ pub(super) fn map_unique(e: sqlx::Error) -> StoreError {
 
 /// Implements [`Store`](super::Store) for a pool-holding struct over one sqlx backend.
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $backend:literal, $skip_locked:literal) => {
+    ($store:ty, $db:ty, $backend:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> &'static str {
@@ -427,45 +366,8 @@ macro_rules! sql_store {
                     .await?;
                 }
 
-                for (account, state) in &run.dimensions {
-                    sqlx::query(
-                        "insert into alert_dimensions (inspection_id, account_id, state, updated_at) \
-                         values ($1, $2, $3, $4) on conflict (inspection_id, account_id) do update set \
-                         state = excluded.state, updated_at = excluded.updated_at",
-                    )
-                    .bind(run.inspection_id)
-                    .bind(account)
-                    .bind(sqlx::types::Json(state))
-                    .bind(run.finished_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-
-                for chunk in run.events.chunks($crate::store::sql::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "insert into events (id, event_id, inspection_id, run_id, account_id, status, is_silent, \
-                         delivery_state, delivery_note, attempts, next_attempt_at, created_at, expires_at, fault_id, event) ",
-                    );
-                    qb.push_values(chunk, |mut b, e| {
-                        b.push_bind(e.id)
-                            .push_bind(&e.event_id)
-                            .push_bind(run.inspection_id)
-                            .push_bind(run.run_id)
-                            .push_bind(&e.account_id)
-                            .push_bind(&e.status)
-                            .push_bind(e.is_silent)
-                            .push_bind(e.delivery_state.as_str())
-                            .push_bind(&e.delivery_note)
-                            .push_bind(0i32)
-                            .push_bind(run.finished_at)
-                            .push_bind(run.finished_at)
-                            .push_bind(e.expires_at)
-                            .push_bind(&e.fault_id)
-                            .push_bind(sqlx::types::Json(&e.event));
-                    });
-                    qb.push(" on conflict (event_id) do nothing");
-                    qb.build().execute(&mut *tx).await?;
-                }
+                Self::write_dimensions(&mut tx, run).await?;
+                Self::write_events(&mut tx, run).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -531,101 +433,6 @@ macro_rules! sql_store {
                 rows.into_iter().map(|r| r.into_model()).collect()
             }
 
-            async fn dimension_states(
-                &self,
-                inspection_id: uuid::Uuid,
-            ) -> $crate::store::StoreResult<std::collections::HashMap<String, serde_json::Value>> {
-                let rows: Vec<(String, sqlx::types::Json<serde_json::Value>)> =
-                    sqlx::query_as("select account_id, state from alert_dimensions where inspection_id = $1")
-                        .bind(inspection_id)
-                        .fetch_all(&self.pool)
-                        .await?;
-                Ok(rows.into_iter().map(|(a, s)| (a, s.0)).collect())
-            }
-
-            async fn claim_events(
-                &self,
-                owner: &str,
-                now: chrono::DateTime<chrono::Utc>,
-                lease_until: chrono::DateTime<chrono::Utc>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::store::OutboxEvent>> {
-                let sql = format!(
-                    "update events set claimed_until = $2, claimed_by = $3 where id in ( \
-                       select e.id from events e \
-                       where e.delivery_state = 'pending' and (e.next_attempt_at is null or e.next_attempt_at <= $1) \
-                         and (e.claimed_until is null or e.claimed_until < $1) \
-                         and not exists (select 1 from events p where p.inspection_id = e.inspection_id \
-                           and p.account_id = e.account_id and p.delivery_state = 'pending' \
-                           and (p.created_at < e.created_at or (p.created_at = e.created_at and p.id < e.id))) \
-                       order by e.created_at, e.id limit $4{}) \
-                     returning id, event_id, inspection_id, account_id, attempts, expires_at, event",
-                    $skip_locked
-                );
-                #[allow(clippy::type_complexity)]
-                let rows: Vec<(
-                    uuid::Uuid,
-                    String,
-                    uuid::Uuid,
-                    String,
-                    i32,
-                    chrono::DateTime<chrono::Utc>,
-                    sqlx::types::Json<serde_json::Value>,
-                )> = sqlx::query_as(&sql).bind(now).bind(lease_until).bind(owner).bind(limit).fetch_all(&self.pool).await?;
-                let mut out: Vec<$crate::store::OutboxEvent> = rows
-                    .into_iter()
-                    .map(|(id, event_id, inspection_id, account_id, attempts, expires_at, event)| {
-                        $crate::store::OutboxEvent { id, event_id, inspection_id, account_id, attempts, expires_at, event: event.0 }
-                    })
-                    .collect();
-                out.sort_by_key(|e| e.id);
-                Ok(out)
-            }
-
-            async fn finish_delivery(
-                &self,
-                id: uuid::Uuid,
-                outcome: &$crate::store::DeliveryOutcome,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::store::StoreResult<()> {
-                use $crate::store::DeliveryOutcome as O;
-                let (state, error, next, sent) = match outcome {
-                    O::Sent => ("sent", None, None, Some(now)),
-                    O::Retry { error, at } => ("pending", Some(error.as_str()), Some(*at), None),
-                    O::Failed { error } => ("failed", Some(error.as_str()), None, None),
-                    O::Expired { error } => ("expired", Some(error.as_str()), None, None),
-                };
-                sqlx::query(
-                    "update events set delivery_state = $2, last_error = coalesce($3, last_error), \
-                     next_attempt_at = $4, sent_at = $5, attempts = attempts + 1, claimed_until = null \
-                     where id = $1",
-                )
-                .bind(id)
-                .bind(state)
-                .bind(error)
-                .bind(next)
-                .bind(sent)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn outbox_backlog(&self) -> $crate::store::StoreResult<i64> {
-                let (n,): (i64,) = sqlx::query_as("select count(*) from events where delivery_state = 'pending'")
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(n)
-            }
-
-            async fn event_counts(&self) -> $crate::store::StoreResult<Vec<(String, i64)>> {
-                let rows: Vec<(String, i64)> = sqlx::query_as(
-                    "select delivery_state, count(*) from events group by delivery_state order by delivery_state",
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows)
-            }
-
             async fn active_run_count(&self) -> $crate::store::StoreResult<i64> {
                 let (n,): (i64,) = sqlx::query_as("select count(*) from runs where status in ('queued', 'running')")
                     .fetch_one(&self.pool)
@@ -652,97 +459,6 @@ macro_rules! sql_store {
                 Ok(done.rows_affected())
             }
 
-            async fn list_events(
-                &self,
-                inspection_id: uuid::Uuid,
-                after: Option<$crate::store::TimeKey>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::model::event::EventView>> {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                    "select {} from events where inspection_id = ",
-                    $crate::store::sql::EVENT_COLUMNS
-                ));
-                qb.push_bind(inspection_id);
-                $crate::store::sql::EVENT_ORDER.push_page(&mut qb, after, limit);
-                let rows = qb.build_query_as::<$crate::store::sql::EventRow>().fetch_all(&self.pool).await?;
-                rows.into_iter().map(|r| r.into_model(false)).collect()
-            }
-
-            async fn get_event(
-                &self,
-                id: uuid::Uuid,
-            ) -> $crate::store::StoreResult<Option<$crate::model::event::EventView>> {
-                let sql = format!("select {} from events where id = $1", $crate::store::sql::EVENT_COLUMNS);
-                let row = sqlx::query_as::<$db, $crate::store::sql::EventRow>(&sql)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.map(|r| r.into_model(true)).transpose()
-            }
-
-            async fn claim_checker_jobs(
-                &self,
-                now: chrono::DateTime<chrono::Utc>,
-                lease_until: chrono::DateTime<chrono::Utc>,
-                limit: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::store::CheckerJob>> {
-                let sql = format!(
-                    "update guance_checkers set claimed_until = $2 where ref_key in ( \
-                       select ref_key from guance_checkers where state in ('pending', 'failed') \
-                         and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1) \
-                       order by next_attempt_at limit $3{}) \
-                     returning ref_key, inspection_id, attempts",
-                    $skip_locked
-                );
-                let rows: Vec<(String, Option<uuid::Uuid>, i32)> =
-                    sqlx::query_as(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(&self.pool).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(ref_key, inspection_id, attempts)| $crate::store::CheckerJob { ref_key, inspection_id, attempts })
-                    .collect())
-            }
-
-            async fn finish_checker_job(
-                &self,
-                ref_key: &str,
-                outcome: &$crate::store::CheckerOutcome,
-                now: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::store::StoreResult<()> {
-                use $crate::store::CheckerOutcome as O;
-                match outcome {
-                    O::Deleted => {
-                        sqlx::query("delete from guance_checkers where ref_key = $1 and inspection_id is null")
-                            .bind(ref_key)
-                            .execute(&self.pool)
-                            .await?;
-                    }
-                    // Only if nothing changed meanwhile: a newer change keeps it pending.
-                    O::Synced { checker_id } => {
-                        sqlx::query(
-                            "update guance_checkers set state = 'synced', checker_id = coalesce($2, checker_id), \
-                             error = null, attempts = 0, synced_at = $3, claimed_until = null \
-                             where ref_key = $1 and updated_at <= $3",
-                        )
-                        .bind(ref_key)
-                        .bind(checker_id)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
-                    }
-                    O::Failed { error, retry_at } => {
-                        sqlx::query(
-                            "update guance_checkers set state = 'failed', error = $2, attempts = attempts + 1, \
-                             next_attempt_at = $3, claimed_until = null where ref_key = $1",
-                        )
-                        .bind(ref_key)
-                        .bind(error)
-                        .bind(retry_at)
-                        .execute(&self.pool)
-                        .await?;
-                    }
-                }
-                Ok(())
-            }
         }
 
         impl $store {

@@ -42,9 +42,12 @@ impl SqliteStore {
         Ok(SqliteStore { pool, cipher })
     }
 
+    /// SQLite has no row locks to skip: its single writer makes each claim atomic anyway.
+    pub(super) const SKIP_LOCKED: &str = "";
+
     async fn run_migrations(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")
     }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
+sql_store!(SqliteStore, sqlx::Sqlite, "sqlite");
