@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::keyset::Dir::Asc;
 use super::keyset::{Order, TimeKey};
-use super::sql::{map_unique, parse_status};
+use super::runs::parse_status;
+use super::sql::map_unique;
 use super::{PgStore, SqliteStore, StoreError, StoreResult};
 use crate::crypto::{Sealed, SecretBox};
 use crate::model::Secret;

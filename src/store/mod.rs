@@ -1,15 +1,54 @@
-//! The database: inspections, runs, clusters, access-key activity and read positions.
+//! The database: inspections, runs, clusters, access-key activity, events and schedule slots.
 //!
-//! [`Store`] is implemented once, in portable SQL (`sql.rs`), and instantiated for Postgres
-//! and SQLite, so both backends behave the same and are tested with one suite. Invariants
-//! that matter across several service instances live in the schema, not in memory: one
-//! active run per inspection is a partial unique index, a cluster's identity a unique key.
+//! The service asks its database for one thing at a time through [`Store`], which is the sum
+//! of one small trait per resource. Callers hold a [`DynStore`] and call the resource
+//! traits' methods on it directly (`store.get_run(id)`): methods of a trait object's
+//! supertraits need no import. Each trait is implemented once, in portable SQL, for both
+//! backends: Postgres, which several instances can share, and SQLite, one file for one
+//! instance. Both behave the same and one test suite runs on both. Invariants that matter
+//! across instances live in the schema, not in memory: one active run per inspection is a
+//! partial unique index, a cluster's identity a unique key, a schedule slot a primary key.
+//!
+//! # Layout
+//!
+//! One file per resource, each with its types, its trait, its rows and its SQL:
+//!
+//! - `inspections.rs`: [`InspectionStore`]: inspections, their sealed credentials and
+//!   trigger ids, and the backfills [`Backend::migrate`] runs after the migrations.
+//! - `runs.rs`: [`RunStore`]: queueing, starting, heartbeats, interrupting and finishing
+//!   runs, and the read positions of log groups (watermarks) that finished runs advance.
+//!   [`RunStore::finish_run`] opens the one transaction of a finished run and has each
+//!   resource below write its part in it.
+//! - `clusters.rs`: [`ClusterStore`]: known clusters, a run's clusters and access keys.
+//! - `outbox.rs`: [`OutboxStore`]: events and their delivery, the alerting state per cloud
+//!   account, and inspections' registrations in Guance.
+//! - `schedule.rs`: [`ScheduleStore`]: claimed cron slots.
+//!
+//! And what they share:
+//!
+//! - `keyset.rs`: keyset pagination: the API's cursors and the SQL clause that resumes a
+//!   list after one, written once for every list.
+//! - `sql.rs`: the rules of portable SQL, and the few helpers the resources share.
+//! - `postgres.rs`, `sqlite.rs`: the two store types: connecting, migrations and
+//!   [`Backend`], the only code that differs between backends.
+//!
+//! # One SQL for two backends
+//!
+//! sqlx types a statement by its backend, so the same SQL must be compiled once per
+//! backend. Each resource file does that with a small `macro_rules!` whose body is the
+//! trait's implementation, invoked at the end of the file for [`PgStore`] and
+//! [`SqliteStore`]; invoked where it is defined, the body names types through the file's
+//! imports. Code that does not run a statement (rows, decoding, the keyset clause) is plain
+//! code outside the macros. (Generic code over `sqlx::Database` would need every bound
+//! type's `Encode`/`Decode`/`Type` spelled out on every function, because Rust does not
+//! carry such bounds through a trait; the macros keep the SQL readable instead.)
 
 mod clusters;
 mod inspections;
 mod keyset;
 mod outbox;
 mod postgres;
+mod runs;
 mod schedule;
 mod sql;
 mod sqlite;
@@ -17,22 +56,42 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::crypto::SecretBox;
-use crate::model::cluster::{AccessKeyView, ClusterSummary};
-use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
 pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
 pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
 pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, NewEvent, OutboxEvent, OutboxStore};
 pub use postgres::PgStore;
+pub use runs::{FinishedRun, LogGroupState, NewRun, QueueRefused, RunFilter, RunStore};
 pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
 pub use sqlite::SqliteStore;
 
+/// Everything the service asks of its database: each resource's trait, and the database
+/// itself. Implemented for every type that implements them all.
+pub trait Store:
+    Backend + InspectionStore + RunStore + ClusterStore + OutboxStore + ScheduleStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Backend + InspectionStore + RunStore + ClusterStore + OutboxStore + ScheduleStore + Send + Sync + 'static
+{
+}
+
 pub type DynStore = Arc<dyn Store>;
+
+/// The database itself rather than what it holds: which one it is, whether it answers,
+/// and bringing its schema up to date.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+    /// Applies the migrations this build embeds, then fills in what SQL alone could not.
+    async fn migrate(&self) -> anyhow::Result<()>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,123 +149,4 @@ pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) ->
     } else {
         anyhow::bail!("unsupported database URL: it must start with postgres:// or sqlite:")
     }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub inspection_id: Option<Uuid>,
-    pub status: Option<RunStatus>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// A run to be queued.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub id: Uuid,
-    pub inspection_id: Uuid,
-    pub trigger: Trigger,
-    pub trace_id: Option<String>,
-    pub request: RunRequest,
-    pub log_groups: Vec<String>,
-    pub owner: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Why a run could not be queued.
-#[derive(Debug, Clone, PartialEq)]
-pub enum QueueRefused {
-    /// Another run of the inspection is queued or running.
-    Active {
-        run_id: Uuid,
-    },
-    InspectionMissing,
-}
-
-/// Where a log group was read up to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogGroupState {
-    pub log_group: String,
-    pub watermark: Option<DateTime<Utc>>,
-    pub baseline_until: Option<DateTime<Utc>>,
-}
-
-/// Everything a finished run writes, in one transaction.
-#[derive(Debug, Clone)]
-pub struct FinishedRun {
-    pub run_id: Uuid,
-    pub inspection_id: Uuid,
-    pub status: RunStatus,
-    pub window_start: Option<DateTime<Utc>>,
-    pub window_end: Option<DateTime<Utc>>,
-    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    pub finished_at: DateTime<Utc>,
-    pub records_scanned: i64,
-    pub error_records: i64,
-    pub malformed_records: i64,
-    pub ignored_records: i64,
-    pub new_error_records: i64,
-    pub baseline_clusters: i64,
-    pub aws_api_calls: i64,
-    pub log_groups: Vec<LogGroupOutcome>,
-    pub error: Option<String>,
-    pub report: Option<RunReport>,
-    /// The run's clusters (the window's, not the baseline's).
-    pub run_clusters: Vec<ClusterSummary>,
-    /// Known-cluster rows to insert or merge (empty for a dry run).
-    pub cluster_writes: Vec<ClusterWrite>,
-    /// Access-key activity seen by the run (`total_events`: the run's events of the key).
-    pub key_writes: Vec<AccessKeyView>,
-    /// New read positions of log groups (empty for dry runs and explicit windows).
-    pub group_states: Vec<LogGroupState>,
-    /// The run's Guance events (the outbox): written with the run, delivered afterwards.
-    pub events: Vec<NewEvent>,
-    /// New alerting state per cloud account (JSON of `guance::alerting::DimensionState`).
-    pub dimensions: Vec<(String, serde_json::Value)>,
-}
-
-#[async_trait]
-pub trait Store: ClusterStore + InspectionStore + OutboxStore + ScheduleStore + Send + Sync + 'static {
-    /// `postgres` or `sqlite`.
-    fn backend(&self) -> &'static str;
-    async fn ping(&self) -> StoreResult<()>;
-    async fn migrate(&self) -> anyhow::Result<()>;
-
-    /// Queues a run unless one of the inspection is active. An active run whose heartbeat is
-    /// older than `stale_before` belonged to a dead process: it is marked interrupted first.
-    async fn queue_run(&self, run: &NewRun, stale_before: DateTime<Utc>) -> StoreResult<Result<Run, QueueRefused>>;
-    async fn start_run(
-        &self,
-        run_id: Uuid,
-        window: (DateTime<Utc>, DateTime<Utc>),
-        skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    async fn heartbeat(&self, run_ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
-    /// Marks active runs whose heartbeat is older than `stale_before` as interrupted.
-    async fn interrupt_stale_runs(&self, stale_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
-    async fn log_group_states(&self, inspection_id: Uuid) -> StoreResult<Vec<LogGroupState>>;
-    /// Writes a finished run and all it learned in one transaction. False when the run was
-    /// no longer active (another process declared it interrupted): nothing is written then.
-    async fn finish_run(&self, run: &FinishedRun) -> StoreResult<bool>;
-    /// Records a run that ended without results (the writes of `finish_run` failed or the run
-    /// could not start).
-    async fn fail_run(
-        &self,
-        run_id: Uuid,
-        status: RunStatus,
-        error: &str,
-        log_groups: &[LogGroupOutcome],
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
-
-    async fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>>;
-    /// Up to `limit` runs after `after`, newest first.
-    async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
-    /// Runs queued or running, of every instance (for metrics).
-    async fn active_run_count(&self) -> StoreResult<i64>;
-    /// Marks the active runs whose owner starts with `owner_prefix` as interrupted, with
-    /// `reason` as their error. Used by an instance for its own runs: at start-up (runs a
-    /// previous process of the same instance left behind) and when shutdown outlasts its grace.
-    async fn interrupt_owned_runs(&self, owner_prefix: &str, now: DateTime<Utc>, reason: &str) -> StoreResult<u64>;
 }
