@@ -39,9 +39,10 @@
 //! trait's implementation, invoked at the end of the file for [`PgStore`] and
 //! [`SqliteStore`]; invoked where it is defined, the body names types through the file's
 //! imports. Code that does not run a statement (rows, decoding, the keyset clause) is plain
-//! code outside the macros. (Generic code over `sqlx::Database` would need every bound
-//! type's `Encode`/`Decode`/`Type` spelled out on every function, because Rust does not
-//! carry such bounds through a trait; the macros keep the SQL readable instead.)
+//! code outside the macros. Generic code over `sqlx::Database` was the alternative, but
+//! every function would have to restate that each type it binds or reads is `Encode`,
+//! `Decode` and `Type` for the backend (a trait's `where` clauses are not implied where the
+//! trait is used); `keyset.rs` does it once, for the five types of sort-key values.
 
 mod clusters;
 mod inspections;
