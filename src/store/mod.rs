@@ -1,34 +1,98 @@
-//! The database: inspections, runs, clusters, access-key activity and read positions.
+//! The database: inspections, runs, clusters, access-key activity, events and schedule slots.
 //!
-//! [`Store`] is implemented once, in portable SQL (`sql.rs`), and instantiated for Postgres
-//! and SQLite, so both backends behave the same and are tested with one suite. Invariants
-//! that matter across several service instances live in the schema, not in memory: one
-//! active run per inspection is a partial unique index, a cluster's identity a unique key.
+//! The service asks its database for one thing at a time through [`Store`], which is the sum
+//! of one small trait per resource. Callers hold a [`DynStore`] and call the resource
+//! traits' methods on it directly (`store.get_run(id)`): methods of a trait object's
+//! supertraits need no import. Each trait is implemented once, in portable SQL, for both
+//! backends: Postgres, which several instances can share, and SQLite, one file for one
+//! instance. Both behave the same and one test suite runs on both. Invariants that matter
+//! across instances live in the schema, not in memory: one active run per inspection is a
+//! partial unique index, a cluster's identity a unique key, a schedule slot a primary key.
+//!
+//! # Layout
+//!
+//! One file per resource, each with its types, its trait, its rows and its SQL:
+//!
+//! - `inspections.rs`: [`InspectionStore`]: inspections, their sealed credentials and
+//!   trigger ids, and the backfills [`Backend::migrate`] runs after the migrations.
+//! - `runs.rs`: [`RunStore`]: queueing, starting, heartbeats, interrupting and finishing
+//!   runs, and the read positions of log groups (watermarks) that finished runs advance.
+//!   [`RunStore::finish_run`] opens the one transaction of a finished run and has each
+//!   resource below write its part in it.
+//! - `clusters.rs`: [`ClusterStore`]: known clusters, a run's clusters and access keys.
+//! - `outbox.rs`: [`OutboxStore`]: events and their delivery, the alerting state per cloud
+//!   account, and inspections' registrations in Guance.
+//! - `schedule.rs`: [`ScheduleStore`]: claimed cron slots.
+//!
+//! And what they share:
+//!
+//! - `keyset.rs`: keyset pagination: the API's cursors and the SQL clause that resumes a
+//!   list after one, written once for every list.
+//! - `sql.rs`: the rules of portable SQL, and the few helpers the resources share.
+//! - `postgres.rs`, `sqlite.rs`: the two store types: connecting, migrations and
+//!   [`Backend`], the only code that differs between backends.
+//!
+//! # One SQL for two backends
+//!
+//! sqlx types a statement by its backend, so the same SQL must be compiled once per
+//! backend. Each resource file does that with a small `macro_rules!` whose body is the
+//! trait's implementation, invoked at the end of the file for [`PgStore`] and
+//! [`SqliteStore`]; invoked where it is defined, the body names types through the file's
+//! imports. Code that does not run a statement (rows, decoding, the keyset clause) is plain
+//! code outside the macros. Generic code over `sqlx::Database` was the alternative, but
+//! every function would have to restate that each type it binds or reads is `Encode`,
+//! `Decode` and `Type` for the backend (a trait's `where` clauses are not implied where the
+//! trait is used); `keyset.rs` does it once, for the five types of sort-key values.
 
+mod clusters;
+mod inspections;
+mod keyset;
+mod outbox;
 mod postgres;
+mod runs;
+mod schedule;
 mod sql;
 mod sqlite;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
-use chrono::{DateTime, Utc};
-use serde::{Serialize, de::DeserializeOwned};
-use uuid::Uuid;
 
 use crate::crypto::SecretBox;
-use crate::model::Secret;
-use crate::model::cluster::{AccessKeyView, ClusterSummary, ClusterView, Counted};
-use crate::model::event::{DeliveryState, EventView};
-use crate::model::inspection::{Inspection, InspectionDraft};
-use crate::model::run::{LogGroupOutcome, Run, RunReport, RunRequest, RunStatus, Trigger};
 
+pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
+pub use inspections::{InspectionFilter, InspectionStore};
+pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
+pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, NewEvent, OutboxEvent, OutboxStore};
 pub use postgres::PgStore;
+pub use runs::{FinishedRun, LogGroupState, NewRun, QueueRefused, RunFilter, RunStore};
+pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
 pub use sqlite::SqliteStore;
 
+/// Everything the service asks of its database: each resource's trait, and the database
+/// itself. Implemented for every type that implements them all.
+pub trait Store:
+    Backend + InspectionStore + RunStore + ClusterStore + OutboxStore + ScheduleStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: Backend + InspectionStore + RunStore + ClusterStore + OutboxStore + ScheduleStore + Send + Sync + 'static
+{
+}
+
 pub type DynStore = Arc<dyn Store>;
+
+/// The database itself rather than what it holds: which one it is, whether it answers,
+/// and bringing its schema up to date.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+    /// Applies the migrations this build embeds, then fills in what SQL alone could not.
+    async fn migrate(&self) -> anyhow::Result<()>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,401 +150,4 @@ pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) ->
     } else {
         anyhow::bail!("unsupported database URL: it must start with postgres:// or sqlite:")
     }
-}
-
-/// An opaque keyset-pagination position: the sort key of the last item, as base64url JSON.
-pub fn encode_cursor<T: Serialize>(key: &T) -> String {
-    let json = serde_json::to_vec(key).expect("cursor keys serialize");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-pub fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> Option<T> {
-    if cursor.len() > 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct InspectionFilter {
-    pub enabled: Option<bool>,
-    pub name_contains: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RunFilter {
-    pub inspection_id: Option<Uuid>,
-    pub status: Option<RunStatus>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct ClusterFilter {
-    /// Clusters discovered (not from a baseline) at or after this time.
-    pub new_since: Option<DateTime<Utc>>,
-    pub error_code: Option<String>,
-    pub event_source: Option<String>,
-}
-
-/// Sort key of time-ordered lists (inspections, runs, clusters).
-pub type TimeKey = (DateTime<Utc>, Uuid);
-/// Sort key of a run's clusters: new first, then larger, then by fingerprint.
-pub type RunClusterKey = (bool, i64, String);
-/// Sort key of access keys: most recently active first.
-pub type AccessKeyKey = (DateTime<Utc>, String);
-
-/// A run to be queued.
-#[derive(Debug, Clone)]
-pub struct NewRun {
-    pub id: Uuid,
-    pub inspection_id: Uuid,
-    pub trigger: Trigger,
-    pub trace_id: Option<String>,
-    pub request: RunRequest,
-    pub log_groups: Vec<String>,
-    pub owner: String,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Why a run could not be queued.
-#[derive(Debug, Clone, PartialEq)]
-pub enum QueueRefused {
-    /// Another run of the inspection is queued or running.
-    Active {
-        run_id: Uuid,
-    },
-    InspectionMissing,
-}
-
-/// Where a log group was read up to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogGroupState {
-    pub log_group: String,
-    pub watermark: Option<DateTime<Utc>>,
-    pub baseline_until: Option<DateTime<Utc>>,
-}
-
-/// What the store knows of a cluster that a run found again.
-#[derive(Debug, Clone)]
-pub struct KnownCluster {
-    pub id: Uuid,
-    pub top_principals: Vec<Counted>,
-    pub top_source_ips: Vec<Counted>,
-    pub sample_event_ids: Vec<String>,
-}
-
-/// A cluster row to write: inserted when new, merged into the known one otherwise.
-#[derive(Debug, Clone)]
-pub struct ClusterWrite {
-    pub id: Uuid,
-    pub summary: ClusterSummary,
-    /// The merged top lists and samples to keep on the known cluster.
-    pub top_principals: Vec<Counted>,
-    pub top_source_ips: Vec<Counted>,
-    pub sample_event_ids: Vec<String>,
-    pub baseline: bool,
-    pub sample_record: Option<serde_json::Value>,
-}
-
-/// Everything a finished run writes, in one transaction.
-#[derive(Debug, Clone)]
-pub struct FinishedRun {
-    pub run_id: Uuid,
-    pub inspection_id: Uuid,
-    pub status: RunStatus,
-    pub window_start: Option<DateTime<Utc>>,
-    pub window_end: Option<DateTime<Utc>>,
-    pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    pub finished_at: DateTime<Utc>,
-    pub records_scanned: i64,
-    pub error_records: i64,
-    pub malformed_records: i64,
-    pub ignored_records: i64,
-    pub new_error_records: i64,
-    pub baseline_clusters: i64,
-    pub aws_api_calls: i64,
-    pub log_groups: Vec<LogGroupOutcome>,
-    pub error: Option<String>,
-    pub report: Option<RunReport>,
-    /// The run's clusters (the window's, not the baseline's).
-    pub run_clusters: Vec<ClusterSummary>,
-    /// Known-cluster rows to insert or merge (empty for a dry run).
-    pub cluster_writes: Vec<ClusterWrite>,
-    /// Access-key activity seen by the run (`total_events`: the run's events of the key).
-    pub key_writes: Vec<AccessKeyView>,
-    /// New read positions of log groups (empty for dry runs and explicit windows).
-    pub group_states: Vec<LogGroupState>,
-    /// The run's Guance events (the outbox): written with the run, delivered afterwards.
-    pub events: Vec<NewEvent>,
-    /// New alerting state per cloud account (JSON of `guance::alerting::DimensionState`).
-    pub dimensions: Vec<(String, serde_json::Value)>,
-}
-
-/// An event a finished run records.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: Uuid,
-    pub event_id: String,
-    pub account_id: String,
-    pub status: String,
-    pub is_silent: bool,
-    pub delivery_state: DeliveryState,
-    pub delivery_note: Option<String>,
-    pub expires_at: DateTime<Utc>,
-    pub fault_id: Option<String>,
-    /// The rendered event (`guance::event::GuanceEvent`).
-    pub event: serde_json::Value,
-}
-
-/// An event claimed for delivery.
-#[derive(Debug, Clone)]
-pub struct OutboxEvent {
-    pub id: Uuid,
-    pub event_id: String,
-    pub inspection_id: Uuid,
-    pub account_id: String,
-    pub attempts: i32,
-    pub expires_at: DateTime<Utc>,
-    pub event: serde_json::Value,
-}
-
-/// How one delivery attempt ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryOutcome {
-    Sent,
-    /// Try again at `at` (Guance down, 5xx, timeout).
-    Retry {
-        error: String,
-        at: DateTime<Utc>,
-    },
-    /// Refused for good (4xx): not retried.
-    Failed {
-        error: String,
-    },
-    /// Undelivered past its expiry.
-    Expired {
-        error: String,
-    },
-}
-
-/// A registration in Guance to bring up to date.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckerJob {
-    pub ref_key: String,
-    /// None: the inspection was deleted, so the registration is to be deleted.
-    pub inspection_id: Option<Uuid>,
-    pub attempts: i32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckerOutcome {
-    Synced {
-        checker_id: Option<String>,
-    },
-    /// The registration of a deleted inspection is gone from Guance.
-    Deleted,
-    Failed {
-        error: String,
-        retry_at: DateTime<Utc>,
-    },
-}
-
-/// What became of a claimed schedule slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotOutcome {
-    /// Claimed; the outcome is not written yet (or the instance stopped before it was).
-    Claimed,
-    /// A run was started (`run_id`).
-    Started,
-    /// Not run: a run of the inspection was still in progress, or it was disabled meanwhile.
-    Skipped,
-    /// The run could not be queued (`detail` says why).
-    Failed,
-}
-
-impl SlotOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotOutcome::Claimed => "claimed",
-            SlotOutcome::Started => "started",
-            SlotOutcome::Skipped => "skipped",
-            SlotOutcome::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "claimed" => SlotOutcome::Claimed,
-            "started" => SlotOutcome::Started,
-            "skipped" => SlotOutcome::Skipped,
-            "failed" => SlotOutcome::Failed,
-            _ => return None,
-        })
-    }
-}
-
-/// A claimed schedule slot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleSlot {
-    pub inspection_id: Uuid,
-    pub slot: DateTime<Utc>,
-    pub claimed_at: DateTime<Utc>,
-    pub owner: String,
-    pub outcome: SlotOutcome,
-    pub run_id: Option<Uuid>,
-    pub detail: Option<String>,
-}
-
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// `postgres` or `sqlite`.
-    fn backend(&self) -> &'static str;
-    async fn ping(&self) -> StoreResult<()>;
-    async fn migrate(&self) -> anyhow::Result<()>;
-
-    async fn create_inspection(&self, id: Uuid, draft: &InspectionDraft, now: DateTime<Utc>)
-    -> StoreResult<Inspection>;
-    async fn get_inspection(&self, id: Uuid) -> StoreResult<Option<Inspection>>;
-    /// Up to `limit` inspections after `after`, oldest first.
-    async fn list_inspections(
-        &self,
-        filter: &InspectionFilter,
-        after: Option<TimeKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<Inspection>>;
-    async fn update_inspection(
-        &self,
-        id: Uuid,
-        draft: &InspectionDraft,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Inspection>>;
-    async fn delete_inspection(&self, id: Uuid) -> StoreResult<bool>;
-
-    /// Queues a run unless one of the inspection is active. An active run whose heartbeat is
-    /// older than `stale_before` belonged to a dead process: it is marked interrupted first.
-    async fn queue_run(&self, run: &NewRun, stale_before: DateTime<Utc>) -> StoreResult<Result<Run, QueueRefused>>;
-    async fn start_run(
-        &self,
-        run_id: Uuid,
-        window: (DateTime<Utc>, DateTime<Utc>),
-        skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    async fn heartbeat(&self, run_ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<()>;
-    /// Marks active runs whose heartbeat is older than `stale_before` as interrupted.
-    async fn interrupt_stale_runs(&self, stale_before: DateTime<Utc>, now: DateTime<Utc>) -> StoreResult<u64>;
-    async fn log_group_states(&self, inspection_id: Uuid) -> StoreResult<Vec<LogGroupState>>;
-    /// The known clusters among `fingerprints`.
-    async fn known_clusters(
-        &self,
-        inspection_id: Uuid,
-        fingerprints: &[String],
-    ) -> StoreResult<HashMap<String, KnownCluster>>;
-    /// Writes a finished run and all it learned in one transaction. False when the run was
-    /// no longer active (another process declared it interrupted): nothing is written then.
-    async fn finish_run(&self, run: &FinishedRun) -> StoreResult<bool>;
-    /// Records a run that ended without results (the writes of `finish_run` failed or the run
-    /// could not start).
-    async fn fail_run(
-        &self,
-        run_id: Uuid,
-        status: RunStatus,
-        error: &str,
-        log_groups: &[LogGroupOutcome],
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
-
-    async fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>>;
-    /// Up to `limit` runs after `after`, newest first.
-    async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
-    async fn run_clusters(
-        &self,
-        run_id: Uuid,
-        after: Option<RunClusterKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<ClusterSummary>>;
-    async fn list_clusters(
-        &self,
-        inspection_id: Uuid,
-        filter: &ClusterFilter,
-        after: Option<TimeKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<ClusterView>>;
-    async fn get_cluster(&self, id: Uuid) -> StoreResult<Option<ClusterView>>;
-    async fn list_access_keys(
-        &self,
-        inspection_id: Uuid,
-        after: Option<AccessKeyKey>,
-        limit: i64,
-    ) -> StoreResult<Vec<AccessKeyView>>;
-
-    /// Alerting state of each cloud account of an inspection (JSON, see `guance::alerting`).
-    async fn dimension_states(&self, inspection_id: Uuid) -> StoreResult<HashMap<String, serde_json::Value>>;
-    /// Claims up to `limit` deliverable events until `lease_until`: pending, due, not held by
-    /// another worker, and the oldest pending of their dimension (so each dimension's events
-    /// go out in order). Several instances never claim the same event.
-    async fn claim_events(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxEvent>>;
-    async fn finish_delivery(&self, id: Uuid, outcome: &DeliveryOutcome, now: DateTime<Utc>) -> StoreResult<()>;
-    /// Events waiting for delivery.
-    async fn outbox_backlog(&self) -> StoreResult<i64>;
-    /// Events by delivery state (for metrics).
-    async fn event_counts(&self) -> StoreResult<Vec<(String, i64)>>;
-    /// Runs queued or running, of every instance (for metrics).
-    async fn active_run_count(&self) -> StoreResult<i64>;
-    /// Marks the active runs whose owner starts with `owner_prefix` as interrupted, with
-    /// `reason` as their error. Used by an instance for its own runs: at start-up (runs a
-    /// previous process of the same instance left behind) and when shutdown outlasts its grace.
-    async fn interrupt_owned_runs(&self, owner_prefix: &str, now: DateTime<Utc>, reason: &str) -> StoreResult<u64>;
-    async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
-    -> StoreResult<Vec<EventView>>;
-    async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;
-    /// Claims registrations due for syncing with Guance.
-    async fn claim_checker_jobs(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<CheckerJob>>;
-    async fn finish_checker_job(&self, ref_key: &str, outcome: &CheckerOutcome, now: DateTime<Utc>) -> StoreResult<()>;
-
-    /// The inspection whose trigger id has this [`trigger_id_hash`](crate::model::inspection::trigger_id_hash).
-    async fn inspection_by_trigger_hash(&self, hash: &str) -> StoreResult<Option<Inspection>>;
-    /// Replaces an inspection's trigger id; the old one stops working at once.
-    async fn rotate_trigger_id(
-        &self,
-        id: Uuid,
-        trigger_id: &Secret,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Option<Inspection>>;
-    /// Claims one schedule slot of an inspection. False when it was claimed before, by any
-    /// instance sharing the database: then the caller must not start it.
-    async fn claim_schedule_slot(
-        &self,
-        inspection_id: Uuid,
-        slot: DateTime<Utc>,
-        owner: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
-    /// Records what became of a claimed slot.
-    async fn record_schedule_slot(
-        &self,
-        inspection_id: Uuid,
-        slot: DateTime<Utc>,
-        outcome: SlotOutcome,
-        run_id: Option<Uuid>,
-        detail: Option<&str>,
-    ) -> StoreResult<()>;
-    /// An inspection's claimed slots, newest first.
-    async fn schedule_slots(&self, inspection_id: Uuid, limit: i64) -> StoreResult<Vec<ScheduleSlot>>;
-    /// Forgets slots claimed before `before`, except each inspection's newest, which must stay
-    /// claimed so it cannot start twice.
-    async fn prune_schedule_slots(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -6,18 +6,22 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::sql_store;
+use super::{Backend, StoreResult};
 use crate::crypto::SecretBox;
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    cipher: Arc<SecretBox>,
-    pool: SqlitePool,
+    pub(super) cipher: Arc<SecretBox>,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
+    /// SQLite has no row locks to skip: its single writer makes each claim atomic anyway.
+    pub(super) const SKIP_LOCKED: &str = "";
+
     pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL".to_string())?
@@ -41,10 +45,22 @@ impl SqliteStore {
             .context("could not open the SQLite database")?;
         Ok(SqliteStore { pool, cipher })
     }
-
-    async fn run_migrations(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")
-    }
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", "");
+#[async_trait]
+impl Backend for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
+        self.backfill_trigger_hashes().await?;
+        self.backfill_guance_checkers().await
+    }
+}

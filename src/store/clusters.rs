@@ -1,0 +1,480 @@
+//! Clusters and access keys: what runs learned about an inspection's errors and keys.
+//!
+//! A cluster's identity is the unique key `(inspection_id, fingerprint)`: a run that finds a
+//! known kind of error merges into its row. Each run also keeps its own copy of the clusters
+//! of its window (`run_clusters`), so a report stays what it was when later runs merge more.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::keyset::Dir::{Asc, Desc};
+use super::keyset::{AccessKeyKey, Order, RunClusterKey, TimeKey};
+use super::sql::INSERT_CHUNK;
+use super::{FinishedRun, PgStore, SqliteStore, StoreResult};
+use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFilter {
+    /// Clusters discovered (not from a baseline) at or after this time.
+    pub new_since: Option<DateTime<Utc>>,
+    pub error_code: Option<String>,
+    pub event_source: Option<String>,
+}
+
+/// What the store knows of a cluster that a run found again.
+#[derive(Debug, Clone)]
+pub struct KnownCluster {
+    pub id: Uuid,
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
+    pub sample_event_ids: Vec<String>,
+}
+
+/// A cluster row to write: inserted when new, merged into the known one otherwise.
+#[derive(Debug, Clone)]
+pub struct ClusterWrite {
+    pub id: Uuid,
+    pub summary: ClusterSummary,
+    /// The merged top lists and samples to keep on the known cluster.
+    pub top_principals: Vec<Counted>,
+    pub top_source_ips: Vec<Counted>,
+    pub sample_event_ids: Vec<String>,
+    pub baseline: bool,
+    pub sample_record: Option<serde_json::Value>,
+}
+
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// The known clusters among `fingerprints`.
+    async fn known_clusters(
+        &self,
+        inspection_id: Uuid,
+        fingerprints: &[String],
+    ) -> StoreResult<HashMap<String, KnownCluster>>;
+    /// Up to `limit` clusters of a run after `after`: new first, then larger.
+    async fn run_clusters(
+        &self,
+        run_id: Uuid,
+        after: Option<RunClusterKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClusterSummary>>;
+    /// Up to `limit` clusters of an inspection after `after`, newest first.
+    async fn list_clusters(
+        &self,
+        inspection_id: Uuid,
+        filter: &ClusterFilter,
+        after: Option<TimeKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<ClusterView>>;
+    /// A cluster with its sample record.
+    async fn get_cluster(&self, id: Uuid) -> StoreResult<Option<ClusterView>>;
+    /// Up to `limit` access keys of an inspection after `after`, most recently active first.
+    async fn list_access_keys(
+        &self,
+        inspection_id: Uuid,
+        after: Option<AccessKeyKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<AccessKeyView>>;
+}
+
+/// A cluster's columns but its sample record, which can be large: it is read for one
+/// cluster at a time.
+const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
+     event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
+     discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message";
+
+const RUN_CLUSTER_COLUMNS: &str = "cluster_id, fingerprint, is_new, account_id, region, event_source, \
+     event_name, error_code, template, count, first_seen, last_seen, top_principals, top_source_ips, \
+     sample_event_ids, sample_message";
+
+const ACCESS_KEY_COLUMNS: &str = "access_key_id, principal_arn, account_id, first_seen, last_seen, \
+     last_event_name, last_source_ip, total_events";
+
+const CLUSTER_ORDER: Order = Order(&[("discovered_at", Desc), ("id", Desc)]);
+const RUN_CLUSTER_ORDER: Order = Order(&[("is_new", Desc), ("count", Desc), ("fingerprint", Asc)]);
+const ACCESS_KEY_ORDER: Order = Order(&[("last_seen", Desc), ("access_key_id", Asc)]);
+
+#[derive(sqlx::FromRow)]
+struct ClusterRow {
+    id: Uuid,
+    inspection_id: Uuid,
+    fingerprint: String,
+    account_id: String,
+    region: String,
+    event_source: String,
+    event_name: String,
+    error_code: String,
+    template: String,
+    total_count: i64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    baseline: bool,
+    discovered_at: DateTime<Utc>,
+    discovered_run_id: Option<Uuid>,
+    last_run_id: Option<Uuid>,
+    top_principals: Json<Vec<Counted>>,
+    top_source_ips: Json<Vec<Counted>>,
+    sample_event_ids: Json<Vec<String>>,
+    sample_message: String,
+    /// Selected only for a single cluster: records can be large.
+    #[sqlx(default)]
+    sample_record: Option<Json<serde_json::Value>>,
+}
+
+impl From<ClusterRow> for ClusterView {
+    fn from(r: ClusterRow) -> Self {
+        ClusterView {
+            id: r.id,
+            inspection_id: r.inspection_id,
+            identity: ClusterIdentity {
+                fingerprint: r.fingerprint,
+                account_id: r.account_id,
+                region: r.region,
+                event_source: r.event_source,
+                event_name: r.event_name,
+                error_code: r.error_code,
+                template: r.template,
+            },
+            total_count: r.total_count,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            baseline: r.baseline,
+            discovered_at: r.discovered_at,
+            discovered_run_id: r.discovered_run_id,
+            last_run_id: r.last_run_id,
+            top_principals: r.top_principals.0,
+            top_source_ips: r.top_source_ips.0,
+            sample_event_ids: r.sample_event_ids.0,
+            sample_message: r.sample_message,
+            sample_record: r.sample_record.map(|j| j.0),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RunClusterRow {
+    cluster_id: Option<Uuid>,
+    fingerprint: String,
+    is_new: bool,
+    account_id: String,
+    region: String,
+    event_source: String,
+    event_name: String,
+    error_code: String,
+    template: String,
+    count: i64,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    top_principals: Json<Vec<Counted>>,
+    top_source_ips: Json<Vec<Counted>>,
+    sample_event_ids: Json<Vec<String>>,
+    sample_message: String,
+}
+
+impl From<RunClusterRow> for ClusterSummary {
+    fn from(r: RunClusterRow) -> Self {
+        ClusterSummary {
+            cluster_id: r.cluster_id,
+            identity: ClusterIdentity {
+                fingerprint: r.fingerprint,
+                account_id: r.account_id,
+                region: r.region,
+                event_source: r.event_source,
+                event_name: r.event_name,
+                error_code: r.error_code,
+                template: r.template,
+            },
+            is_new: r.is_new,
+            count: r.count,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            top_principals: r.top_principals.0,
+            top_source_ips: r.top_source_ips.0,
+            sample_event_ids: r.sample_event_ids.0,
+            sample_message: r.sample_message,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AccessKeyRow {
+    access_key_id: String,
+    principal_arn: String,
+    account_id: String,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    last_event_name: String,
+    last_source_ip: String,
+    total_events: i64,
+}
+
+impl From<AccessKeyRow> for AccessKeyView {
+    fn from(r: AccessKeyRow) -> Self {
+        AccessKeyView {
+            access_key_id: r.access_key_id,
+            principal_arn: r.principal_arn,
+            account_id: r.account_id,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            last_event_name: r.last_event_name,
+            last_source_ip: r.last_source_ip,
+            total_events: r.total_events,
+            active_in_window: false,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KnownClusterRow {
+    id: Uuid,
+    fingerprint: String,
+    top_principals: Json<Vec<Counted>>,
+    top_source_ips: Json<Vec<Counted>>,
+    sample_event_ids: Json<Vec<String>>,
+}
+
+/// Merges a run's clusters into the known ones: counts add up, first and last seen widen, the
+/// top lists and samples are the run's merge of both, the first sample record stays.
+const CLUSTER_MERGE: &str = " on conflict (inspection_id, fingerprint) do update set \
+     total_count = clusters.total_count + excluded.total_count, \
+     first_seen = case when excluded.first_seen < clusters.first_seen \
+       then excluded.first_seen else clusters.first_seen end, \
+     last_seen = case when excluded.last_seen > clusters.last_seen \
+       then excluded.last_seen else clusters.last_seen end, \
+     last_run_id = excluded.last_run_id, \
+     top_principals = excluded.top_principals, \
+     top_source_ips = excluded.top_source_ips, \
+     sample_event_ids = excluded.sample_event_ids, \
+     sample_record = coalesce(clusters.sample_record, excluded.sample_record)";
+
+/// Merges a run's access-key activity into what is known of each key. The newest event
+/// decides who used the key last and from where.
+const ACCESS_KEY_MERGE: &str = " on conflict (inspection_id, access_key_id) do update set \
+     principal_arn = case when excluded.last_seen >= access_keys.last_seen \
+       then excluded.principal_arn else access_keys.principal_arn end, \
+     account_id = case when excluded.last_seen >= access_keys.last_seen \
+       then excluded.account_id else access_keys.account_id end, \
+     last_event_name = case when excluded.last_seen >= access_keys.last_seen \
+       then excluded.last_event_name else access_keys.last_event_name end, \
+     last_source_ip = case when excluded.last_seen >= access_keys.last_seen \
+       then excluded.last_source_ip else access_keys.last_source_ip end, \
+     last_seen = case when excluded.last_seen > access_keys.last_seen \
+       then excluded.last_seen else access_keys.last_seen end, \
+     first_seen = case when excluded.first_seen < access_keys.first_seen \
+       then excluded.first_seen else access_keys.first_seen end, \
+     total_events = access_keys.total_events + excluded.total_events, \
+     last_run_id = excluded.last_run_id";
+
+/// [`ClusterStore`] for a store over one sqlx backend, and the cluster and access-key writes
+/// of a finished run.
+macro_rules! cluster_store {
+    ($store:ident, $db:ty) => {
+        #[async_trait]
+        impl ClusterStore for $store {
+            async fn known_clusters(
+                &self,
+                inspection_id: Uuid,
+                fingerprints: &[String],
+            ) -> StoreResult<HashMap<String, KnownCluster>> {
+                let mut out = HashMap::new();
+                for chunk in fingerprints.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "select id, fingerprint, top_principals, top_source_ips, sample_event_ids \
+                         from clusters where inspection_id = ",
+                    );
+                    qb.push_bind(inspection_id).push(" and fingerprint in (");
+                    let mut sep = qb.separated(", ");
+                    for fp in chunk {
+                        sep.push_bind(fp);
+                    }
+                    qb.push(")");
+                    for r in qb.build_query_as::<KnownClusterRow>().fetch_all(&self.pool).await? {
+                        let known = KnownCluster {
+                            id: r.id,
+                            top_principals: r.top_principals.0,
+                            top_source_ips: r.top_source_ips.0,
+                            sample_event_ids: r.sample_event_ids.0,
+                        };
+                        out.insert(r.fingerprint, known);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn run_clusters(
+                &self,
+                run_id: Uuid,
+                after: Option<RunClusterKey>,
+                limit: i64,
+            ) -> StoreResult<Vec<ClusterSummary>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {RUN_CLUSTER_COLUMNS} from run_clusters where run_id = "
+                ));
+                qb.push_bind(run_id);
+                RUN_CLUSTER_ORDER.push_page(&mut qb, after, limit);
+                let rows = qb.build_query_as::<RunClusterRow>().fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn list_clusters(
+                &self,
+                inspection_id: Uuid,
+                filter: &ClusterFilter,
+                after: Option<TimeKey>,
+                limit: i64,
+            ) -> StoreResult<Vec<ClusterView>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {CLUSTER_COLUMNS} from clusters where inspection_id = "
+                ));
+                qb.push_bind(inspection_id);
+                if let Some(since) = filter.new_since {
+                    qb.push(" and baseline = ").push_bind(false).push(" and discovered_at >= ").push_bind(since);
+                }
+                if let Some(code) = &filter.error_code {
+                    qb.push(" and error_code = ").push_bind(code.clone());
+                }
+                if let Some(source) = &filter.event_source {
+                    qb.push(" and event_source = ").push_bind(source.clone());
+                }
+                CLUSTER_ORDER.push_page(&mut qb, after, limit);
+                let rows = qb.build_query_as::<ClusterRow>().fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn get_cluster(&self, id: Uuid) -> StoreResult<Option<ClusterView>> {
+                let sql = format!("select {CLUSTER_COLUMNS}, sample_record from clusters where id = $1");
+                let row = sqlx::query_as::<$db, ClusterRow>(&sql).bind(id).fetch_optional(&self.pool).await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_access_keys(
+                &self,
+                inspection_id: Uuid,
+                after: Option<AccessKeyKey>,
+                limit: i64,
+            ) -> StoreResult<Vec<AccessKeyView>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {ACCESS_KEY_COLUMNS} from access_keys where inspection_id = "
+                ));
+                qb.push_bind(inspection_id);
+                ACCESS_KEY_ORDER.push_page(&mut qb, after, limit);
+                let rows = qb.build_query_as::<AccessKeyRow>().fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+
+        impl $store {
+            /// Inserts the run's new clusters and merges the ones it found again.
+            pub(super) async fn write_clusters(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                run: &FinishedRun,
+            ) -> StoreResult<()> {
+                for chunk in run.cluster_writes.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
+                         event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
+                         discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
+                         sample_event_ids, sample_message, sample_record) ",
+                    );
+                    qb.push_values(chunk, |mut b, c| {
+                        let s = &c.summary;
+                        b.push_bind(c.id)
+                            .push_bind(run.inspection_id)
+                            .push_bind(&s.identity.fingerprint)
+                            .push_bind(&s.identity.account_id)
+                            .push_bind(&s.identity.region)
+                            .push_bind(&s.identity.event_source)
+                            .push_bind(&s.identity.event_name)
+                            .push_bind(&s.identity.error_code)
+                            .push_bind(&s.identity.template)
+                            .push_bind(s.count)
+                            .push_bind(s.first_seen)
+                            .push_bind(s.last_seen)
+                            .push_bind(c.baseline)
+                            .push_bind(run.finished_at)
+                            .push_bind(run.run_id)
+                            .push_bind(run.run_id)
+                            .push_bind(Json(&c.top_principals))
+                            .push_bind(Json(&c.top_source_ips))
+                            .push_bind(Json(&c.sample_event_ids))
+                            .push_bind(&s.sample_message)
+                            .push_bind(c.sample_record.as_ref().map(Json));
+                    });
+                    qb.push(CLUSTER_MERGE);
+                    qb.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// The run's own copy of the clusters of its window.
+            pub(super) async fn write_run_clusters(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                run: &FinishedRun,
+            ) -> StoreResult<()> {
+                for chunk in run.run_clusters.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into run_clusters (run_id, cluster_id, fingerprint, is_new, account_id, region, \
+                         event_source, event_name, error_code, template, count, first_seen, last_seen, \
+                         top_principals, top_source_ips, sample_event_ids, sample_message) ",
+                    );
+                    qb.push_values(chunk, |mut b, s| {
+                        b.push_bind(run.run_id)
+                            .push_bind(s.cluster_id)
+                            .push_bind(&s.identity.fingerprint)
+                            .push_bind(s.is_new)
+                            .push_bind(&s.identity.account_id)
+                            .push_bind(&s.identity.region)
+                            .push_bind(&s.identity.event_source)
+                            .push_bind(&s.identity.event_name)
+                            .push_bind(&s.identity.error_code)
+                            .push_bind(&s.identity.template)
+                            .push_bind(s.count)
+                            .push_bind(s.first_seen)
+                            .push_bind(s.last_seen)
+                            .push_bind(Json(&s.top_principals))
+                            .push_bind(Json(&s.top_source_ips))
+                            .push_bind(Json(&s.sample_event_ids))
+                            .push_bind(&s.sample_message);
+                    });
+                    qb.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Merges the run's access-key activity into each key's.
+            pub(super) async fn write_access_keys(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                run: &FinishedRun,
+            ) -> StoreResult<()> {
+                for chunk in run.key_writes.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "insert into access_keys (inspection_id, access_key_id, principal_arn, account_id, \
+                         first_seen, last_seen, last_event_name, last_source_ip, total_events, last_run_id) ",
+                    );
+                    qb.push_values(chunk, |mut b, k| {
+                        b.push_bind(run.inspection_id)
+                            .push_bind(&k.access_key_id)
+                            .push_bind(&k.principal_arn)
+                            .push_bind(&k.account_id)
+                            .push_bind(k.first_seen)
+                            .push_bind(k.last_seen)
+                            .push_bind(&k.last_event_name)
+                            .push_bind(&k.last_source_ip)
+                            .push_bind(k.total_events)
+                            .push_bind(run.run_id);
+                    });
+                    qb.push(ACCESS_KEY_MERGE);
+                    qb.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+cluster_store!(PgStore, sqlx::Postgres);
+cluster_store!(SqliteStore, sqlx::Sqlite);
