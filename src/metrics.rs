@@ -143,9 +143,10 @@ impl Metrics {
         }
     }
 
-    /// An HTTP request was answered. `route` must be a route template, never the raw path.
+    /// An HTTP request was answered. `route` must be a route template, never the raw path;
+    /// the method is folded into [`method_label`]'s closed set here.
     pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let key = (method.to_string(), route.to_string(), status);
+        let key = (method_label(method).to_string(), route.to_string(), status);
         *self.http.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
         self.http_seconds.observe(elapsed);
     }
@@ -223,6 +224,14 @@ impl Metrics {
     }
 }
 
+/// The label of a request method: one of HTTP's nine methods, or `OTHER`. A client may send
+/// any token as a method (up to the whole request line); as a label each new one would be a
+/// series kept, and rendered on every scrape, for the life of the process.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
+}
+
 fn help(out: &mut String, name: &str, kind: &str, text: &str) {
     let _ = writeln!(out, "# HELP {name} {text}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -271,6 +280,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.http_request(&format!("M{i}{}", "x".repeat(1000)), "unmatched", 405, Duration::ZERO);
+        }
+        m.http_request("get", "unmatched", 405, Duration::ZERO);
+        m.http_request("GET", "unmatched", 404, Duration::ZERO);
+        let text = m.render(&StoreGauges::default());
+        let series: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("cloudtrail_inspector_http_requests_total")).collect();
+        assert_eq!(
+            series,
+            [
+                "cloudtrail_inspector_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+                "cloudtrail_inspector_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"405\"} 101",
+            ]
+        );
     }
 
     #[test]

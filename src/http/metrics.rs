@@ -31,15 +31,17 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-/// Counts every answer by route template. Added with `Router::layer`, so it runs after
-/// routing and sees [`MatchedPath`]; unrouted requests count as `unmatched`, never by path.
+/// Counts every answer by method and route template. Added with `Router::layer`, so it runs
+/// after routing and sees [`MatchedPath`]; unrouted requests count as `unmatched`, never by
+/// path, and methods outside HTTP's nine as `OTHER`.
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    // Both are cheap to clone (a known method is no allocation, a matched path is an Arc).
-    let method = req.method().clone();
+    // A client's method is any token it likes: only the label is kept, never the text. A
+    // matched path is an Arc, cheap to clone.
+    let method = crate::metrics::method_label(req.method().as_str());
     let route = req.extensions().get::<MatchedPath>().cloned();
     let res = next.run(req).await;
     let route = route.as_ref().map_or("unmatched", |m| m.as_str());
-    state.runner.metrics().http_request(method.as_str(), route, res.status().as_u16(), started.elapsed());
+    state.runner.metrics().http_request(method, route, res.status().as_u16(), started.elapsed());
     res
 }

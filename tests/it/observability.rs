@@ -99,6 +99,31 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
 }
 
 #[tokio::test]
+async fn request_text_never_becomes_a_label() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let before = metrics(&app).await.len();
+    for i in 0..50 {
+        let method = format!("M{i}{}", "X".repeat(4000));
+        for uri in ["/healthz", "/no/such/route"] {
+            let req = Request::builder().method(method.as_str()).uri(uri).body(Body::empty()).unwrap();
+            let (status, _, _) = app.send(req).await;
+            assert!(status.is_client_error(), "{status}");
+        }
+    }
+    let text = metrics(&app).await;
+    assert!(!text.contains("M1X"), "a method became a label");
+    assert_eq!(
+        value(&text, r#"cloudtrail_inspector_http_requests_total{method="OTHER",route="/healthz",status="405"}"#),
+        50.0
+    );
+    assert_eq!(
+        value(&text, r#"cloudtrail_inspector_http_requests_total{method="OTHER",route="unmatched",status="404"}"#),
+        50.0
+    );
+    assert!(text.len() < before + 2_000, "100 odd requests added {} bytes to /metrics", text.len() - before);
+}
+
+#[tokio::test]
 async fn each_run_logs_with_its_id_and_each_failure_once() {
     let logs = Logs::capture();
     let fake = FakeCwl::start().await;
