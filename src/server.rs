@@ -41,6 +41,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    if !args.listen.ip().is_loopback() {
+        if let Some(weakness) = crate::http::auth::Tokens::weakness(&args.api_token) {
+            anyhow::bail!("refusing to listen on {}: {weakness}", args.listen);
+        }
+    }
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
     let guance = match args.guance.settings()? {

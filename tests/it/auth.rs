@@ -95,3 +95,45 @@ fn a_public_listener_without_a_token_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refusing to listen on 0.0.0.0:0 without an API token"), "{err}");
 }
+
+#[tokio::test]
+async fn the_scheme_is_case_insensitive() {
+    let app = app().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let req = Request::get("/api/v1/inspections")
+            .header("authorization", format!("{scheme} current-token"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.send(req).await.0, StatusCode::OK, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn every_token_of_a_rotation_works_whatever_the_spaces() {
+    use clap::Parser;
+    // As a shell or a .env file writes it: a space after the comma.
+    let cli = cloudtrail_inspector::config::Cli::parse_from([
+        "cloudtrail-inspector",
+        "--api-token",
+        "tokA-0123456789abcdef, tokB-0123456789abcdef",
+    ]);
+    let http = HttpSettings::from(&cli.serve);
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
+    for token in ["tokA-0123456789abcdef", "tokB-0123456789abcdef"] {
+        assert_eq!(app.send(get("/api/v1/inspections", Some(token))).await.0, StatusCode::OK, "{token}");
+    }
+}
+
+#[test]
+fn a_public_listener_with_a_short_token_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("API_TOKEN", "0123456789abcdefgh,secret")
+        .env("DATABASE_URL", "sqlite::memory:")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shorter than 16 characters"), "{err}");
+    assert!(!err.contains("secret"), "the token itself is not shown: {err}");
+}
