@@ -155,8 +155,11 @@ async fn main() -> anyhow::Result<()> {
             let db = store::connect(&url, 4, Arc::new(SecretBox::new(&[7; 32], &[]))).await?;
             db.migrate().await?;
             let settings = runner_settings();
-            let sources =
-                Sources { cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()), file_progress: None };
+            let sources = Sources {
+                cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()),
+                file_progress: None,
+                files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
+            };
             let runner = Runner::new(db.clone(), Arc::new(sources), settings);
             let new: NewInspection = serde_json::from_value(serde_json::json!({
                 "name": format!("bench-{strategy}"),

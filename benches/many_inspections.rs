@@ -105,7 +105,11 @@ async fn main() -> anyhow::Result<()> {
     let db = store::connect(&url, 8, Arc::new(SecretBox::new(&[7; 32], &[]))).await?;
     db.migrate().await?;
     let settings = RunnerSettings::default();
-    let sources = Sources { cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()), file_progress: None };
+    let sources = Sources {
+        cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()),
+        file_progress: None,
+        files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
+    };
     let runner = Runner::new(db.clone(), Arc::new(sources), settings.clone());
 
     // One hourly slot, a few seconds ahead: at minute M of every hour.

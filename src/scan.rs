@@ -117,6 +117,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
                 b.set_position(done);
             }) as crate::source::files::Progress
         }),
+        files: crate::source::files::FilesAccess::Anywhere,
     };
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     let inspection_id = prepare_inspection(&store, &target, &args).await?;

@@ -13,11 +13,16 @@ use crate::scheduler::ScheduleSettings;
 use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::DynStore;
+use crate::source::files::FilesAccess;
 
 /// Builds the application state from parts that tests can also supply.
 pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpSettings) -> AppState {
     let sources =
-        Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None };
+    let files = match &http.files_root {
+        Some(root) => FilesAccess::Under(root.clone()),
+        None => FilesAccess::Nowhere,
+    };
+        Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None, files };
     build_state_with(store, runner_settings, http, sources)
 }
 

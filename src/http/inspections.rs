@@ -61,12 +61,7 @@ fn check_file_source(state: &AppState, draft: &mut InspectionDraft) -> ApiResult
     let Some(root) = &state.settings.files_root else {
         return Err(bad("file sources are disabled on this service; start it with --files-root <dir>"));
     };
-    let root = std::fs::canonicalize(root).map_err(|_| bad("the service's files root does not exist"))?;
-    let wanted = if std::path::Path::new(path).is_absolute() { path.into() } else { root.join(path) };
-    let resolved = std::fs::canonicalize(&wanted).map_err(|_| bad("does not exist or cannot be read"))?;
-    if !resolved.starts_with(&root) {
-        return Err(bad("must lie under the service's files root"));
-    }
+    let resolved = crate::source::files::resolve_under(root, path).map_err(bad)?;
     draft.settings.source = SourceSettings::Files { path: resolved.to_string_lossy().into_owned() };
     Ok(())
 }

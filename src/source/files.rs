@@ -7,6 +7,8 @@
 //! shape) is reported and skipped; the others are still read.
 
 use std::io::Read;
+#[cfg(unix)]
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,20 +28,62 @@ const MAX_LISTED_PROBLEMS: usize = 100;
 /// Reports files done and files in all, for a progress bar.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
-#[derive(Default)]
+/// Where file sources may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilesAccess {
+    /// Anywhere this process can: the `scan` command reads what its own user names.
+    Anywhere,
+    /// Only under this directory (the service's `--files-root`), checked at every read.
+    Under(PathBuf),
+    /// Nowhere: the service without `--files-root`. Inspections saved while a root was
+    /// configured keep their path but read nothing.
+    Nowhere,
+}
+
 pub struct FilesSource {
     counters: SourceCounters,
     progress: Option<Progress>,
+    access: FilesAccess,
 }
 
 impl FilesSource {
-    pub fn new() -> Self {
-        FilesSource::default()
+    pub fn new(access: FilesAccess) -> Self {
+        FilesSource { counters: SourceCounters::default(), progress: None, access }
     }
 
-    pub fn with_progress(progress: Progress) -> Self {
-        FilesSource { counters: SourceCounters::default(), progress: Some(progress) }
+    pub fn with_progress(access: FilesAccess, progress: Progress) -> Self {
+        FilesSource { progress: Some(progress), ..FilesSource::new(access) }
     }
+}
+
+/// The one answer for a path that may not be read, whatever the reason (outside the root,
+/// missing, a link, unreadable): a caller learns nothing about paths outside the root.
+pub const NOT_UNDER_ROOT: &str = "must be a readable file or directory under the service's files root \
+    (links are not followed)";
+
+/// Where `path` (absolute, or relative to the root) lies, relative to the real `root`, if it
+/// lies under it. Decided on the text alone (no `..`, no lookup), so nothing outside the root
+/// is ever looked at; links under the root are refused when they are opened.
+pub fn relative_to_root(real_root: &Path, path: &Path) -> Option<PathBuf> {
+    let rel = if path.is_absolute() { path.strip_prefix(real_root).ok()? } else { path };
+    let mut out = PathBuf::new();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(name) => out.push(name),
+            std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Checks that `path` can be read under `root` as a run would read it, and returns the
+/// absolute path to store. Errors are [`NOT_UNDER_ROOT`] alike.
+pub fn resolve_under(root: &Path, path: &str) -> Result<PathBuf, &'static str> {
+    let tree = Tree::open(root).map_err(|_| "the service's files root is not available")?;
+    let rel = relative_to_root(&tree.real, Path::new(path)).ok_or(NOT_UNDER_ROOT)?;
+    tree.kind(&rel).map_err(|_| NOT_UNDER_ROOT)?;
+    Ok(tree.real.join(rel))
 }
 
 /// Files under `root` that may hold CloudTrail records, sorted so runs are repeatable.
@@ -99,6 +143,11 @@ fn may_overlap(path: &Path, window: Window) -> bool {
 
 fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    read_opened(path, file)
+}
+
+/// Reads an opened file whole (decompressed when its name ends in `.gz`), up to the cap.
+fn read_opened(path: &Path, file: std::fs::File) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     let name = path.to_string_lossy();
     let result = if name.ends_with(".gz") {
@@ -161,6 +210,61 @@ pub fn ingest_bytes(bytes: &[u8], clusterer: &mut Clusterer) -> Result<u64, Stri
     }
 }
 
+/// How one run reads its files: by path, or confined to a tree opened link by link.
+enum Reader {
+    Anywhere,
+    Confined { tree: Tree, rel: PathBuf },
+}
+
+impl Reader {
+    /// Checks the group's path against the access at the time of the read: the root may have
+    /// been unset since the inspection was saved, or a directory replaced by a link.
+    fn new(access: &FilesAccess, group: &Path) -> Result<Self, SourceError> {
+        match access {
+            FilesAccess::Anywhere => Ok(Reader::Anywhere),
+            FilesAccess::Nowhere => Err(SourceError::new(
+                SourceErrorKind::Denied,
+                "file sources are disabled on this service; start it with --files-root <dir>",
+            )),
+            FilesAccess::Under(root) => {
+                let denied = |m: &str| SourceError::new(SourceErrorKind::Denied, format!("{}: {m}", group.display()));
+                let tree = Tree::open(root).map_err(|_| denied("the service's files root is not available"))?;
+                let rel = relative_to_root(&tree.real, group).ok_or_else(|| denied(NOT_UNDER_ROOT))?;
+                Ok(Reader::Confined { tree, rel })
+            }
+        }
+    }
+
+    fn list(&self, group: &Path) -> Result<Vec<PathBuf>, SourceError> {
+        match self {
+            Reader::Anywhere => list_files(group).map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound {
+                    SourceErrorKind::NotFound
+                } else {
+                    SourceErrorKind::Denied
+                };
+                SourceError::new(kind, format!("cannot read {}: {e}", group.display()))
+            }),
+            Reader::Confined { tree, rel } => {
+                tree.list(rel).map(|files| files.into_iter().map(|f| tree.real.join(f)).collect()).map_err(|_| {
+                    SourceError::new(SourceErrorKind::Denied, format!("{}: {NOT_UNDER_ROOT}", group.display()))
+                })
+            }
+        }
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+        match self {
+            Reader::Anywhere => read_file(path),
+            Reader::Confined { tree, .. } => {
+                let rel = relative_to_root(&tree.real, path).ok_or_else(|| NOT_UNDER_ROOT.to_string())?;
+                let file = tree.open_file(&rel).map_err(|e| format!("cannot open: {e}"))?;
+                read_opened(path, file)
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl LogSource for FilesSource {
     async fn read_errors(
@@ -170,20 +274,14 @@ impl LogSource for FilesSource {
         clusterer: &mut Clusterer,
     ) -> Result<ReadNotes, SourceError> {
         let root = PathBuf::from(group);
+        let reader = Arc::new(Reader::new(&self.access, &root)?);
         let listed = {
-            let root = root.clone();
-            tokio::task::spawn_blocking(move || list_files(&root))
+            let (root, reader) = (root.clone(), reader.clone());
+            tokio::task::spawn_blocking(move || reader.list(&root))
                 .await
                 .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?
         };
-        let files = listed.map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                SourceErrorKind::NotFound
-            } else {
-                SourceErrorKind::Denied
-            };
-            SourceError::new(kind, format!("cannot read {}: {e}", root.display()))
-        })?;
+        let files = listed?;
         let total = files.len() as u64;
         let mut notes = ReadNotes::default();
         for (i, path) in files.into_iter().enumerate() {
@@ -193,8 +291,8 @@ impl LogSource for FilesSource {
             if !may_overlap(&path, window) {
                 continue;
             }
-            let p = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || read_file(&p))
+            let (p, reader) = (path.clone(), reader.clone());
+            let bytes = tokio::task::spawn_blocking(move || reader.read(&p))
                 .await
                 .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
             let result = bytes.and_then(|b| {
@@ -228,6 +326,121 @@ impl LogSource for FilesSource {
 
     fn counters(&self) -> &SourceCounters {
         &self.counters
+    }
+}
+
+/// A directory tree opened once by its real path, then walked and read one component at a
+/// time, never following a link (`O_NOFOLLOW` on every component): a directory swapped for a
+/// link to somewhere else, even while a run reads, is refused rather than followed.
+#[cfg(unix)]
+struct Tree {
+    real: PathBuf,
+    fd: rustix::fd::OwnedFd,
+}
+
+#[cfg(unix)]
+impl Tree {
+    fn open(root: &Path) -> std::io::Result<Self> {
+        use rustix::fs::{Mode, OFlags};
+        let real = std::fs::canonicalize(root)?;
+        let fd = rustix::fs::open(&real, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Tree { real, fd })
+    }
+
+    /// Opens `rel` under the root. Every component but the last must be a directory; the
+    /// last is opened non-blocking, so a FIFO planted in the tree cannot stall a run.
+    fn open_rel(&self, rel: &Path) -> std::io::Result<rustix::fd::OwnedFd> {
+        use rustix::fs::{Mode, OFlags};
+        let base = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur = rustix::fs::openat(&self.fd, ".", base | OFlags::DIRECTORY, Mode::empty())?;
+        let names: Vec<&std::ffi::OsStr> = rel.iter().collect();
+        for (i, name) in names.iter().enumerate() {
+            let flags = if i + 1 == names.len() { base | OFlags::NONBLOCK } else { base | OFlags::DIRECTORY };
+            cur = rustix::fs::openat(&cur, *name, flags, Mode::empty())?;
+        }
+        Ok(cur)
+    }
+
+    fn kind(&self, rel: &Path) -> std::io::Result<rustix::fs::FileType> {
+        let fd = self.open_rel(rel)?;
+        Ok(rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode))
+    }
+
+    fn open_file(&self, rel: &Path) -> std::io::Result<std::fs::File> {
+        let fd = self.open_rel(rel)?;
+        if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Record files at or under `rel`, relative to the root and sorted; links and other
+    /// special files are passed over.
+    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
+        use rustix::fs::FileType;
+        let mut out = Vec::new();
+        match self.kind(rel)? {
+            FileType::RegularFile => out.push(rel.to_path_buf()),
+            FileType::Directory => {
+                let mut stack = vec![rel.to_path_buf()];
+                while let Some(dir) = stack.pop() {
+                    let fd = self.open_rel(&dir)?;
+                    for entry in rustix::fs::Dir::read_from(&fd)? {
+                        let entry = entry?;
+                        let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+                        if name == "." || name == ".." {
+                            continue;
+                        }
+                        let path = dir.join(name);
+                        let kind = match entry.file_type() {
+                            FileType::Unknown => rustix::fs::FileType::from_raw_mode(
+                                rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                            ),
+                            known => known,
+                        };
+                        match kind {
+                            FileType::Directory => stack.push(path),
+                            FileType::RegularFile if is_record_file(&path) => out.push(path),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => return Err(std::io::Error::other("not a file or directory")),
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Elsewhere: the real path of every file is checked against the root before it is opened.
+#[cfg(not(unix))]
+struct Tree {
+    real: PathBuf,
+}
+
+#[cfg(not(unix))]
+impl Tree {
+    fn open(root: &Path) -> std::io::Result<Self> {
+        Ok(Tree { real: std::fs::canonicalize(root)? })
+    }
+
+    fn checked(&self, rel: &Path) -> std::io::Result<PathBuf> {
+        let real = std::fs::canonicalize(self.real.join(rel))?;
+        if real.starts_with(&self.real) { Ok(real) } else { Err(std::io::Error::other("outside the root")) }
+    }
+
+    fn kind(&self, rel: &Path) -> std::io::Result<std::fs::FileType> {
+        Ok(std::fs::symlink_metadata(self.checked(rel)?)?.file_type())
+    }
+
+    fn open_file(&self, rel: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(self.checked(rel)?)
+    }
+
+    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let found = list_files(&self.checked(rel)?)?;
+        Ok(found.into_iter().filter_map(|p| p.strip_prefix(&self.real).ok().map(Path::to_path_buf)).collect())
     }
 }
 

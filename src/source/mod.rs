@@ -127,6 +127,8 @@ pub struct Sources {
     pub cloudwatch: cloudwatch::CloudWatchFactory,
     /// Progress of file reads (the `scan` command's progress bar).
     pub file_progress: Option<files::Progress>,
+    /// Where file sources may read, checked at every read.
+    pub files: files::FilesAccess,
 }
 
 #[async_trait]
@@ -135,8 +137,8 @@ impl SourceFactory for Sources {
         match &inspection.settings.source {
             SourceSettings::CloudwatchLogs => self.cloudwatch.for_inspection(inspection).await,
             SourceSettings::Files { .. } => Ok(Arc::new(match &self.file_progress {
-                Some(p) => files::FilesSource::with_progress(p.clone()),
-                None => files::FilesSource::new(),
+                Some(p) => files::FilesSource::with_progress(self.files.clone(), p.clone()),
+                None => files::FilesSource::new(self.files.clone()),
             })),
         }
     }
