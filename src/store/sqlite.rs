@@ -37,6 +37,7 @@ impl SqliteStore {
                     .with_context(|| format!("creating the data directory {}", dir.display()))?;
             }
         }
+        private_files(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -45,6 +46,44 @@ impl SqliteStore {
             .context("could not open the SQLite database")?;
         Ok(SqliteStore { pool, cipher })
     }
+}
+
+/// Makes the database file readable by its owner only (0600), creating it so, and tightens
+/// the files an earlier release left at the umask's 0644. SQLite gives its `-wal` and `-shm`
+/// files the mode of the database file. The file holds sealed credentials, trigger id hashes
+/// and CloudTrail samples: nobody else on the machine needs to read it.
+#[cfg(unix)]
+fn private_files(db: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = db.as_os_str();
+    if name.is_empty() || name == ":memory:" || name.to_string_lossy().starts_with("file:") {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("creating the SQLite database {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = name.to_owned();
+        path.push(suffix);
+        let path = std::path::PathBuf::from(path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("making {} private", path.display()))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[async_trait]
