@@ -84,18 +84,66 @@ pub struct DatabaseArgs {
     pub old_encryption_keys: Vec<Secret>,
 }
 
+    /// Serve even though stored credentials were sealed with an encryption key that is not
+    /// configured, because that key is lost for good. Those credentials are kept as they are
+    /// (putting the key back opens them again); their inspections' runs fail until the
+    /// credentials are entered again. Without it the service refuses to start, naming the key.
+    #[arg(long, env = "ALLOW_UNREADABLE_SECRETS")]
+    pub allow_unreadable_secrets: bool,
+
 impl DatabaseArgs {
     /// Opens (and migrates) the configured store with the configured keys.
     pub async fn open(&self) -> anyhow::Result<crate::store::DynStore> {
-        let cipher = crate::crypto::SecretBox::from_config(
+        Ok(self.open_with_cipher().await?.0)
+    }
+
+    async fn open_with_cipher(
+        &self,
+    ) -> anyhow::Result<(crate::store::DynStore, std::sync::Arc<crate::crypto::SecretBox>)> {
+        let cipher = std::sync::Arc::new(crate::crypto::SecretBox::from_config(
             self.encryption_key.as_ref(),
             &self.old_encryption_keys,
             &self.data_dir,
-        )?;
-        let store =
-            crate::store::connect(&self.url(), self.database_max_connections, std::sync::Arc::new(cipher)).await?;
+        )?);
+        let store = crate::store::connect(&self.url(), self.database_max_connections, cipher.clone()).await?;
         store.migrate().await?;
-        Ok(store)
+        Ok((store, cipher))
+    }
+
+    /// Opens the store for serving: stored credentials sealed with a key that is not
+    /// configured (a lost or replaced key file) stop the start, naming the key, unless
+    /// `allow_unreadable` says the key is gone for good. Starting anyway would look healthy
+    /// while every run of those inspections failed.
+    pub async fn open_for_serving(&self, allow_unreadable: bool) -> anyhow::Result<crate::store::DynStore> {
+        let (store, cipher) = self.open_with_cipher().await?;
+        let unknown = store.unknown_sealing_keys().await?;
+        if unknown.is_empty() {
+            return Ok(store);
+        }
+        let keys: Vec<String> = unknown
+            .iter()
+            .map(|(kid, n)| format!("key id {kid} ({n} inspection{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        let keys = keys.join(", ");
+        if allow_unreadable {
+            tracing::warn!(
+                missing_keys = %keys,
+                "stored credentials were sealed with encryption keys that are not configured (ALLOW_UNREADABLE_SECRETS): \
+                 they are kept as they are, and those inspections' runs fail until their credentials are entered again"
+            );
+            return Ok(store);
+        }
+        // The key file a fresh start just made would otherwise take the place of the lost one.
+        if let Some(created) = cipher.created_key_file() {
+            let _ = std::fs::remove_file(created);
+        }
+        anyhow::bail!(
+            "stored credentials were sealed with an encryption key that is not configured: {keys}. Restore it as \
+             ENCRYPTION_KEY, in OLD_ENCRYPTION_KEYS, or as {} (instances sharing a database need the same key). If \
+             it is lost for good, start with ALLOW_UNREADABLE_SECRETS=true: those credentials are kept as they are and \
+             their inspections' runs fail until the credentials are entered again",
+            self.data_dir.join("encryption.key").display()
+        )
     }
 
     /// The configured URL, or the embedded SQLite file under the data directory.
@@ -180,6 +228,12 @@ pub struct ServeArgs {
     pub api_token: Vec<Secret>,
 
     /// Directory under which inspections may read CloudTrail files (`source.kind = files`).
+    /// Let inspections' `aws.endpoint_url` point at link-local addresses (169.254.0.0/16,
+    /// fe80::/10) and cloud metadata services (fd00:ec2::254, metadata.google.internal…).
+    /// Refused by default: a metadata service answers with this machine's own credentials.
+    #[arg(long, env = "ALLOW_METADATA_ENDPOINTS")]
+    pub allow_metadata_endpoints: bool,
+
     /// Unset: file sources are refused, so API callers cannot read the machine's files.
     #[arg(long, env = "FILES_ROOT")]
     pub files_root: Option<std::path::PathBuf>,
@@ -282,7 +336,11 @@ impl From<&ServeArgs> for RunnerSettings {
 
 impl From<&ServeArgs> for CloudWatchSettings {
     fn from(args: &ServeArgs) -> Self {
-        CloudWatchSettings { filter_log_events_rps: args.filter_log_events_rps, ..CloudWatchSettings::default() }
+        CloudWatchSettings {
+            filter_log_events_rps: args.filter_log_events_rps,
+            allow_metadata_endpoints: args.allow_metadata_endpoints,
+            ..CloudWatchSettings::default()
+        }
     }
 }
 
@@ -316,6 +374,7 @@ impl From<&ServeArgs> for HttpSettings {
             api_tokens: crate::http::auth::Tokens::new(&args.api_token),
             guance_configured: args.guance.is_set(),
             schedule: args.into(),
+            allow_metadata_endpoints: args.allow_metadata_endpoints,
         }
     }
 }

@@ -51,6 +51,8 @@ impl Key {
 pub struct SecretBox {
     current: Key,
     old: Vec<Key>,
+    /// The key file this process created because none was configured, if it did.
+    created: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -69,7 +71,7 @@ pub fn parse_key(text: &str) -> anyhow::Result<[u8; 32]> {
 
 impl SecretBox {
     pub fn new(current: &[u8; 32], old: &[[u8; 32]]) -> Self {
-        SecretBox { current: Key::new(current), old: old.iter().map(Key::new).collect() }
+        SecretBox { current: Key::new(current), old: old.iter().map(Key::new).collect(), created: None }
     }
 
     /// A box with a random key that lives as long as the process (for throwaway stores).
@@ -98,11 +100,23 @@ impl SecretBox {
             path = %path.display(),
             "no ENCRYPTION_KEY set: created a key file; keep it with the database, and give every instance the same key"
         );
-        Ok(SecretBox::new(&key, &old))
+        Ok(SecretBox { created: Some(path), ..SecretBox::new(&key, &old) })
     }
 
     pub fn current_kid(&self) -> &str {
         &self.current.kid
+    }
+
+    /// Whether a value sealed with key `kid` opens with the keys of this box.
+    pub fn holds(&self, kid: &str) -> bool {
+        std::iter::once(&self.current).chain(&self.old).any(|k| k.kid == kid)
+    }
+
+    /// The key file [`SecretBox::from_config`] created, when no key was configured or found.
+    /// A start that then finds credentials sealed with another key removes it again, so the
+    /// key file that sealed them can be put back where it was.
+    pub fn created_key_file(&self) -> Option<&Path> {
+        self.created.as_deref()
     }
 
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Sealed {
@@ -186,6 +200,8 @@ mod tests {
         let a = SecretBox::from_config(None, &[], dir.path()).unwrap();
         let b = SecretBox::from_config(None, &[], dir.path()).unwrap();
         assert_eq!(a.current_kid(), b.current_kid(), "the key file is reused");
+        assert!(a.created_key_file().is_some() && b.created_key_file().is_none());
+        assert!(b.holds(a.current_kid()) && !b.holds("000000000000"));
         let sealed = a.seal(b"r", b"v");
         assert_eq!(b.open(b"r", &sealed).unwrap(), b"v");
         #[cfg(unix)]

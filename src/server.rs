@@ -51,7 +51,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             anyhow::bail!("refusing to listen on {}: {weakness}", args.listen);
         }
     }
-    let store = args.db.open().await?;
+    let store = args.db.open_for_serving(args.db.allow_unreadable_secrets).await?;
     tracing::info!(backend = store.backend(), "database ready");
     let guance = match args.guance.settings()? {
         Some(settings) => {

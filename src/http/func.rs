@@ -4,8 +4,8 @@
 //! - `GET|POST /api/v1/al/{trigger_id}[/{format}]`: run and wait (Func's Sync API, formerly
 //!   auth link). `GET|POST /api/v1/bat/{trigger_id}[/{format}]`: start and answer at once
 //!   with the run id as the task id (Async API, formerly batch).
-//! - The trigger id in the URL is the credential: it is looked up by its hash and compared in
-//!   constant time, never logged.
+//! - The trigger id in the URL is the credential: it is looked up by its hash (the store keeps
+//!   nothing else of it), never logged.
 //! - Requests, answers and error codes are Func's (`server/controllers/mainAPICtrl.js`,
 //!   `server/utils/serverError.js`, `toolkit.initRet`): `{"kwargs", "options"}` bodies (JSON
 //!   text in GET queries), the simplified format where the body or query *is* the kwargs,
@@ -23,7 +23,6 @@ use axum::response::Response;
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -643,17 +642,15 @@ fn result(call: &Call, run: &Run, options: Options) -> Response {
     }
 }
 
-/// The inspection a trigger id names. Looked up by the id's hash, then compared in constant
-/// time, so neither step's timing depends on how much of a guess was right.
+/// The inspection a trigger id names, looked up by the id's hash (all the store keeps), so no
+/// comparison runs over the secret itself and the lookup's timing says nothing about how much
+/// of a guess was right.
 async fn find_inspection(state: &AppState, trigger_id: &str) -> Result<Inspection, FuncError> {
     if trigger_id.is_empty() || trigger_id.len() > 256 {
         return Err(FuncError::not_found());
     }
     let found = state.store.inspection_by_trigger_hash(&trigger_id_hash(trigger_id)).await.map_err(FuncError::db)?;
-    match found {
-        Some(i) if bool::from(i.trigger_id.expose().as_bytes().ct_eq(trigger_id.as_bytes())) => Ok(i),
-        _ => Err(FuncError::not_found()),
-    }
+    found.ok_or_else(FuncError::not_found)
 }
 
 /// An integer as Func reads one (parseInt): a number, or a string holding one ("60").

@@ -11,7 +11,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, PageParams, page_type, paginate};
 use crate::model::inspection::{
-    Inspection, InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings, new_trigger_id,
+    Inspection, InspectionDraft, InspectionPatch, InspectionView, NewInspection, SourceSettings, is_metadata_endpoint,
+    new_trigger_id, parse_endpoint_url,
 };
 use crate::model::time;
 use crate::model::validation::FieldErrors;
@@ -54,7 +55,9 @@ fn name_conflict(e: StoreError) -> ApiError {
 }
 
 /// A file source may only read under the configured root: the API must not become a way to
-/// read any file of the machine. The stored path is the resolved one.
+/// read any file of the machine. Checked here as a run reads (and again at every run); one
+/// answer for every refusal, so the API says nothing of paths outside the root. The stored
+/// path is absolute.
 fn check_file_source(state: &AppState, draft: &mut InspectionDraft) -> ApiResult<()> {
     let Some(path) = draft.settings.source.files_path() else { return Ok(()) };
     let bad = |msg: &str| ApiError::Unprocessable(FieldErrors::single("source.path", msg));
@@ -63,6 +66,21 @@ fn check_file_source(state: &AppState, draft: &mut InspectionDraft) -> ApiResult
     };
     let resolved = crate::source::files::resolve_under(root, path).map_err(bad)?;
     draft.settings.source = SourceSettings::Files { path: resolved.to_string_lossy().into_owned() };
+    Ok(())
+}
+
+/// An endpoint at a cloud's metadata service would have the service fetch the machine's own
+/// credentials on an API caller's behalf: refused unless the operator allows it.
+fn check_endpoint(state: &AppState, draft: &InspectionDraft) -> ApiResult<()> {
+    let Some(raw) = &draft.settings.aws.endpoint_url else { return Ok(()) };
+    let metadata = parse_endpoint_url(raw).is_ok_and(|url| is_metadata_endpoint(&url));
+    if metadata && !state.settings.allow_metadata_endpoints {
+        return Err(ApiError::Unprocessable(FieldErrors::single(
+            "aws.endpoint_url",
+            "must not point at a link-local or cloud metadata address (the service's ALLOW_METADATA_ENDPOINTS \
+             allows it)",
+        )));
+    }
     Ok(())
 }
 
@@ -84,6 +102,7 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let mut draft = InspectionDraft::from_new(input)?;
     check_file_source(&state, &mut draft)?;
+    check_endpoint(&state, &draft)?;
     let id = Uuid::now_v7();
     let created = state.store.create_inspection(id, &draft, time::now()).await.map_err(name_conflict)?;
     tracing::info!(inspection_id = %id, name = %created.name, "inspection created");
@@ -109,7 +128,9 @@ pub async fn list(
     if params.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::BadRequest("name filter must be at most 200 characters".into()));
     }
-    let filter = InspectionFilter { enabled: params.enabled, name_contains: params.name };
+    // Names are stored in NFC; a filter typed in another form finds them too.
+    let name = params.name.map(|n| unicode_normalization::UnicodeNormalization::nfc(n.as_str()).collect());
+    let filter = InspectionFilter { enabled: params.enabled, name_contains: name };
     let rows = state.store.list_inspections(&filter, after, limit + 1).await?;
     let (rows, next_cursor) = paginate(rows, limit, |i| (i.created_at, i.id));
     Ok(Json(InspectionPage { items: rows.iter().map(|i| view(&state, i)).collect(), next_cursor }))
@@ -151,6 +172,9 @@ pub async fn update(
     let mut draft = InspectionDraft::patch(&current, patch)?;
     if draft.settings.source != current.settings.source {
         check_file_source(&state, &mut draft)?;
+    }
+    if draft.settings.aws.endpoint_url != current.settings.aws.endpoint_url {
+        check_endpoint(&state, &draft)?;
     }
     let updated = state
         .store

@@ -60,6 +60,8 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
+    /// Whether `aws.endpoint_url` may point at link-local or cloud metadata addresses.
+    pub allow_metadata_endpoints: bool,
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_RUN_WAIT_TIMEOUT: Duration = Duration::from_secs(900);
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -81,6 +83,7 @@ impl Default for HttpSettings {
 }
 
 #[derive(OpenApi)]
+            allow_metadata_endpoints: false,
 #[openapi(
     info(
         title = "cloudtrail-inspector",

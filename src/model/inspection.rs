@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::alerting::{AlertPolicy, SeverityRules};
 use super::event::GuanceSync;
 use super::schedule::Schedule;
-use super::validation::FieldErrors;
+use super::validation::{FieldErrors, is_invisible};
 use super::{Secret, run::RunSummary};
+use unicode_normalization::UnicodeNormalization;
 
 /// How error records are fetched from CloudWatch Logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
@@ -186,8 +187,9 @@ pub struct Inspection {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_run: Option<RunSummary>,
-    /// The credential of the Func-style trigger URLs.
-    pub trigger_id: Secret,
+    /// The credential of the Func-style trigger URLs, on the inspection just created or
+    /// whose id was just rotated; the store keeps only its hash, so it is None otherwise.
+    pub trigger_id: Option<Secret>,
     /// Its registration in Guance.
     pub guance: GuanceSync,
 }
@@ -325,8 +327,11 @@ pub struct InspectionView {
     /// The newest run, if any.
     pub last_run: Option<RunSummary>,
     /// Credential of the Func-style trigger URLs `/api/v1/al/{trigger_id}` and
-    /// `/api/v1/bat/{trigger_id}`. Rotate it with `POST …/trigger-id/rotate`.
-    pub trigger_id: String,
+    /// `/api/v1/bat/{trigger_id}`, shown once: in the answer that creates the inspection and
+    /// in the answer of `POST …/trigger-id/rotate`. Only its hash is stored, so no later read
+    /// shows it; rotate it to get a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
     pub timeout_seconds: u32,
     pub schedule: String,
     pub schedule_timezone: String,
@@ -349,6 +354,11 @@ pub struct AwsView {
     pub endpoint_url: Option<String>,
     pub secret_access_key_set: bool,
     pub session_token_set: bool,
+    /// Why the stored secrets cannot be opened (the encryption key that sealed them is not
+    /// configured): they are kept as stored, and runs fail, until the key is restored or both
+    /// secrets are given again. Absent when they open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_error: Option<String>,
 }
 
 impl From<&Inspection> for InspectionView {
@@ -370,6 +380,7 @@ impl From<&Inspection> for InspectionView {
                 endpoint_url: s.aws.endpoint_url.clone(),
                 secret_access_key_set: i.secrets.secret_access_key.is_some(),
                 session_token_set: i.secrets.session_token.is_some(),
+                credentials_error: i.secrets_error.clone(),
             },
             lookback_minutes: s.lookback_minutes,
             delivery_delay_minutes: s.delivery_delay_minutes,
@@ -381,7 +392,7 @@ impl From<&Inspection> for InspectionView {
             created_at: i.created_at,
             updated_at: i.updated_at,
             last_run: i.last_run.clone(),
-            trigger_id: i.trigger_id.expose().to_string(),
+            trigger_id: i.trigger_id.as_ref().map(|t| t.expose().to_string()),
             timeout_seconds: s.timeout_seconds,
             schedule: s.schedule.clone(),
             schedule_timezone: s.schedule_timezone.clone(),
@@ -400,6 +411,10 @@ pub struct InspectionDraft {
     pub enabled: bool,
     pub settings: InspectionSettings,
     pub secrets: AwsSecrets,
+    /// The stored credentials could not be opened (their key is not configured): they are
+    /// written back as they are stored, never as the empty `secrets` above, unless the
+    /// change replaces them whole. Putting the key back then opens them again.
+    pub keep_sealed_secrets: bool,
 }
 
 impl InspectionDraft {
@@ -426,6 +441,7 @@ impl InspectionDraft {
                 severity_rules: SeverityRules::default(),
             },
             secrets: AwsSecrets::default(),
+            keep_sealed_secrets: false,
         };
         let mut errors = FieldErrors::default();
         if input.name.is_none() {
@@ -458,6 +474,7 @@ impl InspectionDraft {
             enabled: current.enabled,
             settings: current.settings.clone(),
             secrets: current.secrets.clone(),
+            keep_sealed_secrets: current.secrets_error.is_some(),
         }
     }
 
@@ -475,12 +492,19 @@ impl InspectionDraft {
     /// Name, description and the enabled switch.
     fn apply_identity(&mut self, input: &mut NewInspection, errors: &mut FieldErrors) {
         if let Some(name) = input.name.take() {
-            let trimmed = name.trim().to_string();
+            // One spelling per name: `é` composed or as `e` + accent is the same name, and so
+            // the same row under the unique constraint.
+            let trimmed: String = name.trim().nfc().collect();
             let n = trimmed.chars().count();
             if n == 0 || n > 200 {
                 errors.add("name", "must be 1–200 characters");
             } else if trimmed.chars().any(char::is_control) {
                 errors.add("name", "must not contain control characters");
+            } else if let Some(c) = trimmed.chars().find(|c| is_invisible(*c)) {
+                errors.add(
+                    "name",
+                    format!("must not contain invisible or bidirectional control characters (U+{:04X})", c as u32),
+                );
             }
             self.name = trimmed;
         }
@@ -610,16 +634,52 @@ impl InspectionDraft {
         }
         if let Some(v) = aws.endpoint_url {
             if let Some(u) = &v {
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.len() > 2048
-                    || u.chars().any(char::is_whitespace)
-                {
-                    errors.add("aws.endpoint_url", "must be an http:// or https:// URL");
+                if let Err(e) = parse_endpoint_url(u) {
+                    errors.add("aws.endpoint_url", e);
                 }
             }
             cur.endpoint_url = v;
         }
-        if let Some(v) = aws.secret_access_key {
+        self.apply_secrets(aws.secret_access_key, aws.session_token, errors);
+        let cur = &self.settings.aws;
+        // Secrets stored unopened cannot be checked against the key id.
+        if !self.keep_sealed_secrets {
+            match (cur.access_key_id.is_some(), self.secrets.secret_access_key.is_some()) {
+                (true, false) => errors.add("aws.secret_access_key", "is required with `access_key_id`"),
+                (false, true) => errors.add("aws.access_key_id", "is required with `secret_access_key`"),
+                _ => {}
+            }
+            if self.secrets.session_token.is_some() && cur.access_key_id.is_none() {
+                errors.add("aws.session_token", "needs `access_key_id` and `secret_access_key`");
+            }
+        }
+        if cur.external_id.is_some() && cur.role_arn.is_none() {
+            errors.add("aws.external_id", "needs `role_arn`");
+        }
+    }
+
+    /// The write-only part of the AWS access: each secret given replaces the stored one.
+    fn apply_secrets(
+        &mut self,
+        secret_access_key: Option<Option<Secret>>,
+        session_token: Option<Option<Secret>>,
+        errors: &mut FieldErrors,
+    ) {
+        if self.keep_sealed_secrets {
+            // What cannot be opened cannot be merged with: only a change that gives both
+            // secrets (null for none) replaces the stored ones, so none is dropped unseen.
+            match (&secret_access_key, &session_token) {
+                (None, None) => {}
+                (Some(_), Some(_)) => self.keep_sealed_secrets = false,
+                (Some(_), None) | (None, Some(_)) => errors.add(
+                    "aws",
+                    "the stored credentials cannot be opened (their encryption key is not configured): give \
+                     `secret_access_key` and `session_token` (null for none) together to replace them, or restore \
+                     the key",
+                ),
+            }
+        }
+        if let Some(v) = secret_access_key {
             if let Some(s) = &v {
                 if s.expose().is_empty() || s.expose().len() > 256 {
                     errors.add("aws.secret_access_key", "must be 1–256 characters");
@@ -627,7 +687,7 @@ impl InspectionDraft {
             }
             self.secrets.secret_access_key = v;
         }
-        if let Some(v) = aws.session_token {
+        if let Some(v) = session_token {
             if let Some(s) = &v {
                 if s.expose().is_empty() || s.expose().len() > 8192 {
                     errors.add("aws.session_token", "must be 1–8192 characters");
@@ -635,18 +695,64 @@ impl InspectionDraft {
             }
             self.secrets.session_token = v;
         }
-        let cur = &self.settings.aws;
-        match (cur.access_key_id.is_some(), self.secrets.secret_access_key.is_some()) {
-            (true, false) => errors.add("aws.secret_access_key", "is required with `access_key_id`"),
-            (false, true) => errors.add("aws.access_key_id", "is required with `secret_access_key`"),
-            _ => {}
+    }
+}
+
+/// An inspection's `aws.endpoint_url` as a URL: `http(s)://host[:port][/path]`, nothing
+/// the parser would quietly repair or drop. A URL parser strips tabs and newlines and
+/// percent-encodes other oddities, so text a person would not read the same way (control,
+/// invisible and bidirectional characters, spaces) is refused before parsing; credentials in
+/// the URL, queries and fragments have no meaning for an endpoint.
+pub fn parse_endpoint_url(raw: &str) -> Result<url::Url, String> {
+    const EXPECTED: &str = "must be an http:// or https:// URL with a host (`https://logs.example.com:4566`)";
+    if raw.len() > 2048 {
+        return Err("must be at most 2048 characters".into());
+    }
+    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace() || is_invisible(*c)) {
+        return Err(format!("must not contain control, invisible or space characters (U+{:04X})", c as u32));
+    }
+    // `http:host` and `http:/host` parse as `http://host/`: only the form a person reads as a
+    // URL is taken.
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(EXPECTED.into());
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("{EXPECTED}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(EXPECTED.into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold a user name or password".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// Whether an endpoint points at a link-local address or a cloud's instance metadata service.
+/// Calls to it carry the inspection's signed request and session token, and a metadata
+/// service answers with the machine's own credentials: from an API field, that is a way to
+/// make the service fetch them. Names are compared as written; a name that resolves to such an
+/// address is for network policy to stop.
+pub fn is_metadata_endpoint(url: &url::Url) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let v4 = |ip: Ipv4Addr| {
+        ip.is_link_local() || ip == Ipv4Addr::new(100, 100, 100, 200) || ip == Ipv4Addr::new(192, 0, 0, 192)
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => v4(ip),
+        Some(url::Host::Ipv6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || ip.to_ipv4_mapped().is_some_and(v4)
         }
-        if self.secrets.session_token.is_some() && cur.access_key_id.is_none() {
-            errors.add("aws.session_token", "needs `access_key_id` and `secret_access_key`");
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            ["metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"]
+                .contains(&name.as_str())
         }
-        if cur.external_id.is_some() && cur.role_arn.is_none() {
-            errors.add("aws.external_id", "needs `role_arn`");
-        }
+        None => false,
     }
 }
 
@@ -798,6 +904,54 @@ mod tests {
             (&"a".repeat(513), false),
         ] {
             assert_eq!(valid_log_group(name), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn endpoint_urls_are_parsed_not_prefix_matched() {
+        for ok in [
+            "http://127.0.0.1:4566",
+            "https://logs.us-east-1.amazonaws.com",
+            "http://localstack:4566/",
+            "http://[::1]:9",
+        ] {
+            assert!(parse_endpoint_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://",
+            "https://",
+            "http://%00/",
+            "http://a:65536/",
+            "http://a:99999999/",
+            "http://user:pw@a/",
+            "http://user@a/",
+            "http://a/\u{7}",
+            "http://a\tb/",
+            "http://a/\u{202E}gpj",
+            "http://a\u{200B}b/",
+            "ftp://a/",
+            "http:a",
+            "http://a/?x=1",
+            "http://a/#f",
+            "127.0.0.1:4566",
+        ] {
+            assert!(parse_endpoint_url(bad).is_err(), "{bad:?}");
+        }
+        for (raw, metadata) in [
+            ("http://169.254.169.254/latest", true),
+            ("http://169.254.0.1:80", true),
+            ("http://2852039166/", true),
+            ("http://[fd00:ec2::254]/", true),
+            ("http://[fe80::1]/", true),
+            ("http://[::ffff:169.254.169.254]/", true),
+            ("http://metadata.google.internal./", true),
+            ("http://METADATA.google.internal/", true),
+            ("http://100.100.100.200/", true),
+            ("http://127.0.0.1:4566", false),
+            ("http://10.0.0.1/", false),
+            ("https://logs.us-east-1.amazonaws.com", false),
+        ] {
+            assert_eq!(is_metadata_endpoint(&parse_endpoint_url(raw).unwrap()), metadata, "{raw}");
         }
     }
 

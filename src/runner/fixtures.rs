@@ -20,7 +20,7 @@ pub fn inspection(json: serde_json::Value) -> Inspection {
         created_at: Utc::now(),
         updated_at: Utc::now(),
         last_run: None,
-        trigger_id: crate::model::Secret::new("t"),
+        trigger_id: None,
         guance: crate::model::event::GuanceSync {
             state: "pending".into(),
             checker_id: None,

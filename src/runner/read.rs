@@ -64,7 +64,9 @@ impl Runner {
         run_id: Uuid,
         plan: RunPlan,
     ) -> anyhow::Result<Reading> {
-        if let (Some(e), Some(_)) = (&inspection.secrets_error, &inspection.settings.aws.access_key_id) {
+        // Never another identity instead: without its own credentials a run would read with
+        // the service's default credential chain.
+        if let Some(e) = &inspection.secrets_error {
             anyhow::bail!("{e}");
         }
         let source = match self.sources.for_inspection(inspection).await {

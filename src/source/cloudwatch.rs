@@ -118,6 +118,8 @@ pub struct CloudWatchSettings {
     pub call_timeout: Duration,
     /// Logs Insights' cap on result rows; an answer this long may be cut and is split.
     pub insights_max_rows: usize,
+    /// Whether an inspection's endpoint may be a link-local or cloud metadata address.
+    pub allow_metadata_endpoints: bool,
 }
 
 impl CloudWatchSettings {
@@ -134,6 +136,7 @@ impl Default for CloudWatchSettings {
             retry_base: Duration::from_millis(200),
             call_timeout: Duration::from_secs(60),
             insights_max_rows: 10_000,
+            allow_metadata_endpoints: false,
         }
     }
 }
@@ -158,16 +161,33 @@ impl SourceFactory for CloudWatchFactory {
         let aws = &inspection.settings.aws;
         let secrets = &inspection.secrets;
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(aws.region.clone()));
-        if let (Some(id), Some(secret)) = (&aws.access_key_id, &secrets.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(
-                id.clone(),
-                secret.expose().to_string(),
-                secrets.session_token.as_ref().map(|t| t.expose().to_string()),
-                None,
-                "inspection",
-            ));
+        match (&aws.access_key_id, &secrets.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    id.clone(),
+                    secret.expose().to_string(),
+                    secrets.session_token.as_ref().map(|t| t.expose().to_string()),
+                    None,
+                    "inspection",
+                ));
+            }
+            // An inspection with a key of its own is never read with another identity (the
+            // default credential chain is the service's own) because its secret is missing.
+            (Some(_), None) => anyhow::bail!(
+                "the inspection's access key has no secret access key stored; enter `aws.secret_access_key` again"
+            ),
+            (None, _) => {}
         }
         if let Some(url) = &aws.endpoint_url {
+            // Checked again here: the inspection may predate the check or this setting.
+            let parsed = crate::model::inspection::parse_endpoint_url(url)
+                .map_err(|e| anyhow::anyhow!("the inspection's endpoint_url {e}"))?;
+            if crate::model::inspection::is_metadata_endpoint(&parsed) && !self.settings.allow_metadata_endpoints {
+                anyhow::bail!(
+                    "the inspection's endpoint_url points at a link-local or cloud metadata address, which this \
+                     service does not call (ALLOW_METADATA_ENDPOINTS)"
+                );
+            }
             loader = loader.endpoint_url(url.clone());
         }
         let base = loader.load().await;

@@ -31,6 +31,8 @@ pub struct InspectionFilter {
 
 #[async_trait]
 pub trait InspectionStore: Send + Sync {
+    /// Stores a new inspection with a new trigger id, which the returned inspection carries
+    /// (the one time it is shown: only its hash is stored).
     async fn create_inspection(&self, id: Uuid, draft: &InspectionDraft, now: DateTime<Utc>)
     -> StoreResult<Inspection>;
     async fn get_inspection(&self, id: Uuid) -> StoreResult<Option<Inspection>>;
@@ -48,9 +50,13 @@ pub trait InspectionStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Inspection>>;
     async fn delete_inspection(&self, id: Uuid) -> StoreResult<bool>;
+    /// The keys (by key id) that sealed stored credentials and that this store's cipher does
+    /// not hold, each with how many inspections it sealed: what a lost key file costs.
+    async fn unknown_sealing_keys(&self) -> StoreResult<Vec<(String, u64)>>;
     /// The inspection whose trigger id has this [`trigger_id_hash`].
     async fn inspection_by_trigger_hash(&self, hash: &str) -> StoreResult<Option<Inspection>>;
-    /// Replaces an inspection's trigger id; the old one stops working at once.
+    /// Replaces an inspection's trigger id; the old one stops working at once. Only its hash is
+    /// stored: the returned inspection carries the new id, the one time it is shown.
     async fn rotate_trigger_id(
         &self,
         id: Uuid,
@@ -62,7 +68,7 @@ pub trait InspectionStore: Send + Sync {
 /// An inspection with what the API shows beside it: its last run and its Guance registration.
 const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, i.enabled, i.settings, i.secrets, \
      i.created_at, i.updated_at, r.id as lr_id, r.status as lr_status, r.finished_at as lr_finished_at, \
-     r.clusters_new as lr_clusters_new, i.trigger_id, g.state as gs_state, g.checker_id as gs_checker_id, \
+     r.clusters_new as lr_clusters_new, g.state as gs_state, g.checker_id as gs_checker_id, \
      g.error as gs_error, g.synced_at as gs_synced_at \
      from inspections i left join runs r on r.id = i.last_run_id left join guance_checkers g on g.inspection_id = i.id";
 
@@ -83,7 +89,6 @@ struct InspectionRow {
     lr_status: Option<String>,
     lr_finished_at: Option<DateTime<Utc>>,
     lr_clusters_new: Option<i64>,
-    trigger_id: String,
     gs_state: Option<String>,
     gs_checker_id: Option<String>,
     gs_error: Option<String>,
@@ -125,6 +130,19 @@ fn open_secrets(cipher: &SecretBox, id: Uuid, stored: serde_json::Value) -> (Aws
     }
 }
 
+/// Counts the sealed values whose key `cipher` does not hold, by key id.
+fn unknown_keys(cipher: &SecretBox, stored: impl Iterator<Item = serde_json::Value>) -> Vec<(String, u64)> {
+    let mut unknown = std::collections::BTreeMap::<String, u64>::new();
+    for value in stored {
+        if let Ok(s) = serde_json::from_value::<StoredSecrets>(value) {
+            if !cipher.holds(&s.sealed.kid) {
+                *unknown.entry(s.sealed.kid).or_default() += 1;
+            }
+        }
+    }
+    unknown.into_iter().collect()
+}
+
 impl InspectionRow {
     fn into_model(self, cipher: &SecretBox) -> Result<Inspection, StoreError> {
         let (secrets, secrets_error) = open_secrets(cipher, self.id, self.secrets.0);
@@ -148,7 +166,8 @@ impl InspectionRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             last_run,
-            trigger_id: Secret::new(self.trigger_id),
+            // Only its hash is stored: create and rotate put the new id on what they return.
+            trigger_id: None,
             guance: GuanceSync {
                 state: self.gs_state.unwrap_or_else(|| "pending".into()),
                 checker_id: self.gs_checker_id,
@@ -174,7 +193,7 @@ fn like_pattern(needle: &str) -> String {
     out
 }
 
-/// [`InspectionStore`] for a store over one sqlx backend, and the migrations' backfills.
+/// [`InspectionStore`] for a store over one sqlx backend, and the migrations' backfill.
 macro_rules! inspection_store {
     ($store:ident, $db:ty) => {
         #[async_trait]
@@ -189,7 +208,7 @@ macro_rules! inspection_store {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "insert into inspections (id, name, description, enabled, settings, secrets, created_at, updated_at, \
-                     trigger_id, trigger_id_hash) values ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)",
+                     trigger_id_hash) values ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
                 )
                 .bind(id)
                 .bind(&draft.name)
@@ -198,7 +217,6 @@ macro_rules! inspection_store {
                 .bind(Json(&draft.settings))
                 .bind(seal_secrets(&self.cipher, id, &draft.secrets))
                 .bind(now)
-                .bind(trigger_id.expose())
                 .bind(trigger_id_hash(trigger_id.expose()))
                 .execute(&mut *tx)
                 .await
@@ -214,9 +232,12 @@ macro_rules! inspection_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                self.get_inspection(id)
+                let mut created = self
+                    .get_inspection(id)
                     .await?
-                    .ok_or_else(|| StoreError::Corrupt("inspection vanished after insert".into()))
+                    .ok_or_else(|| StoreError::Corrupt("inspection vanished after insert".into()))?;
+                created.trigger_id = Some(trigger_id);
+                Ok(created)
             }
 
             async fn get_inspection(&self, id: Uuid) -> StoreResult<Option<Inspection>> {
@@ -251,20 +272,25 @@ macro_rules! inspection_store {
                 now: DateTime<Utc>,
             ) -> StoreResult<Option<Inspection>> {
                 let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(
+                let update = sqlx::query(
                     "update inspections set name = $2, description = $3, enabled = $4, settings = $5, \
-                     secrets = $6, updated_at = $7 where id = $1",
+                     updated_at = $6 where id = $1",
                 )
                 .bind(id)
                 .bind(&draft.name)
                 .bind(&draft.description)
                 .bind(draft.enabled)
                 .bind(Json(&draft.settings))
-                .bind(seal_secrets(&self.cipher, id, &draft.secrets))
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_unique)?;
+                .bind(now);
+                let done = update.execute(&mut *tx).await.map_err(map_unique)?;
+                // Credentials that could not be opened stay exactly as stored.
+                if !draft.keep_sealed_secrets {
+                    sqlx::query("update inspections set secrets = $2 where id = $1")
+                        .bind(id)
+                        .bind(seal_secrets(&self.cipher, id, &draft.secrets))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if done.rows_affected() == 0 {
                     return Ok(None);
                 }
@@ -300,6 +326,12 @@ macro_rules! inspection_store {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn unknown_sealing_keys(&self) -> StoreResult<Vec<(String, u64)>> {
+                let rows: Vec<(Json<serde_json::Value>,)> =
+                    sqlx::query_as("select secrets from inspections").fetch_all(&self.pool).await?;
+                Ok(unknown_keys(&self.cipher, rows.into_iter().map(|(v,)| v.0)))
+            }
+
             async fn inspection_by_trigger_hash(&self, hash: &str) -> StoreResult<Option<Inspection>> {
                 let sql = format!("{INSPECTION_SELECT} where i.trigger_id_hash = $1");
                 let row = sqlx::query_as::<$db, InspectionRow>(&sql).bind(hash).fetch_optional(&self.pool).await?;
@@ -312,42 +344,21 @@ macro_rules! inspection_store {
                 trigger_id: &Secret,
                 now: DateTime<Utc>,
             ) -> StoreResult<Option<Inspection>> {
-                let done = sqlx::query(
-                    "update inspections set trigger_id = $2, trigger_id_hash = $3, updated_at = $4 where id = $1",
-                )
-                .bind(id)
-                .bind(trigger_id.expose())
-                .bind(trigger_id_hash(trigger_id.expose()))
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+                let done = sqlx::query("update inspections set trigger_id_hash = $2, updated_at = $3 where id = $1")
+                    .bind(id)
+                    .bind(trigger_id_hash(trigger_id.expose()))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 if done.rows_affected() == 0 {
                     return Ok(None);
                 }
-                self.get_inspection(id).await
+                let rotated = self.get_inspection(id).await?;
+                Ok(rotated.map(|i| Inspection { trigger_id: Some(trigger_id.clone()), ..i }))
             }
         }
 
         impl $store {
-            /// Rows migrated on a backend without SHA-256 in SQL (SQLite) get their lookup
-            /// hash here, before the service answers a call.
-            pub(super) async fn backfill_trigger_hashes(&self) -> anyhow::Result<()> {
-                let rows: Vec<(Uuid, String)> =
-                    sqlx::query_as("select id, trigger_id from inspections where trigger_id_hash is null")
-                        .fetch_all(&self.pool)
-                        .await?;
-                // The migration gave every row a trigger id (`randomblob`); only the hash is missing.
-                for (id, trigger_id) in rows {
-                    sqlx::query("update inspections set trigger_id = $2, trigger_id_hash = $3 where id = $1")
-                        .bind(id)
-                        .bind(&trigger_id)
-                        .bind(trigger_id_hash(&trigger_id))
-                        .execute(&self.pool)
-                        .await?;
-                }
-                Ok(())
-            }
-
             /// Inspections created before Guance registration existed get their pending
             /// registration job, as every inspection created since has.
             pub(super) async fn backfill_guance_checkers(&self) -> anyhow::Result<()> {

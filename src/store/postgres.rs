@@ -50,7 +50,6 @@ impl Backend for PgStore {
 
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await.context("applying Postgres migrations")?;
-        self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await
     }
 }

@@ -99,7 +99,6 @@ impl Backend for SqliteStore {
 
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
-        self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await
     }
 }

@@ -63,7 +63,10 @@ async fn create_read_update_delete() {
 
         let (status, got) = app.get(&format!("/api/v1/inspections/{id}")).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(got, created);
+        // The same, but for the trigger id, which only the creating answer shows.
+        let mut shown_once = created.clone();
+        shown_once.as_object_mut().unwrap().remove("trigger_id");
+        assert_eq!(got, shown_once);
 
         // PATCH: present fields replace; secrets can be cleared with null.
         let (status, patched) = app
@@ -359,7 +362,12 @@ async fn trigger_id_timeout_and_schedule() {
         assert_eq!(patched["timeout_seconds"], 60);
         assert_eq!(patched["schedule"], "*/15 8-18 * * mon-fri");
         assert_eq!(patched["schedule_timezone"], "Asia/Shanghai");
-        assert_eq!(patched["trigger_id"], created["trigger_id"], "editing keeps the trigger id");
+        assert!(patched.get("trigger_id").is_none(), "shown only by create and rotate: {patched}");
+        let (_, read) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert!(read.get("trigger_id").is_none(), "{read}");
+        let hash = cloudtrail_inspector::model::inspection::trigger_id_hash(trigger);
+        let found = app.store().inspection_by_trigger_hash(&hash).await.unwrap().expect("editing keeps the trigger id");
+        assert_eq!(found.id.to_string(), id);
 
         for (body, field, hint) in [
             (json!({"schedule": "61 * * * *"}), "schedule", "5-field cron"),
@@ -383,6 +391,7 @@ async fn trigger_id_timeout_and_schedule() {
 
 #[tokio::test]
 async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
+    use cloudtrail_inspector::model::inspection::{new_trigger_id, trigger_id_hash};
     use sqlx::migrate::Migrator;
     use std::borrow::Cow;
 
@@ -443,14 +452,14 @@ async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
             assert_eq!(i.settings.timeout_seconds, 900);
             assert_eq!(i.settings.schedule, "0 * * * *");
             assert_eq!(i.settings.schedule_timezone, "UTC");
-            let t = i.trigger_id.expose();
-            assert_eq!(t.len(), 64, "{backend:?}");
-            assert!(t.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{t}");
-            // The migrated id works: it is found by its hash.
-            let hash = cloudtrail_inspector::model::inspection::trigger_id_hash(t);
+            // Their trigger ids were made by the migrations and never shown: rotating gives one.
+            assert!(i.trigger_id.is_none());
+            let rotated = store.rotate_trigger_id(i.id, &new_trigger_id(), chrono::Utc::now()).await.unwrap().unwrap();
+            let t = rotated.trigger_id.unwrap();
+            assert_eq!(t.expose().len(), 64, "{backend:?}");
+            let hash = trigger_id_hash(t.expose());
             assert_eq!(store.inspection_by_trigger_hash(&hash).await.unwrap().unwrap().id, i.id);
         }
-        assert_ne!(a.trigger_id, b.trigger_id);
         // Each gets the Guance registration job that inspections created since get.
         let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
         let jobs = store.claim_checker_jobs(later, later + chrono::TimeDelta::minutes(1), 10).await.unwrap();
@@ -458,4 +467,193 @@ async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
         registered.sort();
         assert_eq!(registered, ids, "{backend:?}");
     }
+}
+
+/// The migrator of `backend` with only its first `n` migrations.
+async fn first_migrations(backend: Backend, n: usize) -> sqlx::migrate::Migrator {
+    let dir = match backend {
+        Backend::Postgres => "migrations/postgres",
+        Backend::Sqlite => "migrations/sqlite",
+    };
+    let mut m = sqlx::migrate::Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)).await.unwrap();
+    m.migrations = std::borrow::Cow::Owned(m.migrations[..n].to_vec());
+    m
+}
+
+#[tokio::test]
+async fn trigger_ids_are_stored_as_hashes_only_and_urls_in_use_keep_working() {
+    use cloudtrail_inspector::model::inspection::{new_trigger_id, trigger_id_hash};
+    for backend in BACKENDS {
+        // A database as the previous release left it: the clear id beside its hash.
+        let guard = crate::common::empty_database(backend).await;
+        let id = uuid::Uuid::now_v7();
+        let old = new_trigger_id();
+        let settings = json!({"log_groups": ["g"], "aws": {"region": "us-east-1"}, "lookback_minutes": 60,
+            "delivery_delay_minutes": 10, "baseline_days": 7, "max_catch_up_minutes": 1440, "strategy": "filter_log_events"});
+        let insert = "insert into inspections (id, name, settings, created_at, updated_at, trigger_id, trigger_id_hash) \
+            values ($1, 'in-use', $2, $3, $3, $4, $5)";
+        let now = chrono::Utc::now();
+        let columns = "select count(*) from inspections where trigger_id is not null";
+        match backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&guard.url).await.unwrap();
+                first_migrations(backend, 3).await.run(&pool).await.unwrap();
+                let q = sqlx::query(insert).bind(id).bind(sqlx::types::Json(&settings)).bind(now);
+                q.bind(old.expose()).bind(trigger_id_hash(old.expose())).execute(&pool).await.unwrap();
+                let store =
+                    cloudtrail_inspector::store::connect(&guard.url, 2, crate::common::test_cipher()).await.unwrap();
+                store.migrate().await.unwrap();
+                assert!(sqlx::query(columns).execute(&pool).await.is_err(), "the clear column is gone");
+                check_hash_only(&store, id, &old).await;
+            }
+            Backend::Sqlite => {
+                let opts = guard.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+                let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+                first_migrations(backend, 3).await.run(&pool).await.unwrap();
+                let q = sqlx::query(insert).bind(id).bind(sqlx::types::Json(&settings)).bind(now);
+                q.bind(old.expose()).bind(trigger_id_hash(old.expose())).execute(&pool).await.unwrap();
+                let store =
+                    cloudtrail_inspector::store::connect(&guard.url, 2, crate::common::test_cipher()).await.unwrap();
+                store.migrate().await.unwrap();
+                assert!(sqlx::query(columns).execute(&pool).await.is_err(), "the clear column is gone");
+                check_hash_only(&store, id, &old).await;
+            }
+        }
+    }
+}
+
+async fn check_hash_only(
+    store: &cloudtrail_inspector::store::DynStore,
+    id: uuid::Uuid,
+    old: &cloudtrail_inspector::model::Secret,
+) {
+    let hash = cloudtrail_inspector::model::inspection::trigger_id_hash(old.expose());
+    let found = store.inspection_by_trigger_hash(&hash).await.unwrap().expect("the URL in use still works");
+    assert_eq!(found.id, id);
+    assert!(found.trigger_id.is_none());
+    // A new inspection's id is on the created value only.
+    let draft = cloudtrail_inspector::model::inspection::InspectionDraft::of(&found);
+    let draft = cloudtrail_inspector::model::inspection::InspectionDraft { name: "new".into(), ..draft };
+    let created = store.create_inspection(uuid::Uuid::now_v7(), &draft, chrono::Utc::now()).await.unwrap();
+    let shown = created.trigger_id.expect("shown at creation");
+    let again = store.get_inspection(created.id).await.unwrap().unwrap();
+    assert!(again.trigger_id.is_none());
+    let hash = cloudtrail_inspector::model::inspection::trigger_id_hash(shown.expose());
+    assert_eq!(store.inspection_by_trigger_hash(&hash).await.unwrap().unwrap().id, created.id);
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_alike_on_both_backends() {
+    each_backend(|app| async move {
+        let created = app.create_inspection(valid("nul")).await;
+        let id = created["id"].as_str().unwrap();
+        let mut new = valid("nul-too");
+        new["description"] = json!("a\u{0}b");
+        let (status, v) = app.post("/api/v1/inspections", new).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v["error"]["fields"]["description"].is_array(), "{v}");
+        for (body, field) in [
+            (json!({"description": "a\u{0}b"}), "description"),
+            (json!({"aws": {"endpoint_url": "http://127.0.0.1\u{0}/"}}), "aws.endpoint_url"),
+            (json!({"aws": {"role_arn": "arn:aws:iam::123456789012:role/a\u{0}"}}), "aws.role_arn"),
+            (json!({"ignore": {"event_sources": ["s3\u{0}"]}}), "ignore.event_sources[0]"),
+        ] {
+            let (status, v) = app.patch(&format!("/api/v1/inspections/{id}"), body.clone()).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{:?} {body}: {v}", app.backend);
+            assert!(v["error"]["fields"][field].is_array(), "{body}: {v}");
+        }
+        for uri in [
+            "/api/v1/inspections?name=%00".to_string(),
+            format!("/api/v1/inspections/{id}/clusters?error_code=Access%00Denied"),
+            format!("/api/v1/inspections/{id}/clusters?event_source=%00"),
+        ] {
+            let (status, v) = app.get(&uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{:?} {uri}: {v}", app.backend);
+            assert!(v["error"]["message"].as_str().unwrap().contains("NUL"), "{v}");
+        }
+        let (_, unchanged) = app.get(&format!("/api/v1/inspections/{id}")).await;
+        assert_eq!(unchanged["description"], "prod account");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn names_are_normalised_and_invisible_characters_refused() {
+    each_backend(|app| async move {
+        app.create_inspection(json!({"name": "Caf\u{e9}", "log_groups": ["g"], "aws": {"region": "us-east-1"}})).await;
+        // The same name, with the accent as a combining character.
+        let (status, v) = app
+            .post(
+                "/api/v1/inspections",
+                json!({"name": "Cafe\u{301}", "log_groups": ["g"], "aws": {"region": "us-east-1"}}),
+            )
+            .await;
+        assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("name_taken")), "{v}");
+        let (_, found) = app.get("/api/v1/inspections?name=cafe%CC%81").await;
+        assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
+        for name in ["prod\u{202E}dorp", "\u{FEFF}prod", "pr\u{200B}od", "prod\u{2066}", "prod\u{200F}"] {
+            let (status, v) = app
+                .post("/api/v1/inspections", json!({"name": name, "log_groups": ["g"], "aws": {"region": "us-east-1"}}))
+                .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}: {v}");
+            assert!(v["error"]["fields"]["name"][0].as_str().unwrap().contains("invisible"), "{v}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn endpoint_urls_are_urls_and_metadata_services_are_refused() {
+    each_backend(|app| async move {
+        let created = app.create_inspection(valid("endpoints")).await;
+        let id = created["id"].as_str().unwrap();
+        for bad in [
+            "http://",
+            "http://%00/",
+            "http://127.0.0.1:65536/",
+            "http://user:pass@127.0.0.1/",
+            "http://127.0.0.1/\u{1b}[31m",
+            "http://127.0.0.1/\u{202E}",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[fd00:ec2::254]/",
+            "http://metadata.google.internal/",
+        ] {
+            let (status, v) =
+                app.patch(&format!("/api/v1/inspections/{id}"), json!({"aws": {"endpoint_url": bad}})).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}: {v}");
+            assert!(v["error"]["fields"]["aws.endpoint_url"].is_array(), "{bad:?}: {v}");
+        }
+        let (status, v) = app
+            .patch(&format!("/api/v1/inspections/{id}"), json!({"aws": {"endpoint_url": "http://127.0.0.1:4566"}}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    })
+    .await;
+    // An operator may allow metadata addresses (a test double listening on one, say).
+    let http = cloudtrail_inspector::http::HttpSettings { allow_metadata_endpoints: true, ..Default::default() };
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
+    let mut body = valid("allowed");
+    body["aws"]["endpoint_url"] = json!("http://169.254.169.254:4566");
+    app.create_inspection(body).await;
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_objects_start_nothing() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let created = app.create_inspection(valid("objects-only")).await;
+    let id = created["id"].as_str().unwrap();
+    for (uri, body) in [
+        (format!("/api/v1/inspections/{id}/runs?wait=false"), "[]"),
+        (format!("/api/v1/inspections/{id}/runs?wait=false"), "[true]"),
+        (format!("/api/v1/inspections/{id}/runs?wait=false"), "null"),
+        ("/api/v1/inspections".to_string(), "[\"a\", [], [], {}]"),
+    ] {
+        let req = Request::post(&uri).header("content-type", "application/json").body(Body::from(body)).unwrap();
+        let (status, _, bytes) = app.send(req).await;
+        assert!(status.is_client_error(), "{uri} {body}: {status}");
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["error"]["fields"]["body"][0], "must be a JSON object", "{uri} {body}: {v}");
+    }
+    let (_, runs) = app.get(&format!("/api/v1/runs?inspection_id={id}")).await;
+    assert_eq!(runs["items"], json!([]), "{runs}");
 }

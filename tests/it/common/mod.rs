@@ -74,6 +74,7 @@ pub fn test_runner_settings() -> RunnerSettings {
             retry_base: Duration::from_millis(5),
             call_timeout: Duration::from_secs(5),
             insights_max_rows: 10_000,
+            ..CloudWatchSettings::default()
         },
         heartbeat_interval: Duration::from_millis(200),
         stale_after: Duration::from_secs(5),
