@@ -20,6 +20,10 @@ use crate::model::run::{Run, RunRequest, RunStatus, Trigger};
 use crate::model::time;
 use crate::store::{FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
 
+/// How long the end of a run waits for an unreachable database before giving up (the run is
+/// then left to the heartbeat timeout, as a run of a dead process would be).
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Why a run is marked interrupted at start-up: its process died (SIGKILL, OOM, power loss).
 const DIED_REASON: &str = "the service process running it stopped (found when the instance started again); \
     its window is read again by the next run";
@@ -175,9 +179,10 @@ impl Runner {
         let failed = match self.execute_inner(&run).await {
             Ok(()) => false,
             Err(e) => {
-                let now = time::now();
+                let reason = format!("{e:#}");
+                let record = || self.store.fail_run(run_id, RunStatus::Failed, &reason, &run.log_groups, time::now());
                 // One line per failure: the reason, and whether it could be recorded.
-                match self.store.fail_run(run_id, RunStatus::Failed, &format!("{e:#}"), &run.log_groups, now).await {
+                match self.until_the_store_answers("the run's failure", record).await {
                     Ok(()) => tracing::error!(error = format!("{e:#}"), "run failed"),
                     Err(e2) => tracing::error!(
                         error = format!("{e:#}"),
@@ -223,7 +228,10 @@ impl Runner {
         tracing::info!(run_id = %run.id, inspection = %inspection.name, %window_start, %window_end, groups = groups.len(), "run started");
 
         let reading = self.read_sources(&inspection, run.id, plan).await?;
-        let prior = self.read_prior(inspection.id, &reading, states).await?;
+        // What was read is complete: a database away for a while must not waste it.
+        let prior = self
+            .until_the_store_answers("the run's results", || self.read_prior(inspection.id, &reading, states.clone()))
+            .await?;
         let finished = assemble(RunInputs {
             inspection: &inspection,
             run_id: run.id,
@@ -239,10 +247,43 @@ impl Runner {
         self.store_finished(&inspection, &finished).await
     }
 
+    /// Calls the store for the end of a run, again and again while the database is
+    /// unreachable (a restart, a failover), for up to [`STORE_PATIENCE`]: the run's outcome is
+    /// recorded once it is back, rather than left `running` until another process declares
+    /// it dead and calls it `interrupted`. Meanwhile the run stays this process's, so its
+    /// heartbeat resumes with the database. Other errors are returned at once.
+    async fn until_the_store_answers<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let give_up = tokio::time::Instant::now() + STORE_PATIENCE;
+        let mut delay = std::time::Duration::from_millis(250);
+        let mut waited = false;
+        loop {
+            match call().await {
+                Err(e) if e.is_unavailable() && tokio::time::Instant::now() < give_up => {
+                    if !waited {
+                        tracing::warn!(error = %e, "the database is unavailable; {what} will be recorded when it is back");
+                        waited = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => {
+                    if waited && other.is_ok() {
+                        tracing::info!("the database is back; {what} recorded");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
+
     /// Writes a run's results, its events with them, in one transaction.
     async fn store_finished(&self, inspection: &Inspection, finished: &FinishedRun) -> anyhow::Result<()> {
         let run_id = finished.run_id;
-        match self.store.finish_run(finished).await {
+        match self.until_the_store_answers("the run's results", || self.store.finish_run(finished)).await {
             Ok(true) => {
                 let clusters_new = finished.run_clusters.iter().filter(|c| c.is_new).count();
                 tracing::info!(

@@ -102,3 +102,74 @@ async fn a_statement_cut_by_a_shutdown_is_unavailable_not_internal() {
     assert!(err.is_unavailable(), "{err:?}");
     assert_eq!(ApiError::from(err).status_code(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Postgres goes away while a run reads and is back a few seconds later: the run keeps what it
+/// read, records its outcome once the database answers, and ends `succeeded`, not `running`
+/// until another process calls it `interrupted`.
+#[tokio::test]
+async fn a_run_records_its_outcome_when_the_database_is_back() {
+    use crate::common::data;
+    use crate::common::fake_cwl::{FakeConfig, FakeCwl};
+    use chrono::{TimeDelta, Utc};
+    const GROUP: &str = "aws-cloudtrail-logs-123837392027";
+    let Some(pg) = PgCluster::start() else {
+        eprintln!("skipped: Postgres 15 binaries are not installed");
+        return;
+    };
+    let logs = Logs::capture();
+    // Every AWS answer takes a while, so the database goes away in the middle of the reading.
+    let fake = FakeCwl::start_with(FakeConfig { latency: Duration::from_millis(700), ..FakeConfig::default() }).await;
+    fake.put_events(GROUP, "s", data::shift_to(&data::invictus(), Utc::now() - TimeDelta::minutes(57)));
+    let store = cloudtrail_inspector::store::connect(&pg.url(), 4, test_cipher()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    // Nobody may call the run dead meanwhile: only its own outcome may end it.
+    let mut settings = test_runner_settings();
+    settings.stale_after = Duration::from_secs(600);
+    let app = TestApp::over(store, &pg.url(), Backend::Postgres, settings, Default::default());
+    let mut body = crate::common::inspection_body("outage", &[GROUP], &fake.endpoint());
+    body["baseline_days"] = json!(0);
+    body["delivery_delay_minutes"] = json!(0);
+    let created = app.create_inspection(body).await;
+    let (status, run) =
+        app.post(&format!("/api/v1/inspections/{}/runs?wait=false", created["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let run_id = run["id"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        if app.get(&format!("/api/v1/runs/{run_id}")).await.1["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    pg.stop();
+    // Down until the run has finished reading and found the database gone.
+    let waiting = |l: &serde_json::Value| {
+        field(l, "run_id").and_then(|v| v.as_str()) == Some(run_id.as_str())
+            && l["message"].as_str().is_some_and(|m| m.contains("recorded when it is back"))
+    };
+    let mut found = false;
+    for _ in 0..300 {
+        if logs.at("WARN").iter().any(waiting) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the run never found the database gone");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.start_again();
+
+    let mut last = serde_json::Value::Null;
+    for _ in 0..120 {
+        let (status, run) = app.get(&format!("/api/v1/runs/{run_id}")).await;
+        if status == StatusCode::OK && !matches!(run["status"].as_str(), Some("queued" | "running")) {
+            last = run;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last["status"], "succeeded", "{last}");
+    assert!(last["records_scanned"].as_i64().unwrap() > 0, "{last}");
+    let (status, _) = app.get(&format!("/api/v1/runs/{run_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+}
