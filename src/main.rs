@@ -4,9 +4,17 @@ use cloudtrail_inspector::config::{Cli, Command};
 use cloudtrail_inspector::server::serve;
 use cloudtrail_inspector::telemetry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(run(Cli::parse()));
+    // What still runs when a command has returned (a request waiting for a run that shutdown
+    // declared interrupted, that run's AWS call, a DNS lookup) ends with the process: dropping
+    // the runtime would wait for its blocking tasks, past the shutdown's documented bound.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(50));
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Openapi) => {
             let doc = cloudtrail_inspector::http::openapi();

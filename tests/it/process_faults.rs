@@ -249,3 +249,39 @@ async fn stored_run(data_dir: &Path, id: &str) -> cloudtrail_inspector::model::r
         cloudtrail_inspector::store::connect(&url, 1, crate::common::test_cipher()).await.expect("open the database");
     store.get_run(id.parse().unwrap()).await.expect("read").expect("the run exists")
 }
+
+#[tokio::test]
+async fn sigterm_exits_within_half_a_second_after_the_grace_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Nothing running, a keep-alive connection open (a load balancer's): the process exits at once.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(dir.path(), port, &[("SHUTDOWN_GRACE_SECS", "2".into())]).await;
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let _ = idle.read(&mut [0u8; 1024]).await.unwrap();
+    server.signal("-TERM");
+    let took = server.exited_within(Duration::from_secs(10)).await.expect("the process exits");
+    assert!(took < Duration::from_millis(500), "nothing to wait for, exited after {took:?}");
+
+    // A run that cannot finish, and a request waiting for another: the grace period, then
+    // half a second at most.
+    let fake = FakeCwl::start_with(FakeConfig { latency: Duration::from_secs(60), ..FakeConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Server::start(dir.path(), port, &[("SHUTDOWN_GRACE_SECS", "2".into())]).await;
+    let first = create_inspection(&server, &fake).await;
+    let (status, second) = server
+        .call(reqwest::Method::POST, "/api/v1/inspections", Some(inspection_body("waited", &[GROUP], &fake.endpoint())))
+        .await;
+    assert_eq!(status, 201, "{second}");
+    start_run(&server, &first).await;
+    let waiting = format!("{}/api/v1/inspections/{}/runs", server.base, second["id"].as_str().unwrap());
+    let waiter = tokio::spawn(async move { reqwest::Client::new().post(waiting).bearer_auth(TOKEN).send().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("-TERM");
+    let took = server.exited_within(Duration::from_secs(10)).await.expect("the process exits");
+    // The bound the README gives: the grace period plus half a second, exit included.
+    assert!(took < Duration::from_millis(2500), "grace 2 s, exited after {took:?}");
+    assert!(waiter.await.unwrap().is_err(), "the waiting request got no answer: its run was interrupted");
+}
