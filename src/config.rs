@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::HttpSettings;
+use crate::http::conn::ServeSettings;
 use crate::model::Secret;
 use crate::outbox::EventSettings;
 use crate::runner::RunnerSettings;
@@ -82,7 +83,6 @@ pub struct DatabaseArgs {
     /// rotation is under way.
     #[arg(long, env = "OLD_ENCRYPTION_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub old_encryption_keys: Vec<Secret>,
-}
 
     /// Serve even though stored credentials were sealed with an encryption key that is not
     /// configured, because that key is lost for good. Those credentials are kept as they are
@@ -90,6 +90,7 @@ pub struct DatabaseArgs {
     /// credentials are entered again. Without it the service refuses to start, naming the key.
     #[arg(long, env = "ALLOW_UNREADABLE_SECRETS")]
     pub allow_unreadable_secrets: bool,
+}
 
 impl DatabaseArgs {
     /// Opens (and migrates) the configured store with the configured keys.
@@ -227,13 +228,13 @@ pub struct ServeArgs {
     #[arg(long, env = "API_TOKEN", value_delimiter = ',', hide_env_values = true)]
     pub api_token: Vec<Secret>,
 
-    /// Directory under which inspections may read CloudTrail files (`source.kind = files`).
     /// Let inspections' `aws.endpoint_url` point at link-local addresses (169.254.0.0/16,
     /// fe80::/10) and cloud metadata services (fd00:ec2::254, metadata.google.internal…).
     /// Refused by default: a metadata service answers with this machine's own credentials.
     #[arg(long, env = "ALLOW_METADATA_ENDPOINTS")]
     pub allow_metadata_endpoints: bool,
 
+    /// Directory under which inspections may read CloudTrail files (`source.kind = files`).
     /// Unset: file sources are refused, so API callers cannot read the machine's files.
     #[arg(long, env = "FILES_ROOT")]
     pub files_root: Option<std::path::PathBuf>,
@@ -266,6 +267,20 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = HttpSettings::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Seconds a client has to send a request's head (request line and headers), from when
+    /// its connection is ready for one; slower connections are closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = ServeSettings::DEFAULT_HEADER_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's body, on every route (408 past it).
+    #[arg(long, env = "BODY_READ_TIMEOUT_SECS", default_value_t = HttpSettings::DEFAULT_BODY_READ_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_secs: u64,
+
+    /// Client connections served at once; more are answered 503 and closed. Default: the
+    /// process's open-file limit less 512 kept for the database, AWS and files.
+    #[arg(long, env = "MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
 
     /// Base URL users reach this service at, used in links to clusters (e.g.
     /// `https://inspector.example.com`). Defaults to `http://<listen>`.
@@ -369,12 +384,24 @@ impl From<&ServeArgs> for HttpSettings {
             request_timeout: Duration::from_secs(args.request_timeout_secs),
             run_wait_timeout: Duration::from_secs(args.run_wait_timeout_secs),
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
             public_url: args.public_url(),
             files_root: args.files_root.clone(),
             api_tokens: crate::http::auth::Tokens::new(&args.api_token),
             guance_configured: args.guance.is_set(),
             schedule: args.into(),
             allow_metadata_endpoints: args.allow_metadata_endpoints,
+        }
+    }
+}
+
+impl From<&ServeArgs> for ServeSettings {
+    fn from(args: &ServeArgs) -> Self {
+        ServeSettings {
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            max_connections: args
+                .max_connections
+                .map_or_else(ServeSettings::default_max_connections, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         }
     }
 }

@@ -7,21 +7,22 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::ServeArgs;
+use crate::http::conn::ServeSettings;
 use crate::http::{AppState, HttpSettings};
 use crate::runner::{Runner, RunnerSettings};
 use crate::scheduler::ScheduleSettings;
 use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
-use crate::store::DynStore;
 use crate::source::files::FilesAccess;
+use crate::store::DynStore;
 
 /// Builds the application state from parts that tests can also supply.
 pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpSettings) -> AppState {
-    let sources =
     let files = match &http.files_root {
         Some(root) => FilesAccess::Under(root.clone()),
         None => FilesAccess::Nowhere,
     };
+    let sources =
         Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None, files };
     build_state_with(store, runner_settings, http, sources)
 }
@@ -93,13 +94,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {}", args.listen))?;
     tracing::info!(address = %args.listen, "listening; Swagger UI at /swagger-ui/");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let mut server = tokio::spawn(crate::http::conn::serve(listener, app, ServeSettings::from(&args), async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
     tokio::select! {
         ended = &mut server => {
             ended.context("the HTTP server task failed")??;
@@ -109,12 +106,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
 /// How long after the grace period answers may still be written; the rest of the half second
 /// the shutdown is documented to take after it is the process's exit.
 const ANSWER_TIME: Duration = Duration::from_millis(300);
-
-    Ok(())
-}
 
 /// A bounded shutdown: close the listener and the scheduler so nothing new starts, let runs in
 /// progress finish within `grace`, then mark the ones still going `interrupted` (their windows

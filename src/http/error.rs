@@ -33,6 +33,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request took too long")]
     Timeout,
+    /// The client did not send its body within the body-read deadline.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The request is valid but clashes with the current state (a name taken, a run in
     /// progress); `code` says which clash.
     #[error("{message}")]
@@ -62,9 +65,11 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `bad_request`, `malformed_json`, `unauthorized`,
-    /// `not_found`, `method_not_allowed`, `timeout`, `name_taken`, `run_in_progress`,
-    /// `inspection_disabled`, `payload_too_large`, `unsupported_media_type`, `invalid_body`,
-    /// `validation_failed`, `unavailable`, `internal`.
+    /// `not_found`, `method_not_allowed`, `timeout`, `body_timeout`, `name_taken`,
+    /// `run_in_progress`, `inspection_disabled`, `payload_too_large`,
+    /// `unsupported_media_type`, `invalid_body`, `validation_failed`, `unavailable`,
+    /// `internal`; from the connection itself, before any route: `too_many_connections`,
+    /// `uri_too_long`, `headers_too_large`.
     pub code: String,
     pub message: String,
     /// Field path → problems, for validation errors.
@@ -86,7 +91,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Timeout | ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -105,6 +110,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Timeout => "timeout",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Conflict { code, .. } => code,
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",

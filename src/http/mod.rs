@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod clusters;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -15,13 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -47,6 +47,9 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     pub run_wait_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Longest time a request's body may take to arrive, on every route: a run may take long,
+    /// a client's bytes may not.
+    pub body_read_timeout: Duration,
     /// Base URL for links (no trailing slash).
     pub public_url: String,
     /// Where file sources may read; None refuses them.
@@ -57,14 +60,15 @@ pub struct HttpSettings {
     pub guance_configured: bool,
     /// The built-in scheduler, for `next_run_at`.
     pub schedule: crate::scheduler::ScheduleSettings,
+    /// Whether `aws.endpoint_url` may point at link-local or cloud metadata addresses.
+    pub allow_metadata_endpoints: bool,
 }
 
 impl HttpSettings {
-    /// Whether `aws.endpoint_url` may point at link-local or cloud metadata addresses.
-    pub allow_metadata_endpoints: bool,
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_RUN_WAIT_TIMEOUT: Duration = Duration::from_secs(900);
     pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 impl Default for HttpSettings {
@@ -73,17 +77,18 @@ impl Default for HttpSettings {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             run_wait_timeout: Self::DEFAULT_RUN_WAIT_TIMEOUT,
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
             public_url: crate::outbox::EventSettings::DEFAULT_PUBLIC_URL.into(),
             files_root: None,
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
             schedule: crate::scheduler::ScheduleSettings::default(),
+            allow_metadata_endpoints: false,
         }
     }
 }
 
 #[derive(OpenApi)]
-            allow_metadata_endpoints: false,
 #[openapi(
     info(
         title = "cloudtrail-inspector",
@@ -199,8 +204,11 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             };
             add("400", "Malformed path id, query parameter or JSON body");
             add("401", "Missing or wrong bearer token");
-            add("408", "The request took longer than REQUEST_TIMEOUT_SECS");
-            add("503", "The database is unreachable; try again shortly");
+            add(
+                "408",
+                "The request took longer than REQUEST_TIMEOUT_SECS, or its body longer than BODY_READ_TIMEOUT_SECS",
+            );
+            add("503", "The database is unreachable, or the service serves MAX_CONNECTIONS already; try again shortly");
             if op.request_body.is_some() {
                 add("413", "The body is larger than MAX_BODY_BYTES");
                 add("415", "The body is not `application/json`");
@@ -229,7 +237,9 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn(json_errors))
-        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        // `read_body` enforces MAX_BODY_BYTES; axum's own 2 MB default must not add a second limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(settings.clone(), read_body))
         .layer(CompressionLayer::new())
         .layer(middleware::from_fn(scope_request_id))
         .layer(
@@ -257,6 +267,34 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     path.into()
+}
+
+/// Reads every request's body before routing, within the size limit and the body-read
+/// deadline, on every route: the Func routes wait long for a run, never for a client's
+/// bytes, and a client trickling a body must not hold a connection and its buffers for as
+/// long as it likes. A declared length over the limit is refused before a byte is read.
+/// Handlers then read a body that is already there. Answers are the API's JSON errors.
+async fn read_body(State(settings): State<Arc<HttpSettings>>, req: Request, next: Next) -> Response {
+    use axum::body::{Body, HttpBody};
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    let (parts, body) = req.into_parts();
+    let limit = settings.max_body_bytes;
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    if body.size_hint().exact() == Some(0) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let bytes = match tokio::time::timeout(settings.body_read_timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return ApiError::PayloadTooLarge.into_response();
+        }
+        Ok(Err(_)) => return ApiError::BadRequest("the request body could not be read".into()).into_response(),
+        Err(_) => return ApiError::BodyTimeout.into_response(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 /// Makes the request id visible to error bodies built deep in handlers.
