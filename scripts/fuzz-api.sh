@@ -7,11 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-venv="${TOOLS_VENV:-$target_dir/tools-venv}"
-if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
-fi
+# schemathesis and its whole dependency set, pinned (scripts/tools-requirements.txt).
+venv="$(scripts/tools-venv.sh)"
 
 cargo build --quiet --bin cloudtrail-inspector
 work="$(mktemp -d)"
