@@ -60,7 +60,10 @@ fn code(text: &str) -> String {
 fn uses(code: &str) -> BTreeSet<String> {
     code.match_indices("crate::")
         .map(|(i, m)| {
-            code[i + m.len()..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect()
+            code[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect()
         })
         .filter(|s: &String| !s.is_empty())
         .collect()
