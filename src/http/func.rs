@@ -303,6 +303,30 @@ pub struct FuncOptions {
     pub timeout: Option<u32>,
 }
 
+// The `{format}` of a call's URL: how its kwargs are given. For the document only: the
+// handler reads the segment as text, so that any other value gets Func's own 400.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum FuncFormat {
+    /// `{"kwargs": {...}, "options": {...}}` (GET: `?kwargs=<JSON>&options=<JSON>`).
+    Normal,
+    /// Short for `simplified`.
+    S,
+    /// The body (GET: the query) is the kwargs.
+    Simplified,
+}
+
+/// What a sync call answers for a finished run in JSON: the run itself (unboxed, the
+/// default) or Func's envelope with the run as `data.result` (`options.unbox = false`).
+#[allow(dead_code, clippy::large_enum_variant)]
+#[derive(ToSchema)]
+#[serde(untagged)]
+enum FuncSyncResult {
+    Run(Run),
+    Boxed(FuncBoxed),
+}
+
 /// A boxed answer: `options.unbox = false`, and every `/bat/` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FuncBoxed {
@@ -445,7 +469,8 @@ impl Family {
         ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
     ),
     request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait(
     State(state): State<AppState>,
@@ -463,10 +488,11 @@ pub async fn run_and_wait(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait_in_format(
     State(state): State<AppState>,
@@ -503,7 +529,7 @@ pub async fn start_run(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
     responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)

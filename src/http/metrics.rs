@@ -11,7 +11,7 @@ use crate::metrics::StoreGauges;
 
 /// Counters of runs, AWS calls and HTTP requests of this instance, and the outbox and run
 /// gauges of the shared database.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+#[utoipa::path(get, operation_id = "get_metrics", path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let store = &state.store;

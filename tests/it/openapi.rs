@@ -72,3 +72,55 @@ async fn swagger_ui_and_the_document_are_served_offline() {
     assert!(body.len() > 500_000, "bundle is {} bytes", body.len());
     assert!(!html.contains("https://"), "the page loads nothing from the internet");
 }
+
+/// Generated clients name their methods after operation ids: each must be there, unique,
+/// and a snake_case verb phrase (`get_inspection`, `list_runs`), never a bare `get`.
+#[test]
+fn operation_ids_are_unique_and_say_what_they_do() {
+    let doc: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(
+                id.contains('_') && id.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{method} {path}: {id:?} is not a snake_case phrase"
+            );
+            if let Some(other) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                panic!("{id} names both {other} and {method} {path}");
+            }
+        }
+    }
+    for id in ["get_inspection", "list_inspections", "get_run", "list_runs", "trigger_run", "get_cluster"] {
+        assert!(seen.contains_key(id), "{id} missing");
+    }
+}
+
+/// What tools generate test data from: page sizes have their bounds, Func formats their values,
+/// and the run trigger's body is optional (an absent body is the usual call).
+#[test]
+fn parameters_and_bodies_state_their_bounds() {
+    let doc: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    let mut limits = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for op in item.as_object().unwrap().values() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "limit" {
+                    assert_eq!(p["schema"]["minimum"], 1, "{path}");
+                    assert_eq!(p["schema"]["maximum"], cloudtrail_inspector::http::MAX_PAGE, "{path}");
+                    limits += 1;
+                }
+                if p["name"] == "format" {
+                    assert_eq!(p["schema"]["enum"], serde_json::json!(["normal", "s", "simplified"]), "{path}");
+                }
+            }
+        }
+    }
+    assert!(limits >= 6, "every list has a limit ({limits} found)");
+    let body = &doc["paths"]["/api/v1/inspections/{id}/runs"]["post"]["requestBody"];
+    assert_eq!(body["required"], false, "{body}");
+    assert_eq!(body["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/RunRequest");
+    let runs = &doc["paths"]["/api/v1/runs"]["get"]["parameters"];
+    let inspection_id = runs.as_array().unwrap().iter().find(|p| p["name"] == "inspection_id").expect("documented");
+    assert!(inspection_id["description"].as_str().is_some_and(|d| !d.is_empty()), "{inspection_id}");
+}
