@@ -4,6 +4,7 @@ pub mod auth;
 pub mod clusters;
 pub mod error;
 pub mod events;
+pub mod examples;
 pub mod extract;
 pub mod func;
 pub mod health;
@@ -166,6 +167,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     }
     document_common_errors(&mut doc);
     optional_bodies_are_absent(&mut doc);
+    examples::add(&mut doc);
     doc
 }
 

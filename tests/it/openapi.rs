@@ -124,3 +124,53 @@ fn parameters_and_bodies_state_their_bounds() {
     let inspection_id = runs.as_array().unwrap().iter().find(|p| p["name"] == "inspection_id").expect("documented");
     assert!(inspection_id["description"].as_str().is_some_and(|d| !d.is_empty()), "{inspection_id}");
 }
+
+/// The bodies Swagger UI pre-fills (the operations' request examples) are accepted as they are.
+#[tokio::test]
+async fn request_examples_are_accepted_by_the_service() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let http = cloudtrail_inspector::http::HttpSettings { files_root: Some(samples), ..Default::default() };
+    let app = TestApp::with_settings(Backend::Sqlite, crate::common::test_runner_settings(), http).await;
+    let examples = cloudtrail_inspector::http::examples::request_examples();
+    let mut tried = Vec::new();
+
+    let created = app.create_inspection(examples["create_inspection"].clone()).await;
+    tried.push("create_inspection");
+    let id = created["id"].as_str().unwrap();
+    let (status, body) = app.patch(&format!("/api/v1/inspections/{id}"), examples["update_inspection"].clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tried.push("update_inspection");
+
+    // Runs read the bundled sample: an inspection with the example's AWS settings would
+    // need AWS.
+    let files = app
+        .create_inspection(serde_json::json!({"name": "sample", "log_groups": ["sample"],
+            "source": {"kind": "files", "path": "cloudtrail"}, "aws": {"region": "us-east-1"}}))
+        .await;
+    let files_id = files["id"].as_str().unwrap();
+    let (status, run) =
+        app.post(&format!("/api/v1/inspections/{files_id}/runs"), examples["trigger_run"].clone()).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run["clusters_total"].as_i64().unwrap() > 0, "the example's window holds the sample: {run}");
+    tried.push("trigger_run");
+
+    let trigger = files["trigger_id"].as_str().unwrap();
+    for (op, uri) in
+        [("bat_post", format!("/api/v1/bat/{trigger}")), ("bat_format_post", format!("/api/v1/bat/{trigger}/normal"))]
+    {
+        let (status, body) = app.post(&uri, examples[op].clone()).await;
+        assert_eq!(status, StatusCode::OK, "{op}: {body}");
+        crate::common::wait_for_run(&app, body["data"]["id"].as_str().unwrap()).await;
+        tried.push(op);
+    }
+    for (op, uri) in
+        [("al_post", format!("/api/v1/al/{trigger}")), ("al_format_post", format!("/api/v1/al/{trigger}/normal"))]
+    {
+        let (status, body) = app.post(&uri, examples[op].clone()).await;
+        assert_eq!(status, StatusCode::OK, "{op}: {body}");
+        tried.push(op);
+    }
+    let untried: Vec<&String> = examples.keys().filter(|k| !tried.contains(&k.as_str())).collect();
+    assert!(untried.is_empty(), "request examples no test sends: {untried:?}");
+}
