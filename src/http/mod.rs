@@ -35,6 +35,10 @@ use crate::runner::Runner;
 use crate::store::{DynStore, decode_cursor, encode_cursor};
 use error::{ApiError, ErrorBody, REQUEST_ID};
 
+/// Where `/` sends a browser: the page a person starts from. One constant, so that a console
+/// can take `/` over by changing it.
+pub const HOME: &str = "/swagger-ui/";
+
 /// Everything handlers need, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
@@ -256,6 +260,8 @@ pub fn router(state: AppState) -> Router {
         .merge(func)
         .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
+        // Temporary: browsers must not remember where `/` led once the page moves.
+        .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary(HOME) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn(json_errors))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
