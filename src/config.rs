@@ -416,6 +416,10 @@ pub struct GenerateArgs {
     /// Records per file.
     #[arg(long, default_value_t = 500)]
     pub per_file: usize,
+
+    /// Write into a directory that already holds files (they stay; new ones are added).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Generate(args)) => {
+            refuse_non_empty(&args.out, args.force)?;
             let cfg = cloudtrail_inspector::synth::SynthConfig {
                 seed: args.seed,
                 accounts: args.accounts as usize,
@@ -72,5 +73,29 @@ fn config_log_format() -> cloudtrail_inspector::telemetry::LogFormat {
     match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => cloudtrail_inspector::telemetry::LogFormat::Json,
         _ => cloudtrail_inspector::telemetry::LogFormat::Pretty,
+    }
+}
+
+/// `generate` adds files next to whatever a directory holds, and a scan of it then reads both:
+/// writing into a directory with files in it must be asked for.
+fn refuse_non_empty(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    let has_files = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => anyhow::bail!("cannot read {}: {e}", dir.display()),
+    };
+    if has_files && !force {
+        anyhow::bail!(
+            "{} is not empty: generated files would be mixed with what is there. Choose an empty \
+             directory, or pass --force to add to it",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn log_dotenv(path: Option<&std::path::Path>) {
+    if let Some(path) = path {
+        tracing::info!(path = %path.display(), "settings read from .env, under the environment's");
     }
 }

@@ -1,6 +1,7 @@
 //! The binary as a person first meets it: where settings come from, what its errors say,
 //! what it writes to a terminal or a file, and the files it leaves.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn binary() -> Command {
@@ -24,4 +25,32 @@ fn logs_in_a_file_carry_no_colour_codes() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("migrations applied"), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes in a file: {stderr:?}");
+}
+
+#[test]
+fn generate_adds_to_a_directory_with_files_only_when_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("trail");
+    let generate = |extra: &[&str]| run(binary().arg("generate").arg(&out_dir).args(["--records", "50"]).args(extra));
+    let (out, stderr) = generate(&[]);
+    assert!(out.status.success(), "an absent directory is fine: {stderr}");
+    let before = count_files(&out_dir);
+
+    let (out, stderr) = generate(&["--seed", "2"]);
+    assert!(!out.status.success(), "refused");
+    assert!(stderr.contains("is not empty") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(count_files(&out_dir), before, "nothing written");
+
+    let (out, stderr) = generate(&["--seed", "2", "--force"]);
+    assert!(out.status.success(), "{stderr}");
+    assert!(count_files(&out_dir) > before, "added to");
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        n += if path.is_dir() { count_files(&path) } else { 1 };
+    }
+    n
 }
