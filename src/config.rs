@@ -21,10 +21,15 @@ fn default_listen() -> &'static str {
     EventSettings::DEFAULT_PUBLIC_URL.trim_start_matches("http://")
 }
 
+/// Where options come from besides flags, for every `--help` that has options.
+pub const ENV_HELP: &str = "Every option can also be given as its environment variable, or in a `.env` file \
+    in the working directory (KEY=value lines, as in .env.example). Variables set in the environment win over \
+    the file, and flags over both.";
+
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
 #[derive(Debug, Parser)]
-#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true)]
+#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,12 +44,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default when no subcommand is given).
+    #[command(after_help = ENV_HELP)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
+    #[command(after_help = ENV_HELP)]
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API and exit.
     Openapi,
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
+    #[command(after_help = ENV_HELP)]
     RotateSecrets(DatabaseArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
@@ -54,6 +62,7 @@ pub enum Command {
     ///
     /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
     /// failed (so it can gate a pipeline).
+    #[command(after_help = ENV_HELP)]
     Scan(ScanArgs),
 }
 

@@ -6,6 +6,14 @@ use cloudtrail_inspector::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before the options are parsed: clap reads the environment, and `.env` only fills in
+    // what the environment does not already say.
+    // Only the working directory's: a file found in some parent directory would surprise.
+    let dotenv = match dotenvy::from_path(".env") {
+        Ok(()) => Some(std::path::PathBuf::from(".env")),
+        Err(e) if e.not_found() => None,
+        Err(e) => anyhow::bail!("could not read .env: {e}"),
+    };
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Openapi) => {
@@ -60,10 +68,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Serve(args)) => {
             telemetry::init(args.log_format);
+            log_dotenv(dotenv.as_deref());
             serve(args).await
         }
         None => {
             telemetry::init(cli.serve.log_format);
+            log_dotenv(dotenv.as_deref());
             serve(cli.serve).await
         }
     }

@@ -19,6 +19,29 @@ fn run(cmd: &mut Command) -> (Output, String) {
 }
 
 #[test]
+fn settings_come_from_dotenv_under_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "# as in .env.example\nDATA_DIR=./from-dotenv\nLOG_FORMAT=json\n").unwrap();
+    let (out, stderr) = run(binary().arg("migrate").current_dir(dir.path()));
+    assert!(out.status.success(), "{stderr}");
+    assert!(dir.path().join("from-dotenv/cloudtrail-inspector.db").is_file(), "DATA_DIR came from .env");
+    assert!(stderr.lines().all(|l| l.starts_with('{')), "LOG_FORMAT came from .env: {stderr}");
+
+    let (out, stderr) = run(binary().arg("migrate").current_dir(dir.path()).env("DATA_DIR", "./from-env"));
+    assert!(out.status.success(), "{stderr}");
+    assert!(dir.path().join("from-env/cloudtrail-inspector.db").is_file(), "the environment wins over .env");
+
+    std::fs::write(dir.path().join(".env"), "DATA_DIR='unterminated\n").unwrap();
+    let (out, stderr) = run(binary().arg("migrate").current_dir(dir.path()));
+    assert!(!out.status.success() && stderr.contains(".env"), "a broken .env is reported: {stderr}");
+
+    for args in [&["--help"][..], &["serve", "--help"], &["scan", "--help"]] {
+        let (out, _) = run(binary().args(args));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("`.env` file in the working directory"), "{args:?}");
+    }
+}
+
+#[test]
 fn logs_in_a_file_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     let (out, stderr) = run(binary().args(["migrate", "--data-dir"]).arg(dir.path()).env("LOG_FORMAT", "pretty"));
