@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::common;
+
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudtrail-inspector"));
     for var in ["DATABASE_URL", "DATA_DIR", "LOG_FORMAT", "RUST_LOG", "NO_COLOR"] {
@@ -16,6 +18,29 @@ fn run(cmd: &mut Command) -> (Output, String) {
     let out = cmd.output().expect("run the binary");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stderr)
+}
+
+#[tokio::test]
+async fn a_wrong_database_url_names_the_server_and_the_cause() {
+    let admin = common::pg_admin_url();
+    let refused = format!("postgres://postgres:hunter2@127.0.0.1:{}/x", free_port());
+    let wrong_password = admin.replacen("://postgres:postgres@", "://postgres:hunter2@", 1);
+    assert_ne!(wrong_password, admin, "TEST_DATABASE_URL is expected to log in as postgres:postgres");
+    let base = admin.rsplit_once('/').unwrap().0;
+    let unknown_database = format!("{base}/no_such_database_{}", uuid::Uuid::new_v4().simple());
+    for (url, cause) in [
+        (refused.as_str(), "connection refused"),
+        (wrong_password.as_str(), "wrong password for user \"postgres\""),
+        (unknown_database.as_str(), "does not exist"),
+    ] {
+        let e = cloudtrail_inspector::store::connect(url, 2, common::test_cipher()).await.err().expect("fails");
+        let text = format!("{e:#}");
+        let host = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+        assert!(text.contains(&format!("at {host}")), "{text}");
+        assert!(text.contains(cause), "{url}: {text}");
+        assert!(!text.contains("pool timed out"), "{text}");
+        assert!(!text.contains("hunter2"), "the password never shows: {text}");
+    }
 }
 
 #[test]
@@ -76,4 +101,8 @@ fn count_files(dir: &Path) -> usize {
         n += if path.is_dir() { count_files(&path) } else { 1 };
     }
     n
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
