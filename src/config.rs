@@ -54,6 +54,11 @@ pub enum Command {
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
     #[command(after_help = ENV_HELP)]
     RotateSecrets(DatabaseArgs),
+    /// Write a consistent copy of the SQLite database to a new file, also while the service
+    /// runs (a copy of the `.db` file alone may miss recent writes). For Postgres it names the
+    /// tool to use instead: pg_dump.
+    #[command(after_help = ENV_HELP)]
+    Backup(BackupArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
     /// failed console sign-ins.
@@ -93,7 +98,28 @@ pub struct DatabaseArgs {
     pub old_encryption_keys: Vec<Secret>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The copy to write; it must not exist yet.
+    pub file: std::path::PathBuf,
+
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
 impl DatabaseArgs {
+    /// Opens the configured database as it is: no migrations, no keys, and an embedded
+    /// SQLite file that does not exist is an error rather than created empty.
+    pub async fn open_existing(&self) -> anyhow::Result<crate::store::DynStore> {
+        let url = self.url();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+            anyhow::ensure!(path.is_file(), "no SQLite database at {}", path.display());
+        }
+        let cipher = std::sync::Arc::new(crate::crypto::SecretBox::ephemeral());
+        crate::store::connect(&url, 2, cipher).await
+    }
+
     /// Opens (and migrates) the configured store with the configured keys.
     pub async fn open(&self) -> anyhow::Result<crate::store::DynStore> {
         let cipher = crate::crypto::SecretBox::from_config(

@@ -34,6 +34,15 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(inspections = n, "credentials sealed with the current key");
             Ok(())
         }
+        Some(Command::Backup(args)) => {
+            anyhow::ensure!(!args.file.exists(), "{} exists; the backup goes to a new file", args.file.display());
+            let store = args.db.open_existing().await?;
+            let done = store.backup(&args.file).await;
+            store.close().await;
+            done?;
+            println!("{} backed up to {}", store.backend(), args.file.display());
+            Ok(())
+        }
         Some(Command::Generate(args)) => {
             refuse_non_empty(&args.out, args.force)?;
             let cfg = cloudtrail_inspector::synth::SynthConfig {

@@ -106,4 +106,15 @@ impl Backend for PgStore {
         self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await
     }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn backup(&self, _to: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::bail!(
+            "a Postgres database is copied with Postgres' own tool, consistent while the service runs: \
+             pg_dump --format=custom --file=<file> \"$DATABASE_URL\" (restore with pg_restore --dbname=…)"
+        )
+    }
 }
