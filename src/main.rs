@@ -7,8 +7,8 @@ use cloudtrail_inspector::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Before the options are parsed: clap reads the environment, and `.env` only fills in
-    // what the environment does not already say.
-    // Only the working directory's: a file found in some parent directory would surprise.
+    // what the environment does not already say. Only the working directory's: a file found
+    // in some parent directory would surprise.
     let dotenv = match dotenvy::from_path(".env") {
         Ok(()) => Some(std::path::PathBuf::from(".env")),
         Err(e) if e.not_found() => None,
@@ -43,33 +43,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{} backed up to {}", store.backend(), args.file.display());
             Ok(())
         }
-        Some(Command::Generate(args)) => {
-            refuse_non_empty(&args.out, args.force)?;
-            let cfg = cloudtrail_inspector::synth::SynthConfig {
-                seed: args.seed,
-                accounts: args.accounts as usize,
-                regions: args.regions as usize,
-                error_ratio: args.error_ratio.clamp(0.0, 1.0),
-                start: args.start,
-                records_per_second: args.records as f64 / (f64::from(args.span_minutes) * 60.0),
-                ..Default::default()
-            };
-            let mut synth = cloudtrail_inspector::synth::Synth::new(cfg);
-            let summary = cloudtrail_inspector::synth::write_cloudtrail_files(
-                &args.out,
-                &mut synth,
-                args.records,
-                args.per_file,
-            )?;
-            println!(
-                "wrote {} records ({} MB of JSON) in {} files under {}",
-                summary.records,
-                summary.record_bytes / 1_000_000,
-                summary.files,
-                args.out.display()
-            );
-            Ok(())
-        }
+        Some(Command::Generate(args)) => generate(args),
         Some(Command::Scan(args)) => {
             telemetry::init_quiet();
             let code = cloudtrail_inspector::scan::run(args).await;
@@ -117,4 +91,29 @@ fn log_dotenv(path: Option<&std::path::Path>) {
     if let Some(path) = path {
         tracing::info!(path = %path.display(), "settings read from .env, under the environment's");
     }
+}
+
+/// `generate`: synthetic CloudTrail files in CloudTrail's S3 layout.
+fn generate(args: cloudtrail_inspector::config::GenerateArgs) -> anyhow::Result<()> {
+    refuse_non_empty(&args.out, args.force)?;
+    let cfg = cloudtrail_inspector::synth::SynthConfig {
+        seed: args.seed,
+        accounts: args.accounts as usize,
+        regions: args.regions as usize,
+        error_ratio: args.error_ratio.clamp(0.0, 1.0),
+        start: args.start,
+        records_per_second: args.records as f64 / (f64::from(args.span_minutes) * 60.0),
+        ..Default::default()
+    };
+    let mut synth = cloudtrail_inspector::synth::Synth::new(cfg);
+    let summary =
+        cloudtrail_inspector::synth::write_cloudtrail_files(&args.out, &mut synth, args.records, args.per_file)?;
+    println!(
+        "wrote {} records ({} MB of JSON) in {} files under {}",
+        summary.records,
+        summary.record_bytes / 1_000_000,
+        summary.files,
+        args.out.display()
+    );
+    Ok(())
 }
