@@ -21,10 +21,15 @@ fn default_listen() -> &'static str {
     EventSettings::DEFAULT_PUBLIC_URL.trim_start_matches("http://")
 }
 
+/// Where options come from besides flags, for every `--help` that has options.
+pub const ENV_HELP: &str = "Every option can also be given as its environment variable, or in a `.env` file \
+    in the working directory (KEY=value lines, as in .env.example). Variables set in the environment win over \
+    the file, and flags over both.";
+
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
 #[derive(Debug, Parser)]
-#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true)]
+#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,13 +44,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default when no subcommand is given).
+    #[command(after_help = ENV_HELP)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
+    #[command(after_help = ENV_HELP)]
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API and exit.
     Openapi,
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
+    #[command(after_help = ENV_HELP)]
     RotateSecrets(DatabaseArgs),
+    /// Write a consistent copy of the SQLite database to a new file, also while the service
+    /// runs (a copy of the `.db` file alone may miss recent writes). For Postgres it names the
+    /// tool to use instead: pg_dump.
+    #[command(after_help = ENV_HELP)]
+    Backup(BackupArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
     /// failed console sign-ins.
@@ -54,6 +67,7 @@ pub enum Command {
     ///
     /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
     /// failed (so it can gate a pipeline).
+    #[command(after_help = ENV_HELP)]
     Scan(ScanArgs),
 }
 
@@ -84,7 +98,28 @@ pub struct DatabaseArgs {
     pub old_encryption_keys: Vec<Secret>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The copy to write; it must not exist yet.
+    pub file: std::path::PathBuf,
+
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
 impl DatabaseArgs {
+    /// Opens the configured database as it is: no migrations, no keys, and an embedded
+    /// SQLite file that does not exist is an error rather than created empty.
+    pub async fn open_existing(&self) -> anyhow::Result<crate::store::DynStore> {
+        let url = self.url();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+            anyhow::ensure!(path.is_file(), "no SQLite database at {}", path.display());
+        }
+        let cipher = std::sync::Arc::new(crate::crypto::SecretBox::ephemeral());
+        crate::store::connect(&url, 2, cipher).await
+    }
+
     /// Opens (and migrates) the configured store with the configured keys.
     pub async fn open(&self) -> anyhow::Result<crate::store::DynStore> {
         let cipher = crate::crypto::SecretBox::from_config(
@@ -416,6 +451,10 @@ pub struct GenerateArgs {
     /// Records per file.
     #[arg(long, default_value_t = 500)]
     pub per_file: usize,
+
+    /// Write into a directory that already holds files (they stay; new ones are added).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let runner = state.runner.clone();
+    let store = state.store.clone();
     let app = crate::http::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -98,6 +99,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => {}
     }
     drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
+    // Whatever still holds a connection (a delivery, housekeeping) gets a moment; the
+    // database files are then left whole, so a copy of the SQLite file is a complete one.
+    if tokio::time::timeout(Duration::from_secs(5), store.close()).await.is_err() {
+        tracing::warn!("the database connections did not close within 5 s");
+    }
     tracing::info!("stopped");
     Ok(())
 }

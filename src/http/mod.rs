@@ -4,6 +4,7 @@ pub mod auth;
 pub mod clusters;
 pub mod error;
 pub mod events;
+pub mod examples;
 pub mod extract;
 pub mod func;
 pub mod health;
@@ -33,6 +34,10 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::runner::Runner;
 use crate::store::{DynStore, decode_cursor, encode_cursor};
 use error::{ApiError, ErrorBody, REQUEST_ID};
+
+/// Where `/` sends a browser: the page a person starts from. One constant, so that a console
+/// can take `/` over by changing it.
+pub const HOME: &str = "/swagger-ui/";
 
 /// Everything handlers need, built once at start-up.
 #[derive(Clone)]
@@ -165,7 +170,38 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         doc.merge(part.split_for_parts().1);
     }
     document_common_errors(&mut doc);
+    optional_bodies_are_absent(&mut doc);
+    examples::add(&mut doc);
     doc
+}
+
+/// utoipa writes an optional body (`content = Option<T>`) as a required choice between
+/// `null` and `T`; what the API takes is `T` or no body at all. Swagger UI, which fills a
+/// body from the first choice, would offer `null`.
+fn optional_bodies_are_absent(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{Schema, Type};
+    use utoipa::openapi::{RefOr, Required};
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.patch, &mut item.put].into_iter().flatten() {
+            let Some(body) = op.request_body.as_mut() else { continue };
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else { continue };
+                let is_null =
+                    |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == Type::Null.into());
+                if let [a, b] = &one_of.items[..] {
+                    let other = if is_null(a) {
+                        b
+                    } else if is_null(b) {
+                        a
+                    } else {
+                        continue;
+                    };
+                    content.schema = Some(other.clone());
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
 }
 
 /// Declares the answers every management operation can give besides its own, all with the
@@ -224,6 +260,8 @@ pub fn router(state: AppState) -> Router {
         .merge(func)
         .merge(public)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
+        // Temporary: browsers must not remember where `/` led once the page moves.
+        .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary(HOME) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn(json_errors))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
@@ -287,6 +325,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

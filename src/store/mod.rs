@@ -92,6 +92,13 @@ pub trait Backend: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     /// Applies the migrations this build embeds, then fills in what SQL alone could not.
     async fn migrate(&self) -> anyhow::Result<()>;
+    /// Leaves the database complete in its own files and closes the connections. SQLite
+    /// keeps recent writes in `<file>-wal` until a checkpoint moves them into the file: a
+    /// copy of the `.db` alone, taken after a scan or a stop, must hold everything.
+    async fn close(&self);
+    /// Writes a consistent copy of the whole database to `to` (a new file), while the
+    /// service may go on using it.
+    async fn backup(&self, to: &std::path::Path) -> anyhow::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]
