@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["engine", "instance", "telemetry"],
     &["model"],
-    &["synth", "crypto", "metrics"],
+    &["synth", "crypto", "metrics", "share"],
     &["store", "source", "guance"],
     &["outbox"],
     &["runner"],
