@@ -308,6 +308,7 @@ impl From<&ServeArgs> for EventSettings {
             public_url: args.public_url(),
             guance_configured: args.guance.is_set(),
             expiry: Duration::from_secs(u64::from(args.guance.guance_event_expiry_hours) * 3600),
+            share: None,
         }
     }
 }
