@@ -53,11 +53,20 @@ fn input_time(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// The range form: plain GET fields, so it works without script.
-fn range_form(action: &str, p: &Params, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Markup {
+/// `with_account`: whether the account is chosen here (the list) or given (an event's page).
+fn range_form(
+    action: &str,
+    p: &Params,
+    with_account: bool,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Markup {
     html! {
         form.filters method="get" action=(action) {
             @if let Some(i) = &p.inspection { input type="hidden" name="inspection" value=(i); }
-            label { "Account " input type="text" name="account" value=(p.account.clone().unwrap_or_default()) size="14"; }
+            @if with_account {
+                label { "Account " input type="text" name="account" value=(p.account.clone().unwrap_or_default()) size="14"; }
+            }
             label { "From (UTC) " input type="datetime-local" name="since" value=(input_time(since)); }
             label { "To (UTC) " input type="datetime-local" name="until" value=(input_time(until)); }
             button type="submit" { "Show" }
@@ -106,7 +115,7 @@ pub async fn list(
             "Every event the runs recorded: sent to Guance, or recorded only (silenced, a level not notified, "
             "a dry run, or no Guance configured). Newest first."
         }
-        (range_form("/console/events", &p, since, until))
+        (range_form("/console/events", &p, true, since, until))
         (event_table(&events, now))
         @if let Some(href) = next_href { p { a href=(href) { "Older events →" } } }
     };
@@ -167,7 +176,7 @@ pub async fn page(
         }
         section {
             h2 { "Related events" }
-            (range_form(&format!("/console/events/{}", e.id), &form_params, Some(since), Some(until)))
+            (range_form(&format!("/console/events/{}", e.id), &form_params, false, Some(since), Some(until)))
             h3 { "Same inspection and account" }
             (event_table(&same_dimension, now))
             h3 { "Same account, other inspections" }
