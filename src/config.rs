@@ -47,6 +47,9 @@ pub enum Command {
     Openapi,
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
     RotateSecrets(DatabaseArgs),
+    /// Replace `<data-dir>/share.key` with a new key: after a restart, every console share link
+    /// and session signed with the old key stops working.
+    RotateShareKey(ShareKeyArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
     /// failed console sign-ins.
@@ -106,6 +109,17 @@ impl DatabaseArgs {
             _ => format!("sqlite://{}", self.data_dir.join("cloudtrail-inspector.db").display()),
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShareKeyArgs {
+    /// Directory of the key file.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// A configured key, which this command cannot replace (it is only read, to say so).
+    #[arg(long, env = "SHARE_KEY", hide_env_values = true)]
+    pub share_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,6 +26,15 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(inspections = n, "credentials sealed with the current key");
             Ok(())
         }
+        Some(Command::RotateShareKey(args)) => {
+            telemetry::init(config_log_format());
+            if args.share_key.is_some() {
+                anyhow::bail!("SHARE_KEY is set: put a new key there (openssl rand -base64 32) and restart");
+            }
+            let path = cloudtrail_inspector::share::ShareKey::rotate_file(&args.data_dir)?;
+            tracing::info!(path = %path.display(), "new share key written; restart the service to revoke the old links");
+            Ok(())
+        }
         Some(Command::Generate(args)) => {
             let cfg = cloudtrail_inspector::synth::SynthConfig {
                 seed: args.seed,
