@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["engine", "instance", "telemetry"],
     &["model"],
-    &["synth", "crypto", "metrics", "share"],
+    &["synth", "crypto", "metrics"],
+    &["share"],
     &["store", "source", "guance"],
     &["outbox"],
     &["runner"],

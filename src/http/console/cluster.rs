@@ -3,14 +3,16 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use chrono::Utc;
-use maud::html;
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
 
 use super::chart::{self, Bar};
 use super::inspection::tops;
 use super::view::{self, api, level_and_rules, level_badge, maybe_when, num, when};
 use super::{Access, PageError, PageResult, parse_id};
 use crate::http::AppState;
+use crate::model::cluster::ClusterView;
+use crate::model::inspection::Inspection;
 
 /// Runs drawn in the counts chart.
 const OCCURRENCES: i64 = 120;
@@ -49,38 +51,7 @@ pub async fn page(
     let body = html! {
         h1 { code { (c.identity.error_code) } " on " (api(&c.identity)) " " (level_badge(level)) }
         p.template { code { (c.identity.template) } }
-        dl.facts {
-            dt { "Inspection" }
-            dd {
-                @match &inspection {
-                    Some(i) => a href={ "/console/inspections/" (i.id) } { (i.name) },
-                    None => span.muted { "(deleted)" },
-                }
-            }
-            dt { "CIS rules" }
-            dd {
-                @if rules.is_empty() { span.muted { "none" } }
-                ul.plain { @for r in &rules { li { span.rule { (r.id) } " " (r.title) } } }
-            }
-            dt { "Account, region" } dd { code { (c.identity.account_id) } " " code { (c.identity.region) } }
-            dt { "Records" } dd { (num(c.total_count)) " across all runs" }
-            dt { "First seen" } dd { (when(now, c.first_seen)) " (" (view::utc(c.first_seen)) ")" }
-            dt { "Last seen" } dd { (when(now, c.last_seen)) " (" (view::utc(c.last_seen)) ")" }
-            dt { "Discovered" }
-            dd {
-                (when(now, c.discovered_at))
-                @if c.baseline { " from the baseline read" }
-                @if let Some(r) = c.discovered_run_id { " by run " a href={ "/console/runs/" (r) } { code { (view::short_id(r)) } } }
-            }
-            dt { "Last run" }
-            dd {
-                @match c.last_run_id {
-                    Some(r) => a href={ "/console/runs/" (r) } { code { (view::short_id(r)) } },
-                    None => (maybe_when(now, None)),
-                }
-            }
-            dt { "Fingerprint" } dd { code { (c.identity.fingerprint) } }
-        }
+        (facts(&c, inspection.as_ref(), &rules, now))
         section {
             h2 { "Counts over time" }
             @if bars.is_empty() { p.muted { "No run has recorded this cluster's counts." } }
@@ -102,4 +73,46 @@ pub async fn page(
         }
     };
     Ok(view::page(&title, &access, body))
+}
+
+fn facts(
+    c: &ClusterView,
+    inspection: Option<&Inspection>,
+    rules: &[&'static crate::engine::rules::Rule],
+    now: DateTime<Utc>,
+) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Inspection" }
+            dd {
+                @match inspection {
+                    Some(i) => a href={ "/console/inspections/" (i.id) } { (i.name) },
+                    None => span.muted { "(deleted)" },
+                }
+            }
+            dt { "CIS rules" }
+            dd {
+                @if rules.is_empty() { span.muted { "none" } }
+                ul.plain { @for r in rules { li { span.rule { (r.id) } " " (r.title) } } }
+            }
+            dt { "Account, region" } dd { code { (c.identity.account_id) } " " code { (c.identity.region) } }
+            dt { "Records" } dd { (num(c.total_count)) " across all runs" }
+            dt { "First seen" } dd { (when(now, c.first_seen)) " (" (view::utc(c.first_seen)) ")" }
+            dt { "Last seen" } dd { (when(now, c.last_seen)) " (" (view::utc(c.last_seen)) ")" }
+            dt { "Discovered" }
+            dd {
+                (when(now, c.discovered_at))
+                @if c.baseline { " from the baseline read" }
+                @if let Some(r) = c.discovered_run_id { " by run " a href={ "/console/runs/" (r) } { code { (view::short_id(r)) } } }
+            }
+            dt { "Last run" }
+            dd {
+                @match c.last_run_id {
+                    Some(r) => a href={ "/console/runs/" (r) } { code { (view::short_id(r)) } },
+                    None => (maybe_when(now, None)),
+                }
+            }
+            dt { "Fingerprint" } dd { code { (c.identity.fingerprint) } }
+        }
+    }
 }
