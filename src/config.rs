@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::HttpSettings;
+use crate::http::console::ConsoleSettings;
 use crate::model::Secret;
 use crate::outbox::EventSettings;
 use crate::runner::RunnerSettings;
@@ -59,6 +60,10 @@ pub enum Command {
     /// tool to use instead: pg_dump.
     #[command(after_help = ENV_HELP)]
     Backup(BackupArgs),
+    /// Replace `<data-dir>/share.key` with a new key: after a restart, every console share link
+    /// and session signed with the old key stops working.
+    #[command(after_help = ENV_HELP)]
+    RotateShareKey(ShareKeyArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
     /// failed console sign-ins.
@@ -140,6 +145,17 @@ impl DatabaseArgs {
             _ => format!("sqlite://{}", self.data_dir.join("cloudtrail-inspector.db").display()),
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShareKeyArgs {
+    /// Directory of the key file.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// A configured key, which this command cannot replace (it is only read, to say so).
+    #[arg(long, env = "SHARE_KEY", hide_env_values = true)]
+    pub share_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -271,6 +287,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// Key that signs the console's share links and sessions: base64 of 32 bytes
+    /// (`openssl rand -base64 32`). Default: `<data-dir>/share.key`, created on first start.
+    /// A new key revokes every share link and ends every console session; instances behind
+    /// one address must share it.
+    #[arg(long, env = "SHARE_KEY", hide_env_values = true)]
+    pub share_key: Option<Secret>,
+
+    /// Days a share link in a Guance event opens its console page without a token.
+    #[arg(long, env = "SHARE_LINK_DAYS", default_value_t = (ConsoleSettings::DEFAULT_SHARE_TTL.as_secs() / 86_400) as u32, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub share_link_days: u32,
+
+    /// Hours a console sign-in lasts.
+    #[arg(long, env = "CONSOLE_SESSION_HOURS", default_value_t = (ConsoleSettings::DEFAULT_SESSION_TTL.as_secs() / 3600) as u32, value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub console_session_hours: u32,
+
     /// Identity of this instance, stored as the owner of its runs, so that after a crash it
     /// marks the runs it left behind `interrupted` as soon as it starts again. Default: an
     /// id created in `<data-dir>/instance-id` on first start (and locked while running).
@@ -327,6 +358,7 @@ impl From<&ServeArgs> for EventSettings {
             public_url: args.public_url(),
             guance_configured: args.guance.is_set(),
             expiry: Duration::from_secs(u64::from(args.guance.guance_event_expiry_hours) * 3600),
+            share: None,
         }
     }
 }
@@ -351,6 +383,18 @@ impl From<&ServeArgs> for HttpSettings {
             api_tokens: crate::http::auth::Tokens::new(&args.api_token),
             guance_configured: args.guance.is_set(),
             schedule: args.into(),
+            console: args.into(),
+        }
+    }
+}
+
+impl From<&ServeArgs> for ConsoleSettings {
+    /// The durations; the key is read at start-up (`ShareKey::from_config`).
+    fn from(args: &ServeArgs) -> Self {
+        ConsoleSettings {
+            share_ttl: Duration::from_secs(u64::from(args.share_link_days) * 86_400),
+            session_ttl: Duration::from_secs(u64::from(args.console_session_hours) * 3600),
+            ..ConsoleSettings::default()
         }
     }
 }
@@ -481,5 +525,7 @@ mod tests {
         assert_eq!(http.run_wait_timeout, default.run_wait_timeout);
         assert_eq!(http.max_body_bytes, default.max_body_bytes);
         assert_eq!(http.public_url, default.public_url);
+        assert_eq!(http.console.share_ttl, default.console.share_ttl);
+        assert_eq!(http.console.session_ttl, default.console.session_ttl);
     }
 }

@@ -43,6 +43,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{} backed up to {}", store.backend(), args.file.display());
             Ok(())
         }
+        Some(Command::RotateShareKey(args)) => {
+            telemetry::init(config_log_format());
+            if args.share_key.is_some() {
+                anyhow::bail!("SHARE_KEY is set: put a new key there (openssl rand -base64 32) and restart");
+            }
+            let path = cloudtrail_inspector::share::ShareKey::rotate_file(&args.data_dir)?;
+            tracing::info!(path = %path.display(), "new share key written; restart the service to revoke the old links");
+            Ok(())
+        }
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Scan(args)) => {
             telemetry::init_quiet();

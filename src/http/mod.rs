@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod clusters;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod examples;
@@ -35,9 +36,8 @@ use crate::runner::Runner;
 use crate::store::{DynStore, decode_cursor, encode_cursor};
 use error::{ApiError, ErrorBody, REQUEST_ID};
 
-/// Where `/` sends a browser: the page a person starts from. One constant, so that a console
-/// can take `/` over by changing it.
-pub const HOME: &str = "/swagger-ui/";
+/// Where `/` sends a browser: the page a person starts from, the console's overview.
+pub const HOME: &str = console::HOME;
 
 /// Everything handlers need, built once at start-up.
 #[derive(Clone)]
@@ -62,6 +62,8 @@ pub struct HttpSettings {
     pub guance_configured: bool,
     /// The built-in scheduler, for `next_run_at`.
     pub schedule: crate::scheduler::ScheduleSettings,
+    /// The web console's share links and sessions.
+    pub console: console::ConsoleSettings,
 }
 
 impl HttpSettings {
@@ -81,6 +83,7 @@ impl Default for HttpSettings {
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
             schedule: crate::scheduler::ScheduleSettings::default(),
+            console: console::ConsoleSettings::default(),
         }
     }
 }
@@ -253,12 +256,15 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .route_layer(authenticated.clone());
     let runs = runs.route_layer(authenticated);
+    let console = console::routes(state.clone())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(managed)
         .merge(runs)
         .merge(func)
         .merge(public)
+        .merge(console)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         // Temporary: browsers must not remember where `/` led once the page moves.
         .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary(HOME) }))
@@ -301,16 +307,17 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
 }
 
 /// Layers below the handlers (timeout, body limit, method routing) answer errors with empty
-/// or plain-text bodies; give them the API's JSON error shape too.
+/// or plain-text bodies; give them the API's JSON error shape too. The console's HTML error
+/// pages stay as they are.
 async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
-    let is_json = res
+    let is_json_or_page = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !status.is_client_error() && !status.is_server_error() || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !status.is_client_error() && !status.is_server_error() || is_json_or_page {
         return res;
     }
     let mut out = ApiError::from_status(status).into_response();

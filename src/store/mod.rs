@@ -60,10 +60,10 @@ use async_trait::async_trait;
 
 use crate::crypto::SecretBox;
 
-pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
+pub use clusters::{ClusterFilter, ClusterOccurrence, ClusterStore, ClusterWrite, KnownCluster};
 pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
-pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, NewEvent, OutboxEvent, OutboxStore};
+pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, EventFilter, NewEvent, OutboxEvent, OutboxStore};
 pub use postgres::PgStore;
 pub use runs::{FinishedRun, LogGroupState, NewRun, QueueRefused, RunFilter, RunStore};
 pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};

@@ -72,13 +72,11 @@ async fn swagger_ui_and_the_document_are_served_offline() {
     assert!(body.len() > 500_000, "bundle is {} bytes", body.len());
     assert!(!html.contains("https://"), "the page loads nothing from the internet");
 
-    // A browser pointed at the service lands on the UI.
+    // A browser pointed at the service lands on the console (its own test opens it).
     let req = axum::http::Request::get("/").body(axum::body::Body::empty()).unwrap();
     let (status, headers, _) = app.send(req).await;
     assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
     assert_eq!(headers["location"], cloudtrail_inspector::http::HOME);
-    let req = axum::http::Request::get(cloudtrail_inspector::http::HOME).body(axum::body::Body::empty()).unwrap();
-    assert_eq!(app.send(req).await.0, StatusCode::OK);
 }
 
 /// Generated clients name their methods after operation ids: each must be there, unique,
