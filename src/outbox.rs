@@ -102,28 +102,7 @@ pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
         .extend(previous.iter().filter(|(_, s)| s.fault.is_some() || !s.carried.is_empty()).map(|(a, _)| a.clone()));
 
     let s = &r.inspection.settings;
-    let region = if s.aws.region.is_empty() {
-        r.clusters.iter().find(|c| c.is_new).map(|c| c.identity.region.clone()).unwrap_or_default()
-    } else {
-        s.aws.region.clone()
-    };
-    let ctx = EventContext {
-        inspection_id: r.inspection.id,
-        inspection_name: r.inspection.name.clone(),
-        run_id: r.run_id,
-        ref_key: guance_ref_key(r.inspection.id),
-        checker_name: r.inspection.name.clone(),
-        checker_id: r.inspection.guance.checker_id.clone(),
-        func_id: FUNC_ID.to_string(),
-        region,
-        log_groups: s.source.groups(&s.log_groups),
-        window_start: r.window.0,
-        window_end: r.window.1,
-        exec_mode: if r.trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual },
-        alert_policy_ids: s.alert_policy.guance_alert_policy_uuids.clone(),
-        public_url: r.settings.public_url.clone(),
-        severity_rules: s.severity_rules.clone(),
-    };
+    let ctx = event_context(&r);
 
     let mut out = PlannedEvents::default();
     let expires_at = r.now + TimeDelta::from_std(r.settings.expiry).unwrap_or(TimeDelta::hours(24));
@@ -150,22 +129,7 @@ pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
             out.dimensions.push((account.clone(), serde_json::to_value(&outcome.decision.next).unwrap_or(Value::Null)));
         }
         let Some(ev) = outcome.event else { continue };
-        let (state, note) = if r.dry_run {
-            (DeliveryState::NotSent, Some("not sent: dry run".to_string()))
-        } else if !ev.deliver {
-            let why = match &outcome.decision.silent_reason {
-                Some(SilentReason::Silenced { until }) => format!("silenced until {}", until.to_rfc3339()),
-                Some(SilentReason::LevelNotNotified { .. }) => {
-                    format!("level {} is not in the alert policy's notify_levels", ev.status.as_str())
-                }
-                None => "recorded only".to_string(),
-            };
-            (DeliveryState::NotSent, Some(format!("not sent: {why}")))
-        } else if !r.settings.guance_configured {
-            (DeliveryState::NotSent, Some(NOT_CONFIGURED.to_string()))
-        } else {
-            (DeliveryState::Pending, None)
-        };
+        let (state, note) = delivery_of(&r, &ev, &outcome.decision.silent_reason);
         out.summary.push(RunEventSummary {
             event_id: ev.event_id.clone(),
             account_id: account.clone(),
@@ -188,6 +152,53 @@ pub fn plan(r: RunEvents<'_>) -> PlannedEvents {
         });
     }
     out
+}
+
+/// What every event of the run shares: the inspection, the window, the links.
+fn event_context(r: &RunEvents<'_>) -> EventContext {
+    let s = &r.inspection.settings;
+    let region = if s.aws.region.is_empty() {
+        r.clusters.iter().find(|c| c.is_new).map(|c| c.identity.region.clone()).unwrap_or_default()
+    } else {
+        s.aws.region.clone()
+    };
+    EventContext {
+        inspection_id: r.inspection.id,
+        inspection_name: r.inspection.name.clone(),
+        run_id: r.run_id,
+        ref_key: guance_ref_key(r.inspection.id),
+        checker_name: r.inspection.name.clone(),
+        checker_id: r.inspection.guance.checker_id.clone(),
+        func_id: FUNC_ID.to_string(),
+        region,
+        log_groups: s.source.groups(&s.log_groups),
+        window_start: r.window.0,
+        window_end: r.window.1,
+        exec_mode: if r.trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual },
+        alert_policy_ids: s.alert_policy.guance_alert_policy_uuids.clone(),
+        public_url: r.settings.public_url.clone(),
+        severity_rules: s.severity_rules.clone(),
+    }
+}
+
+/// Whether an event goes to Guance, and why not when it does not.
+fn delivery_of(r: &RunEvents<'_>, ev: &GuanceEvent, silent: &Option<SilentReason>) -> (DeliveryState, Option<String>) {
+    if r.dry_run {
+        (DeliveryState::NotSent, Some("not sent: dry run".to_string()))
+    } else if !ev.deliver {
+        let why = match silent {
+            Some(SilentReason::Silenced { until }) => format!("silenced until {}", until.to_rfc3339()),
+            Some(SilentReason::LevelNotNotified { .. }) => {
+                format!("level {} is not in the alert policy's notify_levels", ev.status.as_str())
+            }
+            None => "recorded only".to_string(),
+        };
+        (DeliveryState::NotSent, Some(format!("not sent: {why}")))
+    } else if !r.settings.guance_configured {
+        (DeliveryState::NotSent, Some(NOT_CONFIGURED.to_string()))
+    } else {
+        (DeliveryState::Pending, None)
+    }
 }
 
 /// The Guance side of the service: a client when configured, and the workers.

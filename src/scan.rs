@@ -96,23 +96,7 @@ pub async fn run(args: ScanArgs) -> i32 {
 
 async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     let target = Target::parse(&args.target)?;
-    let now = time::now();
-    let until = args.until.as_deref().map(|u| parse_time(u, now)).transpose()?;
-    let since = match (&args.since, &args.lookback) {
-        (Some(s), _) => Some(parse_time(s, now)?),
-        (None, Some(l)) => Some(now - parse_age(l)?),
-        (None, None) => None,
-    };
-    let window = match (since, until, &target) {
-        (None, None, Target::CloudWatch { .. }) => None, // the inspection's default window
-        // Files: everything they hold unless told otherwise.
-        (s, u, _) => Some((s.unwrap_or(DateTime::<Utc>::UNIX_EPOCH), u.unwrap_or(now + TimeDelta::days(1)))),
-    };
-    if let Some((s, u)) = window {
-        if s >= u {
-            bail!("--since must be before --until");
-        }
-    }
+    let window = scan_window(&args, &target, time::now())?;
 
     let (url, connections) = match &args.state {
         Some(url) => (url.clone(), 4),
@@ -157,11 +141,48 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         b.finish_and_clear();
     }
 
-    let clusters = all_clusters(&store, run.id).await?;
+    print_report(&store, &args, &target, &run).await?;
+    Ok(match run.status {
+        RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
+        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
+        _ => 0,
+    })
+}
+
+/// The window the scan reads: `--since`/`--lookback` to `--until`; all the records of
+/// files when neither is given; `None` leaves a log group to the inspection's own window.
+fn scan_window(
+    args: &ScanArgs,
+    target: &Target,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+    let until = args.until.as_deref().map(|u| parse_time(u, now)).transpose()?;
+    let since = match (&args.since, &args.lookback) {
+        (Some(s), _) => Some(parse_time(s, now)?),
+        (None, Some(l)) => Some(now - parse_age(l)?),
+        (None, None) => None,
+    };
+    let window = match (since, until, target) {
+        (None, None, Target::CloudWatch { .. }) => None, // the inspection's default window
+        // Files: everything they hold unless told otherwise.
+        (s, u, _) => Some((s.unwrap_or(DateTime::<Utc>::UNIX_EPOCH), u.unwrap_or(now + TimeDelta::days(1)))),
+    };
+    if let Some((s, u)) = window {
+        if s >= u {
+            bail!("--since must be before --until");
+        }
+    }
+
+    Ok(window)
+}
+
+/// The report on stdout in the format asked for, and each log group's problems on stderr.
+async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &Run) -> anyhow::Result<()> {
+    let clusters = all_clusters(store, run.id).await?;
     let keys = run.report.as_ref().map(|r| r.access_keys.clone()).unwrap_or_default();
     let out = match args.format {
-        OutputFormat::Table => render_table(&target, &run, &clusters, &keys),
-        OutputFormat::Markdown => render_markdown(&target, &run, &clusters, &keys),
+        OutputFormat::Table => render_table(target, run, &clusters, &keys),
+        OutputFormat::Markdown => render_markdown(target, run, &clusters, &keys),
         OutputFormat::Json => {
             serde_json::to_string_pretty(&json!({"run": run, "clusters": clusters, "access_keys": keys}))? + "\n"
         }
@@ -175,11 +196,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             eprintln!("warning: {}", sanitize(w));
         }
     }
-    Ok(match run.status {
-        RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
-        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
-        _ => 0,
-    })
+    Ok(())
 }
 
 fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressBar> {

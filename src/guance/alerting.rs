@@ -144,6 +144,9 @@ impl Decision {
 
 /// Decides what a run means for a dimension. `event_id` is the id the event of this run would
 /// get ([`super::event::event_id`]); it becomes the fault id when this run opens a fault.
+///
+/// Long because it is the whole state machine in one match (outcome × fault × silence), so
+/// that every transition can be read side by side with the table tests below.
 pub fn decide(
     prev: &DimensionState,
     outcome: RunOutcome,

@@ -461,8 +461,20 @@ impl InspectionDraft {
         }
     }
 
-    fn apply(mut self, input: NewInspection, mut errors: FieldErrors) -> Result<Self, FieldErrors> {
-        if let Some(name) = input.name {
+    fn apply(mut self, mut input: NewInspection, mut errors: FieldErrors) -> Result<Self, FieldErrors> {
+        self.apply_identity(&mut input, &mut errors);
+        self.apply_source(&mut input, &mut errors);
+        if let Some(aws) = input.aws.take() {
+            self.apply_aws(aws, &mut errors);
+        }
+        self.apply_reading(&mut input, &mut errors);
+        self.apply_alerting(input, &mut errors);
+        errors.into_result(self)
+    }
+
+    /// Name, description and the enabled switch.
+    fn apply_identity(&mut self, input: &mut NewInspection, errors: &mut FieldErrors) {
+        if let Some(name) = input.name.take() {
             let trimmed = name.trim().to_string();
             let n = trimmed.chars().count();
             if n == 0 || n > 200 {
@@ -472,7 +484,7 @@ impl InspectionDraft {
             }
             self.name = trimmed;
         }
-        if let Some(d) = input.description {
+        if let Some(d) = input.description.take() {
             if d.chars().count() > 2000 {
                 errors.add("description", "must be at most 2000 characters");
             }
@@ -481,7 +493,11 @@ impl InspectionDraft {
         if let Some(e) = input.enabled {
             self.enabled = e;
         }
-        if let Some(source) = input.source {
+    }
+
+    /// Where records come from: the source and its log groups (`log_groups` or `configs`).
+    fn apply_source(&mut self, input: &mut NewInspection, errors: &mut FieldErrors) {
+        if let Some(source) = input.source.take() {
             if let SourceSettings::Files { path } = &source {
                 if path.trim().is_empty() || path.len() > 4096 || path.chars().any(char::is_control) {
                     errors.add("source.path", "must be a path of 1–4096 printable characters");
@@ -489,53 +505,53 @@ impl InspectionDraft {
             }
             self.settings.source = source;
         }
-        match (input.log_groups, input.configs) {
+        match (input.log_groups.take(), input.configs.take()) {
             (Some(_), Some(_)) => errors.add("configs", "give either `log_groups` or `configs`, not both"),
             (Some(groups), None) => {
-                validate_log_groups("log_groups", &groups, &mut errors);
+                validate_log_groups("log_groups", &groups, errors);
                 self.settings.log_groups = groups;
             }
             (None, Some(configs)) => {
                 let groups = parse_configs(&configs);
-                validate_log_groups("configs", &groups, &mut errors);
+                validate_log_groups("configs", &groups, errors);
                 self.settings.log_groups = groups;
             }
             (None, None) => {}
         }
-        if let Some(aws) = input.aws {
-            self.apply_aws(aws, &mut errors);
-        }
+    }
+
+    /// Which windows are read and how: spans, delays, the strategy and what is ignored.
+    fn apply_reading(&mut self, input: &mut NewInspection, errors: &mut FieldErrors) {
         let s = &mut self.settings;
-        set_range(&mut s.lookback_minutes, input.lookback_minutes, "lookback_minutes", 1, 1440, &mut errors);
+        set_range(&mut s.lookback_minutes, input.lookback_minutes, "lookback_minutes", 1, 1440, errors);
         set_range(
             &mut s.delivery_delay_minutes,
             input.delivery_delay_minutes,
             "delivery_delay_minutes",
             0,
             120,
-            &mut errors,
+            errors,
         );
-        set_range(&mut s.baseline_days, input.baseline_days, "baseline_days", 0, 90, &mut errors);
-        set_range(
-            &mut s.max_catch_up_minutes,
-            input.max_catch_up_minutes,
-            "max_catch_up_minutes",
-            60,
-            10080,
-            &mut errors,
-        );
+        set_range(&mut s.baseline_days, input.baseline_days, "baseline_days", 0, 90, errors);
+        set_range(&mut s.max_catch_up_minutes, input.max_catch_up_minutes, "max_catch_up_minutes", 60, 10080, errors);
         if let Some(st) = input.strategy {
             s.strategy = st;
         }
-        if let Some(ignore) = input.ignore {
-            validate_ignore(&ignore, &mut errors);
+        if let Some(ignore) = input.ignore.take() {
+            validate_ignore(&ignore, errors);
             s.ignore = ignore;
         }
+    }
+
+    /// How findings are raised and when runs start: alert policy, severity, Func timeout,
+    /// schedule.
+    fn apply_alerting(&mut self, input: NewInspection, errors: &mut FieldErrors) {
+        let s = &mut self.settings;
         if let Some(policy) = input.alert_policy {
-            policy.validate(&mut errors);
+            policy.validate(errors);
             s.alert_policy = policy;
         }
-        set_range(&mut s.timeout_seconds, input.timeout_seconds, "timeout_seconds", 1, 3600, &mut errors);
+        set_range(&mut s.timeout_seconds, input.timeout_seconds, "timeout_seconds", 1, 3600, errors);
         if let Some(schedule) = input.schedule {
             s.schedule = schedule.trim().to_string();
         }
@@ -543,14 +559,13 @@ impl InspectionDraft {
             s.schedule_timezone = tz.trim().to_string();
         }
         if let Some(rules) = input.severity_rules {
-            rules.validate("severity_rules", &mut errors);
+            rules.validate("severity_rules", errors);
             s.severity_rules = rules;
         }
         // Checked together: whether a schedule ever fires can depend on the zone.
         if let Err(e) = Schedule::parse(&s.schedule, &s.schedule_timezone) {
             errors.add(e.field(), e.to_string());
         }
-        errors.into_result(self)
     }
 
     fn apply_aws(&mut self, aws: AwsInput, errors: &mut FieldErrors) {
