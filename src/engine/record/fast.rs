@@ -109,6 +109,22 @@ fn special_mask(w: u64) -> u64 {
     (ctrl | quote | backslash) & HIGHS
 }
 
+/// The index of the first quote, backslash or control byte of `b` at or after `i` (or the
+/// end): where the plain run of a string body stops, eight bytes at a time.
+pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while i < b.len() && !SPECIAL[usize::from(b[i])] {
+        i += 1;
+    }
+    i
+}
+
 impl<'a> Scanner<'a> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
@@ -126,20 +142,7 @@ impl<'a> Scanner<'a> {
 
     /// Moves to the next quote, backslash or control byte of a string body (or the end).
     fn skip_plain(&mut self) {
-        let b = self.b;
-        let mut i = self.i;
-        while let Some(chunk) = b.get(i..i + 8) {
-            let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-            if mask != 0 {
-                self.i = i + mask.trailing_zeros() as usize / 8;
-                return;
-            }
-            i += 8;
-        }
-        while i < b.len() && !SPECIAL[usize::from(b[i])] {
-            i += 1;
-        }
-        self.i = i;
+        self.i = plain_run_end(self.b, self.i);
     }
 
     /// A string without escapes, borrowed; None for escapes, control characters or EOF.

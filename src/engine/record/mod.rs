@@ -9,6 +9,7 @@
 //! scanner in [`super::scan`], which answers only when it gives the same result.
 
 mod fast;
+mod split;
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -20,6 +21,7 @@ use memchr::memmem::Finder;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use fast::scan_record;
+pub use split::{Split, split_records};
 
 /// `userIdentity`: who made the call. Every field is optional because service-initiated and
 /// anonymous events carry only some of them.
