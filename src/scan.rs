@@ -297,13 +297,14 @@ fn summary_line(run: &Run) -> String {
         _ => "-".into(),
     };
     format!(
-        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · ignored: {} · status: {}",
+        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · repaired: {} · ignored: {} · status: {}",
         thousands(run.records_scanned),
         thousands(run.error_records),
         thousands(run.clusters_total),
         thousands(run.clusters_new),
         thousands(run.new_error_records),
         thousands(run.malformed_records),
+        thousands(run.warned_records),
         thousands(run.ignored_records),
         run.status.as_str(),
     )

@@ -131,6 +131,10 @@ pub struct Stats {
     pub ignored_records: u64,
     pub malformed_records: u64,
     pub out_of_window: u64,
+    /// Records read with a repair: a field of the wrong type read as its JSON text or
+    /// dropped, or text that was not valid UTF-8 decoded lossily. They are not malformed.
+    #[serde(default)]
+    pub warned_records: u64,
 }
 
 impl Stats {
@@ -140,6 +144,7 @@ impl Stats {
         self.ignored_records += o.ignored_records;
         self.malformed_records += o.malformed_records;
         self.out_of_window += o.out_of_window;
+        self.warned_records += o.warned_records;
     }
 }
 
@@ -153,13 +158,15 @@ pub enum Outcome {
     Malformed(ParseError),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Analysis {
     /// Count descending, then fingerprint.
     pub clusters: Vec<Cluster>,
     /// Most recently used first.
     pub keys: Vec<KeyActivity>,
     pub stats: Stats,
+    /// What was repaired in `stats.warned_records`, by field (or `invalid UTF-8`), with counts.
+    pub repairs: Vec<(String, u64)>,
 }
 
 /// Bounded counts of distinct values.
@@ -400,6 +407,7 @@ pub struct Clusterer {
     templates: TemplateCache,
     keys: KeyTracker,
     stats: Stats,
+    repairs: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Clusterer {
@@ -412,6 +420,7 @@ impl Clusterer {
             templates: TemplateCache::new(TEMPLATE_CACHE_ENTRIES),
             keys: KeyTracker::new(),
             stats: Stats::default(),
+            repairs: Default::default(),
         }
     }
 
@@ -432,13 +441,24 @@ impl Clusterer {
             return Outcome::NotError;
         }
         let raw = &*scrub_nul_escapes(raw);
-        let rec = match parse_record(raw) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.malformed_records += 1;
-                return Outcome::Malformed(e);
-            }
+        let parsed = parse_record(raw);
+        // Text that was not UTF-8, or held a lone surrogate, costs its bad characters only.
+        let fixed = if parsed.is_err() { repair_text(raw) } else { None };
+        let (raw, rec, lossy) = match (parsed, &fixed) {
+            (Ok(r), _) => (raw, r, false),
+            (Err(e), fixed) => match fixed.as_deref().map(|f| (f, parse_record(f))) {
+                Some((f, Ok(r))) => (f, r, true),
+                _ => {
+                    self.stats.malformed_records += 1;
+                    return Outcome::Malformed(e);
+                }
+            },
         };
+        let repair = if lossy { Some(INVALID_TEXT) } else { rec.repaired };
+        if let Some(field) = repair {
+            self.stats.warned_records += 1;
+            *self.repairs.entry(field).or_default() += 1;
+        }
         let in_window = self.in_window(rec.event_time, rec.event_time);
         if self.cfg.track_keys && in_window {
             self.keys.observe(&rec);
@@ -455,11 +475,12 @@ impl Clusterer {
             return Outcome::Ignored;
         }
         let message = rec.error_message.as_deref().unwrap_or("");
+        let principal = rec.principal();
         let obs = Obs {
             first: rec.event_time,
             last: rec.event_time,
             event_id: rec.event_id.as_deref().filter(|s| !s.is_empty()),
-            principal: rec.principal(),
+            principal,
             source_ip: rec.source_ip.as_deref().unwrap_or(""),
             message,
             raw: Some(raw),
@@ -539,6 +560,9 @@ impl Clusterer {
     pub fn merge(&mut self, other: Clusterer) {
         self.stats.add(&other.stats);
         self.keys.merge(other.keys);
+        for (field, n) in other.repairs {
+            *self.repairs.entry(field).or_default() += n;
+        }
         for c in other.clusters {
             let h = self.hasher.hash_one(c.key.parts());
             let slot = self.index.entry(h).or_default();
@@ -558,6 +582,20 @@ impl Clusterer {
         self.stats
     }
 
+    /// A sentence on the records read with a repair so far, by what was repaired; None when
+    /// there were none.
+    pub fn repair_summary(&self) -> Option<String> {
+        if self.repairs.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self.repairs.iter().map(|(field, n)| format!("{field} ({n})")).collect();
+        Some(format!(
+            "{} records were read with a repair, not dropped: {}",
+            self.stats.warned_records,
+            parts.join(", ")
+        ))
+    }
+
     /// Number of clusters so far.
     pub fn cluster_count(&self) -> usize {
         self.clusters.len()
@@ -567,8 +605,61 @@ impl Clusterer {
         let top_k = self.cfg.top_k;
         let mut clusters: Vec<Cluster> = self.clusters.into_iter().map(|c| c.into_cluster(top_k)).collect();
         clusters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
-        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats }
+        let repairs = self.repairs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
+        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats, repairs }
     }
+}
+
+/// The name [`Stats::warned_records`] gives to text that had to be decoded lossily.
+pub const INVALID_TEXT: &str = "invalid UTF-8 or escape";
+
+/// A raw record with its broken text repaired, when it has some: bytes that are not UTF-8
+/// become U+FFFD, as do `\u` escapes of lone surrogates (which JSON allows and serde_json,
+/// like Rust strings, refuses). None when there was nothing to repair.
+fn repair_text(raw: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(raw);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let mut out = Vec::with_capacity(raw.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if let Some(cp) = hex4(b, i + 2).filter(|_| b.get(i + 1) == Some(&b'u')) {
+                let high = (0xD800..0xDC00).contains(&cp);
+                let low = (0xDC00..0xE000).contains(&cp);
+                let paired = high
+                    && b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(b, i + 8).is_some_and(|c| (0xDC00..0xE000).contains(&c));
+                if paired {
+                    out.extend_from_slice(&b[i..i + 12]);
+                    i += 12;
+                    continue;
+                }
+                if high || low {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                    changed = true;
+                    continue;
+                }
+            }
+            // Any other escape (a backslash included) is copied whole, so `\\u` stays text.
+            out.extend_from_slice(&b[i..(i + 2).min(b.len())]);
+            i += 2;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// NUL is legal in JSON strings (`\u0000`) and so in CloudTrail text an attacker controls,
@@ -627,6 +718,23 @@ mod tests {
         let mut s = "a\0b".to_string();
         scrub_nul(&mut s);
         assert_eq!(s, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn text_repairs() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (br#"{"a":"b"}"#, None),
+            (br#"{"a":"\ud83d\ude00 \u00e9 \\ud800"}"#, None),
+            (b"{\"a\":\"caf\xe9\"}", Some("{\"a\":\"caf\u{fffd}\"}".as_bytes())),
+            (br#"{"a":"x\ud800y"}"#, Some(br#"{"a":"x\ufffdy"}"#)),
+            (br#"{"a":"x\uDC00"}"#, Some(br#"{"a":"x\ufffd"}"#)),
+            (br#"{"a":"\ud800\u0041"}"#, Some(br#"{"a":"\ufffd\u0041"}"#)),
+            (br#"{"a":"\\\ud800"}"#, Some(br#"{"a":"\\\ufffd"}"#)),
+            (br#"{"a":"\u12"}"#, None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(repair_text(raw).as_deref(), *want, "{}", String::from_utf8_lossy(raw));
+        }
     }
 
     fn data_dir() -> PathBuf {
@@ -723,7 +831,8 @@ mod tests {
                 error_records: 300,
                 ignored_records: 0,
                 malformed_records: 0,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert_eq!(outcomes, HashMap::from([("Clustered".to_owned(), 300), ("NotError".to_owned(), 2600)]));
@@ -916,7 +1025,8 @@ mod tests {
                 error_records: 68,
                 ignored_records: 0,
                 malformed_records: 5,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert_eq!(a.clusters.len(), 61);
@@ -969,12 +1079,10 @@ mod tests {
                 Outcome::Malformed(ParseError::NotJson),
                 Outcome::Malformed(ParseError::NotJson),
             ),
-            (bad_utf8, Outcome::Malformed(ParseError::NotJson), Outcome::Malformed(ParseError::NotJson)),
-            (
-                with(r#","errorCode":7"#),
-                Outcome::Malformed(ParseError::WrongType("errorCode")),
-                Outcome::Malformed(ParseError::WrongType("errorCode")),
-            ),
+            // Repaired, not lost: a bad byte, a lone surrogate, a wrong type.
+            (bad_utf8, Outcome::Clustered, Outcome::Clustered),
+            (with(r#","userAgent":"a\ud800b \\ud800""#), Outcome::Clustered, Outcome::Clustered),
+            (with(r#","errorCode":7"#), Outcome::Clustered, Outcome::Clustered),
             (
                 with_s(&format!(r#","requestParameters":{{"x":{deep}}}"#))
                     .replace("12:00:00Z", "11:59:59Z")
@@ -991,21 +1099,32 @@ mod tests {
                 let want = if track_keys { tracked } else { plain };
                 assert_eq!(&c.ingest(raw), want, "{}", String::from_utf8_lossy(&raw[..raw.len().min(80)]));
             }
-            let malformed = if track_keys { 9 } else { 6 };
+            let malformed = if track_keys { 7 } else { 4 };
             assert_eq!(
                 c.stats(),
                 Stats {
-                    records_scanned: 12,
-                    error_records: 3,
+                    records_scanned: 13,
+                    error_records: 6,
                     ignored_records: 0,
                     malformed_records: malformed,
-                    out_of_window: 0
+                    out_of_window: 0,
+                    warned_records: 3,
                 }
             );
             let a = c.finish();
-            assert_eq!(a.clusters.len(), 2);
-            let vpc = a.clusters.iter().find(|c| c.key.event_name == "DescribeVpcs").unwrap();
-            assert_eq!(vpc.count, 2);
+            assert_eq!(a.repairs, vec![("errorCode".to_string(), 1), (INVALID_TEXT.to_string(), 2)]);
+            // The bad byte is in the message, so its record has a template of its own.
+            assert_eq!(a.clusters.len(), 4);
+            let vpc = a
+                .clusters
+                .iter()
+                .find(|c| c.key.event_name == "DescribeVpcs" && c.key.template.ends_with("does not exist"))
+                .unwrap();
+            assert_eq!(vpc.count, 3);
+            let odd = a.clusters.iter().find(|c| c.key.error_code == "7").unwrap();
+            assert_eq!(odd.count, 1);
+            let lossy = a.clusters.iter().find(|c| c.key.template.contains('\u{fffd}')).unwrap();
+            assert!(lossy.sample_record.as_deref().unwrap().contains('\u{fffd}'));
             // The deeply nested record is 20 KB, under the sample limit, and is the earliest.
             assert!(vpc.sample_record.as_deref().unwrap().contains("requestParameters"));
             let big = a.clusters.iter().find(|c| c.key.event_name == "n").unwrap();
@@ -1117,7 +1236,8 @@ mod tests {
                 error_records: 68,
                 ignored_records: 232,
                 malformed_records: 0,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert!(a.clusters.iter().all(|c| c.key.error_code != "ThrottlingException"
@@ -1234,7 +1354,8 @@ mod tests {
                 error_records: 16,
                 ignored_records: 7,
                 malformed_records: 0,
-                out_of_window: 4
+                out_of_window: 4,
+                ..Stats::default()
             }
         );
         assert_eq!(a.clusters.len(), 1);

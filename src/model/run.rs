@@ -197,6 +197,9 @@ pub struct Run {
     pub error_records: i64,
     pub malformed_records: i64,
     pub ignored_records: i64,
+    /// Records read with a repair rather than dropped: a field the engine can do without held
+    /// the wrong type (read as its JSON text), or text that was not UTF-8 (decoded lossily).
+    pub warned_records: i64,
     pub clusters_total: i64,
     pub clusters_new: i64,
     pub new_error_records: i64,

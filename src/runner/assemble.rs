@@ -115,6 +115,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
         error_records: stats.error_records as i64,
         malformed_records: stats.malformed_records as i64,
         ignored_records: stats.ignored_records as i64,
+        warned_records: stats.warned_records as i64,
         new_error_records: report.new_error_records,
         baseline_clusters: clusters.baseline_new,
         aws_api_calls: reading.api_calls,
@@ -885,11 +886,13 @@ mod tests {
                 clusters: window,
                 keys: vec![key_activity()],
                 stats: Stats { records_scanned: 100, error_records, ..Stats::default() },
+                ..Analysis::default()
             },
             baseline: Analysis {
                 clusters: case.baseline.iter().map(|&(c, n)| cluster(c, n, baseline_seen())).collect(),
                 keys: Vec::new(),
                 stats: Stats::default(),
+                ..Analysis::default()
             },
             key_activity_error: case.key_activity_failed.then(|| "AccessDeniedException".to_string()),
             api_calls: 7,

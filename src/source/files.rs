@@ -291,7 +291,8 @@ mod real_shapes {
     }
 
     /// CloudTrail's one line of `{"Records":[…]}`, with one invalid byte in one error
-    /// record's errorMessage: that record is malformed, and the 19 others are read.
+    /// record's errorMessage: that record is read lossily and counted as a warning, and the
+    /// 19 others are read as they are.
     #[test]
     fn one_bad_byte_costs_nothing_else() {
         let Some(records) = twenty_records() else { return };
@@ -302,8 +303,11 @@ mod real_shapes {
         assert!(std::str::from_utf8(&file).is_err());
         let (split, a) = read(&file);
         assert_eq!(split, Split { records: 20, problem: None });
-        assert_eq!(a.stats.error_records, 9);
-        assert_eq!(a.stats.malformed_records, 1);
+        assert_eq!(a.stats.error_records, 10);
+        assert_eq!(a.stats.malformed_records, 0);
+        assert_eq!(a.stats.warned_records, 1);
+        assert_eq!(a.repairs, vec![("invalid UTF-8 or escape".to_string(), 1)]);
+        assert_eq!(a.clusters.iter().map(|c| c.count).sum::<u64>(), 10);
     }
 
     /// One real error record saved with `indent=2` is one record and one error, not 60-odd
@@ -329,5 +333,35 @@ mod real_shapes {
         let lines = records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n");
         let (split, a) = read(lines.as_bytes());
         assert_eq!((split.records, a.stats.error_records, a.stats.malformed_records), (20, 10, 0));
+    }
+
+    /// Wrong types and bad bytes in fields the engine can do without keep their error record.
+    #[test]
+    fn odd_fields_keep_their_error_record() {
+        let Some(records) = twenty_records() else { return };
+        let mut errors: Vec<Value> = records.into_iter().filter(|r| r.get("errorCode").is_some()).take(3).collect();
+        errors[0]["userIdentity"]["accessKeyId"] = json!(12345);
+        errors[1]["errorMessage"] = json!(["a", "b"]);
+        errors[2]["userAgent"] = json!("MARK");
+        let mut file = Vec::new();
+        for e in &errors {
+            file.extend_from_slice(e.to_string().as_bytes());
+            file.push(b'\n');
+        }
+        let at = memchr::memmem::find(&file, b"MARK").unwrap();
+        file[at + 1] = 0xc3; // a lead byte with no continuation
+        let (split, a) = read(&file);
+        assert_eq!(split.records, 3);
+        assert_eq!((a.stats.error_records, a.stats.malformed_records, a.stats.warned_records), (3, 0, 3));
+        assert_eq!(
+            a.repairs,
+            vec![
+                ("errorMessage".to_string(), 1),
+                ("invalid UTF-8 or escape".to_string(), 1),
+                ("userIdentity.accessKeyId".to_string(), 1)
+            ]
+        );
+        assert!(a.clusters.iter().any(|c| c.sample_message == r#"["a","b"]"#));
+        assert!(a.keys.iter().any(|k| k.access_key_id == "12345"));
     }
 }

@@ -7,6 +7,12 @@
 //!
 //! That serde reader is the reference; [`parse_record`] first tries the faster hand-written
 //! scanner in [`super::scan`], which answers only when it gives the same result.
+//!
+//! Only `eventTime`, `eventSource` and `eventName` must be right for a record to be read. Any
+//! other field the engine reads as text but that holds a number, boolean, list or object is
+//! read as its JSON text (`12345`, `["a","b"]`), and a `userIdentity` that is not an object is
+//! dropped; the record is then marked [`Record::repaired`] and counted as a warning, never
+//! lost.
 
 mod fast;
 mod split;
@@ -18,6 +24,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use memchr::memmem::Finder;
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use fast::scan_record;
@@ -54,6 +61,8 @@ pub struct Record<'a> {
     pub identity: Identity<'a>,
     /// `responseElements.ConsoleLogin`, the only place a failed console sign-in shows.
     pub console_login: Option<Cow<'a, str>>,
+    /// The first field that had to be repaired to read the record (a wrong type), if any.
+    pub repaired: Option<&'static str>,
 }
 
 /// Error kind given to failed console sign-ins, which CloudTrail records without an errorCode.
@@ -204,12 +213,12 @@ pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
 /// [`parse_record`] uses it for whatever the fast scanner leaves; tests compare the two.
 pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
     let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotJson)?;
-    let field = Cell::new(None);
+    let cx = Cx { field: Cell::new(None), repaired: Cell::new(None) };
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields = match (RecordSeed { field: &field }).deserialize(&mut de) {
+    let mut fields = match (RecordSeed { cx: &cx }).deserialize(&mut de) {
         Ok(f) => f,
         Err(e) => {
-            return Err(match (e.classify(), field.get()) {
+            return Err(match (e.classify(), cx.field.get()) {
                 (serde_json::error::Category::Data, Some(name)) => ParseError::WrongType(name),
                 (serde_json::error::Category::Data, None) => ParseError::NotObject,
                 _ => ParseError::NotJson,
@@ -217,7 +226,23 @@ pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
         }
     };
     de.end().map_err(|_| ParseError::NotJson)?;
+    fields.repaired = cx.repaired.get();
     fields.into_record()
+}
+
+/// What the serde reader keeps track of while it reads: the field being read (so that a type
+/// error can name it), and the first field it had to repair.
+struct Cx {
+    field: Cell<Option<&'static str>>,
+    repaired: Cell<Option<&'static str>>,
+}
+
+impl Cx {
+    fn repair(&self, name: &'static str) {
+        if self.repaired.get().is_none() {
+            self.repaired.set(Some(name));
+        }
+    }
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -247,16 +272,93 @@ impl<'de> Visitor<'de> for CowStrVisitor {
     }
 }
 
-/// Reads an optional string field, naming it in `field` so a type error can say which one.
+/// Reads a string field the record cannot do without, naming it in `field` so that a type
+/// error can say which one.
 fn opt_str<'de, A: MapAccess<'de>>(
     map: &mut A,
-    field: &Cell<Option<&'static str>>,
+    cx: &Cx,
     name: &'static str,
 ) -> Result<Option<Cow<'de, str>>, A::Error> {
-    field.set(Some(name));
+    cx.field.set(Some(name));
     let v = map.next_value::<Option<CowStr<'de>>>()?;
-    field.set(None);
+    cx.field.set(None);
     Ok(v.map(|c| c.0))
+}
+
+/// Reads a field the engine reads as text but can do without: a string or null as they are,
+/// anything else as its JSON text, noted as a repair.
+fn lenient_str<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    cx: &Cx,
+    name: &'static str,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(match map.next_value_seed(LenientStr)? {
+        Lenient::Text(s) => Some(s),
+        Lenient::Null => None,
+        Lenient::Json(text) => {
+            cx.repair(name);
+            Some(Cow::Owned(text))
+        }
+    })
+}
+
+enum Lenient<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    /// Another JSON value, as compact JSON text.
+    Json(String),
+}
+
+/// Any JSON value, for [`lenient_str`].
+struct LenientStr;
+
+impl<'de> DeserializeSeed<'de> for LenientStr {
+    type Value = Lenient<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LenientStr {
+    type Value = Lenient<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Owned(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(serde_json::Value::from(v).to_string()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Lenient::Json(v.to_string()))
+    }
 }
 
 /// The fields a record is read for, as either reader (serde here, the scanner in
@@ -275,6 +377,7 @@ pub(super) struct Fields<'a> {
     pub(super) user_agent: Option<Cow<'a, str>>,
     pub(super) identity: Option<Identity<'a>>,
     pub(super) console_login: Option<Cow<'a, str>>,
+    pub(super) repaired: Option<&'static str>,
 }
 
 impl<'a> Fields<'a> {
@@ -296,6 +399,7 @@ impl<'a> Fields<'a> {
             user_agent: self.user_agent,
             identity: self.identity.unwrap_or_default(),
             console_login: self.console_login,
+            repaired: self.repaired,
         })
     }
 }
@@ -368,7 +472,7 @@ impl Visitor<'_> for KeyVisitor {
 }
 
 struct RecordSeed<'c> {
-    field: &'c Cell<Option<&'static str>>,
+    cx: &'c Cx,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
@@ -385,24 +489,24 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Fields::default();
-        let field = self.field;
+        let cx = self.cx;
         // Duplicate keys: the last one wins, as in most JSON readers.
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::EventTime => out.event_time = opt_str(&mut map, field, "eventTime")?,
-                Key::EventId => out.event_id = opt_str(&mut map, field, "eventID")?,
-                Key::EventSource => out.event_source = opt_str(&mut map, field, "eventSource")?,
-                Key::EventName => out.event_name = opt_str(&mut map, field, "eventName")?,
-                Key::AwsRegion => out.aws_region = opt_str(&mut map, field, "awsRegion")?,
-                Key::RecipientAccountId => out.recipient_account_id = opt_str(&mut map, field, "recipientAccountId")?,
-                Key::ErrorCode => out.error_code = opt_str(&mut map, field, "errorCode")?,
-                Key::ErrorMessage => out.error_message = opt_str(&mut map, field, "errorMessage")?,
-                Key::SourceIp => out.source_ip = opt_str(&mut map, field, "sourceIPAddress")?,
-                Key::UserAgent => out.user_agent = opt_str(&mut map, field, "userAgent")?,
+                Key::EventTime => out.event_time = opt_str(&mut map, cx, "eventTime")?,
+                Key::EventSource => out.event_source = opt_str(&mut map, cx, "eventSource")?,
+                Key::EventName => out.event_name = opt_str(&mut map, cx, "eventName")?,
+                Key::EventId => out.event_id = lenient_str(&mut map, cx, "eventID")?,
+                Key::AwsRegion => out.aws_region = lenient_str(&mut map, cx, "awsRegion")?,
+                Key::RecipientAccountId => out.recipient_account_id = lenient_str(&mut map, cx, "recipientAccountId")?,
+                Key::ErrorCode => out.error_code = lenient_str(&mut map, cx, "errorCode")?,
+                Key::ErrorMessage => out.error_message = lenient_str(&mut map, cx, "errorMessage")?,
+                Key::SourceIp => out.source_ip = lenient_str(&mut map, cx, "sourceIPAddress")?,
+                Key::UserAgent => out.user_agent = lenient_str(&mut map, cx, "userAgent")?,
                 Key::UserIdentity => {
-                    field.set(Some("userIdentity"));
-                    out.identity = map.next_value_seed(OptIdentitySeed { field })?;
-                    field.set(None);
+                    cx.field.set(Some("userIdentity"));
+                    out.identity = map.next_value_seed(OptIdentitySeed { cx })?;
+                    cx.field.set(None);
                 }
                 Key::ResponseElements => {
                     out.console_login = map.next_value_seed(ResponseElementsSeed)?;
@@ -416,14 +520,22 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
+/// `userIdentity`: an object, or null; anything else is dropped as a repair.
 struct OptIdentitySeed<'c> {
-    field: &'c Cell<Option<&'static str>>,
+    cx: &'c Cx,
 }
 
 impl<'de> DeserializeSeed<'de> for OptIdentitySeed<'_> {
     type Value = Option<Identity<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(self)
+        d.deserialize_any(self)
+    }
+}
+
+impl OptIdentitySeed<'_> {
+    fn dropped<T, E>(&self) -> Result<Option<T>, E> {
+        self.cx.repair("userIdentity");
+        Ok(None)
     }
 }
 
@@ -438,40 +550,43 @@ impl<'de> Visitor<'de> for OptIdentitySeed<'_> {
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(IdentityVisitor { field: self.field }).map(Some)
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        self.dropped()
     }
-}
-
-struct IdentityVisitor<'c> {
-    field: &'c Cell<Option<&'static str>>,
-}
-
-impl<'de> Visitor<'de> for IdentityVisitor<'_> {
-    type Value = Identity<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a userIdentity object")
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.dropped()
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut id = Identity::default();
-        let field = self.field;
+        let cx = self.cx;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Type => id.type_ = opt_str(&mut map, field, "userIdentity.type")?,
-                Key::Arn => id.arn = opt_str(&mut map, field, "userIdentity.arn")?,
-                Key::AccessKeyId => id.access_key_id = opt_str(&mut map, field, "userIdentity.accessKeyId")?,
-                Key::PrincipalId => id.principal_id = opt_str(&mut map, field, "userIdentity.principalId")?,
-                Key::AccountId => id.account_id = opt_str(&mut map, field, "userIdentity.accountId")?,
-                Key::InvokedBy => id.invoked_by = opt_str(&mut map, field, "userIdentity.invokedBy")?,
-                Key::UserName => id.user_name = opt_str(&mut map, field, "userIdentity.userName")?,
+                Key::Type => id.type_ = lenient_str(&mut map, cx, "userIdentity.type")?,
+                Key::Arn => id.arn = lenient_str(&mut map, cx, "userIdentity.arn")?,
+                Key::AccessKeyId => id.access_key_id = lenient_str(&mut map, cx, "userIdentity.accessKeyId")?,
+                Key::PrincipalId => id.principal_id = lenient_str(&mut map, cx, "userIdentity.principalId")?,
+                Key::AccountId => id.account_id = lenient_str(&mut map, cx, "userIdentity.accountId")?,
+                Key::InvokedBy => id.invoked_by = lenient_str(&mut map, cx, "userIdentity.invokedBy")?,
+                Key::UserName => id.user_name = lenient_str(&mut map, cx, "userIdentity.userName")?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            // Back at the userIdentity level: a later structural type error belongs to it.
-            field.set(Some("userIdentity"));
         }
-        Ok(id)
+        Ok(Some(id))
     }
 }
 
@@ -655,19 +770,50 @@ mod tests {
                 b"{\"eventTime\":\"2023-07-10T12:00:00Z\",\"eventSource\":\"s\"}".to_vec(),
                 ParseError::MissingField("eventName"),
             ),
-            (rec(r#","errorCode":5"#).into_bytes(), ParseError::WrongType("errorCode")),
-            (rec(r#","errorMessage":{"a":1}"#).into_bytes(), ParseError::WrongType("errorMessage")),
-            (rec(r#","userIdentity":"root""#).into_bytes(), ParseError::WrongType("userIdentity")),
-            (rec(r#","userIdentity":[1]"#).into_bytes(), ParseError::WrongType("userIdentity")),
-            (rec(r#","userIdentity":{"arn":true}"#).into_bytes(), ParseError::WrongType("userIdentity.arn")),
-            (
-                rec(r#","userIdentity":{"accessKeyId":["A"]}"#).into_bytes(),
-                ParseError::WrongType("userIdentity.accessKeyId"),
-            ),
-            (rec(r#","sourceIPAddress":1.5"#).into_bytes(), ParseError::WrongType("sourceIPAddress")),
+            (rec(r#","eventName":["DescribeVpcs"]"#).into_bytes(), ParseError::WrongType("eventName")),
+            (rec(r#","eventSource":{"a":1}"#).into_bytes(), ParseError::WrongType("eventSource")),
+            // Broken JSON inside a field that is otherwise repaired is still broken JSON.
+            (rec(r#","errorMessage":["a",]"#).into_bytes(), ParseError::NotJson),
         ];
         for (raw, want) in cases {
             assert_eq!(parse_record(&raw).err(), Some(want.clone()), "{}", String::from_utf8_lossy(&raw));
+        }
+    }
+
+    /// Fields the engine can do without are read whatever their type, and the record says so.
+    #[test]
+    fn wrong_types_are_repaired() {
+        type Check = fn(&Record) -> bool;
+        let cases: &[(&str, &str, Check)] = &[
+            (r#","errorCode":5"#, "errorCode", |r| r.error_kind() == Some("5")),
+            (r#","errorCode":"X","errorMessage":["a","b"]"#, "errorMessage", |r| {
+                r.error_message.as_deref() == Some(r#"["a","b"]"#)
+            }),
+            (r#","errorMessage":{"a":{"b":[1,null,true]}}"#, "errorMessage", |r| {
+                r.error_message.as_deref() == Some(r#"{"a":{"b":[1,null,true]}}"#)
+            }),
+            (r#","userIdentity":{"accessKeyId":12345,"arn":"a"}"#, "userIdentity.accessKeyId", |r| {
+                r.identity.access_key_id.as_deref() == Some("12345") && r.identity.arn.as_deref() == Some("a")
+            }),
+            (r#","userIdentity":{"arn":true}"#, "userIdentity.arn", |r| r.identity.arn.as_deref() == Some("true")),
+            (r#","userIdentity":"root""#, "userIdentity", |r| r.identity == Identity::default()),
+            (r#","userIdentity":[1,{"a":[]}],"errorCode":"X""#, "userIdentity", |r| {
+                r.identity == Identity::default() && r.error_kind() == Some("X")
+            }),
+            (r#","sourceIPAddress":1.5,"userAgent":false"#, "sourceIPAddress", |r| {
+                r.source_ip.as_deref() == Some("1.5") && r.user_agent.as_deref() == Some("false")
+            }),
+            (r#","awsRegion":-2,"eventID":{}"#, "awsRegion", |r| {
+                r.aws_region.as_deref() == Some("-2") && r.event_id.as_deref() == Some("{}")
+            }),
+            // A string or null is never a repair.
+            (r#","errorMessage":null,"userIdentity":null"#, "", |r| r.error_message.is_none()),
+        ];
+        for (extra, field, check) in cases {
+            let raw = rec(extra);
+            let r = parse_record(raw.as_bytes()).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(r.repaired, Some(*field).filter(|f| !f.is_empty()), "{extra}");
+            assert!(check(&r), "{extra}: {r:?}");
         }
     }
 
