@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::ignore::IgnoreRules;
 use super::keys::{KeyActivity, KeyTracker};
-use super::record::{ParseError, might_be_error, parse_record};
+use super::record::{Event, Insight, ParseError, might_be_error, parse_event};
 use super::template::{template, truncate_message};
 
 /// Distinct values counted per top list of a cluster.
@@ -30,6 +30,8 @@ pub const TEMPLATE_CACHE_ENTRIES: usize = 10_000;
 pub const SAMPLE_MESSAGE_BYTES: usize = 1024;
 /// Longest raw record kept as `sample_record`, in bytes.
 pub const SAMPLE_RECORD_BYTES: usize = 64 * 1024;
+/// Insights events kept for the report (the earliest); all of them are counted.
+pub const MAX_INSIGHTS: usize = 100;
 
 /// What makes two errors "the same error".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -135,6 +137,9 @@ pub struct Stats {
     /// dropped, or text that was not valid UTF-8 decoded lossily. They are not malformed.
     #[serde(default)]
     pub warned_records: u64,
+    /// CloudTrail Insights events in the window (not errors, not malformed).
+    #[serde(default)]
+    pub insight_events: u64,
 }
 
 impl Stats {
@@ -145,6 +150,7 @@ impl Stats {
         self.malformed_records += o.malformed_records;
         self.out_of_window += o.out_of_window;
         self.warned_records += o.warned_records;
+        self.insight_events += o.insight_events;
     }
 }
 
@@ -156,6 +162,8 @@ pub enum Outcome {
     Ignored,
     OutOfWindow,
     Malformed(ParseError),
+    /// A CloudTrail Insights event (counted when in the window).
+    Insight,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -165,6 +173,9 @@ pub struct Analysis {
     /// Most recently used first.
     pub keys: Vec<KeyActivity>,
     pub stats: Stats,
+    /// The earliest [`MAX_INSIGHTS`] Insights events of the window, by time.
+    #[serde(skip)]
+    pub insights: Vec<Insight>,
     /// What was repaired in `stats.warned_records`, by field (or `invalid UTF-8`), with counts.
     pub repairs: Vec<(String, u64)>,
 }
@@ -407,6 +418,7 @@ pub struct Clusterer {
     templates: TemplateCache,
     keys: KeyTracker,
     stats: Stats,
+    insights: Vec<Insight>,
     repairs: std::collections::BTreeMap<&'static str, u64>,
 }
 
@@ -420,6 +432,7 @@ impl Clusterer {
             templates: TemplateCache::new(TEMPLATE_CACHE_ENTRIES),
             keys: KeyTracker::new(),
             stats: Stats::default(),
+            insights: Vec::new(),
             repairs: Default::default(),
         }
     }
@@ -441,18 +454,28 @@ impl Clusterer {
             return Outcome::NotError;
         }
         let raw = &*scrub_nul_escapes(raw);
-        let parsed = parse_record(raw);
+        let parsed = parse_event(raw);
         // Text that was not UTF-8, or held a lone surrogate, costs its bad characters only.
         let fixed = if parsed.is_err() { repair_text(raw) } else { None };
-        let (raw, rec, lossy) = match (parsed, &fixed) {
-            (Ok(r), _) => (raw, r, false),
-            (Err(e), fixed) => match fixed.as_deref().map(|f| (f, parse_record(f))) {
-                Some((f, Ok(r))) => (f, r, true),
+        let (raw, event, lossy) = match (parsed, &fixed) {
+            (Ok(e), _) => (raw, e, false),
+            (Err(e), fixed) => match fixed.as_deref().map(|f| (f, parse_event(f))) {
+                Some((f, Ok(e))) => (f, e, true),
                 _ => {
                     self.stats.malformed_records += 1;
                     return Outcome::Malformed(e);
                 }
             },
+        };
+        let rec = match event {
+            Event::Call(rec) => rec,
+            Event::Insight(insight) => {
+                if self.in_window(insight.event_time, insight.event_time) {
+                    self.stats.insight_events += 1;
+                    add_insight(&mut self.insights, insight);
+                }
+                return Outcome::Insight;
+            }
         };
         let repair = if lossy { Some(INVALID_TEXT) } else { rec.repaired };
         if let Some(field) = repair {
@@ -560,6 +583,9 @@ impl Clusterer {
     pub fn merge(&mut self, other: Clusterer) {
         self.stats.add(&other.stats);
         self.keys.merge(other.keys);
+        for i in other.insights {
+            add_insight(&mut self.insights, i);
+        }
         for (field, n) in other.repairs {
             *self.repairs.entry(field).or_default() += n;
         }
@@ -606,7 +632,17 @@ impl Clusterer {
         let mut clusters: Vec<Cluster> = self.clusters.into_iter().map(|c| c.into_cluster(top_k)).collect();
         clusters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
         let repairs = self.repairs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
-        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats, repairs }
+        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats, insights: self.insights, repairs }
+    }
+}
+
+/// Keeps the earliest [`MAX_INSIGHTS`] by (time, id), whatever the order they come in.
+fn add_insight(kept: &mut Vec<Insight>, i: Insight) {
+    let key = |x: &Insight| (x.event_time, x.event_id.clone());
+    let pos = kept.partition_point(|k| key(k) <= key(&i));
+    if pos < MAX_INSIGHTS {
+        kept.insert(pos, i);
+        kept.truncate(MAX_INSIGHTS);
     }
 }
 
@@ -702,6 +738,7 @@ pub fn scrub_nul(s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::record::parse_record;
     use serde_json::value::RawValue;
     use std::path::{Path, PathBuf};
 
@@ -1109,6 +1146,7 @@ mod tests {
                     malformed_records: malformed,
                     out_of_window: 0,
                     warned_records: 3,
+                    insight_events: 0,
                 }
             );
             let a = c.finish();

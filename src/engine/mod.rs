@@ -27,7 +27,7 @@ pub use cluster::{AggregateRow, Analysis, Cluster, ClusterKey, Clusterer, Cluste
 pub use ignore::IgnoreRules;
 pub use keys::{KeyActivity, KeyTracker};
 pub use record::{
-    Identity, ParseError, Record, Split, might_be_error, parse_event_time, parse_record, parse_record_serde,
-    split_records,
+    Event, Identity, Insight, ParseError, Record, Split, might_be_error, parse_event, parse_event_time, parse_record,
+    parse_record_serde, split_records,
 };
 pub use template::template;

@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
-use crate::engine::{Analysis, Cluster, KeyActivity};
+use crate::engine::{Analysis, Cluster, Insight, KeyActivity};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
 use crate::model::inspection::Inspection;
-use crate::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunStatus, Trigger};
+use crate::model::run::{AccountSummary, InsightView, LogGroupOutcome, RunReport, RunStatus, Trigger};
 use crate::model::time;
 use crate::outbox::{self, EventSettings};
 use crate::store::{ClusterWrite, FinishedRun, KnownCluster, LogGroupState};
@@ -116,6 +116,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
         malformed_records: stats.malformed_records as i64,
         ignored_records: stats.ignored_records as i64,
         warned_records: stats.warned_records as i64,
+        insight_events: stats.insight_events as i64,
         new_error_records: report.new_error_records,
         baseline_clusters: clusters.baseline_new,
         aws_api_calls: reading.api_calls,
@@ -364,8 +365,25 @@ fn report(
         access_keys: keys,
         new_clusters,
         new_clusters_truncated: truncated,
+        insights: analysis.insights.iter().map(insight_view).collect(),
         events: Vec::new(),
         events_note: None,
+    }
+}
+
+fn insight_view(i: &Insight) -> InsightView {
+    InsightView {
+        event_time: time::micros(i.event_time),
+        account_id: i.account_id.clone(),
+        region: i.region.clone(),
+        state: i.state.clone(),
+        insight_type: i.insight_type.clone(),
+        event_source: i.event_source.clone(),
+        event_name: i.event_name.clone(),
+        error_code: i.error_code.clone(),
+        baseline_average: i.baseline_average,
+        insight_average: i.insight_average,
+        event_id: i.event_id.clone(),
     }
 }
 

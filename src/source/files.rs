@@ -257,7 +257,7 @@ mod tests {
 #[cfg(test)]
 mod real_shapes {
     use super::*;
-    use crate::engine::{Analysis, ClustererConfig};
+    use crate::engine::{Analysis, ClustererConfig, Outcome};
     use serde_json::{Value, json};
 
     /// The records of one invictus-ir delivery file, in order.
@@ -363,5 +363,40 @@ mod real_shapes {
         );
         assert!(a.clusters.iter().any(|c| c.sample_message == r#"["a","b"]"#));
         assert!(a.keys.iter().any(|k| k.access_key_id == "12345"));
+    }
+
+    /// An Insights file as CloudTrail writes them under `CloudTrail-Insight/` (pretty-printed
+    /// here): a start and an end event, neither malformed nor an error.
+    #[test]
+    fn insights_events_are_counted_apart() {
+        let insight = |state: &str, time: &str, id: &str| {
+            json!({"eventVersion": "1.08", "eventTime": time, "awsRegion": "us-east-1", "eventID": id,
+                "eventType": "AwsCloudTrailInsight", "recipientAccountId": "123456789012",
+                "sharedEventID": "5b2c4a1e-1111-4b7e-9d0f-2a6c7e3f9a10",
+                "insightDetails": {"state": state, "eventSource": "iam.amazonaws.com", "eventName": "CreateAccessKey",
+                    "insightType": "ApiCallRateInsight",
+                    "insightContext": {"statistics": {"baseline": {"average": 0.0208}, "insight": {"average": 12.0}}}},
+                "eventCategory": "Insight"})
+        };
+        let file = serde_json::to_string_pretty(&json!({"Records": [
+            insight("Start", "2023-07-10T12:05:00Z", "8d0d2f2e-2222-4c36-8a51-0f5cf1f2b7a1"),
+            insight("End", "2023-07-10T12:09:00Z", "8d0d2f2e-3333-4c36-8a51-0f5cf1f2b7a1"),
+        ]}))
+        .unwrap();
+        let (split, a) = read(file.as_bytes());
+        assert_eq!(split.records, 2);
+        assert_eq!((a.stats.insight_events, a.stats.malformed_records, a.stats.error_records), (2, 0, 0));
+        let states: Vec<&str> = a.insights.iter().map(|i| i.state.as_str()).collect();
+        assert_eq!(states, ["Start", "End"]);
+        assert_eq!(a.insights[0].insight_average, Some(12.0));
+        // Reading errors only (CloudWatch Logs' records are selected by errorCode), the
+        // prefilter passes error-rate findings, which name an errorCode, and no others.
+        let mut c = Clusterer::new(ClustererConfig::default());
+        let mut errors = insight("Start", "2023-07-10T12:05:00Z", "x");
+        errors["insightDetails"]["insightType"] = json!("ApiErrorRateInsight");
+        errors["insightDetails"]["errorCode"] = json!("AccessDenied");
+        assert_eq!(c.ingest(errors.to_string().as_bytes()), Outcome::Insight);
+        assert_eq!(c.ingest(insight("Start", "2023-07-10T12:05:00Z", "y").to_string().as_bytes()), Outcome::NotError);
+        assert_eq!(c.stats().insight_events, 1);
     }
 }

@@ -12,7 +12,8 @@
 //! other field the engine reads as text but that holds a number, boolean, list or object is
 //! read as its JSON text (`12345`, `["a","b"]`), and a `userIdentity` that is not an object is
 //! dropped; the record is then marked [`Record::repaired`] and counted as a warning, never
-//! lost.
+//! lost. CloudTrail Insights events (`eventType: "AwsCloudTrailInsight"`) have neither
+//! `eventSource` nor `eventName`: they are read as [`Insight`]s by [`parse_event`].
 
 mod fast;
 mod split;
@@ -64,6 +65,38 @@ pub struct Record<'a> {
     /// The first field that had to be repaired to read the record (a wrong type), if any.
     pub repaired: Option<&'static str>,
 }
+
+/// A CloudTrail Insights event: AWS's own finding that the rate of calls to an API, or of its
+/// errors, left its baseline. It starts (`state: "Start"`) and later ends (`"End"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Insight {
+    pub event_time: DateTime<Utc>,
+    pub event_id: String,
+    pub account_id: String,
+    pub region: String,
+    /// `insightDetails.state`: `Start` or `End`.
+    pub state: String,
+    /// The API the finding is about (`insightDetails.eventSource` and `.eventName`).
+    pub event_source: String,
+    pub event_name: String,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    pub insight_type: String,
+    /// The error code an `ApiErrorRateInsight` is about, else empty.
+    pub error_code: String,
+    /// Calls (or errors) per minute: the usual rate, and the rate during the finding.
+    pub baseline_average: Option<f64>,
+    pub insight_average: Option<f64>,
+}
+
+/// One raw record, read: an API call (or sign-in), or an Insights event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Call(Record<'a>),
+    Insight(Insight),
+}
+
+/// `eventType` of CloudTrail Insights events.
+pub const INSIGHT_EVENT_TYPE: &str = "AwsCloudTrailInsight";
 
 /// Error kind given to failed console sign-ins, which CloudTrail records without an errorCode.
 pub const CONSOLE_LOGIN_FAILURE: &str = "ConsoleLoginFailure";
@@ -198,20 +231,39 @@ fn parse_space_time(b: &[u8]) -> Option<DateTime<Utc>> {
 }
 
 /// Reads one raw record. Bad UTF-8 is `NotJson`; trailing bytes after the object are `NotJson`.
+/// An Insights event is not a call: `MissingField("eventSource")` here, an [`Insight`] from
+/// [`parse_event`].
+pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+    call(parse_event(raw)?)
+}
+
+/// Reads one raw record, an API call or an Insights event.
 ///
 /// Tries the hand-written scanner ([`scan_record`]) first, which is several times faster on
-/// well-formed records, and falls back to [`parse_record_serde`] whenever the scanner is not
+/// well-formed records, and falls back to [`parse_event_serde`] whenever the scanner is not
 /// sure, so the result is always the serde reader's.
-pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+pub fn parse_event(raw: &[u8]) -> Result<Event<'_>, ParseError> {
     match scan_record(raw) {
-        Some(r) => Ok(r),
-        None => parse_record_serde(raw),
+        Some(r) => Ok(Event::Call(r)),
+        None => parse_event_serde(raw),
+    }
+}
+
+/// [`parse_event_serde`] for calls only, as [`parse_record`] answers.
+pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+    call(parse_event_serde(raw)?)
+}
+
+fn call(e: Event<'_>) -> Result<Record<'_>, ParseError> {
+    match e {
+        Event::Call(r) => Ok(r),
+        Event::Insight(_) => Err(ParseError::MissingField("eventSource")),
     }
 }
 
 /// The reference reader: serde_json with a visitor that reads the dozen fields we need.
-/// [`parse_record`] uses it for whatever the fast scanner leaves; tests compare the two.
-pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+/// [`parse_event`] uses it for whatever the fast scanner leaves; tests compare the two.
+pub fn parse_event_serde(raw: &[u8]) -> Result<Event<'_>, ParseError> {
     let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotJson)?;
     let cx = Cx { field: Cell::new(None), repaired: Cell::new(None) };
     let mut de = serde_json::Deserializer::from_str(text);
@@ -227,7 +279,7 @@ pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
     };
     de.end().map_err(|_| ParseError::NotJson)?;
     fields.repaired = cx.repaired.get();
-    fields.into_record()
+    fields.into_event()
 }
 
 /// What the serde reader keeps track of while it reads: the field being read (so that a type
@@ -369,6 +421,7 @@ pub(super) struct Fields<'a> {
     pub(super) event_id: Option<Cow<'a, str>>,
     pub(super) event_source: Option<Cow<'a, str>>,
     pub(super) event_name: Option<Cow<'a, str>>,
+    pub(super) event_type: Option<Cow<'a, str>>,
     pub(super) aws_region: Option<Cow<'a, str>>,
     pub(super) recipient_account_id: Option<Cow<'a, str>>,
     pub(super) error_code: Option<Cow<'a, str>>,
@@ -377,16 +430,21 @@ pub(super) struct Fields<'a> {
     pub(super) user_agent: Option<Cow<'a, str>>,
     pub(super) identity: Option<Identity<'a>>,
     pub(super) console_login: Option<Cow<'a, str>>,
+    /// `insightDetails`, read by the serde reader only (the scanner leaves Insights to it).
+    pub(super) insight: Option<serde_json::Value>,
     pub(super) repaired: Option<&'static str>,
 }
 
 impl<'a> Fields<'a> {
-    pub(super) fn into_record(self) -> Result<Record<'a>, ParseError> {
+    pub(super) fn into_event(self) -> Result<Event<'a>, ParseError> {
+        let time = self.event_time.as_deref().ok_or(ParseError::MissingField("eventTime"))?;
+        let event_time = parse_event_time(time).ok_or(ParseError::BadTime)?;
+        if self.event_type.as_deref() == Some(INSIGHT_EVENT_TYPE) {
+            return Ok(Event::Insight(self.into_insight(event_time)));
+        }
         let event_source = self.event_source.ok_or(ParseError::MissingField("eventSource"))?;
         let event_name = self.event_name.ok_or(ParseError::MissingField("eventName"))?;
-        let time = self.event_time.ok_or(ParseError::MissingField("eventTime"))?;
-        let event_time = parse_event_time(&time).ok_or(ParseError::BadTime)?;
-        Ok(Record {
+        Ok(Event::Call(Record {
             event_time,
             event_id: self.event_id,
             event_source,
@@ -400,7 +458,31 @@ impl<'a> Fields<'a> {
             identity: self.identity.unwrap_or_default(),
             console_login: self.console_login,
             repaired: self.repaired,
-        })
+        }))
+    }
+
+    fn into_insight(self, event_time: DateTime<Utc>) -> Insight {
+        let details = self.insight.unwrap_or_default();
+        let text = |v: &serde_json::Value, key: &str| match v.get(key) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        let stats = &details["insightContext"]["statistics"];
+        let owned = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned).unwrap_or_default();
+        Insight {
+            event_time,
+            event_id: owned(self.event_id),
+            account_id: owned(self.recipient_account_id),
+            region: owned(self.aws_region),
+            state: text(&details, "state"),
+            event_source: text(&details, "eventSource"),
+            event_name: text(&details, "eventName"),
+            insight_type: text(&details, "insightType"),
+            error_code: text(&details, "errorCode"),
+            baseline_average: stats["baseline"]["average"].as_f64(),
+            insight_average: stats["insight"]["average"].as_f64(),
+        }
     }
 }
 
@@ -410,6 +492,7 @@ enum Key {
     EventId,
     EventSource,
     EventName,
+    EventType,
     AwsRegion,
     RecipientAccountId,
     ErrorCode,
@@ -418,6 +501,7 @@ enum Key {
     UserAgent,
     UserIdentity,
     ResponseElements,
+    InsightDetails,
     // userIdentity members
     Type,
     Arn,
@@ -450,6 +534,7 @@ impl Visitor<'_> for KeyVisitor {
             "eventID" => Key::EventId,
             "eventSource" => Key::EventSource,
             "eventName" => Key::EventName,
+            "eventType" => Key::EventType,
             "awsRegion" => Key::AwsRegion,
             "recipientAccountId" => Key::RecipientAccountId,
             "errorCode" => Key::ErrorCode,
@@ -458,6 +543,7 @@ impl Visitor<'_> for KeyVisitor {
             "userAgent" => Key::UserAgent,
             "userIdentity" => Key::UserIdentity,
             "responseElements" => Key::ResponseElements,
+            "insightDetails" => Key::InsightDetails,
             "type" => Key::Type,
             "arn" => Key::Arn,
             "accessKeyId" => Key::AccessKeyId,
@@ -497,6 +583,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 Key::EventSource => out.event_source = opt_str(&mut map, cx, "eventSource")?,
                 Key::EventName => out.event_name = opt_str(&mut map, cx, "eventName")?,
                 Key::EventId => out.event_id = lenient_str(&mut map, cx, "eventID")?,
+                Key::EventType => out.event_type = lenient_str(&mut map, cx, "eventType")?,
                 Key::AwsRegion => out.aws_region = lenient_str(&mut map, cx, "awsRegion")?,
                 Key::RecipientAccountId => out.recipient_account_id = lenient_str(&mut map, cx, "recipientAccountId")?,
                 Key::ErrorCode => out.error_code = lenient_str(&mut map, cx, "errorCode")?,
@@ -510,6 +597,12 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 }
                 Key::ResponseElements => {
                     out.console_login = map.next_value_seed(ResponseElementsSeed)?;
+                }
+                Key::InsightDetails => {
+                    // Only Insights events have it, and they are rare: a Value is simple.
+                    cx.field.set(Some("insightDetails"));
+                    out.insight = Some(map.next_value::<serde_json::Value>()?);
+                    cx.field.set(None);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -815,6 +908,39 @@ mod tests {
             assert_eq!(r.repaired, Some(*field).filter(|f| !f.is_empty()), "{extra}");
             assert!(check(&r), "{extra}: {r:?}");
         }
+    }
+
+    /// An Insights event in the shape the CloudTrail User Guide documents ("CloudTrail record
+    /// contents for Insights events for trails"), values of our own.
+    #[test]
+    fn insights_events() {
+        let raw = r#"{"eventVersion":"1.08","eventTime":"2023-10-03T22:18:00Z","awsRegion":"us-east-1","eventID":"96c47e2a-9128-4aa1-b1ba-5f8ba5bb6f54","eventType":"AwsCloudTrailInsight","recipientAccountId":"123456789012","sharedEventID":"c2806063-d85b-4b50-ab09-e1e6ed0ab7c5","insightDetails":{"state":"Start","eventSource":"ssm.amazonaws.com","eventName":"SendCommand","insightType":"ApiErrorRateInsight","errorCode":"AccessDeniedException","insightContext":{"statistics":{"baseline":{"average":0.0},"insight":{"average":5.0},"insightDuration":1,"baselineDuration":10079},"attributions":[{"attribute":"userIdentityArn","insight":[{"value":"arn:aws:sts::123456789012:assumed-role/Admin/Session","average":5.0}],"baseline":[]}]}},"eventCategory":"Insight"}"#;
+        let Event::Insight(i) = parse_event(raw.as_bytes()).unwrap() else { panic!("not an insight") };
+        assert_eq!(
+            i,
+            Insight {
+                event_time: utc(2023, 10, 3, 22, 18, 0, 0),
+                event_id: "96c47e2a-9128-4aa1-b1ba-5f8ba5bb6f54".into(),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                state: "Start".into(),
+                event_source: "ssm.amazonaws.com".into(),
+                event_name: "SendCommand".into(),
+                insight_type: "ApiErrorRateInsight".into(),
+                error_code: "AccessDeniedException".into(),
+                baseline_average: Some(0.0),
+                insight_average: Some(5.0),
+            }
+        );
+        // Not a call: parse_record says what it lacks, as it did before Insights were read.
+        assert_eq!(parse_record(raw.as_bytes()), Err(ParseError::MissingField("eventSource")));
+        // Details of another shape are read as far as they go.
+        let odd = r#"{"eventTime":"2023-10-03T22:18:00Z","eventType":"AwsCloudTrailInsight","insightDetails":[1]}"#;
+        let Event::Insight(i) = parse_event(odd.as_bytes()).unwrap() else { panic!("not an insight") };
+        assert_eq!((i.state.as_str(), i.baseline_average), ("", None));
+        // Still needs a time.
+        let untimed = r#"{"eventType":"AwsCloudTrailInsight","insightDetails":{}}"#;
+        assert_eq!(parse_event(untimed.as_bytes()), Err(ParseError::MissingField("eventTime")));
     }
 
     #[test]
