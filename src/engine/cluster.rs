@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::ignore::IgnoreRules;
 use super::keys::{KeyActivity, KeyTracker};
-use super::record::{Event, Insight, ParseError, might_be_error, parse_event};
+use super::record::{Event, Insight, ParseError, is_success_status, might_be_error, parse_event};
 use super::template::{template, truncate_message};
 
 /// Distinct values counted per top list of a cluster.
@@ -522,6 +522,10 @@ impl Clusterer {
             return;
         }
         self.stats.records_scanned += row.count;
+        // Selected by errorCode, as records are, so the same codes are not errors.
+        if is_success_status(&row.error_code) {
+            return;
+        }
         if !self.in_window(row.first_seen, row.last_seen) {
             self.stats.out_of_window += row.count;
             return;

@@ -399,4 +399,23 @@ mod real_shapes {
         assert_eq!(c.ingest(insight("Start", "2023-07-10T12:05:00Z", "y").to_string().as_bytes()), Outcome::NotError);
         assert_eq!(c.stats().insight_events, 1);
     }
+
+    /// Amazon Managed Grafana records success with `"errorCode": "200"`; a real failure of
+    /// the same API is still an error.
+    #[test]
+    fn success_codes_are_not_errors() {
+        let grafana = |code: &str| {
+            json!({"eventVersion": "1.08", "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/GrafanaAdmin/alice"},
+                "eventTime": "2023-07-10T12:00:00Z", "eventSource": "grafana.amazonaws.com", "eventName": "ListWorkspaces",
+                "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.10", "userAgent": "aws-cli/2.13.0",
+                "errorCode": code, "requestParameters": null, "responseElements": null,
+                "eventID": format!("e-{code}"), "eventType": "AwsApiCall", "recipientAccountId": "123456789012"})
+            .to_string()
+        };
+        let file = [grafana("200"), grafana("200"), grafana("AccessDeniedException")].join("\n");
+        let (_, a) = read(file.as_bytes());
+        assert_eq!(a.stats.error_records, 1);
+        assert_eq!(a.clusters.len(), 1);
+        assert_eq!(a.clusters[0].key.error_code, "AccessDeniedException");
+    }
 }

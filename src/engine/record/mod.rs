@@ -107,6 +107,9 @@ fn non_empty<'s>(v: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
 
 impl Record<'_> {
     /// "ConsoleLoginFailure" for a failed console sign-in, else the errorCode; None if not an error.
+    ///
+    /// An errorCode that is a plain 2xx or 3xx HTTP status (Amazon Managed Grafana records
+    /// successful calls with `"errorCode": "200"`) is not an error.
     pub fn error_kind(&self) -> Option<&str> {
         if self.event_name == "ConsoleLogin"
             && (self.console_login.as_deref() == Some("Failure")
@@ -114,7 +117,7 @@ impl Record<'_> {
         {
             return Some(CONSOLE_LOGIN_FAILURE);
         }
-        non_empty(&self.error_code)
+        non_empty(&self.error_code).filter(|c| !is_success_status(c))
     }
 
     /// recipientAccountId, else userIdentity.accountId, else "".
@@ -134,6 +137,12 @@ impl Record<'_> {
             .or_else(|| non_empty(&self.identity.type_))
             .unwrap_or("")
     }
+}
+
+/// `200`, `304`: a three-digit HTTP status of success or redirection.
+pub fn is_success_status(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 3 && matches!(b[0], b'2' | b'3') && b.iter().all(u8::is_ascii_digit)
 }
 
 /// Why a raw record could not be read. Deep nesting and bad UTF-8 are reported as `NotJson`.
@@ -908,6 +917,18 @@ mod tests {
             assert_eq!(r.repaired, Some(*field).filter(|f| !f.is_empty()), "{extra}");
             assert!(check(&r), "{extra}: {r:?}");
         }
+    }
+
+    #[test]
+    fn success_statuses_are_not_errors() {
+        for (code, error) in
+            [("200", false), ("204", false), ("304", false), ("400", true), ("2000", true), ("20", true), ("OK", true)]
+        {
+            let raw = rec(&format!(r#","errorCode":"{code}""#));
+            assert_eq!(parse_record(raw.as_bytes()).unwrap().error_kind().is_some(), error, "{code}");
+        }
+        // As a number too (read as its text).
+        assert_eq!(parse_record(rec(r#","errorCode":200"#).as_bytes()).unwrap().error_kind(), None);
     }
 
     /// An Insights event in the shape the CloudTrail User Guide documents ("CloudTrail record
