@@ -503,7 +503,7 @@ impl Clusterer {
             first: rec.event_time,
             last: rec.event_time,
             event_id: rec.event_id.as_deref().filter(|s| !s.is_empty()),
-            principal,
+            principal: &principal,
             source_ip: rec.source_ip.as_deref().unwrap_or(""),
             message,
             raw: Some(raw),

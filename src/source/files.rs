@@ -418,4 +418,31 @@ mod real_shapes {
         assert_eq!(a.clusters.len(), 1);
         assert_eq!(a.clusters[0].key.error_code, "AccessDeniedException");
     }
+
+    /// Failed console sign-ins of two users, as CloudTrail records them (no ARN): two
+    /// targets, not one `IAMUser`.
+    #[test]
+    fn failed_sign_ins_keep_their_target() {
+        let failure = |user: &str, id: &str| {
+            json!({"eventVersion": "1.08", "userIdentity": {"type": "IAMUser", "principalId": id, "accountId": "111122223333",
+                "accessKeyId": "", "userName": user}, "eventTime": "2023-07-10T12:00:00Z",
+                "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin", "awsRegion": "us-east-1",
+                "sourceIPAddress": "198.51.100.7", "userAgent": "Mozilla/5.0", "errorMessage": "Failed authentication",
+                "requestParameters": null, "responseElements": {"ConsoleLogin": "Failure"},
+                "additionalEventData": {"MFAUsed": "No"}, "eventID": format!("e-{user}"), "eventType": "AwsConsoleSignIn",
+                "recipientAccountId": "111122223333"})
+            .to_string()
+        };
+        let file = [
+            failure("alice", "AIDAEXAMPLEALICE00001"),
+            failure("alice", "AIDAEXAMPLEALICE00001"),
+            failure("bob", "AIDAEXAMPLEBOB000001"),
+        ]
+        .join("\n");
+        let (_, a) = read(file.as_bytes());
+        assert_eq!(a.clusters.len(), 1);
+        let principals: Vec<(&str, u64)> =
+            a.clusters[0].top_principals.iter().map(|p| (p.value.as_str(), p.count)).collect();
+        assert_eq!(principals, [("IAMUser userName=alice", 2), ("IAMUser userName=bob", 1)]);
+    }
 }

@@ -130,12 +130,31 @@ impl Record<'_> {
         self.aws_region.as_deref().unwrap_or("")
     }
 
-    /// userIdentity.arn, else invokedBy, else type, else "": the most specific name available.
-    pub fn principal(&self) -> &str {
-        non_empty(&self.identity.arn)
-            .or_else(|| non_empty(&self.identity.invoked_by))
-            .or_else(|| non_empty(&self.identity.type_))
-            .unwrap_or("")
+    /// The most specific name of the caller: userIdentity.arn; else its userName, then its
+    /// principalId, said as `<type> userName=<name>` (failed console sign-ins carry no ARN,
+    /// and their target must not merge with other users'); else invokedBy, else type, else "".
+    pub fn principal(&self) -> Cow<'_, str> {
+        if let Some(p) = self.named_principal() {
+            return p;
+        }
+        Cow::Borrowed(non_empty(&self.identity.invoked_by).or_else(|| non_empty(&self.identity.type_)).unwrap_or(""))
+    }
+
+    /// userIdentity.arn, else `<type> userName=<name>`, else `<type> principalId=<id>`: who
+    /// holds an access key, for the access-key view. None when the record names nobody.
+    pub fn named_principal(&self) -> Option<Cow<'_, str>> {
+        if let Some(arn) = non_empty(&self.identity.arn) {
+            return Some(Cow::Borrowed(arn));
+        }
+        let (field, value) = match (non_empty(&self.identity.user_name), non_empty(&self.identity.principal_id)) {
+            (Some(name), _) => ("userName", name),
+            (None, Some(id)) => ("principalId", id),
+            (None, None) => return None,
+        };
+        Some(Cow::Owned(match non_empty(&self.identity.type_) {
+            Some(t) => format!("{t} {field}={value}"),
+            None => format!("{field}={value}"),
+        }))
     }
 }
 
@@ -929,6 +948,38 @@ mod tests {
         }
         // As a number too (read as its text).
         assert_eq!(parse_record(rec(r#","errorCode":200"#).as_bytes()).unwrap().error_kind(), None);
+    }
+
+    /// Real failed sign-ins name their target by userName only.
+    #[test]
+    fn principals_without_an_arn() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (r#"{"type":"IAMUser","userName":"alice"}"#, "IAMUser userName=alice", Some("IAMUser userName=alice")),
+            (
+                r#"{"accessKeyId":"","accountId":"111122223333","principalId":"AIDACKCEVSQ6C2EXAMPLE","type":"IAMUser","userName":"anaya"}"#,
+                "IAMUser userName=anaya",
+                Some("IAMUser userName=anaya"),
+            ),
+            (
+                r#"{"type":"IAMUser","principalId":"AIDACKCEVSQ6C2EXAMPLE","userName":""}"#,
+                "IAMUser principalId=AIDACKCEVSQ6C2EXAMPLE",
+                Some("IAMUser principalId=AIDACKCEVSQ6C2EXAMPLE"),
+            ),
+            (r#"{"principalId":"p"}"#, "principalId=p", Some("principalId=p")),
+            (
+                r#"{"arn":"arn:aws:iam::1:user/a","userName":"a","type":"IAMUser"}"#,
+                "arn:aws:iam::1:user/a",
+                Some("arn:aws:iam::1:user/a"),
+            ),
+            (r#"{"type":"AWSService","invokedBy":"ec2.amazonaws.com"}"#, "ec2.amazonaws.com", None),
+            (r#"{"type":"Root"}"#, "Root", None),
+        ];
+        for (identity, principal, named) in cases {
+            let raw = rec(&format!(r#","userIdentity":{identity}"#));
+            let r = parse_record(raw.as_bytes()).unwrap();
+            assert_eq!(r.principal(), *principal, "{identity}");
+            assert_eq!(r.named_principal().as_deref(), *named, "{identity}");
+        }
     }
 
     /// An Insights event in the shape the CloudTrail User Guide documents ("CloudTrail record
