@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
 use crate::engine::{Analysis, Cluster, Insight, KeyActivity};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, merge_counted};
 use crate::model::inspection::Inspection;
 use crate::model::run::{AccountSummary, InsightView, LogGroupOutcome, RunReport, RunStatus, Trigger};
 use crate::model::time;
@@ -297,8 +297,8 @@ fn classify(
 fn window_write(c: &Cluster, id: Uuid, summary: &ClusterSummary, prior: Option<&KnownCluster>) -> ClusterWrite {
     let (top_principals, top_source_ips, sample_event_ids) = match prior {
         Some(k) => (
-            merge_counted(&k.top_principals, &summary.top_principals),
-            merge_counted(&k.top_source_ips, &summary.top_source_ips),
+            merge_counted(&k.top_principals, &summary.top_principals, TOP_K),
+            merge_counted(&k.top_source_ips, &summary.top_source_ips, TOP_K),
             k.sample_event_ids.clone(),
         ),
         None => (summary.top_principals.clone(), summary.top_source_ips.clone(), summary.sample_event_ids.clone()),
@@ -403,19 +403,6 @@ fn key_view(k: &KeyActivity) -> AccessKeyView {
 
 fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
     c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok())
-}
-
-/// Adds two top lists and keeps the largest.
-fn merge_counted(a: &[Counted], b: &[Counted]) -> Vec<Counted> {
-    let mut all: BTreeMap<&str, u64> = BTreeMap::new();
-    for v in a.iter().chain(b) {
-        *all.entry(v.value.as_str()).or_default() += v.count;
-    }
-    let mut out: Vec<Counted> =
-        all.into_iter().map(|(value, count)| Counted { value: value.to_string(), count }).collect();
-    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
-    out.truncate(TOP_K);
-    out
 }
 
 #[cfg(test)]
@@ -1078,7 +1065,7 @@ mod tests {
     fn top_lists_merge_by_value() {
         let a = vec![Counted { value: "x".into(), count: 3 }, Counted { value: "y".into(), count: 1 }];
         let b = vec![Counted { value: "y".into(), count: 5 }];
-        let m = merge_counted(&a, &b);
+        let m = merge_counted(&a, &b, TOP_K);
         assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
         assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
     }
