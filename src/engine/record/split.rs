@@ -346,7 +346,7 @@ mod tests {
     /// of a damaged input is a distinct part of it (nothing read twice, no panic).
     #[test]
     fn real_files_and_mutations() {
-        let Some(dir) = crate::synth::sample_data_dir() else { return };
+        let dir = crate::engine::test_records_dir();
         let mut names: Vec<_> =
             std::fs::read_dir(dir.join("invictus-ir/CloudTrail")).unwrap().map(|e| e.unwrap().path()).collect();
         names.sort();
