@@ -29,3 +29,4 @@ mod scheduler;
 mod security;
 mod server;
 mod store;
+mod template_upgrade;
