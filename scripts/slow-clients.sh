@@ -36,9 +36,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+BIN=$(realpath "$BIN")
+# From the temporary directory, so that no `.env` of the working tree is read.
 # shellcheck disable=SC2086
-env -u DATABASE_URL DATA_DIR="$dir" SCHEDULER=off LISTEN_ADDR="127.0.0.1:$PORT" ${SERVICE_ENV:-} \
-    "$BIN" serve >"$dir/service.log" 2>&1 &
+(cd "$dir" && exec env -u DATABASE_URL DATA_DIR="$dir" SCHEDULER=off LISTEN_ADDR="127.0.0.1:$PORT" ${SERVICE_ENV:-} \
+    "$BIN" serve >"$dir/service.log" 2>&1) &
 server_pid=$!
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break

@@ -42,6 +42,13 @@ fn credential_caps() -> Targets {
         .fold(Targets::new().with_default(LevelFilter::TRACE), |t, target| t.with_target(*target, LevelFilter::DEBUG))
 }
 
+/// Colours only where a person reads them: on a terminal, unless `NO_COLOR` is set. In a
+/// file or a log collector escape codes are noise in every line.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     install(format, filter);
@@ -55,7 +62,7 @@ pub fn init_quiet() {
 
 fn install(format: LogFormat, filter: EnvFilter) {
     let filter = filter.and(credential_caps());
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour());
     let layer = match format {
         LogFormat::Pretty => layer.with_filter(filter).boxed(),
         LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_filter(filter).boxed(),

@@ -15,6 +15,7 @@ use super::keyset::Dir::{Asc, Desc};
 use super::keyset::{AccessKeyKey, Order, RunClusterKey, TimeKey};
 use super::sql::INSERT_CHUNK;
 use super::{FinishedRun, PgStore, SqliteStore, StoreResult};
+use crate::engine::template::TEMPLATE_VERSION;
 use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
 
 #[derive(Debug, Clone, Default)]
@@ -45,6 +46,15 @@ pub struct ClusterWrite {
     pub sample_event_ids: Vec<String>,
     pub baseline: bool,
     pub sample_record: Option<serde_json::Value>,
+}
+
+/// A run that found a known cluster, and how many of its records it counted then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOccurrence {
+    pub run_id: Uuid,
+    pub run_created_at: DateTime<Utc>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub count: i64,
 }
 
 #[async_trait]
@@ -79,6 +89,15 @@ pub trait ClusterStore: Send + Sync {
         after: Option<AccessKeyKey>,
         limit: i64,
     ) -> StoreResult<Vec<AccessKeyView>>;
+    /// How many clusters each of `inspection_ids` discovered (not from a baseline) at or
+    /// after `since`; inspections with none are absent.
+    async fn new_cluster_counts(
+        &self,
+        inspection_ids: &[Uuid],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<Uuid, i64>>;
+    /// The newest `limit` runs that found cluster `cluster_id`, newest first.
+    async fn cluster_occurrences(&self, cluster_id: Uuid, limit: i64) -> StoreResult<Vec<ClusterOccurrence>>;
 }
 
 /// A cluster's columns but its sample record, which can be large: it is read for one
@@ -365,6 +384,50 @@ macro_rules! cluster_store {
                 let rows = qb.build_query_as::<AccessKeyRow>().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+
+            async fn new_cluster_counts(
+                &self,
+                inspection_ids: &[Uuid],
+                since: DateTime<Utc>,
+            ) -> StoreResult<HashMap<Uuid, i64>> {
+                let mut out = HashMap::new();
+                for chunk in inspection_ids.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "select inspection_id, count(*) from clusters where baseline = ",
+                    );
+                    qb.push_bind(false).push(" and discovered_at >= ").push_bind(since);
+                    qb.push(" and inspection_id in (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    qb.push(") group by inspection_id");
+                    let rows: Vec<(Uuid, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(rows);
+                }
+                Ok(out)
+            }
+
+            async fn cluster_occurrences(&self, cluster_id: Uuid, limit: i64) -> StoreResult<Vec<ClusterOccurrence>> {
+                let rows: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64)> = sqlx::query_as(
+                    "select r.id, r.created_at, r.window_end, rc.count from run_clusters rc \
+                     join runs r on r.id = rc.run_id where rc.cluster_id = $1 \
+                     order by r.created_at desc, r.id desc limit $2",
+                )
+                .bind(cluster_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(run_id, run_created_at, window_end, count)| ClusterOccurrence {
+                        run_id,
+                        run_created_at,
+                        window_end,
+                        count,
+                    })
+                    .collect())
+            }
         }
 
         impl $store {
@@ -378,7 +441,7 @@ macro_rules! cluster_store {
                         "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
                          event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
                          discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                         sample_event_ids, sample_message, sample_record) ",
+                         sample_event_ids, sample_message, sample_record, template_version) ",
                     );
                     qb.push_values(chunk, |mut b, c| {
                         let s = &c.summary;
@@ -402,7 +465,8 @@ macro_rules! cluster_store {
                             .push_bind(Json(&c.top_source_ips))
                             .push_bind(Json(&c.sample_event_ids))
                             .push_bind(&s.sample_message)
-                            .push_bind(c.sample_record.as_ref().map(Json));
+                            .push_bind(c.sample_record.as_ref().map(Json))
+                            .push_bind(TEMPLATE_VERSION);
                     });
                     qb.push(CLUSTER_MERGE);
                     qb.build().execute(&mut *conn).await?;

@@ -22,6 +22,9 @@ impl SqliteStore {
     /// SQLite has no row locks to skip: its single writer makes each claim atomic anyway.
     pub(super) const SKIP_LOCKED: &str = "";
 
+    /// SQLite has no row locks: its single writer keeps a transaction's rows its own.
+    pub(super) const LOCK_ROWS: &str = "";
+
     pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL".to_string())?
@@ -99,6 +102,28 @@ impl Backend for SqliteStore {
 
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
-        self.backfill_guance_checkers().await
+        self.backfill_guance_checkers().await?;
+        super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
+        Ok(())
+    }
+
+    async fn close(&self) {
+        // TRUNCATE: every frame into the file and the log emptied; closing the last
+        // connection then removes it.
+        if let Err(e) = sqlx::query("pragma wal_checkpoint(truncate)").execute(&self.pool).await {
+            tracing::warn!(error = %e, "could not checkpoint the SQLite write-ahead log; the -wal file holds recent writes");
+        }
+        self.pool.close().await;
+    }
+
+    async fn backup(&self, to: &std::path::Path) -> anyhow::Result<()> {
+        let tables: i64 =
+            sqlx::query_scalar("select count(*) from sqlite_master where type = 'table'").fetch_one(&self.pool).await?;
+        anyhow::ensure!(tables > 0, "the database is empty: is this the service's DATA_DIR or DATABASE_URL?");
+        let path = to.to_str().context("the backup's path is not valid UTF-8")?;
+        // One read transaction: a consistent snapshot, compacted, written as a new file
+        // (SQLite refuses to overwrite one).
+        sqlx::query("vacuum into ?").bind(path).execute(&self.pool).await.context("VACUUM INTO")?;
+        Ok(())
     }
 }
