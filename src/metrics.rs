@@ -197,7 +197,7 @@ impl Metrics {
         let key = (method_label(method).to_string(), route.to_string(), status);
         *self.http.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default() += 1;
         let mut histograms = self.http_seconds.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (method.to_string(), route.to_string());
+        let key = (method_label(method).to_string(), route.to_string());
         histograms.entry(key).or_insert_with(|| Histogram::new(&HTTP_SECONDS_BUCKETS)).observe(elapsed);
     }
 

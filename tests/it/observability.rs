@@ -118,15 +118,25 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
 #[tokio::test]
 async fn request_text_never_becomes_a_label() {
     let app = TestApp::new(Backend::Sqlite).await;
-    let before = metrics(&app).await.len();
-    for i in 0..50 {
-        let method = format!("M{i}{}", "X".repeat(4000));
-        for uri in ["/healthz", "/no/such/route"] {
-            let req = Request::builder().method(method.as_str()).uri(uri).body(Body::empty()).unwrap();
-            let (status, _, _) = app.send(req).await;
-            assert!(status.is_client_error(), "{status}");
+    let odd_requests = |from: usize, to: usize| {
+        let app = &app;
+        async move {
+            for i in from..to {
+                let method = format!("M{i}{}", "X".repeat(4000));
+                for uri in ["/healthz", "/no/such/route"] {
+                    let req = Request::builder().method(method.as_str()).uri(uri).body(Body::empty()).unwrap();
+                    let (status, _, _) = app.send(req).await;
+                    assert!(status.is_client_error(), "{status}");
+                }
+            }
         }
-    }
+    };
+    // The first odd request on a route adds its series (a counter, a histogram); later ones
+    // only change numbers. So does a scrape, once its own request is counted.
+    odd_requests(0, 1).await;
+    metrics(&app).await;
+    let before = metrics(&app).await.len();
+    odd_requests(1, 50).await;
     let text = metrics(&app).await;
     assert!(!text.contains("M1X"), "a method became a label");
     assert_eq!(
@@ -137,7 +147,7 @@ async fn request_text_never_becomes_a_label() {
         value(&text, r#"cloudtrail_inspector_http_requests_total{method="OTHER",route="unmatched",status="404"}"#),
         50.0
     );
-    assert!(text.len() < before + 2_000, "100 odd requests added {} bytes to /metrics", text.len() - before);
+    assert!(text.len() < before + 500, "98 odd requests added {} bytes to /metrics", text.len() - before);
 }
 
 #[tokio::test]
