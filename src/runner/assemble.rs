@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
-use crate::engine::{Analysis, Cluster, KeyActivity};
+use crate::engine::{Analysis, Cluster, KeyActivity, KeyTracker};
 use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
 use crate::model::inspection::Inspection;
 use crate::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunStatus, Trigger};
@@ -71,8 +71,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     let groups = group_outcomes(reading.groups, &prior.group_states, dry_run, reading.key_activity_error);
     let (analysis, baseline) = (reading.analysis, reading.baseline);
     let clusters = classify(&analysis, &baseline, &prior.clusters, dry_run);
-    let key_writes: Vec<AccessKeyView> =
-        if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
+    let key_writes = if dry_run { Vec::new() } else { key_writes(&analysis.keys, &baseline.keys) };
 
     let mut report = report(inspection, window, &analysis, &clusters.run, &prior.access_keys);
     // `clusters.run` holds one summary per cluster of the analysis, in the same order.
@@ -366,6 +365,16 @@ fn report(
         events: Vec::new(),
         events_note: None,
     }
+}
+
+/// The activity of each key the window or the baseline saw, once per key: one statement
+/// writes them all, and a key active in both would be written twice.
+fn key_writes(window: &[KeyActivity], baseline: &[KeyActivity]) -> Vec<AccessKeyView> {
+    let mut keys = KeyTracker::new();
+    for k in window.iter().chain(baseline) {
+        keys.observe_activity(k.clone());
+    }
+    keys.into_vec().iter().map(key_view).collect()
 }
 
 fn key_view(k: &KeyActivity) -> AccessKeyView {
@@ -1051,6 +1060,23 @@ mod tests {
             report.access_keys.iter().map(|k| (k.access_key_id.as_str(), k.active_in_window)).collect();
         assert_eq!(keys, [("AKIAWINDOW", true), ("AKIAIDLE", false)]);
         assert_eq!(report.events_note.as_deref(), Some(outbox::NOT_CONFIGURED), "without Guance, says why");
+    }
+
+    #[test]
+    fn a_key_active_in_the_baseline_and_the_window_is_written_once() {
+        let window = key_activity();
+        let baseline = KeyActivity {
+            first_seen: baseline_seen(),
+            last_seen: baseline_seen(),
+            last_event_name: "ListBuckets".into(),
+            count: 2,
+            ..key_activity()
+        };
+        let writes = key_writes(std::slice::from_ref(&window), &[baseline]);
+        assert_eq!(writes.len(), 1);
+        let k = &writes[0];
+        assert_eq!((k.first_seen, k.last_seen), (baseline_seen(), window_seen()));
+        assert_eq!((k.last_event_name.as_str(), k.total_events), ("GetObject", 6));
     }
 
     #[test]
