@@ -119,18 +119,14 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         }),
     };
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
-    let inspection_id = prepare_inspection(&store, &target, &args).await?;
+    // Nothing comes before a window that starts at the beginning of time.
+    let baseline_days = match window {
+        Some((start, _)) if start.timestamp() <= 0 => 0,
+        _ => args.baseline_days,
+    };
+    let inspection_id = prepare_inspection(&store, &target, &args, baseline_days).await?;
 
-    // A baseline before an explicit window is its own run: its clusters become known first.
-    if let (Some((start, _)), true) = (window, args.baseline_days > 0) {
-        let base = RunRequest {
-            window_start: Some(start - TimeDelta::days(args.baseline_days as i64)),
-            window_end: Some(start),
-            ..RunRequest::default()
-        };
-        let started = runner.trigger_scan(inspection_id, base).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        started.done.await?.context("the baseline run vanished")?;
-    }
+    // The run reads the baseline before its window, as any first look at a log group does.
     let request = match window {
         Some((s, u)) => RunRequest { window_start: Some(s), window_end: Some(u), ..RunRequest::default() },
         None => RunRequest::default(),
@@ -212,14 +208,19 @@ fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressB
 
 /// Creates the scan's inspection, or updates the one an earlier scan with the same target
 /// left in `--state`, so its known clusters carry over.
-async fn prepare_inspection(store: &DynStore, target: &Target, args: &ScanArgs) -> anyhow::Result<Uuid> {
+async fn prepare_inspection(
+    store: &DynStore,
+    target: &Target,
+    args: &ScanArgs,
+    baseline_days: u32,
+) -> anyhow::Result<Uuid> {
     let mut name = format!("scan {}", target.describe());
     if name.chars().count() > 200 {
         name = name.chars().take(200).collect();
     }
     let mut body = json!({
         "name": name,
-        "baseline_days": args.baseline_days,
+        "baseline_days": baseline_days,
         "delivery_delay_minutes": 0,
         "ignore": {"error_codes": args.ignore_error_codes},
     });

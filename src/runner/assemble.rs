@@ -11,6 +11,8 @@
 //! - A **known** cluster keeps its id; its top lists add up and its sample event ids stay.
 //! - A log group that could not be read keeps its read position, so the next run reads its
 //!   window again; one never read before is pinned to the window it failed on.
+//! - The first window read of a group, default or explicit, records that its baseline was
+//!   read (it ended where that window starts); only default windows move its watermark.
 //! - A **dry run** computes and reports all of it but learns nothing: no cluster ids, no
 //!   cluster, key, read position or alerting state written, and no event sent.
 
@@ -186,7 +188,6 @@ fn group_outcome(
     dry_run: bool,
 ) -> (LogGroupOutcome, Option<LogGroupState>) {
     let GroupRead { plan, result } = read;
-    let moves = plan.moves_state && !dry_run;
     let mut outcome = LogGroupOutcome {
         name: plan.group.clone(),
         status: "succeeded".into(),
@@ -202,13 +203,14 @@ fn group_outcome(
             outcome.records_scanned = figures.records_scanned;
             outcome.error_records = figures.error_records;
             outcome.warnings = figures.notes.problems;
+            // Set once, by the first window of any kind that is read, even when no baseline
+            // was asked for, so raising baseline_days later does not re-read history.
             let first_read = before.get(&plan.group).is_none_or(|st| st.baseline_until.is_none());
-            moves.then(|| LogGroupState {
+            let baseline_until = first_read.then_some(plan.window.start);
+            (!dry_run && (plan.moves_state || baseline_until.is_some())).then(|| LogGroupState {
                 log_group: plan.group.clone(),
-                watermark: Some(plan.window.end),
-                // Set once, even when no baseline was asked for, so raising baseline_days
-                // later does not re-read history.
-                baseline_until: first_read.then_some(plan.window.start),
+                watermark: plan.moves_state.then_some(plan.window.end),
+                baseline_until,
             })
         }
         Err(e) => {
@@ -217,7 +219,8 @@ fn group_outcome(
             outcome.error = Some(e);
             // A group never read before keeps the window it failed on, so the next run
             // starts there instead of at a later `now − lookback`.
-            (moves && !before.contains_key(&plan.group)).then(|| LogGroupState {
+            let never_read = before.get(&plan.group).is_none_or(|st| st.watermark.is_none());
+            (plan.moves_state && !dry_run && never_read).then(|| LogGroupState {
                 log_group: plan.group.clone(),
                 watermark: Some(plan.window.start),
                 baseline_until: None,
@@ -474,6 +477,8 @@ mod tests {
         End,
         /// Never read and failed: pinned to the start of the window it failed on.
         Start,
+        /// An explicit window: the watermark stays where it was.
+        Kept,
     }
 
     struct Case {
@@ -686,6 +691,32 @@ mod tests {
                     dimensions: &[(ACCOUNT, true, 0)],
                     ..quiet.expect
                 },
+                ..quiet
+            },
+            Case {
+                name: "an explicit first window reads the baseline first and records it, not a watermark",
+                explicit_window: true,
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3), ("Throttling", 1)],
+                baseline: &[("NoSuchKey", 4)],
+                expect: Expect {
+                    new: &["Throttling"],
+                    writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline), ("Throttling", 1, Row::Window)],
+                    states: &[("g", Mark::Kept, true)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "an explicit dry first window reads the baseline and records nothing",
+                explicit_window: true,
+                dry_run: true,
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3)],
+                baseline: &[("NoSuchKey", 4)],
+                expect: Expect { states: &[], ..quiet.expect },
                 ..quiet
             },
             Case {
@@ -987,8 +1018,14 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let window = plans[&s.log_group].window;
-                    let mark = if s.watermark == Some(window.end) { Mark::End } else { Mark::Start };
-                    assert_eq!(s.watermark, Some(if mark == Mark::End { window.end } else { window.start }), "{name}");
+                    let mark = match s.watermark {
+                        None => Mark::Kept,
+                        Some(w) if w == window.end => Mark::End,
+                        Some(w) => {
+                            assert_eq!(w, window.start, "{name}");
+                            Mark::Start
+                        }
+                    };
                     if s.baseline_until.is_some() {
                         assert_eq!(
                             s.baseline_until,

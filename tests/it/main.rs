@@ -12,6 +12,7 @@ mod aws_faults;
 mod aws_path;
 mod db_restart;
 mod fake_cwl_server;
+mod first_look;
 mod func;
 mod guance;
 mod guance_parts;
