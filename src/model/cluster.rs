@@ -88,7 +88,8 @@ pub struct ClusterView {
     pub total_count: i64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
-    /// Whether the cluster was learned from the baseline read rather than reported as new.
+    /// Whether the cluster was learned from a baseline read (it was there before the window
+    /// the inspection first looked at) rather than reported as new.
     pub baseline: bool,
     /// When this service first recorded the cluster.
     pub discovered_at: DateTime<Utc>,

@@ -200,7 +200,8 @@ pub struct Run {
     pub clusters_total: i64,
     pub clusters_new: i64,
     pub new_error_records: i64,
-    /// Clusters recorded as known from the baseline read of a first run.
+    /// Clusters the baseline read of a first look taught: not known before and now known
+    /// without being reported, whether or not the window saw them too.
     pub baseline_clusters: i64,
     pub aws_api_calls: i64,
     pub log_groups: Vec<LogGroupOutcome>,

@@ -5,9 +5,10 @@
 //!
 //! - **New** is a cluster of the window that the inspection did not know and that the
 //!   baseline did not see either. Only new clusters are reported and raise events.
-//! - A cluster only the **baseline** saw becomes known without being reported. One seen by
-//!   both is known, not new, and its baseline records count towards it once (the baseline
-//!   span ends where the window starts).
+//! - A cluster the **baseline** saw first becomes known without being reported, and is
+//!   recorded as learned from the baseline, whether or not the window saw it too (so
+//!   `new_since` never lists it). One seen by both counts its baseline records once (the
+//!   baseline span ends where the window starts).
 //! - A **known** cluster keeps its id; its top lists add up and its sample event ids stay.
 //! - A log group that could not be read keeps its read position, so the next run reads its
 //!   window again; one never read before is pinned to the window it failed on.
@@ -236,7 +237,8 @@ struct Classified {
     run: Vec<ClusterSummary>,
     /// Empty for a dry run.
     writes: Vec<ClusterWrite>,
-    /// Clusters only the baseline saw, now known without being reported.
+    /// Clusters the baseline taught: not known before, now known without being reported,
+    /// whether or not the window saw them too.
     baseline_new: i64,
 }
 
@@ -258,11 +260,12 @@ fn classify(
         let summary = ClusterSummary::from_cluster(c, id, is_new);
         if !dry_run {
             let mut write = window_write(c, id.expect("non-dry runs give every cluster an id"), &summary, prior);
-            // Seen in both the baseline and the window: known, not new, and counted once per
-            // record, as the baseline span ends where the window starts.
+            // Seen in both the baseline and the window: learned from the baseline, not new, and
+            // counted once per record, as the baseline span ends where the window starts.
             if let (Some(b), None) = (also_baseline, prior) {
                 write.summary.count += b.count as i64;
                 write.summary.first_seen = write.summary.first_seen.min(b.first_seen);
+                write.baseline = true;
             }
             writes.push(write);
         }
@@ -272,11 +275,11 @@ fn classify(
     let window_fps: HashSet<&str> = analysis.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
     let mut baseline_new = 0i64;
     for c in &baseline.clusters {
-        if known.contains_key(&c.fingerprint) || window_fps.contains(c.fingerprint.as_str()) {
+        if known.contains_key(&c.fingerprint) {
             continue;
         }
         baseline_new += 1;
-        if !dry_run {
+        if !dry_run && !window_fps.contains(c.fingerprint.as_str()) {
             let summary = ClusterSummary::from_cluster(c, None, false);
             writes.push(ClusterWrite {
                 id: Uuid::now_v7(),
@@ -580,6 +583,7 @@ mod tests {
                 baseline: &[("NoSuchKey", 4)],
                 expect: Expect {
                     writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline)],
+                    baseline_clusters: 1,
                     states: &[("g", Mark::End, true)],
                     ..quiet.expect
                 },
@@ -702,6 +706,7 @@ mod tests {
                 expect: Expect {
                     new: &["Throttling"],
                     writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline), ("Throttling", 1, Row::Window)],
+                    baseline_clusters: 1,
                     states: &[("g", Mark::Kept, true)],
                     events: &[("warning", Pending, false)],
                     dimensions: &[(ACCOUNT, true, 0)],
@@ -716,7 +721,7 @@ mod tests {
                 groups: FIRST_RUN,
                 window: &[("NoSuchKey", 3)],
                 baseline: &[("NoSuchKey", 4)],
-                expect: Expect { states: &[], ..quiet.expect },
+                expect: Expect { baseline_clusters: 1, states: &[], ..quiet.expect },
                 ..quiet
             },
             Case {
@@ -984,10 +989,18 @@ mod tests {
                 .cluster_writes
                 .iter()
                 .map(|w| {
-                    let row = match (w.baseline, w.summary.first_seen == baseline_seen()) {
-                        (true, _) => Row::Baseline,
-                        (false, true) => Row::WindowSeenInBaseline,
-                        (false, false) => Row::Window,
+                    let in_window =
+                        f.run_clusters.iter().any(|c| c.identity.fingerprint == w.summary.identity.fingerprint);
+                    let row = match (w.baseline, in_window) {
+                        (true, false) => Row::Baseline,
+                        (true, true) => {
+                            assert_eq!(w.summary.first_seen, baseline_seen(), "{name}");
+                            Row::WindowSeenInBaseline
+                        }
+                        (false, _) => {
+                            assert!(in_window, "{name}");
+                            Row::Window
+                        }
                     };
                     (code_of(&w.summary.identity.fingerprint, &case), w.summary.count, row)
                 })

@@ -111,3 +111,33 @@ async fn an_explicit_window_of_the_api_on_a_new_group_reads_the_baseline_that_en
     let total: i64 = known["items"].as_array().unwrap().iter().map(|c| c["total_count"].as_i64().unwrap()).sum();
     assert_eq!(total, 300 + 300 + 1, "two days ago, this hour, and the novel error");
 }
+
+#[tokio::test]
+async fn new_since_lists_only_what_was_reported_new_and_the_baseline_counts_all_it_taught() {
+    for backend in BACKENDS {
+        let fake = FakeCwl::start().await;
+        recurring_errors(&fake);
+        let app = TestApp::new(backend).await;
+        let insp = app.create_inspection(inspection_body("new-since", &[GROUP], &fake.endpoint())).await;
+        let id = insp["id"].as_str().unwrap();
+        let (status, run) = app.post(&format!("/api/v1/inspections/{id}/runs"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["clusters_new"], 1, "{run}");
+        let total = run["clusters_total"].as_i64().unwrap();
+        // The baseline saw every invictus cluster; the window saw them again and one more.
+        assert_eq!(run["baseline_clusters"], total - 1, "{run}");
+
+        let since = run["created_at"].as_str().unwrap().replace('+', "%2B");
+        let (_, fresh) = app.get(&format!("/api/v1/inspections/{id}/clusters?new_since={since}&limit=200")).await;
+        let fresh = fresh["items"].as_array().unwrap();
+        assert_eq!(fresh.len(), 1, "only the cluster reported new: {fresh:?}");
+        assert_eq!(fresh[0]["event_name"], "LeaveOrganization");
+        assert_eq!(fresh[0]["baseline"], false);
+
+        let (_, all) = app.get(&format!("/api/v1/inspections/{id}/clusters?limit=200")).await;
+        let all = all["items"].as_array().unwrap();
+        assert_eq!(all.len() as i64, total);
+        let learned = all.iter().filter(|c| c["baseline"] == true).count() as i64;
+        assert_eq!(learned, run["baseline_clusters"].as_i64().unwrap(), "what the baseline taught is marked so");
+    }
+}
