@@ -349,17 +349,24 @@ fn cluster_rows(clusters: &[&ClusterSummary]) -> Vec<Vec<String>> {
             let id = &c.identity;
             vec![
                 thousands(c.count),
+                c.level.as_str().to_string(),
                 clip(&id.account_id, 14),
                 clip(&id.region, 14),
                 clip(&format!("{} {}", id.event_source.trim_end_matches(".amazonaws.com"), id.event_name), 44),
                 clip(&id.error_code, 36),
                 clip(&id.template, 90),
+                cis_list(&c.cis_rules),
             ]
         })
         .collect()
 }
 
-const CLUSTER_HEADERS: [&str; 6] = ["COUNT", "ACCOUNT", "REGION", "API", "ERROR", "TEMPLATE"];
+const CLUSTER_HEADERS: [&str; 8] = ["COUNT", "LEVEL", "ACCOUNT", "REGION", "API", "ERROR", "TEMPLATE", "CIS"];
+
+/// Matched CIS rules, `-` for none.
+fn cis_list(rules: &[String]) -> String {
+    if rules.is_empty() { "-".into() } else { rules.join(",") }
+}
 
 pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
     let mut out = format!("cloudtrail-inspector scan of {}\n{}\n", sanitize(&target.describe()), summary_line(run));
@@ -422,20 +429,22 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
     out.push_str(&format!("\n## New error clusters ({})\n\n", new.len()));
     let cluster_table = |list: &[&ClusterSummary]| {
         let mut t = String::from(
-            "| Count | Account | Region | API | Error | Template | First seen | Last seen | Top principals |\n|---:|---|---|---|---|---|---|---|---|\n",
+            "| Count | Level | Account | Region | API | Error | Template | CIS rules | First seen | Last seen | Top principals |\n|---:|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for c in list {
             let principals: Vec<String> =
                 c.top_principals.iter().map(|p| format!("{} ({})", md(&p.value), p.count)).collect();
             t.push_str(&format!(
-                "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} {} | {} | {} | {} | {} | {} | {} |\n",
                 c.count,
+                c.level.as_str(),
                 md(&c.identity.account_id),
                 md(&c.identity.region),
                 md(&c.identity.event_source),
                 md(&c.identity.event_name),
                 md(&c.identity.error_code),
                 md(&c.identity.template),
+                md(&cis_list(&c.cis_rules)),
                 c.first_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 c.last_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 principals.join(", "),

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
 use crate::engine::{Analysis, Cluster, KeyActivity, KeyTracker};
+use crate::model::alerting::SeverityRules;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
 use crate::model::inspection::Inspection;
 use crate::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunStatus, Trigger};
@@ -73,7 +74,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     let RunInputs { inspection, run_id, trigger, dry_run, window, skipped, reading, prior, events, now } = input;
     let groups = group_outcomes(reading.groups, &prior.group_states, dry_run, reading.key_activity_error);
     let (analysis, baseline) = (reading.analysis, reading.baseline);
-    let clusters = classify(&analysis, &baseline, &prior.clusters, dry_run);
+    let clusters = classify(&analysis, &baseline, &prior.clusters, &inspection.settings.severity_rules, dry_run);
     let key_writes = if dry_run { Vec::new() } else { key_writes(&analysis.keys, &baseline.keys) };
 
     let mut report = report(inspection, window, &analysis, &clusters.run, &prior.access_keys);
@@ -246,6 +247,7 @@ fn classify(
     analysis: &Analysis,
     baseline: &Analysis,
     known: &HashMap<String, KnownCluster>,
+    severity: &SeverityRules,
     dry_run: bool,
 ) -> Classified {
     let baseline_by_fp: HashMap<&str, &Cluster> =
@@ -257,7 +259,7 @@ fn classify(
         let also_baseline = baseline_by_fp.get(c.fingerprint.as_str()).copied();
         let is_new = prior.is_none() && also_baseline.is_none();
         let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
-        let summary = ClusterSummary::from_cluster(c, id, is_new);
+        let summary = ClusterSummary::from_cluster(c, id, is_new, severity);
         if !dry_run {
             let mut write = window_write(c, id.expect("non-dry runs give every cluster an id"), &summary, prior);
             // Seen in both the baseline and the window: learned from the baseline, not new, and
@@ -280,7 +282,7 @@ fn classify(
         }
         baseline_new += 1;
         if !dry_run && !window_fps.contains(c.fingerprint.as_str()) {
-            let summary = ClusterSummary::from_cluster(c, None, false);
+            let summary = ClusterSummary::from_cluster(c, None, false, severity);
             writes.push(ClusterWrite {
                 id: Uuid::now_v7(),
                 top_principals: summary.top_principals.clone(),

@@ -51,6 +51,7 @@ impl Backend for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await.context("applying Postgres migrations")?;
         self.backfill_trigger_hashes().await?;
-        self.backfill_guance_checkers().await
+        self.backfill_guance_checkers().await?;
+        self.backfill_cluster_ratings().await
     }
 }

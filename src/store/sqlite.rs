@@ -61,6 +61,7 @@ impl Backend for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
         self.backfill_trigger_hashes().await?;
-        self.backfill_guance_checkers().await
+        self.backfill_guance_checkers().await?;
+        self.backfill_cluster_ratings().await
     }
 }

@@ -10,6 +10,7 @@ mod architecture;
 mod auth;
 mod aws_faults;
 mod aws_path;
+mod cluster_levels;
 mod db_restart;
 mod fake_cwl_server;
 mod first_look;

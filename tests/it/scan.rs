@@ -60,6 +60,10 @@ fn scan_prints_the_clusters_of_real_files_and_reports_bad_ones() {
     assert!(stdout.contains("records: 2,900 · error records: 300"), "{stdout}");
     assert!(stdout.contains("NEW ERROR CLUSTERS"), "{stdout}");
     assert!(stdout.contains("The routeTable ID '<*>' does not exist"));
+    // Each cluster's level and CIS rules: StopLogging of a missing trail is CIS CloudWatch.5.
+    let stop = stdout.lines().find(|l| l.contains("cloudtrail StopLogging")).expect("the StopLogging cluster");
+    assert!(stop.contains(" critical ") && stop.trim_end().ends_with("CloudWatch.5"), "{stop}");
+    assert!(stdout.contains("LEVEL") && stdout.contains(" CIS"), "{stdout}");
     assert!(stdout.contains("ACCESS KEYS"));
     assert!(stdout.contains("status: partial"), "bad files make the run partial: {stdout}");
     assert!(stderr.contains("truncated.json.gz: bad gzip"), "{stderr}");
@@ -77,6 +81,8 @@ fn state_remembers_known_clusters_between_scans() {
     assert_eq!(v["run"]["clusters_new"], v["run"]["clusters_total"]);
     assert_eq!(v["run"]["error_records"], 300);
     assert_eq!(v["clusters"].as_array().unwrap().len() as i64, v["run"]["clusters_total"].as_i64().unwrap());
+    let denied = v["clusters"].as_array().unwrap().iter().find(|c| c["event_name"] == "AssumeRole").unwrap();
+    assert_eq!((&denied["level"], &denied["cis_rules"]), (&json!("error"), &json!(["CloudWatch.2"])), "{denied}");
     assert_eq!(v["access_keys"].as_array().unwrap().len(), 50);
 
     let second = scan(&["--state", &state, target.to_str().unwrap()]);
@@ -122,7 +128,9 @@ fn markdown_output_and_ignored_codes() {
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(md.starts_with("# CloudTrail scan of"), "{md}");
     assert!(md.contains("## New error clusters"));
-    assert!(md.contains("| Count | Account |"));
+    assert!(md.contains("| Count | Level | Account |"), "{md}");
+    let stop = md.lines().find(|l| l.contains("StopLogging")).expect("the StopLogging cluster");
+    assert!(stop.contains("| critical |") && stop.contains("CloudWatch.5"), "{stop}");
     assert!(!md.contains("ThrottlingException"), "ignored codes are left out");
     assert!(md.contains("ignored: 102"), "{md}");
 }
