@@ -204,8 +204,7 @@ impl LogSource for FilesSource {
             if let Err(problem) = result {
                 notes.bad_files += 1;
                 if notes.problems.len() < MAX_LISTED_PROBLEMS {
-                    let shown = path.strip_prefix(&root).unwrap_or(&path);
-                    notes.problems.push(format!("{}: {problem}", shown.display()));
+                    notes.problems.push(format!("{}: {problem}", shown_path(&path, &root).display()));
                 }
                 tracing::warn!(file = %path.display(), %problem, "skipped a file that could not be read");
             }
@@ -231,6 +230,15 @@ impl LogSource for FilesSource {
     }
 }
 
+/// A file as problems name it: relative to the directory read, or whole when it is the
+/// file that was read.
+fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
+    match path.strip_prefix(root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel,
+        _ => path,
+    }
+}
+
 /// The widest window a file scan can ask for: everything CloudTrail ever wrote, up to now.
 pub fn all_time(now: DateTime<Utc>) -> Window {
     Window { start: DateTime::<Utc>::from_timestamp(0, 0).unwrap_or(now), end: now + TimeDelta::days(1) }
@@ -241,6 +249,14 @@ mod tests {
     use super::*;
     use crate::engine::ClustererConfig;
     use chrono::TimeZone;
+
+    #[test]
+    fn problems_name_the_file_even_when_it_is_the_target() {
+        let root = Path::new("/data/AWSLogs");
+        assert_eq!(shown_path(Path::new("/data/AWSLogs/2023/07/a.json"), root), Path::new("2023/07/a.json"));
+        let file = Path::new("/data/dump.json");
+        assert_eq!(shown_path(file, file), file);
+    }
 
     #[test]
     fn layout_days_are_read_from_paths() {
