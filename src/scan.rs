@@ -24,10 +24,28 @@ use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::{self, DynStore, InspectionFilter};
 
-/// Exit status when the scan found clusters it had not seen before.
-pub const EXIT_NEW_CLUSTERS: i32 = 3;
-/// Exit status when the scan could not be done.
+/// Exit status when everything was read and no cluster is new.
+pub const EXIT_NOTHING_NEW: i32 = 0;
+/// Exit status when the scan could not be done: bad arguments, a target that is missing or
+/// holds no CloudTrail files, or nothing of it could be read.
 pub const EXIT_FAILED: i32 = 1;
+/// Exit status when nothing new was found among what could be read, but some input could not
+/// be read (a file, a log group, the access-key activity): "nothing new" is not proven.
+pub const EXIT_PARTIAL: i32 = 2;
+/// Exit status when the scan found clusters it had not seen before, whether or not all the
+/// input could be read.
+pub const EXIT_NEW_CLUSTERS: i32 = 3;
+
+/// The exit status of a scan whose run ended so. New clusters are a finding even when some
+/// input was missed; a partial read without them cannot claim that nothing is new.
+pub fn exit_code(run: &Run) -> i32 {
+    match run.status {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => EXIT_FAILED,
+        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
+        RunStatus::Partial => EXIT_PARTIAL,
+        RunStatus::Succeeded => EXIT_NOTHING_NEW,
+    }
+}
 
 /// What to scan.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,11 +156,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     }
 
     print_report(&store, &args, &target, &run).await?;
-    Ok(match run.status {
-        RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
-        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
-        _ => 0,
-    })
+    Ok(exit_code(&run))
 }
 
 /// The window the scan reads: `--since`/`--lookback` to `--until`; all the records of
@@ -186,7 +200,9 @@ async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &
     std::io::stdout().write_all(out.as_bytes())?;
     for g in &run.log_groups {
         if let Some(e) = &g.error {
-            eprintln!("error: {}: {}", g.name, sanitize(e));
+            // Name the log group or file, once.
+            let named = if e.contains(&g.name) { String::new() } else { format!("{}: ", g.name) };
+            eprintln!("error: {}{}", sanitize(&named), sanitize(e));
         }
         for w in &g.warnings {
             eprintln!("warning: {}", sanitize(w));
@@ -310,6 +326,21 @@ fn summary_line(run: &Run) -> String {
     )
 }
 
+/// What an empty list of new clusters means, which depends on what could be read.
+fn nothing_new(run: &Run) -> &'static str {
+    match run.status {
+        RunStatus::Failed | RunStatus::Interrupted => "none found: nothing could be read (see the errors on stderr)",
+        RunStatus::Partial => "none among what could be read; some input could not be (see stderr)",
+        _ if run.clusters_total == 0 => "none: no error records",
+        _ => "none: every error cluster was seen before",
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
@@ -373,7 +404,7 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
     let new: Vec<&ClusterSummary> = clusters.iter().filter(|c| c.is_new).collect();
     out.push_str(&format!("\nNEW ERROR CLUSTERS ({})\n", new.len()));
     if new.is_empty() {
-        out.push_str("  none: every error cluster was seen before\n");
+        out.push_str(&format!("  {}\n", nothing_new(run)));
     } else {
         out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&new)));
     }
@@ -453,7 +484,7 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
         t
     };
     if new.is_empty() {
-        out.push_str("None: every error cluster was seen before.\n");
+        out.push_str(&format!("{}.\n", capitalized(nothing_new(run))));
     } else {
         out.push_str(&cluster_table(&new));
     }
@@ -506,6 +537,54 @@ mod tests {
         );
         assert!(Target::parse("cloudwatch://us-east-1").is_err());
         assert!(Target::parse("/no/such/dir/anywhere").is_err());
+    }
+
+    fn run(status: RunStatus, clusters_new: i64) -> Run {
+        let t = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        Run {
+            id: Uuid::nil(),
+            inspection_id: Uuid::nil(),
+            status,
+            trigger: crate::model::run::Trigger::Api,
+            dry_run: false,
+            explicit_window: true,
+            window_start: Some(t),
+            window_end: Some(t),
+            skipped_start: None,
+            skipped_end: None,
+            created_at: t,
+            started_at: Some(t),
+            finished_at: Some(t),
+            records_scanned: 0,
+            error_records: 0,
+            malformed_records: 0,
+            ignored_records: 0,
+            clusters_total: clusters_new,
+            clusters_new,
+            new_error_records: clusters_new,
+            baseline_clusters: 0,
+            aws_api_calls: 0,
+            log_groups: Vec::new(),
+            error: None,
+            report: None,
+            request: RunRequest::default(),
+            trace_id: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_say_what_a_pipeline_can_rely_on() {
+        for (status, new, code) in [
+            (RunStatus::Succeeded, 0, EXIT_NOTHING_NEW),
+            (RunStatus::Succeeded, 2, EXIT_NEW_CLUSTERS),
+            (RunStatus::Partial, 0, EXIT_PARTIAL),
+            (RunStatus::Partial, 2, EXIT_NEW_CLUSTERS),
+            (RunStatus::Failed, 0, EXIT_FAILED),
+            (RunStatus::Interrupted, 0, EXIT_FAILED),
+        ] {
+            assert_eq!(exit_code(&run(status, new)), code, "{status:?}, {new} new");
+        }
+        assert_eq!((EXIT_NOTHING_NEW, EXIT_FAILED, EXIT_PARTIAL, EXIT_NEW_CLUSTERS), (0, 1, 2, 3));
     }
 
     #[test]

@@ -184,8 +184,15 @@ impl LogSource for FilesSource {
             };
             SourceError::new(kind, format!("cannot read {}: {e}", root.display()))
         })?;
+        if files.is_empty() {
+            return Err(SourceError::new(
+                SourceErrorKind::NotFound,
+                format!("no CloudTrail files in {} (.json, .jsonl or .ndjson, plain or .gz)", root.display()),
+            ));
+        }
         let total = files.len() as u64;
         let mut notes = ReadNotes::default();
+        let mut tried = 0u64;
         for (i, path) in files.into_iter().enumerate() {
             if let Some(p) = &self.progress {
                 p(i as u64, total);
@@ -193,6 +200,7 @@ impl LogSource for FilesSource {
             if !may_overlap(&path, window) {
                 continue;
             }
+            tried += 1;
             let p = path.clone();
             let bytes = tokio::task::spawn_blocking(move || read_file(&p))
                 .await
@@ -213,6 +221,9 @@ impl LogSource for FilesSource {
         }
         if let Some(p) = &self.progress {
             p(total, total);
+        }
+        if tried > 0 && notes.bad_files == tried {
+            return Err(none_readable(&notes));
         }
         Ok(notes)
     }
@@ -237,6 +248,15 @@ fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
         Ok(rel) if !rel.as_os_str().is_empty() => rel,
         _ => path,
     }
+}
+
+/// Why nothing could be read when every file tried was bad: the first few problems.
+fn none_readable(notes: &ReadNotes) -> SourceError {
+    let first: Vec<&str> = notes.problems.iter().take(3).map(String::as_str).collect();
+    let more = if notes.bad_files > first.len() as u64 { "; …" } else { "" };
+    let what =
+        if notes.bad_files == 1 { "the file".to_string() } else { format!("any of the {} files", notes.bad_files) };
+    SourceError::new(SourceErrorKind::Other, format!("could not read {what}: {}{more}", first.join("; ")))
 }
 
 /// The widest window a file scan can ask for: everything CloudTrail ever wrote, up to now.

@@ -71,6 +71,42 @@ fn scan_prints_the_clusters_of_real_files_and_reports_bad_ones() {
 }
 
 #[test]
+fn exit_codes_tell_a_pipeline_what_was_and_was_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    delivered_tree(dir.path());
+    let state = format!("sqlite://{}", dir.path().join("state.db").display());
+    let tree = dir.path().to_str().unwrap();
+    let first = scan(&["--no-progress", "--state", &state, tree]);
+    assert_eq!(first.status.code(), Some(3), "new clusters, though two files could not be read");
+    // Nothing new among what could be read, but two files were not: not a clean 0.
+    let second = scan(&["--no-progress", "--state", &state, tree]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(second.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("none among what could be read"), "{stdout}");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("truncated.json.gz: bad gzip"));
+
+    // A single file that cannot be read: nothing was read, and the warning names the file.
+    let day = dir.path().join("AWSLogs/123837392027/CloudTrail/us-east-1/2023/07/10");
+    for (name, problem) in [("notes.json", "not JSON"), ("truncated.json.gz", "bad gzip")] {
+        let file = day.join(name);
+        let out = scan(&["--no-progress", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("{}: {problem}", file.display())), "{stderr}");
+        assert!(!stderr.contains(": : "), "{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing could be read"));
+    }
+
+    // A directory without CloudTrail files.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("README.txt"), "no records here").unwrap();
+    let out = scan(&["--no-progress", empty.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no CloudTrail files in"), "{stderr}");
+}
+
+#[test]
 fn state_remembers_known_clusters_between_scans() {
     let dir = tempfile::tempdir().unwrap();
     let state = format!("sqlite://{}", dir.path().join("state.db").display());
