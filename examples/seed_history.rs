@@ -156,6 +156,8 @@ fn report(rng: &mut Rng, inspection: (Uuid, &str), window: (DateTime<Utc>, DateT
                 error_records: rng.below(5_000) as i64,
             })
             .collect(),
+        access_keys_active: 10,
+        access_keys_truncated: false,
         access_keys: keys,
         new_clusters,
         new_clusters_truncated: false,

@@ -189,12 +189,20 @@ fn scan_window(
 /// The report on stdout in the format asked for, and each log group's problems on stderr.
 async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &Run) -> anyhow::Result<()> {
     let clusters = all_clusters(store, run.id).await?;
-    let keys = run.report.as_ref().map(|r| r.access_keys.clone()).unwrap_or_default();
+    let keys = KeyList::of(store, run).await?;
     let out = match args.format {
         OutputFormat::Table => render_table(target, run, &clusters, &keys),
         OutputFormat::Markdown => render_markdown(target, run, &clusters, &keys),
         OutputFormat::Json => {
-            serde_json::to_string_pretty(&json!({"run": run, "clusters": clusters, "access_keys": keys}))? + "\n"
+            let doc = json!({
+                "run": run,
+                "clusters": clusters,
+                "access_keys": keys.shown,
+                "access_keys_total": keys.total,
+                "access_keys_active": keys.active,
+                "access_keys_truncated": keys.shown.len() < keys.total as usize,
+            });
+            serde_json::to_string_pretty(&doc)? + "\n"
         }
     };
     std::io::stdout().write_all(out.as_bytes())?;
@@ -209,6 +217,35 @@ async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &
         }
     }
     Ok(())
+}
+
+/// The access keys a report shows, and how many there are: the report lists 50, the
+/// inspection may know hundreds.
+pub struct KeyList {
+    pub shown: Vec<AccessKeyView>,
+    /// Keys the scan's inspection knows after the scan (with `--state`, earlier scans' too).
+    pub total: i64,
+    /// Keys active in the scan's window.
+    pub active: i64,
+}
+
+impl KeyList {
+    async fn of(store: &DynStore, run: &Run) -> anyhow::Result<KeyList> {
+        let (shown, active) =
+            run.report.as_ref().map(|r| (r.access_keys.clone(), r.access_keys_active)).unwrap_or_default();
+        let total = store.count_access_keys(run.inspection_id).await?.max(shown.len() as i64);
+        Ok(KeyList { shown, total, active })
+    }
+
+    /// `12`, or `50 of 401 shown` when cut, with how many were active.
+    fn heading(&self) -> String {
+        let count = if self.shown.len() as i64 >= self.total {
+            self.total.to_string()
+        } else {
+            format!("{} of {} shown", self.shown.len(), thousands(self.total))
+        };
+        format!("{count}; {} active in this window", thousands(self.active))
+    }
 }
 
 fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressBar> {
@@ -399,7 +436,7 @@ fn cis_list(rules: &[String]) -> String {
     if rules.is_empty() { "-".into() } else { rules.join(",") }
 }
 
-pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &KeyList) -> String {
     let mut out = format!("cloudtrail-inspector scan of {}\n{}\n", sanitize(&target.describe()), summary_line(run));
     let new: Vec<&ClusterSummary> = clusters.iter().filter(|c| c.is_new).collect();
     out.push_str(&format!("\nNEW ERROR CLUSTERS ({})\n", new.len()));
@@ -419,9 +456,10 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
         headers.insert(1, "");
         out.push_str(&table(&headers, &rows));
     }
-    out.push_str(&format!("\nACCESS KEYS ({} shown, most recently active first)\n", keys.len()));
-    if !keys.is_empty() {
+    out.push_str(&format!("\nACCESS KEYS ({}; most recently active first)\n", keys.heading()));
+    if !keys.shown.is_empty() {
         let rows: Vec<Vec<String>> = keys
+            .shown
             .iter()
             .map(|k| {
                 vec![
@@ -451,7 +489,7 @@ pub fn md(s: &str) -> String {
     out
 }
 
-pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &KeyList) -> String {
     let mut out = format!("# CloudTrail scan of {}\n\n", md(&target.describe()));
     for line in summary_line(run).lines() {
         out.push_str(&format!("- {}\n", md(line)));
@@ -493,10 +531,10 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
     if !known.is_empty() {
         out.push_str(&cluster_table(&known));
     }
-    out.push_str(&format!("\n## Access keys ({} shown)\n\n", keys.len()));
-    if !keys.is_empty() {
+    out.push_str(&format!("\n## Access keys ({})\n\n", md(&keys.heading())));
+    if !keys.shown.is_empty() {
         out.push_str("| Key | Last active | Principal | Last event | Source IP |\n|---|---|---|---|---|\n");
-        for k in keys {
+        for k in &keys.shown {
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} |\n",
                 md(&k.access_key_id),

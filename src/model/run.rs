@@ -139,8 +139,16 @@ pub struct RunReport {
     pub new_error_records: i64,
     /// Per cloud account: its new error records and clusters.
     pub accounts: Vec<AccountSummary>,
-    /// Access keys with their last known activity (active in this window first).
+    /// Access keys with their last known activity: those active in this window first, then
+    /// the most recently active others, 50 at most (`GET /inspections/{id}/access-keys` has
+    /// them all).
     pub access_keys: Vec<AccessKeyView>,
+    /// Access keys active in this window.
+    #[serde(default)]
+    pub access_keys_active: i64,
+    /// True when `access_keys` leaves out keys that were active in this window or are known.
+    #[serde(default)]
+    pub access_keys_truncated: bool,
     /// Clusters this inspection had never seen, largest first.
     pub new_clusters: Vec<ClusterSummary>,
     /// True when `new_clusters` was cut to its first 100.

@@ -61,8 +61,8 @@ pub struct Prior {
     pub group_states: HashMap<String, LogGroupState>,
     /// The known clusters among those the run found (window and baseline), by fingerprint.
     pub clusters: HashMap<String, KnownCluster>,
-    /// Known access keys, newest activity first, to fill a report whose window saw fewer
-    /// than [`REPORT_KEYS`] (empty otherwise).
+    /// Known access keys, newest activity first (up to twice [`REPORT_KEYS`]), to fill a
+    /// report whose window saw no more than [`REPORT_KEYS`] (empty otherwise).
     pub access_keys: Vec<AccessKeyView>,
     /// The alerting state of each cloud account (`guance::alerting::DimensionState` JSON).
     pub dimensions: HashMap<String, serde_json::Value>,
@@ -346,19 +346,7 @@ fn report(
         }
     }
 
-    // Keys active in the window first, then the newest-known others, so a key idle this
-    // hour still shows when it was last active.
-    let mut keys: Vec<AccessKeyView> = analysis
-        .keys
-        .iter()
-        .take(REPORT_KEYS)
-        .map(|k| AccessKeyView { active_in_window: true, ..key_view(k) })
-        .collect();
-    if keys.len() < REPORT_KEYS {
-        let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
-        let others = stored_keys.iter().filter(|k| !seen.contains(&k.access_key_id));
-        keys.extend(others.take(REPORT_KEYS - keys.len()).cloned());
-    }
+    let (access_keys, access_keys_truncated) = report_keys(&analysis.keys, stored_keys);
 
     RunReport {
         inspection_id: inspection.id,
@@ -367,12 +355,33 @@ fn report(
         window_end: Some(window.1),
         new_error_records: clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum(),
         accounts: accounts.into_values().collect(),
-        access_keys: keys,
+        access_keys,
+        access_keys_active: analysis.keys.len() as i64,
+        access_keys_truncated,
         new_clusters,
         new_clusters_truncated: truncated,
         events: Vec::new(),
         events_note: None,
     }
+}
+
+/// The keys a report lists: those active in the window first, then the newest-known others,
+/// so a key idle this hour still shows when it was last active; and whether any key active
+/// or known was left out. `stored` holds twice as many keys as a report lists, so whether
+/// others are left out is known exactly.
+fn report_keys(window: &[KeyActivity], stored: &[AccessKeyView]) -> (Vec<AccessKeyView>, bool) {
+    let mut keys: Vec<AccessKeyView> =
+        window.iter().take(REPORT_KEYS).map(|k| AccessKeyView { active_in_window: true, ..key_view(k) }).collect();
+    let active: HashSet<&str> = window.iter().map(|k| k.access_key_id.as_str()).collect();
+    let mut others = stored.iter().filter(|k| !active.contains(k.access_key_id.as_str())).peekable();
+    while keys.len() < REPORT_KEYS {
+        match others.next() {
+            Some(k) => keys.push(k.clone()),
+            None => break,
+        }
+    }
+    let truncated = window.len() > REPORT_KEYS || others.peek().is_some();
+    (keys, truncated)
 }
 
 /// The activity of each key the window or the baseline saw, once per key: one statement
@@ -1112,6 +1121,39 @@ mod tests {
             report.access_keys.iter().map(|k| (k.access_key_id.as_str(), k.active_in_window)).collect();
         assert_eq!(keys, [("AKIAWINDOW", true), ("AKIAIDLE", false)]);
         assert_eq!(report.events_note.as_deref(), Some(outbox::NOT_CONFIGURED), "without Guance, says why");
+    }
+
+    #[test]
+    fn the_report_says_whether_keys_were_left_out() {
+        let active = |n: usize| -> Vec<KeyActivity> {
+            (0..n).map(|i| KeyActivity { access_key_id: format!("AKIAACTIVE{i:04}"), ..key_activity() }).collect()
+        };
+        let stored = |n: usize| -> Vec<AccessKeyView> {
+            (0..n)
+                .map(|i| AccessKeyView { access_key_id: format!("AKIASTORED{i:04}"), ..key_view(&key_activity()) })
+                .collect()
+        };
+        for (window, known, listed, truncated) in [
+            (3, 0, 3, false),
+            (3, 47, 50, false),
+            (3, 48, 50, true),
+            (50, 0, 50, false),
+            (50, 1, 50, true),
+            (51, 0, 50, true),
+        ] {
+            let (keys, cut) = report_keys(&active(window), &stored(known));
+            assert_eq!((keys.len(), cut), (listed, truncated), "{window} active, {known} others known");
+            assert!(keys.iter().take(window.min(50)).all(|k| k.active_in_window));
+        }
+        // A key active now that was known before is listed once, as active.
+        let mut both = stored(2);
+        both[0].access_key_id = "AKIAACTIVE0000".into();
+        let (keys, cut) = report_keys(&active(1), &both);
+        assert_eq!(
+            keys.iter().map(|k| k.access_key_id.as_str()).collect::<Vec<_>>(),
+            ["AKIAACTIVE0000", "AKIASTORED0001"]
+        );
+        assert!(!cut);
     }
 
     #[test]

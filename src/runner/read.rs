@@ -136,9 +136,10 @@ impl Runner {
         fingerprints.sort();
         fingerprints.dedup();
         let clusters = self.store.known_clusters(inspection_id, &fingerprints).await?;
-        // The report lists the keys of the window first; known ones fill it up.
+        // The report lists the keys of the window first; known ones fill it up (and tell
+        // whether any were left out when the window's fill it exactly).
         let mut access_keys = Vec::new();
-        if reading.analysis.keys.len() < REPORT_KEYS {
+        if reading.analysis.keys.len() <= REPORT_KEYS {
             match self.store.list_access_keys(inspection_id, None, REPORT_KEYS as i64 * 2).await {
                 Ok(keys) => access_keys = keys,
                 Err(e) => tracing::warn!(error = %e, "could not read known access keys for the report"),

@@ -80,6 +80,8 @@ pub trait ClusterStore: Send + Sync {
         after: Option<AccessKeyKey>,
         limit: i64,
     ) -> StoreResult<Vec<AccessKeyView>>;
+    /// How many access keys an inspection knows.
+    async fn count_access_keys(&self, inspection_id: Uuid) -> StoreResult<i64>;
 }
 
 /// A cluster's columns but its sample record, which can be large: it is read for one
@@ -445,6 +447,14 @@ macro_rules! cluster_store {
                 ACCESS_KEY_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb.build_query_as::<AccessKeyRow>().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn count_access_keys(&self, inspection_id: Uuid) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("select count(*) from access_keys where inspection_id = $1")
+                    .bind(inspection_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
             }
         }
 

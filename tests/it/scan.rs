@@ -64,7 +64,7 @@ fn scan_prints_the_clusters_of_real_files_and_reports_bad_ones() {
     let stop = stdout.lines().find(|l| l.contains("cloudtrail StopLogging")).expect("the StopLogging cluster");
     assert!(stop.contains(" critical ") && stop.trim_end().ends_with("CloudWatch.5"), "{stop}");
     assert!(stdout.contains("LEVEL") && stdout.contains(" CIS"), "{stdout}");
-    assert!(stdout.contains("ACCESS KEYS"));
+    assert!(stdout.contains("ACCESS KEYS (50 of 133 shown; 133 active in this window;"), "{stdout}");
     assert!(stdout.contains("status: partial"), "bad files make the run partial: {stdout}");
     assert!(stderr.contains("truncated.json.gz: bad gzip"), "{stderr}");
     assert!(stderr.contains("notes.json: not JSON"), "{stderr}");
@@ -120,6 +120,12 @@ fn state_remembers_known_clusters_between_scans() {
     let denied = v["clusters"].as_array().unwrap().iter().find(|c| c["event_name"] == "AssumeRole").unwrap();
     assert_eq!((&denied["level"], &denied["cis_rules"]), (&json!("error"), &json!(["CloudWatch.2"])), "{denied}");
     assert_eq!(v["access_keys"].as_array().unwrap().len(), 50);
+    // invictus holds 133 access keys, all active in the scan's window: how many, and that
+    // the list is cut, are said.
+    assert_eq!((&v["access_keys_total"], &v["access_keys_active"]), (&json!(133), &json!(133)), "{}", v["run"]);
+    assert_eq!(v["access_keys_truncated"], true);
+    assert_eq!(v["run"]["report"]["access_keys_active"], 133);
+    assert_eq!(v["run"]["report"]["access_keys_truncated"], true);
 
     let second = scan(&["--state", &state, target.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout);
