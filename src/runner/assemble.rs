@@ -154,9 +154,8 @@ fn group_outcomes(
     let total = groups.len();
     let mut outcomes = Vec::with_capacity(total);
     let mut states = Vec::new();
-    let (mut failures, mut bad_files) = (0usize, 0u64);
+    let mut bad_files = 0u64;
     for read in groups {
-        failures += usize::from(read.result.is_err());
         bad_files += read.result.as_ref().map_or(0, |f| f.notes.bad_files);
         let (outcome, state) = group_outcome(read, before, dry_run);
         outcomes.push(outcome);
@@ -164,8 +163,12 @@ fn group_outcomes(
     }
 
     let mut notes = Vec::new();
-    if failures > 0 {
-        notes.push(format!("{failures} of {total} log groups could not be read"));
+    let reasons: Vec<&str> = outcomes.iter().filter_map(|o| o.error.as_deref()).collect();
+    let failures = reasons.len();
+    if let Some(first) = reasons.first() {
+        // The reason itself, so the run says what to fix; each group has its own.
+        let others = if reasons.iter().all(|r| r == first) { "" } else { " (others: see log_groups[].error)" };
+        notes.push(format!("{failures} of {total} log groups could not be read{others}: {first}"));
     }
     if let Some(e) = key_activity_error {
         notes.push(format!("access-key activity could not be read: {e}"));
@@ -649,7 +652,9 @@ mod tests {
                     states: &[("a", Mark::End, false)],
                     events: &[("warning", Pending, false)],
                     dimensions: &[(ACCOUNT, true, 0)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -660,7 +665,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Partial,
                     states: &[("a", Mark::End, false), ("b", Mark::Start, false)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -677,7 +684,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Failed,
                     states: &[],
-                    error: Some("2 of 2 log groups could not be read"),
+                    error: Some(
+                        "2 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -689,7 +698,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Failed,
                     states: &[],
-                    error: Some("1 of 1 log groups could not be read"),
+                    error: Some(
+                        "1 of 1 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -793,7 +804,9 @@ mod tests {
                     status: RunStatus::Partial,
                     states: &[("a", Mark::End, false)],
                     dimensions: &[(ACCOUNT, true, 0)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet

@@ -41,7 +41,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -49,6 +49,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
 
+use super::aws_error::{CallContext, classify, explain};
 use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::cluster::scrub_nul;
@@ -198,8 +199,15 @@ impl SourceFactory for CloudWatchFactory {
                 .unwrap_or_else(|| "default-credentials".into()),
             aws.endpoint_url.clone().unwrap_or_default()
         );
+        let place = Place {
+            region: aws.region.clone(),
+            endpoint: aws.endpoint_url.clone().unwrap_or_else(|| format!("https://logs.{}.amazonaws.com", aws.region)),
+            custom_endpoint: aws.endpoint_url.is_some(),
+            role_arn: aws.role_arn.clone(),
+        };
         Ok(Arc::new(CloudWatchSource {
             client: Client::from_conf(builder.build()),
+            place,
             strategy: inspection.settings.strategy,
             settings: self.settings.clone(),
             filter_limiter: self.filter_limiter.clone(),
@@ -211,8 +219,18 @@ impl SourceFactory for CloudWatchFactory {
     }
 }
 
+/// Where an inspection's calls go, as messages about them name it.
+struct Place {
+    region: String,
+    /// `aws.endpoint_url`, or CloudWatch Logs' own endpoint of the region.
+    endpoint: String,
+    custom_endpoint: bool,
+    role_arn: Option<String>,
+}
+
 pub struct CloudWatchSource {
     client: Client,
+    place: Place,
     strategy: Strategy,
     settings: CloudWatchSettings,
     filter_limiter: Arc<RateLimiter>,
@@ -224,91 +242,23 @@ pub struct CloudWatchSource {
     filter_call_micros: AtomicU64,
 }
 
-/// What went wrong with one call, as far as retrying is concerned.
-struct CallError {
-    retryable: bool,
-    throttled: bool,
-    error: SourceError,
-}
-
-fn classify<E, R>(err: SdkError<E, R>) -> CallError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    match &err {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("UnknownError").to_string();
-            let message = se.err().message().unwrap_or("").to_string();
-            let text = if message.is_empty() { code.clone() } else { format!("{code}: {message}") };
-            // LimitExceededException: too many Insights queries running in the account.
-            let throttled = matches!(
-                code.as_str(),
-                "ThrottlingException"
-                    | "Throttling"
-                    | "TooManyRequestsException"
-                    | "RequestLimitExceeded"
-                    | "LimitExceededException"
-            );
-            let server =
-                matches!(code.as_str(), "ServiceUnavailableException" | "InternalFailure" | "InternalServerError")
-                    || code.contains("ServiceUnavailable");
-            let kind = match code.as_str() {
-                "ResourceNotFoundException" => SourceErrorKind::NotFound,
-                "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "ExpiredTokenException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "AccessDenied" => SourceErrorKind::Denied,
-                _ if throttled || server => SourceErrorKind::Unavailable,
-                _ => SourceErrorKind::Other,
-            };
-            CallError { retryable: throttled || server, throttled, error: SourceError::new(kind, text) }
-        }
-        SdkError::TimeoutError(_) => CallError {
-            retryable: true,
-            throttled: false,
-            error: SourceError::new(SourceErrorKind::Unavailable, "the call to CloudWatch Logs timed out"),
-        },
-        SdkError::DispatchFailure(d) => {
-            let retryable = d.is_io() || d.is_timeout();
-            let kind = if retryable { SourceErrorKind::Unavailable } else { SourceErrorKind::Denied };
-            CallError {
-                retryable,
-                throttled: false,
-                error: SourceError::new(
-                    kind,
-                    format!("could not reach CloudWatch Logs: {}", DisplayErrorContext(&err)),
-                ),
-            }
-        }
-        SdkError::ResponseError(_) => CallError {
-            retryable: true,
-            throttled: false,
-            error: SourceError::new(
-                SourceErrorKind::Unavailable,
-                format!("unreadable answer from CloudWatch Logs: {}", DisplayErrorContext(&err)),
-            ),
-        },
-        _ => CallError {
-            retryable: false,
-            throttled: false,
-            error: SourceError::new(SourceErrorKind::Other, DisplayErrorContext(&err).to_string()),
-        },
-    }
-}
-
 impl CloudWatchSource {
-    /// Runs one AWS call with bounded retries. `paced` calls wait for the quota first.
-    /// Throttles are counted apart from other failures: they slow the pace and have a budget
-    /// of their own ([`MAX_THROTTLED_ATTEMPTS`]).
-    async fn call<T, E, R, F, Fut>(&self, what: &str, paced: bool, mut f: F) -> Result<T, SourceError>
+    /// Runs one AWS call on `groups` with bounded retries. `paced` calls wait for the quota
+    /// first. Throttles are counted apart from other failures: they slow the pace and have a
+    /// budget of their own ([`MAX_THROTTLED_ATTEMPTS`]). A failure is told as one sentence
+    /// saying what to fix.
+    async fn call<T, E, R, F, Fut>(
+        &self,
+        what: &str,
+        groups: &[String],
+        paced: bool,
+        mut f: F,
+    ) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let mut attempt = 0u32;
         let mut throttles = 0u32;
@@ -348,16 +298,27 @@ impl CloudWatchSource {
             let spent =
                 if err.throttled { throttles >= MAX_THROTTLED_ATTEMPTS } else { attempt >= self.settings.max_attempts };
             if !err.retryable || spent {
-                let suffix = if err.retryable {
-                    format!(" (gave up after {} attempts)", attempt + throttles)
-                } else {
-                    String::new()
-                };
-                return Err(SourceError::new(err.error.kind, format!("{what}: {}{suffix}", err.error.message)));
+                let attempts = err.retryable.then_some(attempt + throttles);
+                return Err(SourceError::new(err.kind, explain(&err.failure, &self.context(what, groups, attempts))));
             }
             let delay = backoff(self.settings.retry_base, tries);
-            tracing::debug!(what, attempt, throttles, delay_ms = delay.as_millis() as u64, error = %err.error, "retrying AWS call");
+            tracing::debug!(
+                what, attempt, throttles, delay_ms = delay.as_millis() as u64,
+                error = %explain(&err.failure, &self.context(what, groups, None)), "retrying AWS call"
+            );
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn context<'a>(&'a self, operation: &'a str, groups: &'a [String], attempts: Option<u32>) -> CallContext<'a> {
+        CallContext {
+            operation,
+            groups,
+            region: &self.place.region,
+            endpoint: &self.place.endpoint,
+            custom_endpoint: self.place.custom_endpoint,
+            role_arn: self.place.role_arn.as_deref(),
+            attempts,
         }
     }
 
@@ -369,7 +330,7 @@ impl CloudWatchSource {
         end: i64,
         token: Option<String>,
     ) -> Result<FilterLogEventsOutput, SourceError> {
-        self.call("FilterLogEvents", true, || {
+        self.call("FilterLogEvents", std::slice::from_ref(&group.to_string()), true, || {
             self.client
                 .filter_log_events()
                 .log_group_name(group)
@@ -512,7 +473,7 @@ impl CloudWatchSource {
         let start = window.start.timestamp();
         let end = (window.end.timestamp() - 1).max(start);
         let started = self
-            .call("StartQuery", false, || {
+            .call("StartQuery", groups, false, || {
                 self.client
                     .start_query()
                     .set_log_group_names(Some(groups.to_vec()))
@@ -540,7 +501,7 @@ impl CloudWatchSource {
                 wait = (wait * 3 / 2).min(interval * 2);
             }
             let out = self
-                .call("GetQueryResults", false, || self.client.get_query_results().query_id(&query_id).send())
+                .call("GetQueryResults", groups, false, || self.client.get_query_results().query_id(&query_id).send())
                 .await?;
             match out.status() {
                 Some(QueryStatus::Complete) => {

@@ -1,6 +1,7 @@
 //! Where CloudTrail records come from. A source feeds the records of one log group and window
 //! into a [`Clusterer`]; the runner decides which windows and merges the results.
 
+mod aws_error;
 pub mod cloudwatch;
 pub mod files;
 mod limiter;

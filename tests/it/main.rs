@@ -8,6 +8,7 @@ mod common;
 mod api_inspections;
 mod architecture;
 mod auth;
+mod aws_errors;
 mod aws_faults;
 mod aws_path;
 mod cluster_levels;
