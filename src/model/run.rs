@@ -59,6 +59,8 @@ pub enum Trigger {
     Api,
     Schedule,
     Func,
+    /// The `scan` command.
+    Cli,
 }
 
 impl Trigger {
@@ -67,6 +69,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Schedule => "schedule",
             Trigger::Func => "func",
+            Trigger::Cli => "cli",
         }
     }
 
@@ -75,6 +78,7 @@ impl Trigger {
             "api" => Trigger::Api,
             "schedule" => Trigger::Schedule,
             "func" => Trigger::Func,
+            "cli" => Trigger::Cli,
             _ => return None,
         })
     }
