@@ -24,6 +24,11 @@ use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::{self, DynStore, InspectionFilter};
 
+/// Version of `scan --format json`'s document. Raised when a field is renamed, removed or
+/// changes meaning; added fields keep it, so consumers check it and ignore what they do not
+/// know.
+pub const SCAN_JSON_SCHEMA_VERSION: u32 = 1;
+
 /// Exit status when everything was read and no cluster is new.
 pub const EXIT_NOTHING_NEW: i32 = 0;
 /// Exit status when the scan could not be done: bad arguments, a target that is missing or
@@ -194,7 +199,11 @@ async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &
         OutputFormat::Table => render_table(target, run, &clusters, &keys),
         OutputFormat::Markdown => render_markdown(target, run, &clusters, &keys),
         OutputFormat::Json => {
+            let (since, until) = open_ends(run);
             let doc = json!({
+                "schema_version": SCAN_JSON_SCHEMA_VERSION,
+                "target": target.describe(),
+                "window": {"start": since, "end": until},
                 "run": run,
                 "clusters": clusters,
                 "access_keys": keys.shown,
@@ -342,13 +351,24 @@ fn thousands(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// The bounds of the window the scan was asked for, `None` where it is open: files are read
+/// from the beginning of time when there is no `--since`, and up to a day past the scan's
+/// start when there is no `--until` (records a little in the future still count), and
+/// neither bound is one a person gave.
+fn open_ends(run: &Run) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let start = run.window_start.filter(|s| s.timestamp() > 0);
+    let end = run.window_end.filter(|e| *e <= run.created_at);
+    (start, end)
+}
+
 fn summary_line(run: &Run) -> String {
-    let window = match (run.window_start, run.window_end) {
-        // No --since and no --until: the window is open at both ends, whatever its bounds say.
-        (Some(s), Some(e)) if s.timestamp() <= 0 && e > run.created_at => "all records".into(),
-        (Some(s), Some(e)) if s.timestamp() <= 0 => format!("all records before {}", e.format("%Y-%m-%d %H:%M:%SZ")),
-        (Some(s), Some(e)) => format!("{} → {}", s.format("%Y-%m-%d %H:%M:%SZ"), e.format("%Y-%m-%d %H:%M:%SZ")),
-        _ => "-".into(),
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ");
+    let window = match (run.window_start, open_ends(run)) {
+        (None, _) => "-".into(),
+        (_, (None, None)) => "all records".into(),
+        (_, (None, Some(e))) => format!("all records before {}", at(e)),
+        (_, (Some(s), None)) => format!("all records since {}", at(s)),
+        (_, (Some(s), Some(e))) => format!("{} → {}", at(s), at(e)),
     };
     format!(
         "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · ignored: {} · status: {}",
@@ -445,16 +465,12 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
     } else {
         out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&new)));
     }
-    let all: Vec<&ClusterSummary> = clusters.iter().collect();
-    out.push_str(&format!("\nALL CLUSTERS ({})\n", all.len()));
-    if !all.is_empty() {
-        let mut rows = cluster_rows(&all);
-        for (row, c) in rows.iter_mut().zip(&all) {
-            row.insert(1, if c.is_new { "new".into() } else { "known".into() });
-        }
-        let mut headers = CLUSTER_HEADERS.to_vec();
-        headers.insert(1, "");
-        out.push_str(&table(&headers, &rows));
+    // Each cluster once: a first scan finds every cluster new, and listing them all again
+    // doubled the report.
+    let known: Vec<&ClusterSummary> = clusters.iter().filter(|c| !c.is_new).collect();
+    out.push_str(&format!("\nKNOWN ERROR CLUSTERS ({})\n", known.len()));
+    if !known.is_empty() {
+        out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&known)));
     }
     out.push_str(&format!("\nACCESS KEYS ({}; most recently active first)\n", keys.heading()));
     if !keys.shown.is_empty() {

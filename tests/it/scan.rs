@@ -163,6 +163,28 @@ fn windows_select_records_by_event_time() {
     assert!(stdout.contains("window: all records before 2023-07-10 12:10:00Z\n"), "{stdout}");
 }
 
+/// A first scan lists each cluster once; the window shown is the one asked for, not the
+/// internal bound a day past now; the JSON says who ran it and which version of itself it is.
+#[test]
+fn scan_output_says_each_thing_once_and_plainly() {
+    let target = invictus_dir();
+    let out = scan(&["--no-progress", "--since", "2023-07-10T12:00:00Z", target.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("window: all records since 2023-07-10 12:00:00Z\n"), "{stdout}");
+    assert!(stdout.contains("KNOWN ERROR CLUSTERS (0)") && !stdout.contains("ALL CLUSTERS"), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("ec2 ") || l.contains("iam ")).collect();
+    assert!(!rows.is_empty(), "{stdout}");
+    let distinct: std::collections::HashSet<&&str> = rows.iter().collect();
+    assert_eq!(distinct.len(), rows.len(), "a cluster is printed once: {stdout}");
+
+    let json = scan(&["--format", "json", "--since", "2023-07-10T12:00:00Z", target.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["run"]["trigger"], "cli");
+    assert_eq!(v["window"], json!({"start": "2023-07-10T12:00:00Z", "end": null}), "{}", v["window"]);
+    assert_eq!(v["target"], target.canonicalize().unwrap().display().to_string());
+}
+
 #[test]
 fn markdown_output_and_ignored_codes() {
     let out =
