@@ -18,7 +18,7 @@ const GROUP: &str = "aws-cloudtrail-logs-123837392027";
 /// One sentence a person can act on: no SDK debug text, no line breaks, bounded, and saying
 /// each of `wants`.
 fn assert_actionable(message: &str, wants: &[&str]) {
-    for debug in ["DispatchFailure", "ConnectorError", "{", "}", "\n", "Some(", "source:"] {
+    for debug in ["DispatchFailure", "ConnectorError", "{", "}", "\n", "Some(", ", source:"] {
         assert!(!message.contains(debug), "debug text {debug:?} in {message:?}");
     }
     assert!(message.chars().count() < 700, "{message}");
