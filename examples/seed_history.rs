@@ -163,6 +163,7 @@ fn report(rng: &mut Rng, inspection: (Uuid, &str), window: (DateTime<Utc>, DateT
         new_clusters_truncated: false,
         events: Vec::new(),
         events_note: Some("Guance is not configured".into()),
+        warnings: Vec::new(),
     }
 }
 

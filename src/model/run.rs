@@ -164,6 +164,10 @@ pub struct RunReport {
     /// Why no event goes to Guance, when none can (e.g. Guance is not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_note: Option<String>,
+    /// What the reader should know that did not make the run partial, a sentence each,
+    /// naming its log group: e.g. a window without any CloudTrail record.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A Guance event of a run, in brief (`GET /api/v1/events/{id}` has it all).

@@ -72,7 +72,7 @@ pub struct Prior {
 /// report and the events to record.
 pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     let RunInputs { inspection, run_id, trigger, dry_run, window, skipped, reading, prior, events, now } = input;
-    let groups = group_outcomes(reading.groups, &prior.group_states, dry_run, reading.key_activity_error);
+    let groups = group_outcomes(reading.groups, &prior.group_states, (dry_run, now), reading.key_activity_error);
     let (analysis, baseline) = (reading.analysis, reading.baseline);
     let clusters = classify(&analysis, &baseline, &prior.clusters, &inspection.settings.severity_rules, dry_run);
     let key_writes = if dry_run { Vec::new() } else { key_writes(&analysis.keys, &baseline.keys) };
@@ -104,6 +104,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     if !events.guance_configured {
         report.events_note = Some(outbox::NOT_CONFIGURED.to_string());
     }
+    report.warnings = groups.warnings;
 
     let stats = analysis.stats;
     FinishedRun {
@@ -141,6 +142,8 @@ struct GroupOutcomes {
     status: RunStatus,
     /// Why the run is not a full success, in a sentence per reason.
     error: Option<String>,
+    /// For the report: what groups warned of without failing (an empty window), by name.
+    warnings: Vec<String>,
 }
 
 /// A run is failed when no group could be read, partial when some could not or something
@@ -148,16 +151,20 @@ struct GroupOutcomes {
 fn group_outcomes(
     groups: Vec<GroupRead>,
     before: &HashMap<String, LogGroupState>,
-    dry_run: bool,
+    (dry_run, now): (bool, DateTime<Utc>),
     key_activity_error: Option<String>,
 ) -> GroupOutcomes {
     let total = groups.len();
     let mut outcomes = Vec::with_capacity(total);
     let mut states = Vec::new();
-    let mut bad_files = 0u64;
+    let mut warnings = Vec::new();
+    let (mut bad_files, mut unusable_rows) = (0u64, 0u64);
     for read in groups {
         bad_files += read.result.as_ref().map_or(0, |f| f.notes.bad_files);
-        let (outcome, state) = group_outcome(read, before, dry_run);
+        unusable_rows += read.result.as_ref().map_or(0, |f| f.notes.unusable_rows);
+        let (outcome, state) = group_outcome(read, before, (dry_run, now));
+        let empty = outcome.warnings.iter().filter(|w| w.starts_with(EMPTY_WINDOW));
+        warnings.extend(empty.map(|w| format!("{}: {w}", outcome.name)));
         outcomes.push(outcome);
         states.extend(state);
     }
@@ -176,6 +183,11 @@ fn group_outcomes(
     if bad_files > 0 {
         notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
     }
+    if unusable_rows > 0 {
+        notes.push(format!(
+            "{unusable_rows} Logs Insights rows lacked the fields the query asked for (see log_groups[].warnings)"
+        ));
+    }
     let status = if failures == total && total > 0 {
         RunStatus::Failed
     } else if !notes.is_empty() {
@@ -183,16 +195,18 @@ fn group_outcomes(
     } else {
         RunStatus::Succeeded
     };
-    GroupOutcomes { outcomes, states, status, error: (!notes.is_empty()).then(|| notes.join("; ")) }
+    GroupOutcomes { outcomes, states, status, error: (!notes.is_empty()).then(|| notes.join("; ")), warnings }
 }
 
 /// One group's outcome, and where it is to be read from next (None: where it was).
 fn group_outcome(
     read: GroupRead,
     before: &HashMap<String, LogGroupState>,
-    dry_run: bool,
+    (dry_run, now): (bool, DateTime<Utc>),
 ) -> (LogGroupOutcome, Option<LogGroupState>) {
     let GroupRead { plan, result } = read;
+    let prior = before.get(&plan.group);
+    let mut idle = Idle::of(prior);
     let mut outcome = LogGroupOutcome {
         name: plan.group.clone(),
         status: "succeeded".into(),
@@ -208,14 +222,17 @@ fn group_outcome(
             outcome.records_scanned = figures.records_scanned;
             outcome.error_records = figures.error_records;
             outcome.warnings = figures.notes.problems;
+            outcome.warnings.extend(idle.observe(figures.notes.window_empty, plan.moves_state, now));
             // Set once, by the first window of any kind that is read, even when no baseline
             // was asked for, so raising baseline_days later does not re-read history.
-            let first_read = before.get(&plan.group).is_none_or(|st| st.baseline_until.is_none());
+            let first_read = prior.is_none_or(|st| st.baseline_until.is_none());
             let baseline_until = first_read.then_some(plan.window.start);
             (!dry_run && (plan.moves_state || baseline_until.is_some())).then(|| LogGroupState {
                 log_group: plan.group.clone(),
                 watermark: plan.moves_state.then_some(plan.window.end),
                 baseline_until,
+                empty_windows: idle.empty_windows,
+                empty_warned_at: idle.warned_at,
             })
         }
         Err(e) => {
@@ -224,15 +241,65 @@ fn group_outcome(
             outcome.error = Some(e);
             // A group never read before keeps the window it failed on, so the next run
             // starts there instead of at a later `now − lookback`.
-            let never_read = before.get(&plan.group).is_none_or(|st| st.watermark.is_none());
+            let never_read = prior.is_none_or(|st| st.watermark.is_none());
             (plan.moves_state && !dry_run && never_read).then(|| LogGroupState {
                 log_group: plan.group.clone(),
                 watermark: Some(plan.window.start),
                 baseline_until: None,
+                empty_windows: idle.empty_windows,
+                empty_warned_at: idle.warned_at,
             })
         }
     };
     (outcome, state)
+}
+
+/// The warning for a window that held no record at all. The original's FAQ answers "the
+/// report has no anomaly analysis" with "check that the collector has data"; the run says it.
+pub const EMPTY_WINDOW: &str = "no CloudTrail records in this window: is the trail delivering to this log group?";
+/// Default windows in a row without a record after which a group is taken to be idle, and
+/// warned about once a day instead of on every run.
+pub const IDLE_AFTER_EMPTY_WINDOWS: i64 = 3;
+
+/// A group's run of empty default windows, as stored with its read position.
+struct Idle {
+    empty_windows: i64,
+    warned_at: Option<DateTime<Utc>>,
+}
+
+impl Idle {
+    fn of(state: Option<&LogGroupState>) -> Idle {
+        Idle { empty_windows: state.map_or(0, |s| s.empty_windows), warned_at: state.and_then(|s| s.empty_warned_at) }
+    }
+
+    /// Takes in whether the window was empty, and returns the warning to show, if any. An
+    /// explicit window is always warned about and leaves the count alone: it is not the
+    /// group's steady reading.
+    fn observe(&mut self, window_empty: Option<bool>, moves_state: bool, now: DateTime<Utc>) -> Option<String> {
+        match window_empty {
+            None => None,
+            Some(false) => {
+                if moves_state {
+                    (self.empty_windows, self.warned_at) = (0, None);
+                }
+                None
+            }
+            Some(true) if !moves_state => Some(EMPTY_WINDOW.to_string()),
+            Some(true) => {
+                self.empty_windows += 1;
+                let idle = self.empty_windows > IDLE_AFTER_EMPTY_WINDOWS;
+                if idle && self.warned_at.is_some_and(|at| now - at < chrono::TimeDelta::days(1)) {
+                    return None;
+                }
+                self.warned_at = Some(now);
+                Some(match self.empty_windows {
+                    1 => EMPTY_WINDOW.to_string(),
+                    n if n < IDLE_AFTER_EMPTY_WINDOWS => format!("{EMPTY_WINDOW} ({n} windows in a row)"),
+                    n => format!("{EMPTY_WINDOW} ({n} windows in a row; said once a day while it stays so)"),
+                })
+            }
+        }
+    }
 }
 
 /// The run's clusters told new from known, and the rows that make them known.
@@ -365,6 +432,7 @@ fn report(
         new_clusters_truncated: truncated,
         events: Vec::new(),
         events_note: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -920,7 +988,12 @@ mod tests {
             };
             Some((
                 name.to_string(),
-                LogGroupState { log_group: name.into(), watermark: Some(watermark), baseline_until },
+                LogGroupState {
+                    log_group: name.into(),
+                    watermark: Some(watermark),
+                    baseline_until,
+                    ..LogGroupState::default()
+                },
             ))
         };
         let group_states: HashMap<String, LogGroupState> =
@@ -939,7 +1012,9 @@ mod tests {
                         records_scanned: 100,
                         error_records: 10,
                         notes: match reads {
-                            Reads::BadFiles(n) => ReadNotes { bad_files: n, problems: vec!["bad.json.gz".into()] },
+                            Reads::BadFiles(n) => {
+                                ReadNotes { bad_files: n, problems: vec!["bad.json.gz".into()], ..ReadNotes::default() }
+                            }
                             _ => ReadNotes::default(),
                         },
                     }),
@@ -1193,5 +1268,29 @@ mod tests {
         let m = merge_counted(&a, &b);
         assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
         assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
+    }
+    /// Empty default windows are warned about on each of the first few in a row, then once a
+    /// day; a window with records ends the run of them; explicit windows always say so.
+    #[test]
+    fn empty_windows_are_warned_about_until_the_group_is_known_to_be_idle() {
+        let mut idle = Idle::of(None);
+        let hour = |h: i64| now() + TimeDelta::hours(h);
+        let mut said = Vec::new();
+        for h in 0..30 {
+            said.push(idle.observe(Some(true), true, hour(h)).is_some());
+        }
+        let warned: Vec<usize> = said.iter().enumerate().filter(|(_, s)| **s).map(|(h, _)| h).collect();
+        assert_eq!(warned, [0, 1, 2, 26], "the first three, then once a day");
+        assert_eq!((idle.empty_windows, idle.warned_at), (30, Some(hour(26))));
+        assert_eq!(idle.observe(Some(true), false, hour(30)).as_deref(), Some(EMPTY_WINDOW), "explicit window");
+        assert_eq!(idle.empty_windows, 30, "an explicit window leaves the count alone");
+        assert_eq!(idle.observe(None, true, hour(31)), None, "unknown: nothing said, nothing changed");
+        assert_eq!(idle.empty_windows, 30);
+        assert_eq!(idle.observe(Some(false), true, hour(32)), None);
+        assert_eq!((idle.empty_windows, idle.warned_at), (0, None));
+        let again = idle.observe(Some(true), true, hour(33)).unwrap();
+        assert_eq!(again, EMPTY_WINDOW, "a new run of empty windows is said at once");
+        let third = (0..2).filter_map(|h| idle.observe(Some(true), true, hour(34 + h))).last().unwrap();
+        assert!(third.ends_with("(3 windows in a row; said once a day while it stays so)"), "{third}");
     }
 }

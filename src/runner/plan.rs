@@ -137,7 +137,7 @@ mod tests {
     use crate::runner::fixtures::{at, base, inspection};
 
     fn state(watermark: Option<DateTime<Utc>>, baseline_until: Option<DateTime<Utc>>) -> LogGroupState {
-        LogGroupState { log_group: "g".into(), watermark, baseline_until }
+        LogGroupState { log_group: "g".into(), watermark, baseline_until, ..LogGroupState::default() }
     }
 
     #[test]

@@ -204,6 +204,15 @@ async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules
         let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
         let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
         notes.absorb(baseline_notes);
+        // A window without a single error is common; one without any record at all means
+        // the trail is not delivering here, which the run should say.
+        notes.window_empty = if c.stats().records_scanned > 0 {
+            Some(false)
+        } else if plan.window.is_empty() {
+            None
+        } else {
+            source.window_has_records(&plan.group, plan.window).await.map(|has| !has)
+        };
         Ok((c, baseline, notes))
     }
     .await;

@@ -13,6 +13,7 @@ mod aws_faults;
 mod aws_path;
 mod cluster_levels;
 mod db_restart;
+mod empty_windows;
 mod fake_cwl_server;
 mod first_look;
 mod func;
