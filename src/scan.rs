@@ -161,6 +161,8 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     }
 
     print_report(&store, &args, &target, &run).await?;
+    // The process exits right after: `--state` must be whole in its file by then.
+    store.close().await;
     Ok(exit_code(&run))
 }
 

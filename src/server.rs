@@ -27,13 +27,19 @@ pub fn build_state_with(
     http: HttpSettings,
     sources: Sources,
 ) -> AppState {
+    let mut runner_settings = runner_settings;
+    // Events link to console pages: sign them with the key the console checks them with.
+    if runner_settings.events.share.is_none() {
+        runner_settings.events.share =
+            Some(crate::share::ShareLinks { key: http.console.key.clone(), ttl: http.console.share_ttl });
+    }
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     AppState { store, runner, settings: Arc::new(http) }
 }
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let http = HttpSettings::from(&args);
+    let mut http = HttpSettings::from(&args);
     if http.api_tokens.is_empty() && !args.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {} without an API token: anyone who can reach it could read and change \
@@ -41,6 +47,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    http.console.key = Arc::new(crate::share::ShareKey::from_config(args.share_key.as_ref(), &args.db.data_dir)?);
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
     let guance = match args.guance.settings()? {
@@ -77,11 +84,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let runner = state.runner.clone();
+    let store = state.store.clone();
     let app = crate::http::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, "listening; Swagger UI at /swagger-ui/");
+    tracing::info!(address = %args.listen, "listening; console at /console, Swagger UI at /swagger-ui/");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(
         axum::serve(listener, app)
@@ -98,6 +106,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => {}
     }
     drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
+    // Whatever still holds a connection (a delivery, housekeeping) gets a moment; the
+    // database files are then left whole, so a copy of the SQLite file is a complete one.
+    if tokio::time::timeout(Duration::from_secs(5), store.close()).await.is_err() {
+        tracing::warn!("the database connections did not close within 5 s");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -190,6 +190,9 @@ pub struct EventContext {
     pub alert_policy_ids: Vec<String>,
     /// Base URL of this service, without a trailing slash.
     pub public_url: String,
+    /// Signs the links to console pages so they open without a token; None leaves them
+    /// plain (the page then asks to sign in).
+    pub share: Option<crate::share::LinkSigner>,
     pub severity_rules: SeverityRules,
 }
 
@@ -537,7 +540,7 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
             m.push_str(&format!("- … and {} more clusters that did not fit\n", d.carried_omitted));
         }
     }
-    m.push_str(&format!("\n[Run details]({})\n", link_dest(&format!("{}/api/v1/runs/{}", ctx.public_url, ctx.run_id))));
+    m.push_str(&format!("\n[Run details]({})\n", link_dest(&page_link(ctx, &format!("/console/runs/{}", ctx.run_id)))));
     m
 }
 
@@ -574,7 +577,7 @@ fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]
         let mut links = Vec::new();
         if let Some(id) = c.cluster_id {
             links
-                .push(format!("[Cluster details]({})", link_dest(&format!("{}/api/v1/clusters/{id}", ctx.public_url))));
+                .push(format!("[Cluster details]({})", link_dest(&page_link(ctx, &format!("/console/clusters/{id}")))));
         }
         if let Some(url) = insights_url(ctx, c) {
             links.push(format!("[Records in CloudWatch Logs Insights]({})", link_dest(&url)));
@@ -588,6 +591,15 @@ fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]
             "- … and {} more clusters (all are in the event detail)\n",
             clusters.len() - MAX_MESSAGE_CLUSTERS
         ));
+    }
+}
+
+/// The URL of a page of this service's console: a share link, which opens without a token
+/// until it expires, when the service signs links.
+fn page_link(ctx: &EventContext, path: &str) -> String {
+    match &ctx.share {
+        Some(signer) => format!("{}{}", ctx.public_url, signer.sign(path)),
+        None => format!("{}{path}", ctx.public_url),
     }
 }
 
@@ -704,7 +716,7 @@ fn cluster_json(ctx: &EventContext, c: &EventCluster) -> Value {
             .collect::<Vec<_>>()
     );
     if let Some(id) = c.cluster_id {
-        v["url"] = json!(format!("{}/api/v1/clusters/{id}", ctx.public_url));
+        v["url"] = json!(page_link(ctx, &format!("/console/clusters/{id}")));
     }
     if let Some(u) = insights_url(ctx, c) {
         v["insights_url"] = json!(u);
@@ -716,7 +728,7 @@ fn detail(ctx: &EventContext, a: &AccountRun, d: &Decision) -> Value {
     json!({
         "inspection": {"id": ctx.inspection_id, "name": ctx.inspection_name},
         "run_id": ctx.run_id,
-        "run_url": format!("{}/api/v1/runs/{}", ctx.public_url, ctx.run_id),
+        "run_url": page_link(ctx, &format!("/console/runs/{}", ctx.run_id)),
         "account_id": a.account_id,
         "region": ctx.region,
         "log_groups": ctx.log_groups,
@@ -760,6 +772,7 @@ mod tests {
             exec_mode: ExecMode::Crontab,
             alert_policy_ids: vec!["altpl_a".into()],
             public_url: "https://inspector.example.com".into(),
+            share: None,
             severity_rules: SeverityRules::default(),
         }
     }
@@ -945,7 +958,7 @@ mod tests {
             "#### New error clusters",
             "- **`AccessDenied`** on `s3.amazonaws.com` `GetObject`: 4 records, level **error** (CloudWatch.2 Unauthorized API calls)",
             "  - Template: `Access Denied`",
-            "[Cluster details](https://inspector.example.com/api/v1/clusters/00000000-0000-0000-0000-000000000009)",
+            "[Cluster details](https://inspector.example.com/console/clusters/00000000-0000-0000-0000-000000000009)",
             "[Records in CloudWatch Logs Insights](https://us-east-1.console.aws.amazon.com/",
         ] {
             assert!(msg.contains(part), "missing {part:?} in\n{msg}");

@@ -38,7 +38,7 @@ const TRACE_HEADER: &str = "x-trace-id";
 /// Func's request cost header (milliseconds).
 const COST_HEADER: &str = "x-request-cost";
 /// The kwargs these routes accept; any other is an error, as a Python signature would make it.
-const KWARGS: [&str; 5] = ["configs", "lookback_minutes", "window_start", "window_end", "dry_run"];
+const KWARGS: [&str; 6] = ["configs", "lookback_minutes", "window_start", "window_end", "dry_run", "fail_on_partial"];
 const RETURN_TYPES: [&str; 2] = ["raw", "jsonDumps"];
 const FORMATS: [&str; 3] = ["normal", "s", "simplified"];
 /// Func's `timeout` bounds (`DFF.API(timeout=…)`).
@@ -289,6 +289,10 @@ pub struct FuncKwargs {
     pub window_end: Option<DateTime<Utc>>,
     /// Record the result but learn nothing (no cluster becomes known, no watermark moves).
     pub dry_run: Option<bool>,
+    /// Answer a `partial` run (some log groups could not be read) as EFuncFailed 599.10
+    /// instead of a result, for callers that only see success or failure (cron with
+    /// `curl -f`, a CronJob). Sync calls only.
+    pub fail_on_partial: Option<bool>,
 }
 
 /// Func's execution options.
@@ -301,6 +305,30 @@ pub struct FuncOptions {
     pub unbox: Option<bool>,
     /// Seconds to wait for the run (1–3600); default the inspection's `timeout_seconds`.
     pub timeout: Option<u32>,
+}
+
+// The `{format}` of a call's URL: how its kwargs are given. For the document only: the
+// handler reads the segment as text, so that any other value gets Func's own 400.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum FuncFormat {
+    /// `{"kwargs": {...}, "options": {...}}` (GET: `?kwargs=<JSON>&options=<JSON>`).
+    Normal,
+    /// Short for `simplified`.
+    S,
+    /// The body (GET: the query) is the kwargs.
+    Simplified,
+}
+
+/// What a sync call answers for a finished run in JSON: the run itself (unboxed, the
+/// default) or Func's envelope with the run as `data.result` (`options.unbox = false`).
+#[allow(dead_code, clippy::large_enum_variant)]
+#[derive(ToSchema)]
+#[serde(untagged)]
+enum FuncSyncResult {
+    Run(Run),
+    Boxed(FuncBoxed),
 }
 
 /// A boxed answer: `options.unbox = false`, and every `/bat/` answer.
@@ -445,7 +473,8 @@ impl Family {
         ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
     ),
     request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait(
     State(state): State<AppState>,
@@ -463,10 +492,11 @@ pub async fn run_and_wait(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait_in_format(
     State(state): State<AppState>,
@@ -503,7 +533,7 @@ pub async fn start_run(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
     responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)
@@ -550,6 +580,10 @@ async fn serve_call(
         parse_body(&request.headers, &request.body)?
     };
     let (kwargs, options) = if simplified { (data, Options::default()) } else { split_normal(data)? };
+    let fail_on_partial = match kwargs.get("fail_on_partial").filter(|v| !v.is_null()) {
+        Some(v) => bool_kwarg("fail_on_partial", v)?,
+        None => false,
+    };
     let asked = run_request(kwargs, &inspection, Utc::now())?;
 
     let started = state
@@ -566,6 +600,7 @@ async fn serve_call(
     let secs = options.timeout.unwrap_or(u64::from(inspection.settings.timeout_seconds));
     let run = wait_for(started.done, run_id, secs).await?;
     match run.status {
+        RunStatus::Partial if fail_on_partial => Err(failed(&run)),
         RunStatus::Succeeded | RunStatus::Partial => Ok(result(call, &run, options)),
         RunStatus::Failed => Err(failed(&run)),
         RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => Err(no_response(run.id)),
@@ -616,7 +651,10 @@ fn failed(run: &Run) -> FuncError {
         Reason::EFuncFailed,
         "Func task failed",
         json!({
-            "exception": run.error.clone().unwrap_or_else(|| "the run failed".into()),
+            "exception": run.error.clone().unwrap_or_else(|| match run.status {
+                RunStatus::Partial => "the run was partial: some log groups could not be read".into(),
+                _ => "the run failed".into(),
+            }),
             "traceback": if traceback.is_empty() { Value::Null } else { json!(traceback.join("\n")) },
             "run_id": run.id,
             "run": format!("/api/v1/runs/{}", run.id),
@@ -837,19 +875,24 @@ fn run_request(
     }
 
     if let Some(v) = get("dry_run") {
-        request.dry_run = match v {
-            Value::Bool(b) => *b,
-            Value::Number(n) if n.as_i64() == Some(0) => false,
-            Value::Number(n) if n.as_i64() == Some(1) => true,
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(FuncError::bad_kwarg("dry_run", "must be true or false")),
-            },
-            _ => return Err(FuncError::bad_kwarg("dry_run", "must be true or false")),
-        };
+        request.dry_run = bool_kwarg("dry_run", v)?;
     }
     Ok(request)
+}
+
+/// A boolean kwarg as Func callers send one: JSON true/false, 1/0, or that as text.
+fn bool_kwarg(name: &str, v: &Value) -> Result<bool, FuncError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
+        Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(FuncError::bad_kwarg(name, "must be true or false")),
+        },
+        _ => Err(FuncError::bad_kwarg(name, "must be true or false")),
+    }
 }
 
 #[cfg(test)]

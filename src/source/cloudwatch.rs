@@ -54,6 +54,7 @@ use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::cluster::scrub_nul;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
+use crate::metrics::AwsOutcome;
 use crate::model::inspection::{Inspection, Strategy};
 
 /// Error records, and failed console sign-ins (which carry no errorCode).
@@ -251,7 +252,7 @@ impl CloudWatchSource {
     /// saying what to fix.
     async fn call<T, E, R, F, Fut>(
         &self,
-        what: &str,
+        what: &'static str,
         groups: &[String],
         paced: bool,
         mut f: F,
@@ -282,10 +283,12 @@ impl CloudWatchSource {
                     if paced {
                         self.filter_limiter.succeeded(&self.quota_key);
                     }
+                    self.counters.call_ended(what, AwsOutcome::Ok);
                     return Ok(v);
                 }
                 Err(e) => classify(e),
             };
+            self.counters.call_ended(what, if err.throttled { AwsOutcome::Throttled } else { AwsOutcome::Error });
             let tries = if err.throttled {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 if paced {

@@ -538,6 +538,7 @@ fn context(start: DateTime<Utc>, end: DateTime<Utc>) -> EventContext {
         exec_mode: ExecMode::Manual,
         alert_policy_ids: vec!["altpl_security".into()],
         public_url: "http://127.0.0.1:8080".into(),
+        share: None,
         severity_rules: SeverityRules::default(),
     }
 }
@@ -643,7 +644,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     // The most severe clusters come first.
     let first = msg.split("#### New error clusters").nth(1).unwrap().lines().find(|l| l.starts_with("- ")).unwrap();
     assert!(first.contains(&format!("level **{}**", want_status.as_str())), "{first}");
-    assert!(msg.contains("[Cluster details](http://127.0.0.1:8080/api/v1/clusters/"));
+    assert!(msg.contains("[Cluster details](http://127.0.0.1:8080/console/clusters/"));
     assert!(msg.contains("[Records in CloudWatch Logs Insights](https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:logs-insights$3FqueryDetail$3D~("));
     assert!(msg.contains("Top principals: `arn:aws:iam::123837392027:"));
     assert!(msg.contains("CloudWatch.2 Unauthorized API calls"));
