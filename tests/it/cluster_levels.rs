@@ -106,6 +106,15 @@ async fn every_cluster_view_shows_the_level_and_cis_rules_its_event_carries() {
             assert_eq!(rating(c), rating(of_run.iter().find(|r| r["fingerprint"] == fp).unwrap()), "{fp}");
         }
 
+        // The console's pages show the rating stored with the clusters, sample and all: the
+        // root's sign-in without MFA (CloudWatch.3) is read from its sample record.
+        for page in [format!("/console/inspections/{id}"), format!("/console/runs/{run_id}")] {
+            let req = axum::http::Request::get(page.as_str()).body(axum::body::Body::empty()).unwrap();
+            let (status, _, html) = crate::console::send(&app.router, req).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            assert!(html.contains(">CloudWatch.3<") && html.contains(">CloudWatch.6<"), "{page}: {html}");
+        }
+
         // And the Guance event of the account, computed in the same place.
         let event_id = run["report"]["events"]
             .as_array()
