@@ -373,14 +373,16 @@ fn summary_line(run: &Run) -> String {
         (_, (Some(s), Some(e))) => format!("{} → {}", at(s), at(e)),
     };
     format!(
-        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · ignored: {} · status: {}",
+        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · repaired: {} · ignored: {} · insights events: {} · status: {}",
         thousands(run.records_scanned),
         thousands(run.error_records),
         thousands(run.clusters_total),
         thousands(run.clusters_new),
         thousands(run.new_error_records),
         thousands(run.malformed_records),
+        thousands(run.warned_records),
         thousands(run.ignored_records),
+        thousands(run.insight_events),
         run.status.as_str(),
     )
 }
@@ -398,6 +400,33 @@ fn nothing_new(run: &Run) -> &'static str {
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// One line per Insights event of the report: AWS's own findings are worth a line each.
+fn insight_lines(run: &Run) -> Vec<String> {
+    let Some(report) = &run.report else { return Vec::new() };
+    report
+        .insights
+        .iter()
+        .map(|i| {
+            let rates = match (i.baseline_average, i.insight_average) {
+                (Some(b), Some(x)) => format!(", {x:.1}/min against {b:.1}/min usually"),
+                _ => String::new(),
+            };
+            let code = if i.error_code.is_empty() { String::new() } else { format!(" {}", i.error_code) };
+            sanitize(&format!(
+                "{} {} {} {}{code} on {} {} in {} {}{rates}",
+                i.event_time.format("%Y-%m-%d %H:%M:%SZ"),
+                i.state,
+                i.insight_type,
+                i.account_id,
+                i.event_source.trim_end_matches(".amazonaws.com"),
+                i.event_name,
+                i.region,
+                i.event_id,
+            ))
+        })
+        .collect()
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -474,6 +503,13 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
     if !known.is_empty() {
         out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&known)));
     }
+    let insights = insight_lines(run);
+    if !insights.is_empty() {
+        out.push_str(&format!("\nCLOUDTRAIL INSIGHTS EVENTS ({})\n", insights.len()));
+        for line in insights {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     out.push_str(&format!("\nACCESS KEYS ({}; most recently active first)\n", keys.heading()));
     if !keys.shown.is_empty() {
         let rows: Vec<Vec<String>> = keys
@@ -549,6 +585,13 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
     if !known.is_empty() {
         out.push_str(&cluster_table(&known));
     }
+    let insights = insight_lines(run);
+    if !insights.is_empty() {
+        out.push_str(&format!("\n## CloudTrail Insights events ({})\n\n", insights.len()));
+        for line in insights {
+            out.push_str(&format!("- {}\n", md(&line)));
+        }
+    }
     out.push_str(&format!("\n## Access keys ({})\n\n", md(&keys.heading())));
     if !keys.shown.is_empty() {
         out.push_str("| Key | Last active | Principal | Last event | Source IP |\n|---|---|---|---|---|\n");
@@ -614,7 +657,9 @@ mod tests {
             records_scanned: 0,
             error_records: 0,
             malformed_records: 0,
+            warned_records: 0,
             ignored_records: 0,
+            insight_events: 0,
             clusters_total: clusters_new,
             clusters_new,
             new_error_records: clusters_new,

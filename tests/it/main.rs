@@ -33,3 +33,4 @@ mod scheduler;
 mod security;
 mod server;
 mod store;
+mod template_upgrade;
