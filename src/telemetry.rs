@@ -54,9 +54,11 @@ pub fn init(format: LogFormat) {
     install(format, filter);
 }
 
-/// For one-shot commands whose output is the report: warnings only, unless `RUST_LOG` says more.
+/// For one-shot commands whose output is the report: errors only, unless `RUST_LOG` says more.
+/// The report itself names every log group or file that could not be read; the same warning
+/// logged beside it would say it twice.
 pub fn init_quiet() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
     install(LogFormat::Pretty, filter);
 }
 

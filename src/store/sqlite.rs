@@ -104,7 +104,8 @@ impl Backend for SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
         self.backfill_guance_checkers().await?;
         super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
-        Ok(())
+        // After re-templating, which merges clusters but rates none.
+        self.backfill_cluster_ratings().await
     }
 
     async fn close(&self) {
