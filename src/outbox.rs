@@ -20,12 +20,12 @@ use uuid::Uuid;
 
 use crate::guance::alerting::{DimensionState, SilentReason};
 use crate::guance::client::{CheckerSpec, GuanceClient, GuanceError, RefFuncInfo};
-use crate::guance::event::{self, AccountRun, EventCluster, EventContext, ExecMode, GuanceEvent};
+use crate::guance::event::{self, AccountRun, EventCluster, EventContext, GuanceEvent};
 use crate::model::Secret;
 use crate::model::cluster::{AccessKeyView, ClusterSummary};
 use crate::model::event::DeliveryState;
 use crate::model::inspection::{Inspection, guance_ref_key};
-use crate::model::run::{RunEventSummary, RunStatus, Trigger};
+use crate::model::run::{ExecMode, RunEventSummary, RunStatus};
 use crate::model::time;
 use crate::store::{CheckerOutcome, DeliveryOutcome, DynStore, NewEvent, OutboxEvent};
 
@@ -66,7 +66,8 @@ pub const NOT_CONFIGURED: &str =
 pub struct RunEvents<'a> {
     pub inspection: &'a Inspection,
     pub run_id: Uuid,
-    pub trigger: Trigger,
+    /// `df_crontab_exec_mode` of its events.
+    pub exec_mode: ExecMode,
     pub window: (DateTime<Utc>, DateTime<Utc>),
     pub status: RunStatus,
     pub dry_run: bool,
@@ -174,30 +175,31 @@ fn event_context(r: &RunEvents<'_>) -> EventContext {
         log_groups: s.source.groups(&s.log_groups),
         window_start: r.window.0,
         window_end: r.window.1,
-        exec_mode: if r.trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual },
+        exec_mode: r.exec_mode,
         alert_policy_ids: s.alert_policy.guance_alert_policy_uuids.clone(),
         public_url: r.settings.public_url.clone(),
         severity_rules: s.severity_rules.clone(),
     }
 }
 
-/// Whether an event goes to Guance, and why not when it does not.
+/// Whether an event goes to Guance, and a note: why not when it does not, why it is silent
+/// when it is. A silent event goes to Guance like any other (`df_is_silent = "true"`): an
+/// alert policy silences notifications, not the event history.
 fn delivery_of(r: &RunEvents<'_>, ev: &GuanceEvent, silent: &Option<SilentReason>) -> (DeliveryState, Option<String>) {
+    let silence = silent.as_ref().map(|reason| match reason {
+        SilentReason::Silenced { until } => format!("silent (df_is_silent): silenced until {}", until.to_rfc3339()),
+        SilentReason::LevelNotNotified { .. } => {
+            format!("silent (df_is_silent): level {} is not in the alert policy's notify_levels", ev.status.as_str())
+        }
+    });
     if r.dry_run {
         (DeliveryState::NotSent, Some("not sent: dry run".to_string()))
     } else if !ev.deliver {
-        let why = match silent {
-            Some(SilentReason::Silenced { until }) => format!("silenced until {}", until.to_rfc3339()),
-            Some(SilentReason::LevelNotNotified { .. }) => {
-                format!("level {} is not in the alert policy's notify_levels", ev.status.as_str())
-            }
-            None => "recorded only".to_string(),
-        };
-        (DeliveryState::NotSent, Some(format!("not sent: {why}")))
+        (DeliveryState::NotSent, Some("not sent: recorded only".to_string()))
     } else if !r.settings.guance_configured {
         (DeliveryState::NotSent, Some(NOT_CONFIGURED.to_string()))
     } else {
-        (DeliveryState::Pending, None)
+        (DeliveryState::Pending, silence)
     }
 }
 

@@ -18,8 +18,8 @@ pub enum DeliveryState {
     Failed,
     /// Still undelivered when it expired (Guance down longer than the expiry).
     Expired,
-    /// Recorded only: silenced, a level the policy does not notify, a dry run, or Guance not
-    /// configured. See `delivery_note`.
+    /// Recorded only: a dry run, or Guance not configured. See `delivery_note`. (Silent
+    /// events are sent: Guance keeps them in its history with `df_is_silent = "true"`.)
     NotSent,
 }
 
@@ -58,10 +58,11 @@ pub struct EventView {
     /// `df_status`: `ok` (a recovery), `info`, `warning`, `error` or `critical`.
     pub status: String,
     pub title: String,
-    /// `df_is_silent`: recorded within a silence period rather than sent.
+    /// `df_is_silent`: written to Guance's history without notifying (a silence period, a
+    /// level not notified).
     pub is_silent: bool,
     pub delivery_state: DeliveryState,
-    /// Why it was not sent, for `not_sent`.
+    /// Why it was not sent (`not_sent`), or why it is silent.
     pub delivery_note: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
