@@ -316,7 +316,10 @@ impl Guance {
         }
     }
 
-    /// The registration an inspection should have in Guance.
+    /// The registration an inspection should have in Guance. `refFuncInfo.kwargs` describes
+    /// the function's arguments as Guance lists them (`{"<arg>": {"default": …}}`, guance-docs
+    /// `open-api/self-built-checker/list.md`), with the inspection's real `configs` as the
+    /// default, so studio shows what is inspected and offers it for editing.
     pub fn checker_spec(&self, i: &Inspection) -> CheckerSpec {
         let groups = i.settings.source.groups(&i.settings.log_groups).join("\n");
         CheckerSpec {
@@ -333,7 +336,7 @@ impl Guance {
                         .to_string(),
                 category: "selfBuiltCheck".to_string(),
                 args: vec!["configs".into()],
-                kwargs: serde_json::json!({ "configs": groups }),
+                kwargs: serde_json::json!({ "configs": { "default": groups } }),
             },
             alert_policy_uuids: i.settings.alert_policy.guance_alert_policy_uuids.clone(),
             is_disabled: !i.enabled,

@@ -21,13 +21,13 @@ use cloudtrail_inspector::model::Secret;
 use cloudtrail_inspector::outbox::{EventSettings, Guance};
 use cloudtrail_inspector::store::DynStore;
 
-const GROUP: &str = "trail";
+pub(crate) const GROUP: &str = "trail";
 
-fn worker(fake: &FakeGuance) -> Guance {
+pub(crate) fn worker(fake: &FakeGuance) -> Guance {
     worker_with_token(fake, None)
 }
 
-fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
+pub(crate) fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
     let settings = GuanceSettings {
         node: GuanceNode::Private,
         openapi_url: Some(fake.url()),
@@ -46,7 +46,7 @@ fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
     g
 }
 
-async fn app(backend: Backend, configured: bool) -> TestApp {
+pub(crate) async fn app(backend: Backend, configured: bool) -> TestApp {
     let mut runner = crate::common::test_runner_settings();
     runner.events = EventSettings {
         public_url: "http://inspector.test".into(),
@@ -57,12 +57,12 @@ async fn app(backend: Backend, configured: bool) -> TestApp {
     TestApp::with_settings(backend, runner, http).await
 }
 
-fn now_s() -> DateTime<Utc> {
+pub(crate) fn now_s() -> DateTime<Utc> {
     Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap()
 }
 
 /// The invictus sts:AssumeRole AccessDenied records, moved to just before now.
-fn access_denied_events() -> Vec<(i64, String)> {
+pub(crate) fn access_denied_events() -> Vec<(i64, String)> {
     let denied: Vec<Value> = data::invictus()
         .into_iter()
         .filter(|r| r["errorCode"] == "AccessDenied" && r["eventName"] == "AssumeRole")
@@ -71,7 +71,7 @@ fn access_denied_events() -> Vec<(i64, String)> {
     data::shift_to(&denied, now_s() - TimeDelta::minutes(30))
 }
 
-async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> String {
+pub(crate) async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> String {
     let mut body = inspection_body(name, &[GROUP], &cwl.endpoint());
     body["baseline_days"] = json!(0);
     body["delivery_delay_minutes"] = json!(0);
@@ -82,13 +82,13 @@ async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> S
     app.create_inspection(body).await["id"].as_str().unwrap().to_string()
 }
 
-async fn run(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn run(app: &TestApp, id: &str) -> Value {
     let (status, v) = app.post(&format!("/api/v1/inspections/{id}/runs"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v
 }
 
-async fn drain(g: &Guance, store: &DynStore) {
+pub(crate) async fn drain(g: &Guance, store: &DynStore) {
     for _ in 0..200 {
         g.deliver_once(store).await.unwrap();
         if store.outbox_backlog().await.unwrap() == 0 {
@@ -431,10 +431,11 @@ async fn inspections_are_registered_in_guance_and_kept_in_sync() {
         assert_eq!(v["guance"]["state"], "pending");
         g.sync_once(app.store()).await.unwrap();
         let checker = fake.checkers()[&ref_key].clone();
-        assert_eq!(checker["title"], "registered");
-        assert_eq!(checker["isDisabled"], false);
-        assert_eq!(checker["alertPolicyUUIDs"], json!(["altpl_0123abcd"]));
-        assert_eq!(checker["refFuncInfo"]["kwargs"]["configs"], GROUP);
+        assert_eq!(checker["jsonScript"]["title"], "registered");
+        assert_eq!(checker["status"], 0, "enabled");
+        assert_eq!(checker["alertPolicyInfos"][0]["uuid"], "altpl_0123abcd");
+        // Guance shows what is inspected: the real configs, as the argument's default.
+        assert_eq!(checker["jsonScript"]["refFuncInfo"]["kwargs"]["configs"]["default"], GROUP);
         let (_, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
         assert_eq!(v["guance"]["state"], "synced", "{v}");
         assert!(v["guance"]["checker_id"].as_str().unwrap().starts_with("rul_"));
@@ -448,14 +449,14 @@ async fn inspections_are_registered_in_guance_and_kept_in_sync() {
         assert!(v["guance"]["error"].as_str().unwrap().contains("502"), "{v}");
         for _ in 0..100 {
             g.sync_once(app.store()).await.unwrap();
-            if fake.checkers()[&ref_key]["title"] == "renamed" {
+            if fake.checkers()[&ref_key]["jsonScript"]["title"] == "renamed" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let checker = fake.checkers()[&ref_key].clone();
-        assert_eq!(checker["title"], "renamed");
-        assert_eq!(checker["isDisabled"], true);
+        assert_eq!(checker["jsonScript"]["title"], "renamed");
+        assert_eq!(checker["status"], 2, "disabled");
         let (_, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
         assert_eq!(v["guance"]["state"], "synced");
 

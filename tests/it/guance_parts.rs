@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use cloudtrail_inspector::engine::{Clusterer, ClustererConfig};
 use cloudtrail_inspector::guance::alerting::{Action, DimensionState};
-use cloudtrail_inspector::guance::client::{CheckerSpec, ClientOptions, GuanceClient, GuanceError, RefFuncInfo};
+use cloudtrail_inspector::guance::client::{
+    CheckerSpec, ClientOptions, GuanceClient, GuanceError, ModifyParts, RefFuncInfo,
+};
 use cloudtrail_inspector::guance::event::{self, AccountRun, EventCluster, EventContext, EventStatus, ExecMode};
 use cloudtrail_inspector::guance::lineproto::{FieldValue, Point, encode_lines};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
@@ -356,21 +358,35 @@ async fn the_checker_registry_lifecycle() {
     changed.alert_policy_uuids = vec!["altpl_two".into(), "altpl_three".into()];
     c.modify_checker(&changed).await.unwrap();
     let got = c.get_checker("cti-1").await.unwrap().unwrap();
-    assert_eq!(got.raw["title"], "renamed");
+    assert_eq!(got.raw["jsonScript"]["title"], "renamed");
     assert_eq!(
         got.alert_policy_infos.iter().map(|p| p.uuid.as_str()).collect::<Vec<_>>(),
         ["altpl_two", "altpl_three"]
     );
 
+    assert_eq!(got.configs().as_deref(), Some("aws-cloudtrail-logs\nsecond-group"));
+    assert_eq!(got.alert_policy_uuids(), Some(vec!["altpl_two".to_string(), "altpl_three".to_string()]));
+
     c.disable_checker("cti-1").await.unwrap();
-    assert_eq!(fake.checkers()["cti-1"]["isDisabled"], true);
+    assert_eq!(c.get_checker("cti-1").await.unwrap().unwrap().is_disabled(), Some(true));
     c.enable_checker("cti-1").await.unwrap();
-    assert_eq!(fake.checkers()["cti-1"]["isDisabled"], false);
+    assert_eq!(c.get_checker("cti-1").await.unwrap().unwrap().is_disabled(), Some(false));
+
+    // Only the parts asked for are sent, and only they change.
+    let mut partial = changed.clone();
+    partial.title = "only the title".into();
+    partial.alert_policy_uuids = vec!["altpl_ignored".into()];
+    let title_only = ModifyParts { title: true, func_info: false, alert_policies: false };
+    c.modify_checker_parts(&partial, title_only).await.unwrap();
+    let sent = fake.requests().into_iter().rfind(|r| r.path == "/api/v1/self_built_checker/modify").unwrap();
+    assert_eq!(sent.body.unwrap(), json!({"refKey": "cti-1", "title": "only the title"}));
+    let got = c.get_checker("cti-1").await.unwrap().unwrap();
+    assert_eq!(got.alert_policy_uuids(), Some(vec!["altpl_two".to_string(), "altpl_three".to_string()]));
 
     let mut disabled = changed.clone();
     disabled.is_disabled = true;
     let rec = c.upsert_checker(&disabled).await.unwrap();
-    assert_eq!(rec.raw["isDisabled"], true);
+    assert_eq!(rec.is_disabled(), Some(true));
     let rec = c.upsert_checker(&spec("cti-2")).await.unwrap();
     assert_eq!(rec.ref_key, "cti-2");
     assert_eq!(fake.checkers().len(), 2);
