@@ -48,7 +48,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
                 .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
             tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
-            Some(Arc::new(crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url())))
+            let mut guance = crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url());
+            guance.pull_interval = Duration::from_secs(args.guance.guance_sync_interval_secs);
+            Some(Arc::new(guance))
         }
         None => {
             tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
@@ -63,6 +65,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before anything can start a run: what this instance left active died with its process.
     if let Err(e) = state.runner.recover_own_runs().await {
         tracing::warn!(error = %e, "could not check for runs left by this instance's previous process");
+    }
+    if let Some(g) = &guance {
+        state.runner.attach_guance(g.clone());
     }
     let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
     state.runner.housekeeping().await;

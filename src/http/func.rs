@@ -704,6 +704,7 @@ async fn serve_call(
         }
     };
     let inspection = find_inspection(state, trigger_id).await?;
+    let inspection = refreshed(state, inspection).await?;
     if !inspection.enabled {
         return Err(FuncError::disabled(mode, &inspection));
     }
@@ -734,6 +735,19 @@ async fn serve_call(
         RunStatus::Succeeded | RunStatus::Partial => Ok(result(call, &run, options)),
         RunStatus::Failed => Err(failed(&run)),
         RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => Err(no_response(run.id)),
+    }
+}
+
+/// The inspection as Guance studio last left it: its settings are read back from Guance
+/// first (when Guance is configured), so a checker disabled or re-configured there is
+/// disabled or re-configured here before the call is judged.
+async fn refreshed(state: &AppState, inspection: Inspection) -> Result<Inspection, FuncError> {
+    if !state.runner.pull_from_guance(inspection.id).await {
+        return Ok(inspection);
+    }
+    match state.store.get_inspection(inspection.id).await.map_err(FuncError::db)? {
+        Some(fresh) => Ok(fresh),
+        None => Err(FuncError::not_found()),
     }
 }
 

@@ -135,6 +135,7 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::get))
         .routes(routes!(clusters::access_keys))
         .routes(routes!(inspections::rotate_trigger_id))
+        .routes(routes!(inspections::register_in_guance))
         .routes(routes!(events::list_for_inspection))
         .routes(routes!(events::get))
 }

@@ -85,10 +85,13 @@ pub struct EventView {
     pub event: Option<serde_json::Value>,
 }
 
-/// The registration of an inspection in Guance.
+/// The registration of an inspection in Guance, kept in sync both ways: changes made here
+/// are pushed, changes made in Guance studio (configs, alert policies, enabled) adopted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GuanceSync {
-    /// `synced`, `pending` (waiting or retrying), `failed` (refused; see `error`) or
+    /// `synced`, `pending` (waiting or retrying), `failed` (refused; see `error`),
+    /// `deleted_in_guance` (the checker was deleted in Guance; the inspection stays, and is
+    /// registered again by `POST /api/v1/inspections/{id}/guance/register`) or
     /// `not_configured` (the service has no Guance settings).
     pub state: String,
     /// `rul_…`: the self-built inspection's id in Guance.
@@ -97,4 +100,23 @@ pub struct GuanceSync {
     pub ref_key: String,
     pub error: Option<String>,
     pub synced_at: Option<DateTime<Utc>>,
+    /// When Guance's copy was last read back (before each run, and periodically).
+    #[serde(default)]
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    /// The last change made in Guance studio and adopted here.
+    #[serde(default)]
+    pub last_change: Option<GuanceChange>,
+}
+
+/// A change of an inspection that came from Guance studio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GuanceChange {
+    /// When it was adopted here.
+    pub at: DateTime<Utc>,
+    /// Where the change was made: `guance`.
+    pub changed_by: String,
+    /// What changed: `configs`, `alert_policy`, `enabled`.
+    pub fields: Vec<String>,
+    /// Guance's `updateAt` of the checker when the change was read.
+    pub guance_updated_at: Option<DateTime<Utc>>,
 }

@@ -126,6 +126,8 @@ impl Runner {
         trace_id: Option<String>,
         limits: bool,
     ) -> Result<Started, TriggerError> {
+        // What Guance studio changed wins before the run is judged: disabled there, it is not run.
+        self.pull_from_guance(inspection_id).await;
         let inspection = self.store.get_inspection(inspection_id).await?.ok_or(TriggerError::NotFound)?;
         if !inspection.enabled {
             return Err(TriggerError::Disabled);

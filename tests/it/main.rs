@@ -15,6 +15,7 @@ mod fake_cwl_server;
 mod func;
 mod guance;
 mod guance_parts;
+mod guance_sync;
 mod hostile_records;
 mod observability;
 mod openapi;
