@@ -157,7 +157,10 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert!(msg.contains("console.aws.amazon.com/cloudwatch"), "{msg}");
         assert!(msg.contains("CloudWatch.2"), "the matched CIS rule is shown: {msg}");
 
-        // A quiet run: the fault recovers, same fault id, with its start and duration.
+        // Renamed, then a quiet run: the fault recovers, same fault id and same dimension (the
+        // name is not part of it), with its start and duration.
+        let (status, _) = app.patch(&format!("/api/v1/inspections/{id}"), json!({"name": "denials renamed"})).await;
+        assert_eq!(status, StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let second = run(&app, &id).await;
         assert_eq!(second["clusters_new"], 0);
@@ -171,6 +174,9 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert_eq!(ok.str("df_fault_id"), e.str("df_fault_id"));
         assert_eq!(ok.str("df_sub_status"), Some("ok"));
         assert_eq!(ok.str("df_monitor_checker_event_ref"), Some(event_ref.as_str()), "same checker, same dimension");
+        assert_eq!(ok.json("df_dimension_tags").unwrap(), tags, "a rename starts no new dimension");
+        assert_eq!(ok.str("df_monitor_checker_name"), Some("denials renamed"));
+        assert_eq!(ok.str("inspection_name"), Some("denials renamed"));
         assert_eq!(ok.fields.get("df_fault_start_time"), e.fields.get("df_fault_start_time"));
         let start = e.int("df_fault_start_time").unwrap();
         let duration = ok.int("df_fault_duration").unwrap();
