@@ -13,12 +13,13 @@ use serde_json::{Value, json};
 use crate::common::data;
 use crate::common::fake_cwl::FakeCwl;
 use crate::common::fake_guance::{self, FakeGuance, Side};
-use crate::common::{BACKENDS, Backend, TestApp, inspection_body};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
 use cloudtrail_inspector::guance::client::{ClientOptions, GuanceClient};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::Secret;
 use cloudtrail_inspector::outbox::{EventSettings, Guance};
+use cloudtrail_inspector::scheduler::{ScheduleSettings, Scheduler};
 use cloudtrail_inspector::store::DynStore;
 
 pub(crate) const GROUP: &str = "trail";
@@ -500,4 +501,26 @@ async fn without_guance_each_run_says_why_no_event_was_sent_and_dry_runs_never_s
     // …and the dry run opened no fault: the real run's event is a fresh one.
     let real = run(&app, &id).await;
     assert_eq!(real["report"]["events"][0]["delivery_state"], "pending");
+}
+
+#[tokio::test]
+async fn a_scheduled_runs_events_say_crontab() {
+    let cwl = FakeCwl::start().await;
+    cwl.put_events(GROUP, "s", access_denied_events());
+    let fake = FakeGuance::start().await;
+    let g = worker(&fake);
+    let app = app(Backend::Sqlite, true).await;
+    let id = inspection(&app, &cwl, "scheduled", json!({})).await;
+    let (_, insp) = app.get(&format!("/api/v1/inspections/{id}")).await;
+    let due: DateTime<Utc> = insp["next_run_at"].as_str().unwrap().parse().unwrap();
+    let scheduler = Scheduler::new(app.state.store.clone(), app.state.runner.clone(), ScheduleSettings::default());
+    let actions = scheduler.tick(due).await.unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let run = wait_for_run(&app, &actions[0].run_id.unwrap().to_string()).await;
+    assert_eq!(run["trigger"], "schedule");
+    assert_eq!(run["report"]["events"].as_array().map(Vec::len), Some(1), "{run}");
+    drain(&g, app.store()).await;
+    let sent = fake.events();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].str("df_crontab_exec_mode"), Some("crontab"), "the built-in scheduler is a crontab");
 }
