@@ -7,11 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-venv="${TOOLS_VENV:-$target_dir/tools-venv}"
-if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
-fi
+# schemathesis and its whole dependency set, pinned (scripts/tools-requirements.txt).
+venv="$(scripts/tools-venv.sh)"
 
 cargo build --quiet --bin cloudtrail-inspector
 work="$(mktemp -d)"
@@ -67,6 +64,9 @@ parameters = { "path.trigger_id" = "${FUZZ_TRIGGER}" }
 TOML
 
 # fuzz [schemathesis options] -- [run options]
+# One worker by default: two worker threads may parse Python source at the same moment, which
+# CPython 3.11.7 (CI's) can fail with "AST constructor recursion depth mismatch" (see
+# scripts/tools-requirements.txt). On this 2-core machine one worker took as long as two.
 fuzz() {
     local global=()
     while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do global+=("$1"); shift; done
@@ -76,7 +76,7 @@ fuzz() {
         --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
         --phases examples,coverage,fuzzing \
         --max-examples "${FUZZ_MAX_EXAMPLES:-25}" \
-        --workers 2 \
+        --workers "${FUZZ_WORKERS:-1}" \
         --request-timeout 20 \
         --seed "${FUZZ_SEED:-20261126}" \
         --suppress-health-check all \

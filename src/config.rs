@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::HttpSettings;
+use crate::http::console::ConsoleSettings;
 use crate::model::Secret;
 use crate::outbox::EventSettings;
 use crate::runner::RunnerSettings;
@@ -21,10 +22,15 @@ fn default_listen() -> &'static str {
     EventSettings::DEFAULT_PUBLIC_URL.trim_start_matches("http://")
 }
 
+/// Where options come from besides flags, for every `--help` that has options.
+pub const ENV_HELP: &str = "Every option can also be given as its environment variable, or in a `.env` file \
+    in the working directory (KEY=value lines, as in .env.example). Variables set in the environment win over \
+    the file, and flags over both.";
+
 /// Watches AWS CloudTrail (through CloudWatch Logs) for new kinds of errors and keeps the
 /// history of what it found.
 #[derive(Debug, Parser)]
-#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true)]
+#[command(name = "cloudtrail-inspector", version, args_conflicts_with_subcommands = true, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,13 +45,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (the default when no subcommand is given).
+    #[command(after_help = ENV_HELP)]
     Serve(ServeArgs),
     /// Apply database migrations and exit.
+    #[command(after_help = ENV_HELP)]
     Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API and exit.
     Openapi,
     /// Seal every stored credential again with the current ENCRYPTION_KEY (after a rotation).
+    #[command(after_help = ENV_HELP)]
     RotateSecrets(DatabaseArgs),
+    /// Write a consistent copy of the SQLite database to a new file, also while the service
+    /// runs (a copy of the `.db` file alone may miss recent writes). For Postgres it names the
+    /// tool to use instead: pg_dump.
+    #[command(after_help = ENV_HELP)]
+    Backup(BackupArgs),
+    /// Replace `<data-dir>/share.key` with a new key: after a restart, every console share link
+    /// and session signed with the old key stops working.
+    #[command(after_help = ENV_HELP)]
+    RotateShareKey(ShareKeyArgs),
     /// Write realistic synthetic CloudTrail files (CloudTrail's S3 layout, gzipped) to try the
     /// service or `scan` on: several accounts and principals, benign and suspicious errors,
     /// failed console sign-ins.
@@ -54,6 +72,7 @@ pub enum Command {
     ///
     /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
     /// failed (so it can gate a pipeline).
+    #[command(after_help = ENV_HELP)]
     Scan(ScanArgs),
 }
 
@@ -84,7 +103,28 @@ pub struct DatabaseArgs {
     pub old_encryption_keys: Vec<Secret>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The copy to write; it must not exist yet.
+    pub file: std::path::PathBuf,
+
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
 impl DatabaseArgs {
+    /// Opens the configured database as it is: no migrations, no keys, and an embedded
+    /// SQLite file that does not exist is an error rather than created empty.
+    pub async fn open_existing(&self) -> anyhow::Result<crate::store::DynStore> {
+        let url = self.url();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = std::path::Path::new(rest.split('?').next().unwrap_or(rest));
+            anyhow::ensure!(path.is_file(), "no SQLite database at {}", path.display());
+        }
+        let cipher = std::sync::Arc::new(crate::crypto::SecretBox::ephemeral());
+        crate::store::connect(&url, 2, cipher).await
+    }
+
     /// Opens (and migrates) the configured store with the configured keys.
     pub async fn open(&self) -> anyhow::Result<crate::store::DynStore> {
         let cipher = crate::crypto::SecretBox::from_config(
@@ -105,6 +145,17 @@ impl DatabaseArgs {
             _ => format!("sqlite://{}", self.data_dir.join("cloudtrail-inspector.db").display()),
         }
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShareKeyArgs {
+    /// Directory of the key file.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// A configured key, which this command cannot replace (it is only read, to say so).
+    #[arg(long, env = "SHARE_KEY", hide_env_values = true)]
+    pub share_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -236,6 +287,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// Key that signs the console's share links and sessions: base64 of 32 bytes
+    /// (`openssl rand -base64 32`). Default: `<data-dir>/share.key`, created on first start.
+    /// A new key revokes every share link and ends every console session; instances behind
+    /// one address must share it.
+    #[arg(long, env = "SHARE_KEY", hide_env_values = true)]
+    pub share_key: Option<Secret>,
+
+    /// Days a share link in a Guance event opens its console page without a token.
+    #[arg(long, env = "SHARE_LINK_DAYS", default_value_t = (ConsoleSettings::DEFAULT_SHARE_TTL.as_secs() / 86_400) as u32, value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub share_link_days: u32,
+
+    /// Hours a console sign-in lasts.
+    #[arg(long, env = "CONSOLE_SESSION_HOURS", default_value_t = (ConsoleSettings::DEFAULT_SESSION_TTL.as_secs() / 3600) as u32, value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub console_session_hours: u32,
+
     /// Identity of this instance, stored as the owner of its runs, so that after a crash it
     /// marks the runs it left behind `interrupted` as soon as it starts again. Default: an
     /// id created in `<data-dir>/instance-id` on first start (and locked while running).
@@ -292,6 +358,7 @@ impl From<&ServeArgs> for EventSettings {
             public_url: args.public_url(),
             guance_configured: args.guance.is_set(),
             expiry: Duration::from_secs(u64::from(args.guance.guance_event_expiry_hours) * 3600),
+            share: None,
         }
     }
 }
@@ -316,6 +383,18 @@ impl From<&ServeArgs> for HttpSettings {
             api_tokens: crate::http::auth::Tokens::new(&args.api_token),
             guance_configured: args.guance.is_set(),
             schedule: args.into(),
+            console: args.into(),
+        }
+    }
+}
+
+impl From<&ServeArgs> for ConsoleSettings {
+    /// The durations; the key is read at start-up (`ShareKey::from_config`).
+    fn from(args: &ServeArgs) -> Self {
+        ConsoleSettings {
+            share_ttl: Duration::from_secs(u64::from(args.share_link_days) * 86_400),
+            session_ttl: Duration::from_secs(u64::from(args.console_session_hours) * 3600),
+            ..ConsoleSettings::default()
         }
     }
 }
@@ -422,6 +501,10 @@ pub struct GenerateArgs {
     /// Records per file.
     #[arg(long, default_value_t = 500)]
     pub per_file: usize,
+
+    /// Write into a directory that already holds files (they stay; new ones are added).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]
@@ -448,5 +531,7 @@ mod tests {
         assert_eq!(http.run_wait_timeout, default.run_wait_timeout);
         assert_eq!(http.max_body_bytes, default.max_body_bytes);
         assert_eq!(http.public_url, default.public_url);
+        assert_eq!(http.console.share_ttl, default.console.share_ttl);
+        assert_eq!(http.console.session_ttl, default.console.session_ttl);
     }
 }

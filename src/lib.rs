@@ -14,7 +14,7 @@
 //! - [`synth`]: a deterministic generator of realistic CloudTrail records for benchmarks, the
 //!   bundled sample and the `generate` command.
 //! - [`crypto`]: sealing of the credentials inspections hold; [`metrics`]: this instance's
-//!   Prometheus counters.
+//!   Prometheus counters; [`share`]: the signed share links (and sessions) of the web console.
 //! - [`store`]: the database (Postgres or SQLite), one portable SQL implementation.
 //! - [`source`]: where records come from: CloudWatch Logs through the AWS SDK
 //!   ([`source::cloudwatch`]), or CloudTrail files on disk ([`source::files`]).
@@ -27,7 +27,8 @@
 //!   a source, lets the engine cluster it, tells new clusters from known ones, and stores the
 //!   result and its events in one transaction.
 //! - [`scheduler`]: starts inspections on their cron schedule, each slot once across instances.
-//! - [`http`]: the REST API (axum), the Func-style trigger routes, OpenAPI and Swagger UI.
+//! - [`http`]: the REST API (axum), the Func-style trigger routes, OpenAPI and Swagger UI,
+//!   and the web console ([`http::console`]): server-rendered pages of the same history.
 //! - [`config`]: every flag and environment variable; [`server`]: the process — wiring,
 //!   serving, draining on a stop signal, key rotation; [`scan`]: the `scan` command, one run
 //!   without a server. [`instance`] and [`telemetry`]: who this process is, and its logs.
@@ -64,6 +65,7 @@ pub mod runner;
 pub mod scan;
 pub mod scheduler;
 pub mod server;
+pub mod share;
 pub mod source;
 pub mod store;
 pub mod synth;

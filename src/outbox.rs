@@ -46,6 +46,8 @@ pub struct EventSettings {
     pub guance_configured: bool,
     /// How long an undelivered event is retried.
     pub expiry: Duration,
+    /// Signs the console links of events (share links); None leaves them plain.
+    pub share: Option<crate::share::ShareLinks>,
 }
 
 impl EventSettings {
@@ -60,6 +62,7 @@ impl Default for EventSettings {
             public_url: Self::DEFAULT_PUBLIC_URL.into(),
             guance_configured: false,
             expiry: Self::DEFAULT_EXPIRY,
+            share: None,
         }
     }
 }
@@ -183,6 +186,7 @@ fn event_context(r: &RunEvents<'_>) -> EventContext {
         exec_mode: r.exec_mode,
         alert_policy_ids: s.alert_policy.guance_alert_policy_uuids.clone(),
         public_url: r.settings.public_url.clone(),
+        share: r.settings.share.as_ref().map(|s| s.signer(r.now)),
         severity_rules: s.severity_rules.clone(),
     }
 }

@@ -142,6 +142,8 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     }
 
     print_report(&store, &args, &target, &run).await?;
+    // The process exits right after: `--state` must be whole in its file by then.
+    store.close().await;
     Ok(match run.status {
         RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
         _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,

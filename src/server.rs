@@ -27,13 +27,19 @@ pub fn build_state_with(
     http: HttpSettings,
     sources: Sources,
 ) -> AppState {
+    let mut runner_settings = runner_settings;
+    // Events link to console pages: sign them with the key the console checks them with.
+    if runner_settings.events.share.is_none() {
+        runner_settings.events.share =
+            Some(crate::share::ShareLinks { key: http.console.key.clone(), ttl: http.console.share_ttl });
+    }
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     AppState { store, runner, settings: Arc::new(http) }
 }
 
 /// `cloudtrail-inspector serve`: open the store, migrate, listen until SIGINT/SIGTERM.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let http = HttpSettings::from(&args);
+    let mut http = HttpSettings::from(&args);
     if http.api_tokens.is_empty() && !args.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {} without an API token: anyone who can reach it could read and change \
@@ -41,22 +47,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    http.console.key = Arc::new(crate::share::ShareKey::from_config(args.share_key.as_ref(), &args.db.data_dir)?);
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend(), "database ready");
-    let guance = match args.guance.settings()? {
-        Some(settings) => {
-            let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
-                .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
-            tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
-            let mut guance = crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url());
-            guance.pull_interval = Duration::from_secs(args.guance.guance_sync_interval_secs);
-            Some(Arc::new(guance))
-        }
-        None => {
-            tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
-            None
-        }
-    };
+    let guance = guance_worker(&args)?;
     let identity = crate::instance::identity(args.instance_id.as_deref(), &args.db.data_dir)?;
     let mut runner_settings = RunnerSettings::from(&args);
     runner_settings.instance_id = Some(identity.id.clone());
@@ -82,11 +76,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let runner = state.runner.clone();
+    let store = state.store.clone();
     let app = crate::http::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
-    tracing::info!(address = %args.listen, "listening; Swagger UI at /swagger-ui/");
+    tracing::info!(address = %args.listen, "listening; console at /console, Swagger UI at /swagger-ui/");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(
         axum::serve(listener, app)
@@ -103,8 +98,27 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         () = shutdown_signal() => {}
     }
     drain(&runner, scheduler, stop_tx, server, Duration::from_secs(args.shutdown_grace_secs)).await;
+    // Whatever still holds a connection (a delivery, housekeeping) gets a moment; the
+    // database files are then left whole, so a copy of the SQLite file is a complete one.
+    if tokio::time::timeout(Duration::from_secs(5), store.close()).await.is_err() {
+        tracing::warn!("the database connections did not close within 5 s");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Guance worker (delivery and two-way sync), when Guance is configured.
+fn guance_worker(args: &ServeArgs) -> anyhow::Result<Option<Arc<crate::outbox::Guance>>> {
+    let Some(settings) = args.guance.settings()? else {
+        tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
+        return Ok(None);
+    };
+    let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
+        .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
+    tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
+    let mut guance = crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url());
+    guance.pull_interval = Duration::from_secs(args.guance.guance_sync_interval_secs);
+    Ok(Some(Arc::new(guance)))
 }
 
 /// A bounded shutdown: close the listener and the scheduler so nothing new starts, let runs in

@@ -611,8 +611,9 @@ pub fn scrub_nul(s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_records_dir;
     use serde_json::value::RawValue;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
 
     #[test]
     fn escaped_nul_becomes_a_replacement_character_unless_it_is_literal_text() {
@@ -629,10 +630,6 @@ mod tests {
         assert_eq!(s, "a\u{fffd}b");
     }
 
-    fn data_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cloudtrail")
-    }
-
     /// Raw records of every `*.json` file in `dir`, files in name order. A file is either a
     /// JSON array of records or `{"Records": [...]}` as CloudTrail writes to S3.
     fn json_records(dir: &str) -> Vec<Box<RawValue>> {
@@ -641,7 +638,7 @@ mod tests {
             #[serde(rename = "Records")]
             records: Vec<Box<RawValue>>,
         }
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(data_dir().join(dir))
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(test_records_dir().join(dir))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -669,7 +666,7 @@ mod tests {
     }
 
     fn panther() -> Vec<Vec<u8>> {
-        let text = std::fs::read(data_dir().join("panther-analysis/events.jsonl")).unwrap();
+        let text = std::fs::read(test_records_dir().join("panther-analysis/events.jsonl")).unwrap();
         text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
     }
 

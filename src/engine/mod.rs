@@ -28,3 +28,10 @@ pub use ignore::IgnoreRules;
 pub use keys::{KeyActivity, KeyTracker};
 pub use record::{Identity, ParseError, Record, might_be_error, parse_event_time, parse_record, parse_record_serde};
 pub use template::template;
+
+/// The real CloudTrail records the unit tests read: `tests/data/cloudtrail` in the checkout
+/// (sources and licenses in its PROVENANCE.md), so they need nothing beside it.
+#[cfg(test)]
+pub(crate) fn test_records_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cloudtrail")
+}

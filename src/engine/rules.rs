@@ -403,12 +403,8 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_records_dir;
     use serde_json::json;
-    use std::path::PathBuf;
-
-    fn data_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cloudtrail")
-    }
 
     fn ids(v: &Value) -> Vec<&'static str> {
         matching_rules(&RuleInput::from_record(v))
@@ -572,7 +568,7 @@ mod tests {
 
     #[test]
     fn stratus_red_team_detonations() {
-        let dir = data_dir().join("stratus-red-team");
+        let dir = test_records_dir().join("stratus-red-team");
         let want: &[(&str, &str, &[&str])] = &[
             ("aws.defense-evasion.cloudtrail-stop.json", "StopLogging", &["CloudWatch.5"]),
             ("aws.defense-evasion.cloudtrail-delete.json", "DeleteTrail", &["CloudWatch.5"]),
@@ -606,7 +602,7 @@ mod tests {
     /// fixtures panther skips still match CIS — checked separately below.)
     #[test]
     fn panther_fixtures_that_fire_match_the_cis_rule() {
-        let dir = data_dir().join("panther-analysis");
+        let dir = test_records_dir().join("panther-analysis");
         let events: Vec<Value> = std::fs::read_to_string(dir.join("events.jsonl"))
             .unwrap()
             .lines()

@@ -204,6 +204,9 @@ pub struct EventContext {
     pub alert_policy_ids: Vec<String>,
     /// Base URL of this service, without a trailing slash.
     pub public_url: String,
+    /// Signs the links to console pages so they open without a token; None leaves them
+    /// plain (the page then asks to sign in).
+    pub share: Option<crate::share::LinkSigner>,
     pub severity_rules: SeverityRules,
 }
 
@@ -639,6 +642,15 @@ fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]
     }
 }
 
+/// The URL of a page of this service's console: a share link, which opens without a token
+/// until it expires, when the service signs links.
+fn page_link(ctx: &EventContext, path: &str) -> String {
+    match &ctx.share {
+        Some(signer) => format!("{}{}", ctx.public_url, signer.sign(path)),
+        None => format!("{}{path}", ctx.public_url),
+    }
+}
+
 /// A URL made safe as a markdown link destination: spaces, controls, `<`, `>`, backticks,
 /// quotes, backslashes and non-ASCII percent-encoded. Parentheses stay (markdown accepts them
 /// when balanced, and only the console links have them, balanced); those from the configured
@@ -767,12 +779,13 @@ pub enum Page {
     Cluster(Uuid),
 }
 
-/// The URL an event links a page of this service with. Every such link of an event (message,
-/// detail, report) is made here, so how they are made can change in this one place.
+/// The URL an event links a page of this service with: the console's page, signed when a
+/// share key is configured. Every such link of an event (message, detail, report) is made
+/// here, so how they are made can change in this one place.
 pub fn page_url(ctx: &EventContext, page: Page) -> String {
     match page {
-        Page::Run(id) => format!("{}/api/v1/runs/{id}", ctx.public_url),
-        Page::Cluster(id) => format!("{}/api/v1/clusters/{id}", ctx.public_url),
+        Page::Run(id) => page_link(ctx, &format!("/console/runs/{id}")),
+        Page::Cluster(id) => page_link(ctx, &format!("/console/clusters/{id}")),
     }
 }
 
@@ -897,6 +910,7 @@ mod tests {
             exec_mode: ExecMode::Crontab,
             alert_policy_ids: vec!["altpl_a".into()],
             public_url: "https://inspector.example.com".into(),
+            share: None,
             severity_rules: SeverityRules::default(),
         }
     }
@@ -1089,12 +1103,12 @@ mod tests {
         assert_eq!(report["new_errors"][0]["error_code"], "AccessDenied");
         assert_eq!(
             report["new_errors"][0]["links"]["details"],
-            "https://inspector.example.com/api/v1/clusters/00000000-0000-0000-0000-000000000009"
+            "https://inspector.example.com/console/clusters/00000000-0000-0000-0000-000000000009"
         );
         assert!(report["new_errors"][0]["links"]["records"].as_str().unwrap().contains("logs-insights"));
         assert_eq!(
             report["links"]["run"],
-            "https://inspector.example.com/api/v1/runs/00000000-0000-0000-0000-000000000002"
+            "https://inspector.example.com/console/runs/00000000-0000-0000-0000-000000000002"
         );
         let detail: Value = serde_json::from_str(&s("df_event_detail")).unwrap();
         assert_eq!(detail["new_clusters"][0]["level"], "error");
@@ -1108,7 +1122,7 @@ mod tests {
             "#### New error clusters",
             "- **`AccessDenied`** on `s3.amazonaws.com` `GetObject`: 4 records, level **error** (CloudWatch.2 Unauthorized API calls)",
             "  - Template: `Access Denied`",
-            "[Cluster details](https://inspector.example.com/api/v1/clusters/00000000-0000-0000-0000-000000000009)",
+            "[Cluster details](https://inspector.example.com/console/clusters/00000000-0000-0000-0000-000000000009)",
             "[Records in CloudWatch Logs Insights](https://us-east-1.console.aws.amazon.com/",
         ] {
             assert!(msg.contains(part), "missing {part:?} in\n{msg}");

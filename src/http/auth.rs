@@ -36,6 +36,11 @@ impl Tokens {
         )
     }
 
+    /// The SHA-256 digests of the tokens (the console fingerprints its sessions with them).
+    pub fn digests(&self) -> &[[u8; 32]] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

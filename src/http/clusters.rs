@@ -19,6 +19,7 @@ page_type!(AccessKeyPage, AccessKeyView);
 #[into_params(parameter_in = Query)]
 pub struct ClusterParams {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -39,7 +40,7 @@ async fn require_inspection(state: &AppState, id: Uuid) -> ApiResult<()> {
 
 /// Every cluster an inspection knows, most recently discovered first.
 #[utoipa::path(
-    get, path = "/api/v1/inspections/{id}/clusters", tag = "clusters",
+    get, operation_id = "list_inspection_clusters", path = "/api/v1/inspections/{id}/clusters", tag = "clusters",
     params(("id" = Uuid, Path, description = "Inspection id"), ClusterParams),
     responses(
         (status = 200, description = "A page of clusters", body = ClusterPage),
@@ -70,7 +71,7 @@ pub async fn list_for_inspection(
 
 /// Read a cluster, with one full CloudTrail record of it.
 #[utoipa::path(
-    get, path = "/api/v1/clusters/{id}", tag = "clusters",
+    get, operation_id = "get_cluster", path = "/api/v1/clusters/{id}", tag = "clusters",
     params(("id" = Uuid, Path, description = "Cluster id")),
     responses(
         (status = 200, description = "The cluster", body = ClusterView),
@@ -84,7 +85,7 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> A
 
 /// Access keys an inspection has seen, most recently active first.
 #[utoipa::path(
-    get, path = "/api/v1/inspections/{id}/access-keys", tag = "clusters",
+    get, operation_id = "list_access_keys", path = "/api/v1/inspections/{id}/access-keys", tag = "clusters",
     params(("id" = Uuid, Path, description = "Inspection id"), PageParams),
     responses(
         (status = 200, description = "A page of access keys", body = AccessKeyPage),

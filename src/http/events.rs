@@ -16,7 +16,7 @@ page_type!(EventPage, EventView);
 /// Events of an inspection, newest first: status, anomaly and recovery time, duration,
 /// silenced or not, delivery state and attempts.
 #[utoipa::path(
-    get, path = "/api/v1/inspections/{id}/events", tag = "events",
+    get, operation_id = "list_inspection_events", path = "/api/v1/inspections/{id}/events", tag = "events",
     params(("id" = Uuid, Path, description = "Inspection id"), PageParams),
     responses(
         (status = 200, description = "A page of events", body = EventPage),
@@ -41,7 +41,7 @@ pub async fn list_for_inspection(
 
 /// One event with everything it carries: the `df_*` fields and the markdown message.
 #[utoipa::path(
-    get, path = "/api/v1/events/{id}", tag = "events",
+    get, operation_id = "get_event", path = "/api/v1/events/{id}", tag = "events",
     params(("id" = Uuid, Path, description = "Event id (the row's, not `df_event_id`)")),
     responses(
         (status = 200, description = "The event", body = EventView),

@@ -51,7 +51,7 @@ const COST_HEADER: &str = "x-request-cost";
 /// How a Func wrapper says a call comes from a crontab config (see [`exec_mode_of`]).
 pub const EXEC_MODE_HEADER: &str = "x-crontab-exec-mode";
 /// The kwargs these routes accept; any other is an error, as a Python signature would make it.
-const KWARGS: [&str; 5] = ["configs", "lookback_minutes", "window_start", "window_end", "dry_run"];
+const KWARGS: [&str; 6] = ["configs", "lookback_minutes", "window_start", "window_end", "dry_run", "fail_on_partial"];
 const RETURN_TYPES: [&str; 2] = ["raw", "jsonDumps"];
 const FORMATS: [&str; 3] = ["normal", "s", "simplified"];
 /// Func's `timeout` bounds (`config.yaml`: `_FUNC_TASK_TIMEOUT_MIN`/`_MAX`).
@@ -372,6 +372,10 @@ pub struct FuncKwargs {
     pub window_end: Option<DateTime<Utc>>,
     /// Record the result but learn nothing (no cluster becomes known, no watermark moves).
     pub dry_run: Option<bool>,
+    /// Answer a `partial` run (some log groups could not be read) as EFuncFailed 599.10
+    /// instead of a result, for callers that only see success or failure (cron with
+    /// `curl -f`, a CronJob). Sync calls only.
+    pub fail_on_partial: Option<bool>,
 }
 
 /// Func's execution options.
@@ -391,6 +395,30 @@ pub struct FuncOptions {
     /// Seconds a queued Func task may wait (1–86400): checked as Func checks it, then ignored
     /// (a run here starts at once or waits for a run slot).
     pub expires: Option<u32>,
+}
+
+// The `{format}` of a call's URL: how its kwargs are given. For the document only: the
+// handler reads the segment as text, so that any other value gets Func's own 400.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+enum FuncFormat {
+    /// `{"kwargs": {...}, "options": {...}}` (GET: `?kwargs=<JSON>&options=<JSON>`).
+    Normal,
+    /// Short for `simplified`.
+    S,
+    /// The body (GET: the query) is the kwargs.
+    Simplified,
+}
+
+/// What a sync call answers for a finished run in JSON: the run itself (unboxed, the
+/// default) or Func's envelope with the run as `data.result` (`options.unbox = false`).
+#[allow(dead_code, clippy::large_enum_variant)]
+#[derive(ToSchema)]
+#[serde(untagged)]
+enum FuncSyncResult {
+    Run(Run),
+    Boxed(FuncBoxed),
 }
 
 /// A boxed answer: `options.unbox = false`, and every Async API answer.
@@ -579,7 +607,8 @@ pub async fn no_such_router(req: Request) -> Response {
         ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait(
     State(state): State<AppState>,
@@ -598,11 +627,12 @@ pub async fn run_and_wait(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
         ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
-    responses((status = 200, description = SYNC_RESULT, body = Run), FuncErrors)
+    responses((status = 200, description = SYNC_RESULT,
+        content((FuncSyncResult = "application/json"), (String = "text/plain"))), FuncErrors)
 )]
 pub async fn run_and_wait_in_format(
     State(state): State<AppState>,
@@ -649,7 +679,7 @@ pub async fn start_run(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
-        ("format" = String, Path, description = "`normal`, `s` or `simplified`"),
+        ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
         ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
@@ -715,6 +745,10 @@ async fn serve_call(
         parse_body(&request.headers, &request.body)?
     };
     let (kwargs, options) = if simplified { (data.into_kwargs(), Options::default()) } else { split_normal(data)? };
+    let fail_on_partial = match kwargs.get("fail_on_partial").filter(|v| !v.is_null()) {
+        Some(v) => bool_kwarg("fail_on_partial", v)?,
+        None => false,
+    };
     let mut asked = run_request(kwargs, &inspection, Utc::now())?;
     asked.exec_mode = exec_mode;
 
@@ -732,6 +766,7 @@ async fn serve_call(
     let secs = options.timeout.unwrap_or(u64::from(inspection.settings.timeout_seconds));
     let run = wait_for(started.done, run_id, secs, call.started).await?;
     match run.status {
+        RunStatus::Partial if fail_on_partial => Err(failed(&run)),
         RunStatus::Succeeded | RunStatus::Partial => Ok(result(call, &run, options)),
         RunStatus::Failed => Err(failed(&run)),
         RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => Err(no_response(run.id)),
@@ -819,7 +854,10 @@ fn failed(run: &Run) -> FuncError {
         Reason::EFuncFailed,
         "Func task failed",
         json!({
-            "exception": run.error.clone().unwrap_or_else(|| "the run failed".into()),
+            "exception": run.error.clone().unwrap_or_else(|| match run.status {
+                RunStatus::Partial => "the run was partial: some log groups could not be read".into(),
+                _ => "the run failed".into(),
+            }),
             "traceback": if traceback.is_empty() { Value::Null } else { json!(traceback.join("\n")) },
             "run_id": run.id,
             "run": format!("/api/v1/runs/{}", run.id),
@@ -1112,19 +1150,24 @@ fn run_request(
     }
 
     if let Some(v) = get("dry_run") {
-        request.dry_run = match v {
-            Value::Bool(b) => *b,
-            Value::Number(n) if n.as_i64() == Some(0) => false,
-            Value::Number(n) if n.as_i64() == Some(1) => true,
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(FuncError::bad_kwarg("dry_run", "must be true or false")),
-            },
-            _ => return Err(FuncError::bad_kwarg("dry_run", "must be true or false")),
-        };
+        request.dry_run = bool_kwarg("dry_run", v)?;
     }
     Ok(request)
+}
+
+/// A boolean kwarg as Func callers send one: JSON true/false, 1/0, or that as text.
+fn bool_kwarg(name: &str, v: &Value) -> Result<bool, FuncError> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
+        Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(FuncError::bad_kwarg(name, "must be true or false")),
+        },
+        _ => Err(FuncError::bad_kwarg(name, "must be true or false")),
+    }
 }
 
 #[cfg(test)]

@@ -18,14 +18,14 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+#[utoipa::path(get, operation_id = "get_health", path = "/healthz", tag = "health", security(()),
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into(), database: None })
 }
 
 /// The database is reachable, so requests can be served.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+#[utoipa::path(get, operation_id = "get_readiness", path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Database unreachable", body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let backend = state.store.backend().to_string();

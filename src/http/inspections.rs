@@ -23,6 +23,7 @@ page_type!(InspectionPage, InspectionView);
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -73,7 +74,7 @@ fn check_file_source(state: &AppState, draft: &mut InspectionDraft) -> ApiResult
 
 /// Register an inspection.
 #[utoipa::path(
-    post, path = "/api/v1/inspections", tag = "inspections",
+    post, operation_id = "create_inspection", path = "/api/v1/inspections", tag = "inspections",
     request_body = NewInspection,
     responses(
         (status = 201, description = "Created", body = InspectionView,
@@ -97,7 +98,7 @@ pub async fn create(
 
 /// List inspections, oldest first.
 #[utoipa::path(
-    get, path = "/api/v1/inspections", tag = "inspections",
+    get, operation_id = "list_inspections", path = "/api/v1/inspections", tag = "inspections",
     params(ListParams),
     responses(
         (status = 200, description = "A page of inspections", body = InspectionPage),
@@ -122,7 +123,7 @@ pub async fn list(
 
 /// Read an inspection.
 #[utoipa::path(
-    get, path = "/api/v1/inspections/{id}", tag = "inspections",
+    get, operation_id = "get_inspection", path = "/api/v1/inspections/{id}", tag = "inspections",
     params(("id" = Uuid, Path, description = "Inspection id")),
     responses(
         (status = 200, description = "The inspection", body = InspectionView),
@@ -136,7 +137,7 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> A
 
 /// Change an inspection: fields present replace the stored ones.
 #[utoipa::path(
-    patch, path = "/api/v1/inspections/{id}", tag = "inspections",
+    patch, operation_id = "update_inspection", path = "/api/v1/inspections/{id}", tag = "inspections",
     params(("id" = Uuid, Path, description = "Inspection id")),
     request_body = NewInspection,
     responses(
@@ -169,7 +170,7 @@ pub async fn update(
 
 /// Remove an inspection with its runs, clusters and key activity.
 #[utoipa::path(
-    delete, path = "/api/v1/inspections/{id}", tag = "inspections",
+    delete, operation_id = "delete_inspection", path = "/api/v1/inspections/{id}", tag = "inspections",
     params(("id" = Uuid, Path, description = "Inspection id")),
     responses(
         (status = 204, description = "Removed"),
@@ -189,7 +190,7 @@ pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -
 ///
 /// The old id stops working at once: Func-style calls with it get 404 (EClientNotFound).
 #[utoipa::path(
-    post, path = "/api/v1/inspections/{id}/trigger-id/rotate", tag = "inspections",
+    post, operation_id = "rotate_trigger_id", path = "/api/v1/inspections/{id}/trigger-id/rotate", tag = "inspections",
     params(("id" = Uuid, Path, description = "Inspection id")),
     responses(
         (status = 200, description = "The inspection with its new `trigger_id`", body = InspectionView),

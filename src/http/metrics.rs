@@ -11,21 +11,23 @@ use crate::metrics::StoreGauges;
 
 /// Counters of runs, AWS calls and HTTP requests of this instance, and the outbox and run
 /// gauges of the shared database.
-#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+#[utoipa::path(get, operation_id = "get_metrics", path = "/metrics", tag = "health", security(()),
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let store = &state.store;
     // The store answering or not is itself worth a series; a down database must not make
     // the scrape fail.
-    let (events, active) = tokio::join!(store.event_counts(), store.active_run_count());
+    let (events, active, successes) =
+        tokio::join!(store.event_counts(), store.active_run_count(), store.last_successes());
     // The backlog is the pending row of the same count (no row: none pending).
     let backlog =
         events.as_ref().ok().map(|rows| rows.iter().find(|(state, _)| state == "pending").map_or(0, |(_, n)| *n));
     let gauges = StoreGauges {
-        up: events.is_ok() && active.is_ok(),
+        up: events.is_ok() && active.is_ok() && successes.is_ok(),
         outbox_backlog: backlog,
         events_by_state: events.unwrap_or_default(),
         active_runs: active.ok(),
+        last_successes: successes.ok(),
     };
     let body = state.runner.metrics().render(&gauges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()

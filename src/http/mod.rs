@@ -2,8 +2,10 @@
 
 pub mod auth;
 pub mod clusters;
+pub mod console;
 pub mod error;
 pub mod events;
+pub mod examples;
 pub mod extract;
 pub mod func;
 pub mod health;
@@ -34,6 +36,9 @@ use crate::runner::Runner;
 use crate::store::{DynStore, decode_cursor, encode_cursor};
 use error::{ApiError, ErrorBody, REQUEST_ID};
 
+/// Where `/` sends a browser: the page a person starts from, the console's overview.
+pub const HOME: &str = console::HOME;
+
 /// Everything handlers need, built once at start-up.
 #[derive(Clone)]
 pub struct AppState {
@@ -57,6 +62,8 @@ pub struct HttpSettings {
     pub guance_configured: bool,
     /// The built-in scheduler, for `next_run_at`.
     pub schedule: crate::scheduler::ScheduleSettings,
+    /// The web console's share links and sessions.
+    pub console: console::ConsoleSettings,
 }
 
 impl HttpSettings {
@@ -76,6 +83,7 @@ impl Default for HttpSettings {
             api_tokens: auth::Tokens::default(),
             guance_configured: false,
             schedule: crate::scheduler::ScheduleSettings::default(),
+            console: console::ConsoleSettings::default(),
         }
     }
 }
@@ -166,7 +174,38 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         doc.merge(part.split_for_parts().1);
     }
     document_common_errors(&mut doc);
+    optional_bodies_are_absent(&mut doc);
+    examples::add(&mut doc);
     doc
+}
+
+/// utoipa writes an optional body (`content = Option<T>`) as a required choice between
+/// `null` and `T`; what the API takes is `T` or no body at all. Swagger UI, which fills a
+/// body from the first choice, would offer `null`.
+fn optional_bodies_are_absent(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{Schema, Type};
+    use utoipa::openapi::{RefOr, Required};
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.patch, &mut item.put].into_iter().flatten() {
+            let Some(body) = op.request_body.as_mut() else { continue };
+            for content in body.content.values_mut() {
+                let Some(RefOr::T(Schema::OneOf(one_of))) = &content.schema else { continue };
+                let is_null =
+                    |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == Type::Null.into());
+                if let [a, b] = &one_of.items[..] {
+                    let other = if is_null(a) {
+                        b
+                    } else if is_null(b) {
+                        a
+                    } else {
+                        continue;
+                    };
+                    content.schema = Some(other.clone());
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
 }
 
 /// Declares the answers every management operation can give besides its own, all with the
@@ -220,13 +259,18 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
         .route_layer(authenticated.clone());
     let runs = runs.route_layer(authenticated);
+    let console = console::routes(state.clone())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(managed)
         .merge(runs)
         .merge(func)
         .merge(public)
+        .merge(console)
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
+        // Temporary: browsers must not remember where `/` led once the page moves.
+        .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary(HOME) }))
         .fallback(no_route)
         .layer(middleware::from_fn(json_errors))
         .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
@@ -275,16 +319,17 @@ async fn scope_request_id(req: Request, next: Next) -> Response {
 }
 
 /// Layers below the handlers (timeout, body limit, method routing) answer errors with empty
-/// or plain-text bodies; give them the API's JSON error shape too.
+/// or plain-text bodies; give them the API's JSON error shape too. The console's HTML error
+/// pages stay as they are.
 async fn json_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
-    let is_json = res
+    let is_json_or_page = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !status.is_client_error() && !status.is_server_error() || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !status.is_client_error() && !status.is_server_error() || is_json_or_page {
         return res;
     }
     let mut out = ApiError::from_status(status).into_response();
@@ -299,6 +344,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -55,9 +55,9 @@ fn accepted(run: &Run) -> Response {
 /// Reads each log group from where the previous run stopped (or the explicit window), clusters
 /// the error records and reports the clusters this inspection had never seen.
 #[utoipa::path(
-    post, path = "/api/v1/inspections/{id}/runs", tag = "runs",
+    post, operation_id = "trigger_run", path = "/api/v1/inspections/{id}/runs", tag = "runs",
     params(("id" = Uuid, Path, description = "Inspection id"), TriggerParams),
-    request_body(content = RunRequest, description = "All fields optional; an empty body is fine"),
+    request_body(content = Option<RunRequest>, description = "Optional, as is each field: no body (or `{}`) reads from where the previous run stopped"),
     responses(
         (status = 200, description = "The finished run", body = Run),
         (status = 202, description = "Run accepted (or still going when the wait ended)", body = Run,
@@ -93,10 +93,13 @@ pub async fn trigger(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Items per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only runs of this inspection.
     pub inspection_id: Option<Uuid>,
+    /// Only runs that ended (or are) in this status.
     pub status: Option<RunStatus>,
     /// Runs created at or after this time.
     pub since: Option<DateTime<Utc>>,
@@ -106,7 +109,7 @@ pub struct ListParams {
 
 /// List runs, newest first.
 #[utoipa::path(
-    get, path = "/api/v1/runs", tag = "runs",
+    get, operation_id = "list_runs", path = "/api/v1/runs", tag = "runs",
     params(ListParams),
     responses(
         (status = 200, description = "A page of runs", body = RunPage),
@@ -130,7 +133,7 @@ pub async fn list(State(state): State<AppState>, ApiQuery(params): ApiQuery<List
 
 /// Read a run with its report.
 #[utoipa::path(
-    get, path = "/api/v1/runs/{id}", tag = "runs",
+    get, operation_id = "get_run", path = "/api/v1/runs/{id}", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = Run),
@@ -144,7 +147,7 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> A
 
 /// The clusters a run found: new ones first, then the largest.
 #[utoipa::path(
-    get, path = "/api/v1/runs/{id}/clusters", tag = "runs",
+    get, operation_id = "list_run_clusters", path = "/api/v1/runs/{id}/clusters", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id"), PageParams),
     responses(
         (status = 200, description = "A page of the run's clusters", body = RunClusterPage),

@@ -116,7 +116,7 @@ impl Runner {
         let key_activity_error =
             read_keys(source.as_ref(), run_id, &read_ok, window, baseline_start, (&mut merged, &mut baseline)).await;
         let api_calls = source.counters().api_calls.load(Ordering::Relaxed) as i64;
-        self.metrics.aws_calls(api_calls as u64, source.counters().throttled.load(Ordering::Relaxed));
+        self.metrics.aws_calls(&source.counters().calls.lock().unwrap_or_else(|e| e.into_inner()));
 
         Ok(Reading { groups, analysis: merged.finish(), baseline: baseline.finish(), key_activity_error, api_calls })
     }

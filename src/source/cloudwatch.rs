@@ -53,6 +53,7 @@ use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::cluster::scrub_nul;
 use crate::engine::{AggregateRow, Clusterer, KeyActivity};
+use crate::metrics::AwsOutcome;
 use crate::model::inspection::{Inspection, Strategy};
 
 /// Error records, and failed console sign-ins (which carry no errorCode).
@@ -303,7 +304,7 @@ impl CloudWatchSource {
     /// Runs one AWS call with bounded retries. `paced` calls wait for the quota first.
     /// Throttles are counted apart from other failures: they slow the pace and have a budget
     /// of their own ([`MAX_THROTTLED_ATTEMPTS`]).
-    async fn call<T, E, R, F, Fut>(&self, what: &str, paced: bool, mut f: F) -> Result<T, SourceError>
+    async fn call<T, E, R, F, Fut>(&self, what: &'static str, paced: bool, mut f: F) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
@@ -330,10 +331,12 @@ impl CloudWatchSource {
                     if paced {
                         self.filter_limiter.succeeded(&self.quota_key);
                     }
+                    self.counters.call_ended(what, AwsOutcome::Ok);
                     return Ok(v);
                 }
                 Err(e) => classify(e),
             };
+            self.counters.call_ended(what, if err.throttled { AwsOutcome::Throttled } else { AwsOutcome::Error });
             let tries = if err.throttled {
                 self.counters.throttled.fetch_add(1, Ordering::Relaxed);
                 if paced {

@@ -61,6 +61,15 @@ pub struct SourceCounters {
     pub api_calls: std::sync::atomic::AtomicU64,
     pub throttled: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
+    /// Calls by operation and outcome, for the metrics.
+    pub calls: std::sync::Mutex<std::collections::BTreeMap<crate::metrics::AwsCallKey, u64>>,
+}
+
+impl SourceCounters {
+    /// One call of `operation` ended so.
+    pub fn call_ended(&self, operation: &'static str, outcome: crate::metrics::AwsOutcome) {
+        *self.calls.lock().unwrap_or_else(|e| e.into_inner()).entry((operation, outcome)).or_default() += 1;
+    }
 }
 
 /// What a read noticed without failing: files that could not be read, for instance.

@@ -47,6 +47,15 @@ pub struct ClusterWrite {
     pub sample_record: Option<serde_json::Value>,
 }
 
+/// A run that found a known cluster, and how many of its records it counted then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOccurrence {
+    pub run_id: Uuid,
+    pub run_created_at: DateTime<Utc>,
+    pub window_end: Option<DateTime<Utc>>,
+    pub count: i64,
+}
+
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
     /// The known clusters among `fingerprints`.
@@ -79,6 +88,15 @@ pub trait ClusterStore: Send + Sync {
         after: Option<AccessKeyKey>,
         limit: i64,
     ) -> StoreResult<Vec<AccessKeyView>>;
+    /// How many clusters each of `inspection_ids` discovered (not from a baseline) at or
+    /// after `since`; inspections with none are absent.
+    async fn new_cluster_counts(
+        &self,
+        inspection_ids: &[Uuid],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<Uuid, i64>>;
+    /// The newest `limit` runs that found cluster `cluster_id`, newest first.
+    async fn cluster_occurrences(&self, cluster_id: Uuid, limit: i64) -> StoreResult<Vec<ClusterOccurrence>>;
 }
 
 /// A cluster's columns but its sample record, which can be large: it is read for one
@@ -364,6 +382,50 @@ macro_rules! cluster_store {
                 ACCESS_KEY_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb.build_query_as::<AccessKeyRow>().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn new_cluster_counts(
+                &self,
+                inspection_ids: &[Uuid],
+                since: DateTime<Utc>,
+            ) -> StoreResult<HashMap<Uuid, i64>> {
+                let mut out = HashMap::new();
+                for chunk in inspection_ids.chunks(INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "select inspection_id, count(*) from clusters where baseline = ",
+                    );
+                    qb.push_bind(false).push(" and discovered_at >= ").push_bind(since);
+                    qb.push(" and inspection_id in (");
+                    let mut sep = qb.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(*id);
+                    }
+                    qb.push(") group by inspection_id");
+                    let rows: Vec<(Uuid, i64)> = qb.build_query_as().fetch_all(&self.pool).await?;
+                    out.extend(rows);
+                }
+                Ok(out)
+            }
+
+            async fn cluster_occurrences(&self, cluster_id: Uuid, limit: i64) -> StoreResult<Vec<ClusterOccurrence>> {
+                let rows: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>, i64)> = sqlx::query_as(
+                    "select r.id, r.created_at, r.window_end, rc.count from run_clusters rc \
+                     join runs r on r.id = rc.run_id where rc.cluster_id = $1 \
+                     order by r.created_at desc, r.id desc limit $2",
+                )
+                .bind(cluster_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(run_id, run_created_at, window_end, count)| ClusterOccurrence {
+                        run_id,
+                        run_created_at,
+                        window_end,
+                        count,
+                    })
+                    .collect())
             }
         }
 

@@ -60,10 +60,10 @@ use async_trait::async_trait;
 
 use crate::crypto::SecretBox;
 
-pub use clusters::{ClusterFilter, ClusterStore, ClusterWrite, KnownCluster};
+pub use clusters::{ClusterFilter, ClusterOccurrence, ClusterStore, ClusterWrite, KnownCluster};
 pub use inspections::{InspectionFilter, InspectionStore};
 pub use keyset::{AccessKeyKey, RunClusterKey, TimeKey, decode_cursor, encode_cursor};
-pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, NewEvent, OutboxEvent, OutboxStore};
+pub use outbox::{CheckerJob, CheckerOutcome, DeliveryOutcome, EventFilter, NewEvent, OutboxEvent, OutboxStore};
 pub use postgres::PgStore;
 pub use runs::{FinishedRun, LogGroupState, NewRun, QueueRefused, RunFilter, RunStore};
 pub use schedule::{ScheduleSlot, ScheduleStore, SlotOutcome};
@@ -92,6 +92,13 @@ pub trait Backend: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     /// Applies the migrations this build embeds, then fills in what SQL alone could not.
     async fn migrate(&self) -> anyhow::Result<()>;
+    /// Leaves the database complete in its own files and closes the connections. SQLite
+    /// keeps recent writes in `<file>-wal` until a checkpoint moves them into the file: a
+    /// copy of the `.db` alone, taken after a scan or a stop, must hold everything.
+    async fn close(&self);
+    /// Writes a consistent copy of the whole database to `to` (a new file), while the
+    /// service may go on using it.
+    async fn backup(&self, to: &std::path::Path) -> anyhow::Result<()>;
 }
 
 #[derive(Debug, thiserror::Error)]

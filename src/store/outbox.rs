@@ -36,6 +36,17 @@ pub struct NewEvent {
     pub event: serde_json::Value,
 }
 
+/// Which events to list across inspections: every field narrows the list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub inspection_id: Option<Uuid>,
+    pub account_id: Option<String>,
+    /// Events created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Events created before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// An event claimed for delivery.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
@@ -131,6 +142,14 @@ pub trait OutboxStore: Send + Sync {
     async fn list_events(&self, inspection_id: Uuid, after: Option<TimeKey>, limit: i64)
     -> StoreResult<Vec<EventView>>;
     async fn get_event(&self, id: Uuid) -> StoreResult<Option<EventView>>;
+    /// Up to `limit` events matching `filter` after `after`, newest first, without the
+    /// rendered event: an inspection's, a cloud account's across inspections, a time range.
+    async fn search_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<TimeKey>,
+        limit: i64,
+    ) -> StoreResult<Vec<EventView>>;
     /// Claims registrations due for syncing with Guance: those with a change to push (or a
     /// failed attempt to retry), and synced ones last read back before `pull_before`.
     async fn claim_checker_jobs(
@@ -381,6 +400,30 @@ macro_rules! outbox_store {
                 let mut qb =
                     sqlx::QueryBuilder::<$db>::new(format!("select {EVENT_COLUMNS} from events where inspection_id = "));
                 qb.push_bind(inspection_id);
+                EVENT_ORDER.push_page(&mut qb, after, limit);
+                let rows = qb.build_query_as::<EventRow>().fetch_all(&self.pool).await?;
+                rows.into_iter().map(|r| r.into_model(false)).collect()
+            }
+
+            async fn search_events(
+                &self,
+                filter: &EventFilter,
+                after: Option<TimeKey>,
+                limit: i64,
+            ) -> StoreResult<Vec<EventView>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!("select {EVENT_COLUMNS} from events where 1 = 1"));
+                if let Some(id) = filter.inspection_id {
+                    qb.push(" and inspection_id = ").push_bind(id);
+                }
+                if let Some(account) = &filter.account_id {
+                    qb.push(" and account_id = ").push_bind(account.clone());
+                }
+                if let Some(since) = filter.since {
+                    qb.push(" and created_at >= ").push_bind(since);
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" and created_at < ").push_bind(until);
+                }
                 EVENT_ORDER.push_page(&mut qb, after, limit);
                 let rows = qb.build_query_as::<EventRow>().fetch_all(&self.pool).await?;
                 rows.into_iter().map(|r| r.into_model(false)).collect()

@@ -129,6 +129,9 @@ pub trait RunStore: Send + Sync {
     async fn list_runs(&self, filter: &RunFilter, after: Option<TimeKey>, limit: i64) -> StoreResult<Vec<Run>>;
     /// Runs queued or running, of every instance (for metrics).
     async fn active_run_count(&self) -> StoreResult<i64>;
+    /// Every enabled inspection with when its newest successful run finished (None: it has
+    /// none), for the metric "no successful run for N hours" is alerted on.
+    async fn last_successes(&self) -> StoreResult<Vec<(Uuid, Option<DateTime<Utc>>)>>;
 }
 
 /// The columns of a run up to its report; the two lists below add the report or not.
@@ -436,6 +439,20 @@ macro_rules! run_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(n)
+            }
+
+            async fn last_successes(&self) -> StoreResult<Vec<(Uuid, Option<DateTime<Utc>>)>> {
+                // Newest created first along runs_inspection_created_idx, stopping at the
+                // first success: a scrape reads about one run per inspection, not the history.
+                let rows = sqlx::query_as(
+                    "select i.id, (select r.finished_at from runs r \
+                         where r.inspection_id = i.id and r.status = 'succeeded' \
+                         order by r.created_at desc, r.id desc limit 1) \
+                     from inspections i where i.enabled order by i.id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows)
             }
         }
 

@@ -63,4 +63,24 @@ impl Backend for SqliteStore {
         self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await
     }
+
+    async fn close(&self) {
+        // TRUNCATE: every frame into the file and the log emptied; closing the last
+        // connection then removes it.
+        if let Err(e) = sqlx::query("pragma wal_checkpoint(truncate)").execute(&self.pool).await {
+            tracing::warn!(error = %e, "could not checkpoint the SQLite write-ahead log; the -wal file holds recent writes");
+        }
+        self.pool.close().await;
+    }
+
+    async fn backup(&self, to: &std::path::Path) -> anyhow::Result<()> {
+        let tables: i64 =
+            sqlx::query_scalar("select count(*) from sqlite_master where type = 'table'").fetch_one(&self.pool).await?;
+        anyhow::ensure!(tables > 0, "the database is empty: is this the service's DATA_DIR or DATABASE_URL?");
+        let path = to.to_str().context("the backup's path is not valid UTF-8")?;
+        // One read transaction: a consistent snapshot, compacted, written as a new file
+        // (SQLite refuses to overwrite one).
+        sqlx::query("vacuum into ?").bind(path).execute(&self.pool).await.context("VACUUM INTO")?;
+        Ok(())
+    }
 }

@@ -1,12 +1,12 @@
 //! A deterministic generator of CloudTrail records, for benchmarks and volume tests.
 //!
-//! The public sample sets in `shared/data/cloudtrail` are real but small (3,663 records), and
-//! the project must not ship copies of them. So the generator carries a compact model written
-//! in code ([`model`]): the API mix, the error-code mix (about one record in ten is an error, as
-//! in the invictus-ir hour), the error-message forms with their variable parts (ARNs, resource
-//! ids, encoded authorization messages, account numbers), failed console sign-ins, and the
-//! record layout and field sets CloudTrail writes. [`calibrate`] can reweight the model from
-//! the real files at run time when they are present.
+//! The public sample sets (a copy in `tests/data/cloudtrail`, for the tests) are real but small
+//! (3,663 records), and volume cannot come from copies of them. So the generator carries a
+//! compact model written in code ([`model`]): the API mix, the error-code mix (about one record
+//! in ten is an error, as in the invictus-ir hour), the error-message forms with their variable
+//! parts (ARNs, resource ids, encoded authorization messages, account numbers), failed console
+//! sign-ins, and the record layout and field sets CloudTrail writes. [`calibrate`] can reweight
+//! the model from the real files at run time when they are present.
 //!
 //! Records are produced one at a time from a seeded PRNG of our own (SplitMix64), so a seed
 //! gives the same records on every platform and every version of every dependency, and 10^7
@@ -28,9 +28,9 @@ use model::{APIS, ERRORS, Ph, Piece, REGIONS, SERVICES, USER_AGENTS, USERS, WORD
 pub use calibrate::{Calibration, calibrate_from_dir};
 pub use files::{FilesSummary, write_cloudtrail_files, write_jsonl};
 
-/// The public sample records: `CARGO_MANIFEST_DIR/../shared/data/cloudtrail`, else the
-/// directory named by `CLOUDTRAIL_DATA_DIR`; None when neither exists (calibration and the
-/// comparisons with real records are then skipped).
+/// The public sample records for calibration: `CARGO_MANIFEST_DIR/../shared/data/cloudtrail`
+/// beside the checkout, else the directory named by `CLOUDTRAIL_DATA_DIR`; None when neither
+/// exists. Tests read their own copy, `tests/data/cloudtrail`, instead.
 pub fn sample_data_dir() -> Option<std::path::PathBuf> {
     let beside = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cloudtrail");
     if beside.is_dir() {

@@ -1,5 +1,5 @@
 //! The built-in model: tables of CloudTrail shapes, written from the field sets, API mix, error
-//! mix and message forms of the public sample sets in `shared/data/cloudtrail` (see its
+//! mix and message forms of the public sample sets in `tests/data/cloudtrail` (see its
 //! PROVENANCE.md), without copying any of their records.
 //!
 //! Request, response and message templates are compact JSON fragments (already escaped) with

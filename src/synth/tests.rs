@@ -177,11 +177,7 @@ fn jsonl_matches_the_iterator() {
 
 #[test]
 fn calibration_from_the_sample_files() {
-    let Some(dir) = sample_data_dir() else {
-        eprintln!("sample data not found; skipped");
-        return;
-    };
-    let cal = calibrate_from_dir(&dir).unwrap();
+    let cal = calibrate_from_dir(&crate::engine::test_records_dir()).unwrap();
     // 3,663 records of which 420 are errors and 5 lack a usable eventTime (see the engine's
     // tests and PROVENANCE.md).
     assert_eq!((cal.records, cal.errors), (3646, 420));

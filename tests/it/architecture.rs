@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["engine", "instance", "telemetry"],
     &["model"],
     &["synth", "crypto", "metrics"],
+    &["share"],
     &["store", "source", "guance"],
     &["outbox"],
     &["runner"],

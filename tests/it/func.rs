@@ -497,6 +497,39 @@ async fn a_failed_run_is_599_10_with_the_error() {
     }
 }
 
+/// A partial run is a result, unless the caller asks otherwise with `fail_on_partial` (for
+/// cron and CronJobs, which only see an HTTP status).
+#[tokio::test]
+async fn fail_on_partial_makes_a_partial_run_599_10() {
+    let fake = fake_with_invictus(FakeConfig::default()).await;
+    let app = TestApp::new(Backend::Sqlite).await;
+    let mut body = inspection_body("func-partial", &[GROUP, "no-such-group"], &fake.endpoint());
+    body["baseline_days"] = json!(0);
+    let insp = app.create_inspection(body).await;
+    let uri = format!("/api/v1/al/{}", tid(&insp));
+
+    let (status, _, bytes) = send(&app, Method::POST, &uri, Some(json!({"kwargs": {"dry_run": true}})), &[]).await;
+    assert_eq!(status, StatusCode::OK, "without it, partial is a result");
+    assert_eq!(json_of(&bytes)["status"], "partial");
+
+    let kwargs = json!({"kwargs": {"dry_run": true, "fail_on_partial": true}});
+    let (status, headers, bytes) = send(&app, Method::POST, &uri, Some(kwargs), &[]).await;
+    let v = json_of(&bytes);
+    assert_func_error(status, &headers, &v, 599.10, "EFuncFailed");
+    assert!(v["detail"]["exception"].as_str().unwrap().contains("1 of 2 log groups could not be read"), "{v}");
+    assert!(v["detail"]["traceback"].as_str().unwrap().contains("no-such-group"), "{v}");
+    let (_, run) = app.get(&format!("/api/v1/runs/{}", v["detail"]["run_id"].as_str().unwrap())).await;
+    assert_eq!(run["status"], "partial", "the run itself is recorded as it was");
+
+    // As cron sends it: a simplified GET, the flag as text.
+    let uri = format!("/api/v1/al/{}/s?{}", tid(&insp), query(&[("fail_on_partial", "true"), ("dry_run", "1")]));
+    let (status, _, _) = send(&app, Method::GET, &uri, None, &[]).await;
+    assert_eq!(status.as_u16(), 599);
+    let uri = format!("/api/v1/al/{}/s?fail_on_partial=maybe", tid(&insp));
+    let (status, headers, bytes) = send(&app, Method::GET, &uri, None, &[]).await;
+    assert_func_error(status, &headers, &json_of(&bytes), 400.43, "EClientBadRequest");
+}
+
 #[tokio::test]
 async fn past_the_timeout_the_answer_is_599_20_and_the_run_finishes() {
     for backend in BACKENDS {

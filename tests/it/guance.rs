@@ -53,6 +53,7 @@ pub(crate) async fn app(backend: Backend, configured: bool) -> TestApp {
         public_url: "http://inspector.test".into(),
         guance_configured: configured,
         expiry: Duration::from_secs(3600),
+        share: None,
     };
     let http = HttpSettings { guance_configured: configured, ..Default::default() };
     TestApp::with_settings(backend, runner, http).await
@@ -154,7 +155,8 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert!(msg.contains("**13** new CloudTrail error records"), "{msg}");
         assert!(msg.contains("#### Access keys"), "{msg}");
         assert!(msg.contains("User: <ARN> is not authorized to perform: sts:AssumeRole"), "{msg}");
-        assert!(msg.contains("http://inspector.test/api/v1/clusters/"), "{msg}");
+        assert!(msg.contains("(http://inspector.test/console/clusters/"), "{msg}");
+        assert!(msg.contains("&sig="), "console links are share links: {msg}");
         assert!(msg.contains("console.aws.amazon.com/cloudwatch"), "{msg}");
         assert!(msg.contains("CloudWatch.2"), "the matched CIS rule is shown: {msg}");
 

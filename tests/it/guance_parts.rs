@@ -554,6 +554,7 @@ fn context(start: DateTime<Utc>, end: DateTime<Utc>) -> EventContext {
         exec_mode: ExecMode::Manual,
         alert_policy_ids: vec!["altpl_security".into()],
         public_url: "http://127.0.0.1:8080".into(),
+        share: None,
         severity_rules: SeverityRules::default(),
     }
 }
@@ -644,7 +645,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     assert_eq!(report["access_keys"].as_array().unwrap().len(), keys.len());
     assert_eq!(report["new_errors"].as_array().unwrap().len(), 46);
     assert!(report["new_errors"].as_array().unwrap().iter().all(|c| {
-        c["links"]["details"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:8080/api/v1/clusters/"))
+        c["links"]["details"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:8080/console/clusters/"))
     }));
     let detail = p.json("df_event_detail").unwrap();
     assert_eq!(detail["new_clusters"].as_array().unwrap().len(), 46);
@@ -671,7 +672,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     // The most severe clusters come first.
     let first = msg.split("#### New error clusters").nth(1).unwrap().lines().find(|l| l.starts_with("- ")).unwrap();
     assert!(first.contains(&format!("level **{}**", want_status.as_str())), "{first}");
-    assert!(msg.contains("[Cluster details](http://127.0.0.1:8080/api/v1/clusters/"));
+    assert!(msg.contains("[Cluster details](http://127.0.0.1:8080/console/clusters/"));
     assert!(msg.contains("[Records in CloudWatch Logs Insights](https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:logs-insights$3FqueryDetail$3D~("));
     assert!(msg.contains("Top principals: `arn:aws:iam::123837392027:"));
     assert!(msg.contains("CloudWatch.2 Unauthorized API calls"));

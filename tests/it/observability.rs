@@ -77,7 +77,20 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
     assert_eq!(value(&text, "cloudtrail_inspector_records_scanned_total"), 300.0, "{text}");
     assert_eq!(value(&text, "cloudtrail_inspector_aws_throttles_total"), 1.0);
     let calls = fake.call_count("FilterLogEvents") + fake.call_count("StartQuery") + fake.call_count("GetQueryResults");
-    assert_eq!(value(&text, "cloudtrail_inspector_aws_calls_total"), calls as f64);
+    let by_call: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("cloudtrail_inspector_aws_calls_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(by_call, calls as f64, "every call counted once, by operation and outcome");
+    let throttled = r#"cloudtrail_inspector_aws_calls_total{operation="FilterLogEvents",outcome="throttled"}"#;
+    assert_eq!(value(&text, throttled), 1.0);
+    let duration = r#"cloudtrail_inspector_http_request_duration_seconds_count{method="POST",route="/api/v1/inspections/{id}/runs"}"#;
+    assert_eq!(value(&text, duration), 1.0, "durations by method and route");
+    let last_success =
+        format!("cloudtrail_inspector_inspection_last_success_timestamp_seconds{{inspection_id=\"{id}\"}}");
+    let finished = chrono::DateTime::parse_from_rfc3339(run["finished_at"].as_str().unwrap()).unwrap();
+    assert!((value(&text, &last_success) - finished.timestamp_millis() as f64 / 1000.0).abs() < 1.0, "{text}");
     assert_eq!(value(&text, "cloudtrail_inspector_outbox_backlog"), 0.0);
     assert_eq!(value(&text, "cloudtrail_inspector_active_runs"), 0.0);
     assert!(value(&text, "cloudtrail_inspector_events{delivery_state=\"not_sent\"}") >= 1.0, "{text}");
@@ -90,7 +103,11 @@ async fn metrics_count_runs_records_aws_calls_and_requests_by_route_template() {
     ] {
         assert_eq!(value(&text, series), 1.0, "{series}");
     }
-    assert!(!text.contains(trigger_id) && !text.contains(id), "labels are templates, never ids");
+    assert!(!text.contains(trigger_id), "routes are templates, never credentials");
+    assert!(
+        text.lines().filter(|l| l.contains(id)).all(|l| l.starts_with(&last_success)),
+        "an inspection's id is a label of its own series only"
+    );
     // Every sample line is `name{labels} number`, as Prometheus parses it.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, v) = line.rsplit_once(' ').unwrap();

@@ -25,7 +25,7 @@ fn scan(args: &[&str]) -> Output {
 }
 
 fn invictus_dir() -> std::path::PathBuf {
-    data::shared_data().join("invictus-ir/CloudTrail")
+    data::records_dir().join("invictus-ir/CloudTrail")
 }
 
 /// The invictus files, gzipped into CloudTrail's S3 layout, plus two files that cannot be read.

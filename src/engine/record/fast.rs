@@ -445,7 +445,8 @@ impl<'a> Scanner<'a> {
 mod tests {
     use super::*;
     use crate::engine::record::parse_record_serde;
-    use crate::synth::{SplitMix64, Synth, SynthConfig, sample_data_dir};
+    use crate::engine::test_records_dir;
+    use crate::synth::{SplitMix64, Synth, SynthConfig};
     use serde_json::value::RawValue;
 
     /// The contract: whenever the scanner answers, serde gives the same record.
@@ -468,12 +469,8 @@ mod tests {
 
     /// Every raw record of the sample sets (files as delivered, arrays, and JSON lines).
     pub(crate) fn real_records() -> Vec<Vec<u8>> {
-        let Some(dir) = sample_data_dir() else {
-            eprintln!("sample data not found; real records skipped");
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        let mut stack = vec![dir];
+        let mut stack = vec![test_records_dir()];
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(d).unwrap() {
                 let p = e.unwrap().path();
@@ -499,9 +496,6 @@ mod tests {
     #[test]
     fn real_records_agree_and_mostly_take_the_fast_path() {
         let recs = real_records();
-        if recs.is_empty() {
-            return;
-        }
         assert_eq!(recs.len(), 3663);
         let fast = recs.iter().filter(|r| check(r)).count();
         let parsed = recs.iter().filter(|r| parse_record_serde(r).is_ok()).count();

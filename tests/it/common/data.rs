@@ -1,19 +1,18 @@
-//! The real CloudTrail records in `../shared/data/cloudtrail`, and helpers to move them in time.
+//! The real CloudTrail records in `tests/data/cloudtrail` (sources and licenses in its
+//! PROVENANCE.md), and helpers to move them in time.
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-pub fn shared_data() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cloudtrail");
-    assert!(dir.is_dir(), "the shared CloudTrail data is missing at {}", dir.display());
-    dir
+pub fn records_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cloudtrail")
 }
 
 /// Every record of the invictus-ir set (one real account, about an hour), in file order.
 pub fn invictus() -> Vec<Value> {
-    let dir = shared_data().join("invictus-ir/CloudTrail");
+    let dir = records_dir().join("invictus-ir/CloudTrail");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("invictus dir")
         .map(|e| e.unwrap().path())
@@ -30,13 +29,13 @@ pub fn invictus() -> Vec<Value> {
 
 /// The panther-analysis rule fixtures, one record a line (odd values included).
 pub fn panther() -> Vec<Value> {
-    let text = std::fs::read_to_string(shared_data().join("panther-analysis/events.jsonl")).unwrap();
+    let text = std::fs::read_to_string(records_dir().join("panther-analysis/events.jsonl")).unwrap();
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// The stratus-red-team detonation logs (JSON arrays).
 pub fn stratus() -> Vec<Value> {
-    let dir = shared_data().join("stratus-red-team");
+    let dir = records_dir().join("stratus-red-team");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

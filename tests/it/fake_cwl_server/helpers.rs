@@ -2,9 +2,9 @@
 //! sample data, and the exact filter pattern and queries the service sends.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::common::data::records_dir;
 use crate::common::fake_cwl::FakeCwl;
 use aws_config::BehaviorVersion;
 use aws_sdk_cloudwatchlogs::Client;
@@ -41,24 +41,9 @@ pub fn client_with(fake: &FakeCwl, retry: RetryConfig, attempt_timeout: Option<D
     Client::from_conf(conf)
 }
 
-/// `shared/data/cloudtrail`, found from `CLOUDTRAIL_DATA_DIR` or by walking up from the crate.
-pub fn data_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("CLOUDTRAIL_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let candidate = dir.join("shared/data/cloudtrail");
-        if candidate.is_dir() {
-            return candidate;
-        }
-        assert!(dir.pop(), "shared/data/cloudtrail not found; set CLOUDTRAIL_DATA_DIR");
-    }
-}
-
 /// invictus-ir records, file by file (sorted by name), each file's records in order.
 pub fn invictus_files() -> Vec<(String, Vec<Value>)> {
-    let dir = data_dir().join("invictus-ir/CloudTrail");
+    let dir = records_dir().join("invictus-ir/CloudTrail");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .expect("invictus dir")
         .map(|e| e.expect("entry").path())
@@ -76,7 +61,7 @@ pub fn invictus_files() -> Vec<(String, Vec<Value>)> {
 }
 
 pub fn panther_records() -> Vec<Value> {
-    let text = std::fs::read_to_string(data_dir().join("panther-analysis/events.jsonl")).expect("read");
+    let text = std::fs::read_to_string(records_dir().join("panther-analysis/events.jsonl")).expect("read");
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
 

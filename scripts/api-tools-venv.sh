@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes the Python tools of scripts/api-tools-requirements.txt ready in one virtualenv, exactly
+# as pinned there, and prints the virtualenv's path. It is built again from nothing when the
+# pins or the Python interpreter change. API_TOOLS_VENV chooses where (default
+# <target dir>/api-tools-venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+req=scripts/api-tools-requirements.txt
+venv="${API_TOOLS_VENV:-${CARGO_TARGET_DIR:-target}/api-tools-venv}"
+stamp="$(python3 --version 2>&1; cat "$req")"
+
+# Lower case, `-` for `_` and `.`: how pip compares names.
+pins() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' | tr 'A-Z_.' 'a-z--' | sed 's/==/ /' | sort; }
+
+if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$stamp" ]; then
+    if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+        echo "$venv exists and is not a virtualenv; set API_TOOLS_VENV elsewhere" >&2
+        exit 1
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # --no-deps installs what the file names and nothing more: a dependency the file lacks
+    # fails here, rather than being resolved to whatever is newest today.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps -r "$req" >&2
+    "$venv/bin/pip" check >&2 || { echo "$req does not hold a complete dependency set" >&2; exit 1; }
+    extra="$(diff <("$venv/bin/pip" freeze --disable-pip-version-check | pins) <(pins <"$req") || true)"
+    if [ -n "$extra" ]; then
+        echo "the API tools virtualenv differs from $req:" >&2
+        echo "$extra" >&2
+        exit 1
+    fi
+    printf '%s' "$stamp" >"$venv/.pins"
+fi
+echo "$venv"
