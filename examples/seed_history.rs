@@ -153,6 +153,7 @@ fn report(rng: &mut Rng, inspection: (Uuid, &str), window: (DateTime<Utc>, DateT
         access_keys: keys,
         new_clusters,
         new_clusters_truncated: false,
+        insights: Vec::new(),
         events: Vec::new(),
         events_note: Some("Guance is not configured".into()),
     }

@@ -299,16 +299,45 @@ fn summary_line(run: &Run) -> String {
         _ => "-".into(),
     };
     format!(
-        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · ignored: {} · status: {}",
+        "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · repaired: {} · ignored: {} · insights events: {} · status: {}",
         thousands(run.records_scanned),
         thousands(run.error_records),
         thousands(run.clusters_total),
         thousands(run.clusters_new),
         thousands(run.new_error_records),
         thousands(run.malformed_records),
+        thousands(run.warned_records),
         thousands(run.ignored_records),
+        thousands(run.insight_events),
         run.status.as_str(),
     )
+}
+
+/// One line per Insights event of the report: AWS's own findings are worth a line each.
+fn insight_lines(run: &Run) -> Vec<String> {
+    let Some(report) = &run.report else { return Vec::new() };
+    report
+        .insights
+        .iter()
+        .map(|i| {
+            let rates = match (i.baseline_average, i.insight_average) {
+                (Some(b), Some(x)) => format!(", {x:.1}/min against {b:.1}/min usually"),
+                _ => String::new(),
+            };
+            let code = if i.error_code.is_empty() { String::new() } else { format!(" {}", i.error_code) };
+            sanitize(&format!(
+                "{} {} {} {}{code} on {} {} in {} {}{rates}",
+                i.event_time.format("%Y-%m-%d %H:%M:%SZ"),
+                i.state,
+                i.insight_type,
+                i.account_id,
+                i.event_source.trim_end_matches(".amazonaws.com"),
+                i.event_name,
+                i.region,
+                i.event_id,
+            ))
+        })
+        .collect()
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -382,6 +411,13 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
         headers.insert(1, "");
         out.push_str(&table(&headers, &rows));
     }
+    let insights = insight_lines(run);
+    if !insights.is_empty() {
+        out.push_str(&format!("\nCLOUDTRAIL INSIGHTS EVENTS ({})\n", insights.len()));
+        for line in insights {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     out.push_str(&format!("\nACCESS KEYS ({} shown, most recently active first)\n", keys.len()));
     if !keys.is_empty() {
         let rows: Vec<Vec<String>> = keys
@@ -453,6 +489,13 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
     out.push_str(&format!("\n## Known error clusters ({})\n\n", known.len()));
     if !known.is_empty() {
         out.push_str(&cluster_table(&known));
+    }
+    let insights = insight_lines(run);
+    if !insights.is_empty() {
+        out.push_str(&format!("\n## CloudTrail Insights events ({})\n\n", insights.len()));
+        for line in insights {
+            out.push_str(&format!("- {}\n", md(&line)));
+        }
     }
     out.push_str(&format!("\n## Access keys ({} shown)\n\n", keys.len()));
     if !keys.is_empty() {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::ignore::IgnoreRules;
 use super::keys::{KeyActivity, KeyTracker};
-use super::record::{ParseError, might_be_error, parse_record};
+use super::record::{Event, Insight, ParseError, is_success_status, might_be_error, parse_event};
 use super::template::{template, truncate_message};
 
 /// Distinct values counted per top list of a cluster.
@@ -30,6 +30,8 @@ pub const TEMPLATE_CACHE_ENTRIES: usize = 10_000;
 pub const SAMPLE_MESSAGE_BYTES: usize = 1024;
 /// Longest raw record kept as `sample_record`, in bytes.
 pub const SAMPLE_RECORD_BYTES: usize = 64 * 1024;
+/// Insights events kept for the report (the earliest); all of them are counted.
+pub const MAX_INSIGHTS: usize = 100;
 
 /// What makes two errors "the same error".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -131,6 +133,13 @@ pub struct Stats {
     pub ignored_records: u64,
     pub malformed_records: u64,
     pub out_of_window: u64,
+    /// Records read with a repair: a field of the wrong type read as its JSON text or
+    /// dropped, or text that was not valid UTF-8 decoded lossily. They are not malformed.
+    #[serde(default)]
+    pub warned_records: u64,
+    /// CloudTrail Insights events in the window (not errors, not malformed).
+    #[serde(default)]
+    pub insight_events: u64,
 }
 
 impl Stats {
@@ -140,6 +149,8 @@ impl Stats {
         self.ignored_records += o.ignored_records;
         self.malformed_records += o.malformed_records;
         self.out_of_window += o.out_of_window;
+        self.warned_records += o.warned_records;
+        self.insight_events += o.insight_events;
     }
 }
 
@@ -151,15 +162,22 @@ pub enum Outcome {
     Ignored,
     OutOfWindow,
     Malformed(ParseError),
+    /// A CloudTrail Insights event (counted when in the window).
+    Insight,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Analysis {
     /// Count descending, then fingerprint.
     pub clusters: Vec<Cluster>,
     /// Most recently used first.
     pub keys: Vec<KeyActivity>,
     pub stats: Stats,
+    /// The earliest [`MAX_INSIGHTS`] Insights events of the window, by time.
+    #[serde(skip)]
+    pub insights: Vec<Insight>,
+    /// What was repaired in `stats.warned_records`, by field (or `invalid UTF-8`), with counts.
+    pub repairs: Vec<(String, u64)>,
 }
 
 /// Bounded counts of distinct values.
@@ -400,6 +418,8 @@ pub struct Clusterer {
     templates: TemplateCache,
     keys: KeyTracker,
     stats: Stats,
+    insights: Vec<Insight>,
+    repairs: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Clusterer {
@@ -412,6 +432,8 @@ impl Clusterer {
             templates: TemplateCache::new(TEMPLATE_CACHE_ENTRIES),
             keys: KeyTracker::new(),
             stats: Stats::default(),
+            insights: Vec::new(),
+            repairs: Default::default(),
         }
     }
 
@@ -432,13 +454,34 @@ impl Clusterer {
             return Outcome::NotError;
         }
         let raw = &*scrub_nul_escapes(raw);
-        let rec = match parse_record(raw) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.malformed_records += 1;
-                return Outcome::Malformed(e);
+        let parsed = parse_event(raw);
+        // Text that was not UTF-8, or held a lone surrogate, costs its bad characters only.
+        let fixed = if parsed.is_err() { repair_text(raw) } else { None };
+        let (raw, event, lossy) = match (parsed, &fixed) {
+            (Ok(e), _) => (raw, e, false),
+            (Err(e), fixed) => match fixed.as_deref().map(|f| (f, parse_event(f))) {
+                Some((f, Ok(e))) => (f, e, true),
+                _ => {
+                    self.stats.malformed_records += 1;
+                    return Outcome::Malformed(e);
+                }
+            },
+        };
+        let rec = match event {
+            Event::Call(rec) => rec,
+            Event::Insight(insight) => {
+                if self.in_window(insight.event_time, insight.event_time) {
+                    self.stats.insight_events += 1;
+                    add_insight(&mut self.insights, insight);
+                }
+                return Outcome::Insight;
             }
         };
+        let repair = if lossy { Some(INVALID_TEXT) } else { rec.repaired };
+        if let Some(field) = repair {
+            self.stats.warned_records += 1;
+            *self.repairs.entry(field).or_default() += 1;
+        }
         let in_window = self.in_window(rec.event_time, rec.event_time);
         if self.cfg.track_keys && in_window {
             self.keys.observe(&rec);
@@ -455,11 +498,12 @@ impl Clusterer {
             return Outcome::Ignored;
         }
         let message = rec.error_message.as_deref().unwrap_or("");
+        let principal = rec.principal();
         let obs = Obs {
             first: rec.event_time,
             last: rec.event_time,
             event_id: rec.event_id.as_deref().filter(|s| !s.is_empty()),
-            principal: rec.principal(),
+            principal: &principal,
             source_ip: rec.source_ip.as_deref().unwrap_or(""),
             message,
             raw: Some(raw),
@@ -478,6 +522,10 @@ impl Clusterer {
             return;
         }
         self.stats.records_scanned += row.count;
+        // Selected by errorCode, as records are, so the same codes are not errors.
+        if is_success_status(&row.error_code) {
+            return;
+        }
         if !self.in_window(row.first_seen, row.last_seen) {
             self.stats.out_of_window += row.count;
             return;
@@ -539,6 +587,12 @@ impl Clusterer {
     pub fn merge(&mut self, other: Clusterer) {
         self.stats.add(&other.stats);
         self.keys.merge(other.keys);
+        for i in other.insights {
+            add_insight(&mut self.insights, i);
+        }
+        for (field, n) in other.repairs {
+            *self.repairs.entry(field).or_default() += n;
+        }
         for c in other.clusters {
             let h = self.hasher.hash_one(c.key.parts());
             let slot = self.index.entry(h).or_default();
@@ -558,6 +612,20 @@ impl Clusterer {
         self.stats
     }
 
+    /// A sentence on the records read with a repair so far, by what was repaired; None when
+    /// there were none.
+    pub fn repair_summary(&self) -> Option<String> {
+        if self.repairs.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = self.repairs.iter().map(|(field, n)| format!("{field} ({n})")).collect();
+        Some(format!(
+            "{} records were read with a repair, not dropped: {}",
+            self.stats.warned_records,
+            parts.join(", ")
+        ))
+    }
+
     /// Number of clusters so far.
     pub fn cluster_count(&self) -> usize {
         self.clusters.len()
@@ -567,8 +635,71 @@ impl Clusterer {
         let top_k = self.cfg.top_k;
         let mut clusters: Vec<Cluster> = self.clusters.into_iter().map(|c| c.into_cluster(top_k)).collect();
         clusters.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
-        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats }
+        let repairs = self.repairs.into_iter().map(|(f, n)| (f.to_owned(), n)).collect();
+        Analysis { clusters, keys: self.keys.into_vec(), stats: self.stats, insights: self.insights, repairs }
     }
+}
+
+/// Keeps the earliest [`MAX_INSIGHTS`] by (time, id), whatever the order they come in.
+fn add_insight(kept: &mut Vec<Insight>, i: Insight) {
+    let key = |x: &Insight| (x.event_time, x.event_id.clone());
+    let pos = kept.partition_point(|k| key(k) <= key(&i));
+    if pos < MAX_INSIGHTS {
+        kept.insert(pos, i);
+        kept.truncate(MAX_INSIGHTS);
+    }
+}
+
+/// The name [`Stats::warned_records`] gives to text that had to be decoded lossily.
+pub const INVALID_TEXT: &str = "invalid UTF-8 or escape";
+
+/// A raw record with its broken text repaired, when it has some: bytes that are not UTF-8
+/// become U+FFFD, as do `\u` escapes of lone surrogates (which JSON allows and serde_json,
+/// like Rust strings, refuses). None when there was nothing to repair.
+fn repair_text(raw: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(raw);
+    let mut changed = matches!(text, std::borrow::Cow::Owned(_));
+    let mut out = Vec::with_capacity(raw.len());
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if let Some(cp) = hex4(b, i + 2).filter(|_| b.get(i + 1) == Some(&b'u')) {
+                let high = (0xD800..0xDC00).contains(&cp);
+                let low = (0xDC00..0xE000).contains(&cp);
+                let paired = high
+                    && b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(b, i + 8).is_some_and(|c| (0xDC00..0xE000).contains(&c));
+                if paired {
+                    out.extend_from_slice(&b[i..i + 12]);
+                    i += 12;
+                    continue;
+                }
+                if high || low {
+                    out.extend_from_slice(b"\\ufffd");
+                    i += 6;
+                    changed = true;
+                    continue;
+                }
+            }
+            // Any other escape (a backslash included) is copied whole, so `\\u` stays text.
+            out.extend_from_slice(&b[i..(i + 2).min(b.len())]);
+            i += 2;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// NUL is legal in JSON strings (`\u0000`) and so in CloudTrail text an attacker controls,
@@ -611,6 +742,7 @@ pub fn scrub_nul(s: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::record::parse_record;
     use crate::engine::test_records_dir;
     use serde_json::value::RawValue;
     use std::path::PathBuf;
@@ -628,6 +760,23 @@ mod tests {
         let mut s = "a\0b".to_string();
         scrub_nul(&mut s);
         assert_eq!(s, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn text_repairs() {
+        let cases: &[(&[u8], Option<&[u8]>)] = &[
+            (br#"{"a":"b"}"#, None),
+            (br#"{"a":"\ud83d\ude00 \u00e9 \\ud800"}"#, None),
+            (b"{\"a\":\"caf\xe9\"}", Some("{\"a\":\"caf\u{fffd}\"}".as_bytes())),
+            (br#"{"a":"x\ud800y"}"#, Some(br#"{"a":"x\ufffdy"}"#)),
+            (br#"{"a":"x\uDC00"}"#, Some(br#"{"a":"x\ufffd"}"#)),
+            (br#"{"a":"\ud800\u0041"}"#, Some(br#"{"a":"\ufffd\u0041"}"#)),
+            (br#"{"a":"\\\ud800"}"#, Some(br#"{"a":"\\\ufffd"}"#)),
+            (br#"{"a":"\u12"}"#, None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(repair_text(raw).as_deref(), *want, "{}", String::from_utf8_lossy(raw));
+        }
     }
 
     /// Raw records of every `*.json` file in `dir`, files in name order. A file is either a
@@ -720,14 +869,16 @@ mod tests {
                 error_records: 300,
                 ignored_records: 0,
                 malformed_records: 0,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert_eq!(outcomes, HashMap::from([("Clustered".to_owned(), 300), ("NotError".to_owned(), 2600)]));
         assert_eq!(a.clusters.iter().map(|c| c.count).sum::<u64>(), 300);
         let codes: std::collections::BTreeSet<&str> = a.clusters.iter().map(|c| c.key.error_code.as_str()).collect();
         assert_eq!(codes.len(), 32);
-        assert_eq!(a.clusters.len(), 46);
+        // One per (code, source, API): no error is split by the names in its messages.
+        assert_eq!(a.clusters.len(), 44);
         // Sorted by count, then fingerprint.
         assert!(a.clusters.windows(2).all(|w| (w[1].count, &w[0].fingerprint) <= (w[0].count, &w[1].fingerprint)));
         let top: Vec<(u64, &str)> = a.clusters[..3].iter().map(|c| (c.count, c.key.event_name.as_str())).collect();
@@ -768,18 +919,18 @@ mod tests {
             assert_eq!(c.fingerprint, c.key.fingerprint());
             assert!(by_fp.contains_key(&c.fingerprint));
         }
-        // 44 (code, source, API) triples make 46 clusters: the only split is
-        // NoSuchEntityException on DeleteLoginProfile, whose three user names have no digits
-        // and so stay in the template.
+        // 44 (code, source, API) triples make 44 clusters. NoSuchEntityException on
+        // DeleteLoginProfile names three users without digits; the names are masked after
+        // `User`, so it is one cluster (template version 1 made three).
         let triples: std::collections::BTreeSet<_> = by_fp.values().flatten().collect();
         assert_eq!(triples.len(), 44);
-        let split: Vec<&str> = a
+        let login: Vec<&str> = a
             .clusters
             .iter()
             .filter(|c| c.key.event_name == "DeleteLoginProfile")
             .map(|c| c.key.template.as_str())
             .collect();
-        assert_eq!(split.len(), 3);
+        assert_eq!(login, ["Login Profile for User <NAME> cannot be found."]);
     }
 
     #[test]
@@ -913,7 +1064,8 @@ mod tests {
                 error_records: 68,
                 ignored_records: 0,
                 malformed_records: 5,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert_eq!(a.clusters.len(), 61);
@@ -966,12 +1118,10 @@ mod tests {
                 Outcome::Malformed(ParseError::NotJson),
                 Outcome::Malformed(ParseError::NotJson),
             ),
-            (bad_utf8, Outcome::Malformed(ParseError::NotJson), Outcome::Malformed(ParseError::NotJson)),
-            (
-                with(r#","errorCode":7"#),
-                Outcome::Malformed(ParseError::WrongType("errorCode")),
-                Outcome::Malformed(ParseError::WrongType("errorCode")),
-            ),
+            // Repaired, not lost: a bad byte, a lone surrogate, a wrong type.
+            (bad_utf8, Outcome::Clustered, Outcome::Clustered),
+            (with(r#","userAgent":"a\ud800b \\ud800""#), Outcome::Clustered, Outcome::Clustered),
+            (with(r#","errorCode":7"#), Outcome::Clustered, Outcome::Clustered),
             (
                 with_s(&format!(r#","requestParameters":{{"x":{deep}}}"#))
                     .replace("12:00:00Z", "11:59:59Z")
@@ -988,21 +1138,33 @@ mod tests {
                 let want = if track_keys { tracked } else { plain };
                 assert_eq!(&c.ingest(raw), want, "{}", String::from_utf8_lossy(&raw[..raw.len().min(80)]));
             }
-            let malformed = if track_keys { 9 } else { 6 };
+            let malformed = if track_keys { 7 } else { 4 };
             assert_eq!(
                 c.stats(),
                 Stats {
-                    records_scanned: 12,
-                    error_records: 3,
+                    records_scanned: 13,
+                    error_records: 6,
                     ignored_records: 0,
                     malformed_records: malformed,
-                    out_of_window: 0
+                    out_of_window: 0,
+                    warned_records: 3,
+                    insight_events: 0,
                 }
             );
             let a = c.finish();
-            assert_eq!(a.clusters.len(), 2);
-            let vpc = a.clusters.iter().find(|c| c.key.event_name == "DescribeVpcs").unwrap();
-            assert_eq!(vpc.count, 2);
+            assert_eq!(a.repairs, vec![("errorCode".to_string(), 1), (INVALID_TEXT.to_string(), 2)]);
+            // The bad byte is in the message, so its record has a template of its own.
+            assert_eq!(a.clusters.len(), 4);
+            let vpc = a
+                .clusters
+                .iter()
+                .find(|c| c.key.event_name == "DescribeVpcs" && c.key.template.ends_with("does not exist"))
+                .unwrap();
+            assert_eq!(vpc.count, 3);
+            let odd = a.clusters.iter().find(|c| c.key.error_code == "7").unwrap();
+            assert_eq!(odd.count, 1);
+            let lossy = a.clusters.iter().find(|c| c.key.template.contains('\u{fffd}')).unwrap();
+            assert!(lossy.sample_record.as_deref().unwrap().contains('\u{fffd}'));
             // The deeply nested record is 20 KB, under the sample limit, and is the earliest.
             assert!(vpc.sample_record.as_deref().unwrap().contains("requestParameters"));
             let big = a.clusters.iter().find(|c| c.key.event_name == "n").unwrap();
@@ -1114,7 +1276,8 @@ mod tests {
                 error_records: 68,
                 ignored_records: 232,
                 malformed_records: 0,
-                out_of_window: 0
+                out_of_window: 0,
+                ..Stats::default()
             }
         );
         assert!(a.clusters.iter().all(|c| c.key.error_code != "ThrottlingException"
@@ -1231,7 +1394,8 @@ mod tests {
                 error_records: 16,
                 ignored_records: 7,
                 malformed_records: 0,
-                out_of_window: 4
+                out_of_window: 4,
+                ..Stats::default()
             }
         );
         assert_eq!(a.clusters.len(), 1);

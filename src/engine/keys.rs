@@ -80,11 +80,13 @@ impl KeyTracker {
             return;
         };
         let account = r.identity.account_id.as_deref().filter(|a| !a.is_empty());
+        // Who holds the key: the ARN, else the user name or principal id the record gives.
+        let principal = r.named_principal();
         let latest = Latest {
             time: r.event_time,
             event_name: &r.event_name,
             source_ip: r.source_ip.as_deref().unwrap_or(""),
-            principal_arn: r.identity.arn.as_deref().unwrap_or(""),
+            principal_arn: principal.as_deref().unwrap_or(""),
             account_id: account.unwrap_or_else(|| r.account_id()),
         };
         self.add(key, &latest, 1);

@@ -26,7 +26,10 @@ pub mod template;
 pub use cluster::{AggregateRow, Analysis, Cluster, ClusterKey, Clusterer, ClustererConfig, Counted, Outcome, Stats};
 pub use ignore::IgnoreRules;
 pub use keys::{KeyActivity, KeyTracker};
-pub use record::{Identity, ParseError, Record, might_be_error, parse_event_time, parse_record, parse_record_serde};
+pub use record::{
+    Event, Identity, Insight, ParseError, Record, Split, might_be_error, parse_event, parse_event_time, parse_record,
+    parse_record_serde, split_records,
+};
 pub use template::template;
 
 /// The real CloudTrail records the unit tests read: `tests/data/cloudtrail` in the checkout

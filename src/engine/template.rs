@@ -1,32 +1,54 @@
 //! Error-message templates: the message with its variable parts masked, so that the same error
-//! on different resources, users or requests falls into one cluster.
+//! on different resources, users or requests falls into one cluster, and two different errors
+//! never do. `tests/data/templates/golden.tsv` holds real AWS messages, each with its source,
+//! its expected template and the error it is, and the tests check all three.
 //!
-//! The template is part of a cluster's identity (its fingerprint), so these rules are a stable
-//! contract: changing any of them splits or merges existing clusters.
+//! The template is part of a cluster's identity (its fingerprint), so the rules are versioned
+//! ([`TEMPLATE_VERSION`]): a database remembers which version made each cluster, and clusters
+//! of an older version are re-templated from their sample message when the service starts, so
+//! that a change of rules does not make known errors new. Version 1 had no name, URL or
+//! parameter-path rules, and masked quoted ARNs as `'<*>'`.
 //!
 //! 1. Keep the first 2,048 chars (on a char boundary), turn control characters into spaces,
 //!    collapse runs of whitespace into one space and trim both ends.
 //! 2. Spans, scanned left to right:
 //!    - A quote (`'` or `"`) opens a span when it stands at the start or after a space, `(`, `=`
 //!      or `:`. The span closes at the next same quote that is followed by the end, a space or
-//!      ASCII punctuation, and must hold at least one char. It becomes `'<*>'` / `"<*>"`. So the
+//!      ASCII punctuation, and must hold at least one char. It becomes `'<*>'` / `"<*>"`, with
+//!      two exceptions: a span holding an ARN or a URL becomes `<ARN>` / `<URL>` without its
+//!      quotes (so quoted and bare ARNs agree), and a span after the word `at` that holds a
+//!      parameter path (`Value null at 'tags.1.member.value'`) is kept, its numeric segments
+//!      masked (`'tags.<NUM>.member.value'`): the parameter says which error it is. So the
 //!      apostrophe in `doesn't` opens nothing, and `'it's here'` is one span.
 //!    - `(` at the start or after a space, followed by one or more chars that are neither
 //!      space nor parenthesis and then `)` followed by the end, a space or ASCII punctuation,
 //!      becomes `(<*>)`: `Value (my-profile) for …`.
 //! 3. The remaining text is split at spaces into tokens. Leading `([{'"` and trailing `.,;:)]'"`
 //!    are set aside (and written back unchanged); the core is classified, first match wins:
+//!    - `scheme://…` → `<URL>`
 //!    - starts with `arn:` → `<ARN>`
 //!    - 8-4-4-4-12 hex UUID → `<UUID>`
 //!    - IPv4 or IPv6 address, optionally `/prefix` → `<IP>`
 //!    - `local@domain.tld` → `<EMAIL>`
 //!    - at least one digit and no letter (account ids, counts, dates, times) → `<NUM>`
+//!    - an AWS resource id (lowercase prefix such as `i`, `sg`, `eni-attach`, then `-` and at
+//!      least 8 hex digits) or an access key id (`AKIA`/`ASIA` and upper-case letters and
+//!      digits) → `<ID>`
+//!    - a name: the token after a word that names a resource (`name`, `named`, `id`, `user`,
+//!      `role`, `group`, `policy`, `profile`, `bucket`, `function`, `table`, `stream`,
+//!      `secret`, `stack`, `parameter`; any case, a trailing `:` allowed but for `id`) →
+//!      `<NAME>`. After `name`, `named`, `id` and `user` any word but a common English one
+//!      (`is`, `with`, `cannot`, `access`… see `COMMON_WORDS`) is a name (`User alice`); after
+//!      the others only a token that looks like an identifier is (bracketed, or holding a
+//!      digit, `-`, `_`, `.`, `/`, `@`, or an upper-case letter after a lower-case one:
+//!      `CloudTrailRoleForCloudWatchLogs`), so `bucket policy` and `function cannot` stay
+//!      words. After `parameter` only a path (`/app/db/password`) is a name: other tokens
+//!      there name an API parameter (`for parameter iamInstanceProfile.name`), which is kept.
+//!    - the value of `Value X at 'param'`, unless it is `null` → `<*>`
 //!    - otherwise the core is cut at `:` and `=` (so `ec2:RunInstances` and `perform:` keep
-//!      their words) and each part is classified:
+//!      their words; a service prefix before an action, `ec2-instance-connect:SendSSHPublicKey`,
+//!      is kept whole) and each part is classified:
 //!      - a UUID, IP or numeric part as above;
-//!      - an AWS resource id: lowercase prefix (`i`, `sg`, `eni-attach`, …) then `-` and at least
-//!        8 hex digits → `<ID>`;
-//!      - `AKIA`/`ASIA` followed by upper-case letters and digits (access key ids) → `<ID>`;
 //!      - at least 4 chars mixing letters and digits (request ids, generated names such as
 //!        `terraform-20230710121504061500000001`, encoded authorization messages) → `<ID>`;
 //!        words such as `IPv4` are masked too, which is harmless because they are masked
@@ -35,6 +57,10 @@
 //!        stays as it is.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// The version of the rules below. Raise it with every change of a rule that changes any
+/// template: the store re-templates clusters made by an older version when it starts.
+pub const TEMPLATE_VERSION: i32 = 2;
 
 /// Messages are cut to this many chars before templating; the tail of a longer message is
 /// nearly always a payload (encoded message, policy) rather than the error's wording.
@@ -74,10 +100,10 @@ pub fn template(message: &str) -> String {
             }
             if let Some(&j) = list.get(*cursor) {
                 mask_tokens(&text, &mut out);
+                let after_at = text.trim_end().rsplit(' ').next() == Some("at");
                 text.clear();
-                out.push(c);
-                out.push_str("<*>");
-                out.push(c);
+                let inner: String = chars[i + 1..j].iter().collect();
+                push_span(c, &inner, after_at, &mut out);
                 i = j + 1;
                 continue;
             }
@@ -96,6 +122,37 @@ pub fn template(message: &str) -> String {
     }
     mask_tokens(&text, &mut out);
     out
+}
+
+/// A quoted span: an ARN or URL as its placeholder (whether quoted or not, it is the same
+/// error); after `at`, a parameter path with its indexes masked; anything else `'<*>'`.
+fn push_span(quote: char, inner: &str, after_at: bool, out: &mut String) {
+    let inner = inner.trim();
+    if let Some(p) = classify_link(inner) {
+        out.push_str(p);
+        return;
+    }
+    out.push(quote);
+    if after_at && is_parameter_path(inner) {
+        for (n, segment) in inner.split('.').enumerate() {
+            if n > 0 {
+                out.push('.');
+            }
+            out.push_str(if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+                "<NUM>"
+            } else {
+                segment
+            });
+        }
+    } else {
+        out.push_str("<*>");
+    }
+    out.push(quote);
+}
+
+/// `tags.1.member.value`, `roleSessionName`: the member paths AWS's validation messages name.
+fn is_parameter_path(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Control chars → space, whitespace runs → one space, ends trimmed.
@@ -151,20 +208,23 @@ fn paren_single_token(chars: &[char], open: usize) -> Option<usize> {
     (j > open + 1 && chars.get(j) == Some(&')') && ends_span(chars.get(j + 1))).then_some(j)
 }
 
-/// Classifies each space-separated token of `text` and appends the result to `out`.
+/// Classifies each space-separated token of `text` and appends the result to `out`. A token
+/// is judged with its neighbours: the word before it may say it is a name.
 fn mask_tokens(text: &str, out: &mut String) {
-    for (n, token) in text.split(' ').enumerate() {
+    let tokens: Vec<&str> = text.split(' ').collect();
+    for (n, token) in tokens.iter().enumerate() {
         if n > 0 {
             out.push(' ');
         }
-        mask_token(token, out);
+        let prev = n.checked_sub(1).map(|p| tokens[p]);
+        mask_token(token, prev, tokens.get(n + 1).copied(), out);
     }
 }
 
 const LEADING: &[char] = &['(', '[', '{', '\'', '"'];
 const TRAILING: &[char] = &['.', ',', ';', ':', ')', ']', '\'', '"'];
 
-fn mask_token(token: &str, out: &mut String) {
+fn mask_token(token: &str, prev: Option<&str>, next: Option<&str>, out: &mut String) {
     let body = token.trim_start_matches(LEADING);
     let lead = &token[..token.len() - body.len()];
     let core = body.trim_end_matches(TRAILING);
@@ -172,17 +232,99 @@ fn mask_token(token: &str, out: &mut String) {
     out.push_str(lead);
     if let Some(p) = classify_whole(core) {
         out.push_str(p);
+    } else if is_resource_id(core) || is_access_key(core) {
+        out.push_str("<ID>");
+    } else if prev.is_some_and(|p| names_next(p, core, !lead.is_empty())) {
+        out.push_str("<NAME>");
+    } else if prev == Some("Value") && next == Some("at") && core != "null" && !core.is_empty() {
+        out.push_str("<*>");
     } else {
         // Split at ':' and '=' so that `service:Action` and `key=value` are judged part by part.
         let mut rest = core;
         while let Some(pos) = rest.find([':', '=']) {
-            push_part(&rest[..pos], out);
+            let part = &rest[..pos];
+            if is_service_prefix(part, &rest[pos + 1..]) {
+                out.push_str(part);
+            } else {
+                push_part(part, out);
+            }
             out.push_str(&rest[pos..pos + 1]);
             rest = &rest[pos + 1..];
         }
         push_part(rest, out);
     }
     out.push_str(trail);
+}
+
+/// `ec2-instance-connect` in `ec2-instance-connect:SendSSHPublicKey`: a service prefix before
+/// an action is a word, digits or not.
+fn is_service_prefix(part: &str, after: &str) -> bool {
+    part.len() > 1
+        && part.starts_with(|c: char| c.is_ascii_lowercase())
+        && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && after.starts_with(|c: char| c.is_ascii_uppercase() || c == '*')
+}
+
+/// Words after which a resource's name follows, and whether a plain lower-case word there is
+/// a name (`User alice`) or not (`bucket policy`).
+const NAME_WORDS: &[(&str, bool)] = &[
+    ("name", true),
+    ("named", true),
+    ("id", true),
+    ("user", true),
+    ("role", false),
+    ("group", false),
+    ("policy", false),
+    ("profile", false),
+    ("bucket", false),
+    ("function", false),
+    ("table", false),
+    ("stream", false),
+    ("secret", false),
+    ("stack", false),
+    ("parameter", false),
+];
+
+/// Words that follow a [`NAME_WORDS`] word in AWS's messages without being a name.
+const COMMON_WORDS: &str = "\
+    a access account accounts agent all already an and any are arn arns as at attribute attributes be because \
+    been but by can can't cannot character characters contain containing contains could credentials data \
+    details did do does doesn't ending exceeds exist exists field for format from given group groups had has \
+    have id identity ids if in information into is isn't it its key keys length limit may mfa might must name \
+    names no none nor not of on only or over parameter parameters password pattern per policies policy pool \
+    pools prefix profile provided quota request requested resource resources role roles session sessions \
+    should space specified starting string supplied tag tags than that the then these this those to token too \
+    type types under value values via was were when which while who whose will with without would you your";
+
+fn is_common_word(word: &str) -> bool {
+    COMMON_WORDS.split_ascii_whitespace().any(|w| w == word)
+}
+
+/// Whether `core` is a resource's name because of the word `prev` before it; `bracketed` when
+/// the token opened with a bracket or quote.
+fn names_next(prev: &str, core: &str, bracketed: bool) -> bool {
+    let (word, colon) = match prev.strip_suffix(':') {
+        Some(w) => (w, true),
+        None => (prev, false),
+    };
+    let word = word.to_ascii_lowercase();
+    let Some(&(_, plain_words)) = NAME_WORDS.iter().find(|(w, _)| *w == word) else { return false };
+    if core.is_empty() || (word == "id" && colon) {
+        return false;
+    }
+    if word == "parameter" {
+        return core.starts_with('/');
+    }
+    if bracketed || looks_like_identifier(core) {
+        return true;
+    }
+    plain_words && core.chars().all(|c| c.is_alphabetic() || c == '\'') && !is_common_word(&core.to_lowercase())
+}
+
+/// `my-bucket`, `db_1`, `CloudTrailRoleForCloudWatchLogs`: not an English word.
+fn looks_like_identifier(s: &str) -> bool {
+    let camel = s.as_bytes().windows(2).any(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase());
+    camel || s.bytes().any(|b| b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'@'))
 }
 
 fn push_part(part: &str, out: &mut String) {
@@ -196,8 +338,8 @@ fn classify_whole(core: &str) -> Option<&'static str> {
     if core.is_empty() {
         return None;
     }
-    if core.starts_with("arn:") {
-        return Some("<ARN>");
+    if let Some(p) = classify_link(core) {
+        return Some(p);
     }
     if core.contains('@') && is_email(core) {
         return Some("<EMAIL>");
@@ -205,11 +347,22 @@ fn classify_whole(core: &str) -> Option<&'static str> {
     classify_common(core)
 }
 
+/// `<URL>` for `scheme://…`, `<ARN>` for `arn:…`.
+fn classify_link(s: &str) -> Option<&'static str> {
+    if s.starts_with("arn:") {
+        return Some("<ARN>");
+    }
+    let (scheme, rest) = s.split_once("://")?;
+    let scheme_ok =
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'));
+    (scheme_ok && !rest.is_empty()).then_some("<URL>")
+}
+
 fn classify_part(part: &str) -> Option<&'static str> {
     if part.is_empty() {
         return None;
     }
-    classify_common(part).or_else(|| is_id(part).then_some("<ID>"))
+    classify_common(part).or_else(|| is_mixed(part).then_some("<ID>"))
 }
 
 fn classify_common(s: &str) -> Option<&'static str> {
@@ -261,10 +414,6 @@ fn is_email(s: &str) -> bool {
 
 fn is_numeric(s: &str) -> bool {
     s.bytes().any(|c| c.is_ascii_digit()) && !s.chars().any(char::is_alphabetic)
-}
-
-fn is_id(s: &str) -> bool {
-    is_resource_id(s) || is_access_key(s) || is_mixed(s)
 }
 
 /// `i-0abc…`, `sg-…`, `eni-attach-…`: lowercase words, `-`, then ≥ 8 hex digits.
@@ -337,21 +486,131 @@ mod tests {
             ),
             (
                 "Instance Profile stratus-red-team-ec2-enumerate-instance cannot be found.",
-                "Instance Profile <ID> cannot be found.",
+                "Instance Profile <NAME> cannot be found.",
             ),
             (
                 "Login Profile for User stratus-red-team-login-profile-user cannot be found.",
-                "Login Profile for User stratus-red-team-login-profile-user cannot be found.",
+                "Login Profile for User <NAME> cannot be found.",
             ),
             (
                 "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the instance bucket that the specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit.",
-                "You have requested more vCPU capacity than your current vCPU limit of <NUM> allows for the instance bucket that the specified instance type belongs to. Please visit http:<ID> to request an adjustment to this limit.",
+                "You have requested more vCPU capacity than your current vCPU limit of <NUM> allows for the instance bucket that the specified instance type belongs to. Please visit <URL> to request an adjustment to this limit.",
             ),
             (
                 "The specified rule does not exist in this security group.",
                 "The specified rule does not exist in this security group.",
             ),
             ("Failed authentication", "Failed authentication"),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(template(msg), *want, "{msg}");
+        }
+    }
+
+    /// Every row of the golden table: its template, and one template per error.
+    #[test]
+    fn golden_table() {
+        let table = include_str!("../../tests/data/templates/golden.tsv");
+        let rows: Vec<Vec<&str>> =
+            table.lines().filter(|l| !l.starts_with('#')).skip(1).map(|l| l.split('\t').collect()).collect();
+        assert!(rows.len() >= 150, "{} rows", rows.len());
+        let mut by_error: std::collections::HashMap<&str, &str> = Default::default();
+        let mut by_code_template: std::collections::HashMap<(&str, &str), &str> = Default::default();
+        let mut wrong = Vec::new();
+        for row in &rows {
+            let [error, code, message, want, source] = row[..] else { panic!("5 columns: {row:?}") };
+            assert!(source.starts_with("https://"), "{source}");
+            let got = template(message);
+            if got != want {
+                wrong.push(format!("{message}\n  want {want}\n  got  {got}"));
+            }
+            // One template per error...
+            if let Some(other) = by_error.insert(error, want) {
+                assert_eq!(other, want, "{error}: one error, two templates");
+            }
+            // ...and never two errors in one (within an error code, as clusters are).
+            if let Some(other) = by_code_template.insert((code, want), error) {
+                assert_eq!(other, error, "{code}: two errors share the template {want}");
+            }
+        }
+        assert!(wrong.is_empty(), "{} of {} rows differ:\n{}", wrong.len(), rows.len(), wrong.join("\n"));
+    }
+
+    #[test]
+    fn names_after_the_word_that_names_them() {
+        let cases: &[(&str, &str)] = &[
+            ("Login Profile for User alice cannot be found.", "Login Profile for User <NAME> cannot be found."),
+            ("Login Profile for User bob-2 cannot be found.", "Login Profile for User <NAME> cannot be found."),
+            (
+                "The role with name CloudTrailRoleForCloudWatchLogs cannot be found.",
+                "The role with name <NAME> cannot be found.",
+            ),
+            ("on resource: user grace with an explicit deny", "on resource: user <NAME> with an explicit deny"),
+            (
+                "Requested resource not found: Table: orders not found",
+                "Requested resource not found: Table: orders not found",
+            ),
+            (
+                "Requested resource not found: Table: orders-v2 not found",
+                "Requested resource not found: Table: <NAME> not found",
+            ),
+            ("Stack [prod] does not exist", "Stack [<NAME>] does not exist"),
+            ("Parameter /app/db/password not found.", "Parameter <NAME> not found."),
+            // Words, not names.
+            (
+                "User is not authorized to perform: rds:CopyDBSnapshot",
+                "User is not authorized to perform: rds:CopyDBSnapshot",
+            ),
+            ("IAM user access not activated", "IAM user access not activated"),
+            ("The bucket policy does not exist", "The bucket policy does not exist"),
+            ("The bucket you tried to delete is not empty", "The bucket you tried to delete is not empty"),
+            (
+                "The role defined for the function cannot be assumed by Lambda.",
+                "The role defined for the function cannot be assumed by Lambda.",
+            ),
+            (
+                "Bucket name should not contain uppercase characters",
+                "Bucket name should not contain uppercase characters",
+            ),
+            // An API parameter's name says which error it is.
+            (
+                "Value (x) for parameter iamInstanceProfile.name is invalid.",
+                "Value (<*>) for parameter iamInstanceProfile.name is invalid.",
+            ),
+            ("request id: 4442587FB7D0A2F9.", "request id: <ID>."),
+            // Ids and ARNs keep their own placeholders.
+            ("Policy arn:aws:iam::aws:policy/X does not exist", "Policy <ARN> does not exist"),
+            ("for the user: 123837392027", "for the user: <NUM>"),
+            ("group sg-0123456789abcdef0 is in use", "group <ID> is in use"),
+        ];
+        for (msg, want) in cases {
+            assert_eq!(template(msg), *want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn links_paths_and_services() {
+        let cases: &[(&str, &str)] = &[
+            // A quoted ARN and a bare one are the same error.
+            ("Policy \"arn:aws:iam::1:policy/p\" is invalid", "Policy <ARN> is invalid"),
+            ("Policy 'arn:aws:iam::1:policy/p' is invalid", "Policy <ARN> is invalid"),
+            ("Policy arn:aws:iam::1:policy/p is invalid", "Policy <ARN> is invalid"),
+            ("Please visit http://aws.amazon.com/contact-us/ec2-request to", "Please visit <URL> to"),
+            ("Go to https://console.aws.amazon.com/iam/home?region=us-east-1#/x.", "Go to <URL>."),
+            ("see 's3://bucket/key'", "see <URL>"),
+            // The parameter after `at` is kept, its indexes masked; the value is masked.
+            (
+                "Value null at 'tags.1.member.value' failed to satisfy constraint",
+                "Value null at 'tags.<NUM>.member.value' failed to satisfy constraint",
+            ),
+            ("Value 'x y' at 'roleSessionName' failed", "Value '<*>' at 'roleSessionName' failed"),
+            ("Value PYTHON3.9 at 'runtime' failed", "Value <*> at 'runtime' failed"),
+            ("Value foo at 'runtime' failed", "Value <*> at 'runtime' failed"),
+            ("look at 'this one'", "look at '<*>'"),
+            // A service prefix is a word, digits or not.
+            ("perform: ec2-instance-connect:SendSSHPublicKey on", "perform: ec2-instance-connect:SendSSHPublicKey on"),
+            ("perform: route53:ChangeResourceRecordSets on", "perform: route53:ChangeResourceRecordSets on"),
+            ("key a1b2c3:value", "key <ID>:value"),
         ];
         for (msg, want) in cases {
             assert_eq!(template(msg), *want, "{msg}");

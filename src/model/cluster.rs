@@ -7,6 +7,20 @@ use uuid::Uuid;
 
 pub use crate::engine::Counted;
 
+/// Adds two top lists and keeps the `keep` largest: a cluster found again, or two clusters
+/// that turn out to be one.
+pub fn merge_counted(a: &[Counted], b: &[Counted], keep: usize) -> Vec<Counted> {
+    let mut all: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for v in a.iter().chain(b) {
+        *all.entry(v.value.as_str()).or_default() += v.count;
+    }
+    let mut out: Vec<Counted> =
+        all.into_iter().map(|(value, count)| Counted { value: value.to_string(), count }).collect();
+    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
+    out.truncate(keep);
+    out
+}
+
 /// What makes a cluster the cluster it is: the same error (account, region, API, error code
 /// and message template) is the same cluster across runs, hosts and versions. Run reports,
 /// known clusters and events all carry it, flattened into their own fields.

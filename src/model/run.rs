@@ -175,6 +175,10 @@ pub struct RunReport {
     pub access_keys: Vec<AccessKeyView>,
     /// Clusters this inspection had never seen, largest first.
     pub new_clusters: Vec<ClusterSummary>,
+    /// CloudTrail Insights events of the window (AWS's own findings of unusual call or error
+    /// rates), earliest first, at most 100.
+    #[serde(default)]
+    pub insights: Vec<InsightView>,
     /// True when `new_clusters` was cut to its first 100.
     pub new_clusters_truncated: bool,
     /// The Guance events this run recorded (one per cloud account with new clusters, and
@@ -197,6 +201,28 @@ pub struct RunEventSummary {
     /// At the time the run finished; delivery happens afterwards.
     pub delivery_state: crate::model::event::DeliveryState,
     pub note: Option<String>,
+}
+
+/// A CloudTrail Insights event: the rate of calls to an API, or of its errors, left its
+/// baseline (`state: Start`), or came back (`End`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InsightView {
+    pub event_time: DateTime<Utc>,
+    pub account_id: String,
+    pub region: String,
+    /// `Start` or `End`.
+    pub state: String,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    pub insight_type: String,
+    pub event_source: String,
+    pub event_name: String,
+    /// The error an `ApiErrorRateInsight` is about.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_code: String,
+    /// Calls or errors per minute, usually and during the finding.
+    pub baseline_average: Option<f64>,
+    pub insight_average: Option<f64>,
+    pub event_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -229,6 +255,11 @@ pub struct Run {
     pub error_records: i64,
     pub malformed_records: i64,
     pub ignored_records: i64,
+    /// Records read with a repair rather than dropped: a field the engine can do without held
+    /// the wrong type (read as its JSON text), or text that was not UTF-8 (decoded lossily).
+    pub warned_records: i64,
+    /// CloudTrail Insights events in the window; the report lists them.
+    pub insight_events: i64,
     pub clusters_total: i64,
     pub clusters_new: i64,
     pub new_error_records: i64,

@@ -21,10 +21,10 @@ use uuid::Uuid;
 
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
-use crate::engine::{Analysis, Cluster, KeyActivity};
-use crate::model::cluster::{AccessKeyView, ClusterSummary, Counted};
+use crate::engine::{Analysis, Cluster, Insight, KeyActivity};
+use crate::model::cluster::{AccessKeyView, ClusterSummary, merge_counted};
 use crate::model::inspection::Inspection;
-use crate::model::run::{AccountSummary, ExecMode, LogGroupOutcome, RunReport, RunStatus};
+use crate::model::run::{AccountSummary, ExecMode, InsightView, LogGroupOutcome, RunReport, RunStatus};
 use crate::model::time;
 use crate::outbox::{self, EventSettings};
 use crate::store::{ClusterWrite, FinishedRun, KnownCluster, LogGroupState};
@@ -116,6 +116,8 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
         error_records: stats.error_records as i64,
         malformed_records: stats.malformed_records as i64,
         ignored_records: stats.ignored_records as i64,
+        warned_records: stats.warned_records as i64,
+        insight_events: stats.insight_events as i64,
         new_error_records: report.new_error_records,
         baseline_clusters: clusters.baseline_new,
         aws_api_calls: reading.api_calls,
@@ -296,8 +298,8 @@ fn classify(
 fn window_write(c: &Cluster, id: Uuid, summary: &ClusterSummary, prior: Option<&KnownCluster>) -> ClusterWrite {
     let (top_principals, top_source_ips, sample_event_ids) = match prior {
         Some(k) => (
-            merge_counted(&k.top_principals, &summary.top_principals),
-            merge_counted(&k.top_source_ips, &summary.top_source_ips),
+            merge_counted(&k.top_principals, &summary.top_principals, TOP_K),
+            merge_counted(&k.top_source_ips, &summary.top_source_ips, TOP_K),
             k.sample_event_ids.clone(),
         ),
         None => (summary.top_principals.clone(), summary.top_source_ips.clone(), summary.sample_event_ids.clone()),
@@ -364,8 +366,25 @@ fn report(
         access_keys: keys,
         new_clusters,
         new_clusters_truncated: truncated,
+        insights: analysis.insights.iter().map(insight_view).collect(),
         events: Vec::new(),
         events_note: None,
+    }
+}
+
+fn insight_view(i: &Insight) -> InsightView {
+    InsightView {
+        event_time: time::micros(i.event_time),
+        account_id: i.account_id.clone(),
+        region: i.region.clone(),
+        state: i.state.clone(),
+        insight_type: i.insight_type.clone(),
+        event_source: i.event_source.clone(),
+        event_name: i.event_name.clone(),
+        error_code: i.error_code.clone(),
+        baseline_average: i.baseline_average,
+        insight_average: i.insight_average,
+        event_id: i.event_id.clone(),
     }
 }
 
@@ -385,19 +404,6 @@ fn key_view(k: &KeyActivity) -> AccessKeyView {
 
 fn sample_json(c: &Cluster) -> Option<serde_json::Value> {
     c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok())
-}
-
-/// Adds two top lists and keeps the largest.
-fn merge_counted(a: &[Counted], b: &[Counted]) -> Vec<Counted> {
-    let mut all: BTreeMap<&str, u64> = BTreeMap::new();
-    for v in a.iter().chain(b) {
-        *all.entry(v.value.as_str()).or_default() += v.count;
-    }
-    let mut out: Vec<Counted> =
-        all.into_iter().map(|(value, count)| Counted { value: value.to_string(), count }).collect();
-    out.sort_by(|x, y| y.count.cmp(&x.count).then_with(|| x.value.cmp(&y.value)));
-    out.truncate(TOP_K);
-    out
 }
 
 #[cfg(test)]
@@ -886,11 +892,13 @@ mod tests {
                 clusters: window,
                 keys: vec![key_activity()],
                 stats: Stats { records_scanned: 100, error_records, ..Stats::default() },
+                ..Analysis::default()
             },
             baseline: Analysis {
                 clusters: case.baseline.iter().map(|&(c, n)| cluster(c, n, baseline_seen())).collect(),
                 keys: Vec::new(),
                 stats: Stats::default(),
+                ..Analysis::default()
             },
             key_activity_error: case.key_activity_failed.then(|| "AccessDeniedException".to_string()),
             api_calls: 7,
@@ -1058,7 +1066,7 @@ mod tests {
     fn top_lists_merge_by_value() {
         let a = vec![Counted { value: "x".into(), count: 3 }, Counted { value: "y".into(), count: 1 }];
         let b = vec![Counted { value: "y".into(), count: 5 }];
-        let m = merge_counted(&a, &b);
+        let m = merge_counted(&a, &b, TOP_K);
         assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
         assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
     }

@@ -92,8 +92,9 @@ impl Runner {
         let mut read_ok = Vec::new();
         for (plan, result) in results {
             let result = match result {
-                Ok((c, b, notes)) => {
+                Ok((c, b, mut notes)) => {
                     let stats = c.stats();
+                    notes.problems.extend(c.repair_summary());
                     merged.merge(c);
                     if let Some(b) = b {
                         baseline.merge(b);

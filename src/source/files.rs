@@ -3,8 +3,10 @@
 //! and also JSON arrays of records and one-record-per-line files, plain or gzipped.
 //!
 //! Every record is read, so access-key activity comes from the same pass and the run's window
-//! selects records by `eventTime`. A file that cannot be read (not JSON, truncated gzip, wrong
-//! shape) is reported and skipped; the others are still read.
+//! selects records by `eventTime`. Files are read record by record (any mix of the shapes
+//! above, pretty-printed or not): a broken record costs itself only. A file that cannot be read,
+//! or not to its end (not JSON, truncated gzip or JSON), is reported; whatever could be read of
+//! it is, and the other files are still read.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,11 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::{LogSource, ReadNotes, SourceCounters, SourceError, SourceErrorKind, Window};
-use crate::engine::Clusterer;
+use crate::engine::{Clusterer, Split, split_records};
 
 /// Largest file read (decompressed): CloudTrail files are a few MB at most.
 const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
@@ -113,52 +113,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-#[derive(Deserialize)]
-struct Delivery<'a> {
-    #[serde(borrow, rename = "Records")]
-    records: Vec<&'a RawValue>,
-}
-
-/// Feeds every record of one file's bytes to the clusterer; returns how many there were.
-pub fn ingest_bytes(bytes: &[u8], clusterer: &mut Clusterer) -> Result<u64, String> {
-    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let first = text.iter().position(|b| !b.is_ascii_whitespace());
-    let Some(first) = first else { return Ok(0) };
-    match text[first] {
-        b'[' => {
-            let records: Vec<&RawValue> =
-                serde_json::from_slice(text).map_err(|e| format!("not a JSON array of records: {e}"))?;
-            for r in &records {
-                clusterer.ingest(r.get().as_bytes());
-            }
-            Ok(records.len() as u64)
-        }
-        b'{' => match serde_json::from_slice::<Delivery>(text) {
-            Ok(doc) => {
-                for r in &doc.records {
-                    clusterer.ingest(r.get().as_bytes());
-                }
-                Ok(doc.records.len() as u64)
-            }
-            // Not one {"Records": [...]} document: one record per line, if every line is JSON.
-            Err(doc_err) => {
-                let lines: Vec<&[u8]> =
-                    text.split(|b| *b == b'\n').filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())).collect();
-                // A lone object without "Records" is a file holding one record.
-                let lone_record = lines.len() == 1 && doc_err.to_string().starts_with("missing field");
-                if lines.len() < 2 && !lone_record {
-                    return Err(format!("not a CloudTrail file ({{\"Records\": [...]}}): {doc_err}"));
-                }
-                let mut n = 0;
-                for line in lines {
-                    clusterer.ingest(line.trim_ascii());
-                    n += 1;
-                }
-                Ok(n)
-            }
-        },
-        _ => Err("not JSON".into()),
-    }
+/// Feeds every record of one file's bytes to the clusterer, record by record (see
+/// [`split_records`]): how many there were, and what could not be read, if anything.
+pub fn ingest_bytes(bytes: &[u8], clusterer: &mut Clusterer) -> Split {
+    split_records(bytes, |raw| {
+        clusterer.ingest(raw);
+    })
 }
 
 #[async_trait]
@@ -199,7 +159,12 @@ impl LogSource for FilesSource {
                 .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
             let result = bytes.and_then(|b| {
                 self.counters.bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                ingest_bytes(&b, clusterer)
+                let split = ingest_bytes(&b, clusterer);
+                match split.problem {
+                    None => Ok(()),
+                    Some(p) if split.records == 0 => Err(p),
+                    Some(p) => Err(format!("{p} ({} records read)", split.records)),
+                }
             });
             if let Err(problem) = result {
                 notes.bad_files += 1;
@@ -207,7 +172,7 @@ impl LogSource for FilesSource {
                     let shown = path.strip_prefix(&root).unwrap_or(&path);
                     notes.problems.push(format!("{}: {problem}", shown.display()));
                 }
-                tracing::warn!(file = %path.display(), %problem, "skipped a file that could not be read");
+                tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
             }
             // A long scan must not starve the runtime's other tasks.
             tokio::task::yield_now().await;
@@ -267,12 +232,217 @@ mod tests {
             (rec.to_string(), 1),
         ] {
             let mut c = Clusterer::new(ClustererConfig { track_keys: true, ..ClustererConfig::default() });
-            assert_eq!(ingest_bytes(bytes.as_bytes(), &mut c), Ok(n));
+            assert_eq!(ingest_bytes(bytes.as_bytes(), &mut c), Split { records: n, problem: None });
             assert_eq!(c.stats().error_records, n);
         }
-        for bad in ["not json", "{\"Records\": 5}", "[1, 2", "{\"Records\": [{}]"] {
-            let mut c = Clusterer::new(ClustererConfig::default());
-            assert!(ingest_bytes(bad.as_bytes(), &mut c).is_err(), "{bad}");
+        // (file, records handed over, malformed among them, is the file reported)
+        for (bad, n, malformed, reported) in [
+            ("not json", 0, 0, true),
+            ("{\"Records\": 5}", 1, 1, false),
+            ("[1, 2", 2, 2, true),
+            ("{\"Records\": [{}]", 1, 1, true),
+        ] {
+            let mut c = Clusterer::new(ClustererConfig { track_keys: true, ..ClustererConfig::default() });
+            let split = ingest_bytes(bad.as_bytes(), &mut c);
+            assert_eq!(
+                (split.records, c.stats().malformed_records, split.problem.is_some()),
+                (n, malformed, reported),
+                "{bad}"
+            );
         }
+    }
+}
+
+/// Files of the shapes real deliveries and real tools produce, built from real records.
+#[cfg(test)]
+mod real_shapes {
+    use super::*;
+    use crate::engine::{Analysis, ClustererConfig, Outcome};
+    use serde_json::{Value, json};
+
+    /// The records of one invictus-ir delivery file, in order.
+    fn invictus_file(name: &str) -> Vec<Value> {
+        let dir = crate::engine::test_records_dir().join("invictus-ir/CloudTrail");
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        doc["Records"].as_array().unwrap().clone()
+    }
+
+    /// 10 error records and 10 others from the invictus-ir hour, in their order there.
+    fn twenty_records() -> Vec<Value> {
+        let mut all = Vec::new();
+        for name in [
+            "218007301253_CloudTrail_us-east-1_20230710T1150Z_1vnLavRRp0ek1mP4.json",
+            "218007301253_CloudTrail_us-east-1_20230710T1200Z_iLj9fb7yyUG9X4Bf.json",
+            "218007301253_CloudTrail_us-east-1_20230710T1205Z_1dM7GQM67kudSyGD.json",
+            "218007301253_CloudTrail_us-east-1_20230710T1230Z_9JM8uKEITHqwJKXr.json",
+        ] {
+            all.extend(invictus_file(name));
+        }
+        let (errors, others): (Vec<Value>, Vec<Value>) = all.into_iter().partition(|r| r.get("errorCode").is_some());
+        assert!(errors.len() >= 10 && others.len() >= 10, "{} errors, {} others", errors.len(), others.len());
+        errors.into_iter().take(10).chain(others.into_iter().take(10)).collect()
+    }
+
+    fn read(bytes: &[u8]) -> (Split, Analysis) {
+        let mut c = Clusterer::new(ClustererConfig { track_keys: true, ..ClustererConfig::default() });
+        let split = ingest_bytes(bytes, &mut c);
+        (split, c.finish())
+    }
+
+    /// CloudTrail's one line of `{"Records":[…]}`, with one invalid byte in one error
+    /// record's errorMessage: that record is read lossily and counted as a warning, and the
+    /// 19 others are read as they are.
+    #[test]
+    fn one_bad_byte_costs_nothing_else() {
+        let records = twenty_records();
+        let mut file = serde_json::to_vec(&json!({ "Records": records })).unwrap();
+        let message = records[3]["errorMessage"].as_str().expect("an error record with a message");
+        let at = memchr::memmem::find(&file, message.as_bytes()).unwrap() + message.len() / 2;
+        file[at] = 0xff;
+        assert!(std::str::from_utf8(&file).is_err());
+        let (split, a) = read(&file);
+        assert_eq!(split, Split { records: 20, problem: None });
+        assert_eq!(a.stats.error_records, 10);
+        assert_eq!(a.stats.malformed_records, 0);
+        assert_eq!(a.stats.warned_records, 1);
+        assert_eq!(a.repairs, vec![("invalid UTF-8 or escape".to_string(), 1)]);
+        assert_eq!(a.clusters.iter().map(|c| c.count).sum::<u64>(), 10);
+    }
+
+    /// One real error record saved with `indent=2` is one record and one error, not 60-odd
+    /// malformed lines; several such records in one file, or a pretty `{"Records": [...]}`,
+    /// are read the same way. JSON lines stay JSON lines.
+    #[test]
+    fn pretty_printed_files_are_documents() {
+        let records = twenty_records();
+        let error = &records[0];
+        let pretty = serde_json::to_string_pretty(error).unwrap();
+        assert!(pretty.lines().count() > 20);
+        let (split, a) = read(pretty.as_bytes());
+        assert_eq!((split.records, a.stats.error_records, a.stats.malformed_records), (1, 1, 0));
+
+        let several = records.iter().map(|r| serde_json::to_string_pretty(r).unwrap()).collect::<Vec<_>>().join("\n");
+        let (split, a) = read(several.as_bytes());
+        assert_eq!((split.records, a.stats.error_records, a.stats.malformed_records), (20, 10, 0));
+
+        let delivery = serde_json::to_string_pretty(&json!({ "Records": records })).unwrap();
+        let (split, a) = read(delivery.as_bytes());
+        assert_eq!((split.records, a.stats.error_records, a.stats.malformed_records), (20, 10, 0));
+
+        let lines = records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n");
+        let (split, a) = read(lines.as_bytes());
+        assert_eq!((split.records, a.stats.error_records, a.stats.malformed_records), (20, 10, 0));
+    }
+
+    /// Wrong types and bad bytes in fields the engine can do without keep their error record.
+    #[test]
+    fn odd_fields_keep_their_error_record() {
+        let records = twenty_records();
+        let mut errors: Vec<Value> = records.into_iter().filter(|r| r.get("errorCode").is_some()).take(3).collect();
+        errors[0]["userIdentity"]["accessKeyId"] = json!(12345);
+        errors[1]["errorMessage"] = json!(["a", "b"]);
+        errors[2]["userAgent"] = json!("MARK");
+        let mut file = Vec::new();
+        for e in &errors {
+            file.extend_from_slice(e.to_string().as_bytes());
+            file.push(b'\n');
+        }
+        let at = memchr::memmem::find(&file, b"MARK").unwrap();
+        file[at + 1] = 0xc3; // a lead byte with no continuation
+        let (split, a) = read(&file);
+        assert_eq!(split.records, 3);
+        assert_eq!((a.stats.error_records, a.stats.malformed_records, a.stats.warned_records), (3, 0, 3));
+        assert_eq!(
+            a.repairs,
+            vec![
+                ("errorMessage".to_string(), 1),
+                ("invalid UTF-8 or escape".to_string(), 1),
+                ("userIdentity.accessKeyId".to_string(), 1)
+            ]
+        );
+        assert!(a.clusters.iter().any(|c| c.sample_message == r#"["a","b"]"#));
+        assert!(a.keys.iter().any(|k| k.access_key_id == "12345"));
+    }
+
+    /// An Insights file as CloudTrail writes them under `CloudTrail-Insight/` (pretty-printed
+    /// here): a start and an end event, neither malformed nor an error.
+    #[test]
+    fn insights_events_are_counted_apart() {
+        let insight = |state: &str, time: &str, id: &str| {
+            json!({"eventVersion": "1.08", "eventTime": time, "awsRegion": "us-east-1", "eventID": id,
+                "eventType": "AwsCloudTrailInsight", "recipientAccountId": "123456789012",
+                "sharedEventID": "5b2c4a1e-1111-4b7e-9d0f-2a6c7e3f9a10",
+                "insightDetails": {"state": state, "eventSource": "iam.amazonaws.com", "eventName": "CreateAccessKey",
+                    "insightType": "ApiCallRateInsight",
+                    "insightContext": {"statistics": {"baseline": {"average": 0.0208}, "insight": {"average": 12.0}}}},
+                "eventCategory": "Insight"})
+        };
+        let file = serde_json::to_string_pretty(&json!({"Records": [
+            insight("Start", "2023-07-10T12:05:00Z", "8d0d2f2e-2222-4c36-8a51-0f5cf1f2b7a1"),
+            insight("End", "2023-07-10T12:09:00Z", "8d0d2f2e-3333-4c36-8a51-0f5cf1f2b7a1"),
+        ]}))
+        .unwrap();
+        let (split, a) = read(file.as_bytes());
+        assert_eq!(split.records, 2);
+        assert_eq!((a.stats.insight_events, a.stats.malformed_records, a.stats.error_records), (2, 0, 0));
+        let states: Vec<&str> = a.insights.iter().map(|i| i.state.as_str()).collect();
+        assert_eq!(states, ["Start", "End"]);
+        assert_eq!(a.insights[0].insight_average, Some(12.0));
+        // Reading errors only (CloudWatch Logs' records are selected by errorCode), the
+        // prefilter passes error-rate findings, which name an errorCode, and no others.
+        let mut c = Clusterer::new(ClustererConfig::default());
+        let mut errors = insight("Start", "2023-07-10T12:05:00Z", "x");
+        errors["insightDetails"]["insightType"] = json!("ApiErrorRateInsight");
+        errors["insightDetails"]["errorCode"] = json!("AccessDenied");
+        assert_eq!(c.ingest(errors.to_string().as_bytes()), Outcome::Insight);
+        assert_eq!(c.ingest(insight("Start", "2023-07-10T12:05:00Z", "y").to_string().as_bytes()), Outcome::NotError);
+        assert_eq!(c.stats().insight_events, 1);
+    }
+
+    /// Amazon Managed Grafana records success with `"errorCode": "200"`; a real failure of
+    /// the same API is still an error.
+    #[test]
+    fn success_codes_are_not_errors() {
+        let grafana = |code: &str| {
+            json!({"eventVersion": "1.08", "userIdentity": {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/GrafanaAdmin/alice"},
+                "eventTime": "2023-07-10T12:00:00Z", "eventSource": "grafana.amazonaws.com", "eventName": "ListWorkspaces",
+                "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.10", "userAgent": "aws-cli/2.13.0",
+                "errorCode": code, "requestParameters": null, "responseElements": null,
+                "eventID": format!("e-{code}"), "eventType": "AwsApiCall", "recipientAccountId": "123456789012"})
+            .to_string()
+        };
+        let file = [grafana("200"), grafana("200"), grafana("AccessDeniedException")].join("\n");
+        let (_, a) = read(file.as_bytes());
+        assert_eq!(a.stats.error_records, 1);
+        assert_eq!(a.clusters.len(), 1);
+        assert_eq!(a.clusters[0].key.error_code, "AccessDeniedException");
+    }
+
+    /// Failed console sign-ins of two users, as CloudTrail records them (no ARN): two
+    /// targets, not one `IAMUser`.
+    #[test]
+    fn failed_sign_ins_keep_their_target() {
+        let failure = |user: &str, id: &str| {
+            json!({"eventVersion": "1.08", "userIdentity": {"type": "IAMUser", "principalId": id, "accountId": "111122223333",
+                "accessKeyId": "", "userName": user}, "eventTime": "2023-07-10T12:00:00Z",
+                "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin", "awsRegion": "us-east-1",
+                "sourceIPAddress": "198.51.100.7", "userAgent": "Mozilla/5.0", "errorMessage": "Failed authentication",
+                "requestParameters": null, "responseElements": {"ConsoleLogin": "Failure"},
+                "additionalEventData": {"MFAUsed": "No"}, "eventID": format!("e-{user}"), "eventType": "AwsConsoleSignIn",
+                "recipientAccountId": "111122223333"})
+            .to_string()
+        };
+        let file = [
+            failure("alice", "AIDAEXAMPLEALICE00001"),
+            failure("alice", "AIDAEXAMPLEALICE00001"),
+            failure("bob", "AIDAEXAMPLEBOB000001"),
+        ]
+        .join("\n");
+        let (_, a) = read(file.as_bytes());
+        assert_eq!(a.clusters.len(), 1);
+        let principals: Vec<(&str, u64)> =
+            a.clusters[0].top_principals.iter().map(|p| (p.value.as_str(), p.count)).collect();
+        assert_eq!(principals, [("IAMUser userName=alice", 2), ("IAMUser userName=bob", 1)]);
     }
 }

@@ -15,6 +15,7 @@ use super::keyset::Dir::{Asc, Desc};
 use super::keyset::{AccessKeyKey, Order, RunClusterKey, TimeKey};
 use super::sql::INSERT_CHUNK;
 use super::{FinishedRun, PgStore, SqliteStore, StoreResult};
+use crate::engine::template::TEMPLATE_VERSION;
 use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
 
 #[derive(Debug, Clone, Default)]
@@ -440,7 +441,7 @@ macro_rules! cluster_store {
                         "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
                          event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
                          discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                         sample_event_ids, sample_message, sample_record) ",
+                         sample_event_ids, sample_message, sample_record, template_version) ",
                     );
                     qb.push_values(chunk, |mut b, c| {
                         let s = &c.summary;
@@ -464,7 +465,8 @@ macro_rules! cluster_store {
                             .push_bind(Json(&c.top_source_ips))
                             .push_bind(Json(&c.sample_event_ids))
                             .push_bind(&s.sample_message)
-                            .push_bind(c.sample_record.as_ref().map(Json));
+                            .push_bind(c.sample_record.as_ref().map(Json))
+                            .push_bind(TEMPLATE_VERSION);
                     });
                     qb.push(CLUSTER_MERGE);
                     qb.build().execute(&mut *conn).await?;

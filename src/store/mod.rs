@@ -23,6 +23,8 @@
 //! - `outbox.rs`: [`OutboxStore`]: events and their delivery, the alerting state per cloud
 //!   account, and inspections' registrations in Guance.
 //! - `schedule.rs`: [`ScheduleStore`]: claimed cron slots.
+//! - `retemplate.rs`: clusters made by older template rules brought to the current ones,
+//!   which [`Backend::migrate`] does after the backfills.
 //!
 //! And what they share:
 //!
@@ -49,6 +51,7 @@ mod inspections;
 mod keyset;
 mod outbox;
 mod postgres;
+mod retemplate;
 mod runs;
 mod schedule;
 mod sql;

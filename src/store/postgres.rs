@@ -25,6 +25,9 @@ impl PgStore {
     /// several instances claim side by side.
     pub(super) const SKIP_LOCKED: &str = " for update skip locked";
 
+    /// Rows a statement will rewrite, locked against another instance doing the same.
+    pub(super) const LOCK_ROWS: &str = " for update";
+
     pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         // The parser's errors can quote the URL, password included: say only what is wrong.
         let options = PgConnectOptions::from_str(url)
@@ -104,7 +107,9 @@ impl Backend for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/postgres").run(&self.pool).await.context("applying Postgres migrations")?;
         self.backfill_trigger_hashes().await?;
-        self.backfill_guance_checkers().await
+        self.backfill_guance_checkers().await?;
+        super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
+        Ok(())
     }
 
     async fn close(&self) {

@@ -71,6 +71,8 @@ pub struct FinishedRun {
     pub error_records: i64,
     pub malformed_records: i64,
     pub ignored_records: i64,
+    pub warned_records: i64,
+    pub insight_events: i64,
     pub new_error_records: i64,
     pub baseline_clusters: i64,
     pub aws_api_calls: i64,
@@ -140,7 +142,7 @@ macro_rules! run_columns_head {
         "id, inspection_id, status, trigger, dry_run, explicit_window, request, \
          window_start, window_end, skipped_start, skipped_end, created_at, started_at, finished_at, \
          records_scanned, error_records, malformed_records, ignored_records, clusters_total, clusters_new, \
-         new_error_records, baseline_clusters, aws_api_calls, log_groups, error"
+         new_error_records, baseline_clusters, aws_api_calls, log_groups, error, warned_records, insight_events"
     };
 }
 
@@ -191,6 +193,8 @@ struct RunRow {
     error: Option<String>,
     report: Option<Json<RunReport>>,
     trace_id: Option<String>,
+    warned_records: i64,
+    insight_events: i64,
 }
 
 impl RunRow {
@@ -214,6 +218,8 @@ impl RunRow {
             error_records: self.error_records,
             malformed_records: self.malformed_records,
             ignored_records: self.ignored_records,
+            warned_records: self.warned_records,
+            insight_events: self.insight_events,
             clusters_total: self.clusters_total,
             clusters_new: self.clusters_new,
             new_error_records: self.new_error_records,
@@ -513,7 +519,7 @@ macro_rules! run_store {
                      skipped_end = $6, finished_at = $7, records_scanned = $8, error_records = $9, \
                      malformed_records = $10, ignored_records = $11, clusters_total = $12, clusters_new = $13, \
                      new_error_records = $14, baseline_clusters = $15, aws_api_calls = $16, log_groups = $17, \
-                     error = $18, report = $19, heartbeat_at = $7 \
+                     error = $18, report = $19, heartbeat_at = $7, warned_records = $20, insight_events = $21 \
                      where id = $1 and status in ('queued', 'running')",
                 )
                 .bind(run.run_id)
@@ -535,6 +541,8 @@ macro_rules! run_store {
                 .bind(Json(&run.log_groups))
                 .bind(&run.error)
                 .bind(run.report.as_ref().map(Json))
+                .bind(run.warned_records)
+                .bind(run.insight_events)
                 .execute(&mut *conn)
                 .await?;
                 Ok(done.rows_affected() > 0)

@@ -22,6 +22,9 @@ impl SqliteStore {
     /// SQLite has no row locks to skip: its single writer makes each claim atomic anyway.
     pub(super) const SKIP_LOCKED: &str = "";
 
+    /// SQLite has no row locks: its single writer keeps a transaction's rows its own.
+    pub(super) const LOCK_ROWS: &str = "";
+
     pub async fn connect(url: &str, max_connections: u32, cipher: Arc<SecretBox>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .with_context(|| "invalid SQLite URL".to_string())?
@@ -61,7 +64,9 @@ impl Backend for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("./migrations/sqlite").run(&self.pool).await.context("applying SQLite migrations")?;
         self.backfill_trigger_hashes().await?;
-        self.backfill_guance_checkers().await
+        self.backfill_guance_checkers().await?;
+        super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
+        Ok(())
     }
 
     async fn close(&self) {

@@ -44,7 +44,9 @@ async fn calls_that_hang_time_out_a_bounded_number_of_times_and_the_window_is_re
     let fake = FakeCwl::start().await;
     fake.put_events(GROUP, "s", invictus_events());
     let mut settings = crate::common::test_runner_settings();
-    settings.cloudwatch.call_timeout = Duration::from_millis(300);
+    // Long enough for an answered call on a loaded machine (the second run below), far
+    // shorter than a hanging one.
+    settings.cloudwatch.call_timeout = Duration::from_millis(2000);
     settings.cloudwatch.max_attempts = 3;
     let app = TestApp::with_settings(Backend::Sqlite, settings, Default::default()).await;
     let mut body = inspection_body("hanging", &[GROUP], &fake.endpoint());
@@ -52,10 +54,12 @@ async fn calls_that_hang_time_out_a_bounded_number_of_times_and_the_window_is_re
     let insp = app.create_inspection(body).await;
     let id = insp["id"].as_str().unwrap();
 
-    fake.fail_log_group(GROUP, Fault::Hang(Duration::from_secs(5)));
+    // Each call hangs 20 s and would then be answered: without the timeouts the run would
+    // succeed after a minute. The status and the error say the calls were cut short.
+    fake.fail_log_group(GROUP, Fault::Hang(Duration::from_secs(20)));
     let started = std::time::Instant::now();
     let first = run(&app, id).await;
-    assert!(started.elapsed() < Duration::from_secs(4), "timeouts cut the hanging calls short");
+    assert!(started.elapsed() < Duration::from_secs(20), "timeouts cut the hanging calls short");
     assert_eq!(first["status"], "failed", "{first}");
     let err = group(&first, GROUP)["error"].as_str().unwrap();
     assert!(err.contains("timed out") && err.contains("gave up after 3 attempts"), "{err}");

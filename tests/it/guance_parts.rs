@@ -562,7 +562,8 @@ fn context(start: DateTime<Utc>, end: DateTime<Utc>) -> EventContext {
 #[tokio::test]
 async fn an_account_event_from_real_records_is_written_and_reads_back() {
     let (clusters, keys, start, end) = invictus_run();
-    assert_eq!(clusters.len(), 46);
+    // One per (code, source, API): the three user names of DeleteLoginProfile are masked.
+    assert_eq!(clusters.len(), 44);
     let accounts: Vec<&str> = {
         let mut a: Vec<&str> = clusters.iter().map(|c| c.identity.account_id.as_str()).collect();
         a.sort();
@@ -648,14 +649,14 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
         c["links"]["details"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:8080/console/clusters/"))
     }));
     let detail = p.json("df_event_detail").unwrap();
-    assert_eq!(detail["new_clusters"].as_array().unwrap().len(), 46);
+    assert_eq!(detail["new_clusters"].as_array().unwrap().len(), 44);
     assert_eq!(detail["new_error_records"], 300);
     assert_eq!(detail["access_keys"].as_array().unwrap().len(), keys.len());
 
     // The message: the original's three parts, with the busiest key and the biggest cluster.
     let msg = s("df_message");
     assert_eq!(msg, ev.message, "the message survives the line protocol byte for byte");
-    assert!(msg.contains("**300** new CloudTrail error records in **46** new error clusters"), "{msg}");
+    assert!(msg.contains("**300** new CloudTrail error records in **44** new error clusters"), "{msg}");
     assert!(msg.contains("#### Access keys"));
     assert!(msg.contains(
         "`AKIATFQR7NSC8Q4X20BJ` last active 2023-07-10 12:29:09 UTC by `arn:aws:iam::123837392027:user/bert-jan` from `192.168.10.20` (`DescribeDBInstances`), 2104 events"

@@ -30,3 +30,4 @@ mod scheduler;
 mod security;
 mod server;
 mod store;
+mod template_upgrade;

@@ -51,6 +51,8 @@ fn finished(run_id: Uuid, inspection_id: Uuid) -> FinishedRun {
         error_records: 0,
         malformed_records: 0,
         ignored_records: 0,
+        warned_records: 0,
+        insight_events: 0,
         new_error_records: 0,
         baseline_clusters: 0,
         aws_api_calls: 1,

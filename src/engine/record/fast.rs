@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::{Fields, Identity, Record};
+use super::{Event, Fields, Identity, Record};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
 pub const MAX_DEPTH: usize = 512;
@@ -30,7 +30,11 @@ pub fn scan_record(raw: &[u8]) -> Option<Record<'_>> {
     if s.i != s.b.len() {
         return None;
     }
-    f.into_record().ok()
+    // Insights events are the serde reader's: it reads their details.
+    match f.into_event() {
+        Ok(Event::Call(r)) => Some(r),
+        _ => None,
+    }
 }
 
 /// Top-level keys we read.
@@ -40,6 +44,7 @@ enum Top {
     EventId,
     EventSource,
     EventName,
+    EventType,
     AwsRegion,
     RecipientAccountId,
     ErrorCode,
@@ -57,9 +62,10 @@ fn top_key(key: &str) -> Top {
     let b = key.as_bytes();
     let (cand, name) = match (b.len(), b.first().copied().unwrap_or(0)) {
         (7, b'e') => (Top::EventId, "eventID"),
-        (9, b'e') => match (b[1], b[5]) {
-            (b'v', b'T') => (Top::EventTime, "eventTime"),
-            (b'v', b'N') => (Top::EventName, "eventName"),
+        (9, b'e') => match (b[1], b[6]) {
+            (b'v', b'i') => (Top::EventTime, "eventTime"),
+            (b'v', b'y') => (Top::EventType, "eventType"),
+            (b'v', b'a') => (Top::EventName, "eventName"),
             _ => (Top::ErrorCode, "errorCode"),
         },
         (9, b'a') => (Top::AwsRegion, "awsRegion"),
@@ -109,6 +115,22 @@ fn special_mask(w: u64) -> u64 {
     (ctrl | quote | backslash) & HIGHS
 }
 
+/// The index of the first quote, backslash or control byte of `b` at or after `i` (or the
+/// end): where the plain run of a string body stops, eight bytes at a time.
+pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while i < b.len() && !SPECIAL[usize::from(b[i])] {
+        i += 1;
+    }
+    i
+}
+
 impl<'a> Scanner<'a> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
@@ -126,20 +148,7 @@ impl<'a> Scanner<'a> {
 
     /// Moves to the next quote, backslash or control byte of a string body (or the end).
     fn skip_plain(&mut self) {
-        let b = self.b;
-        let mut i = self.i;
-        while let Some(chunk) = b.get(i..i + 8) {
-            let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-            if mask != 0 {
-                self.i = i + mask.trailing_zeros() as usize / 8;
-                return;
-            }
-            i += 8;
-        }
-        while i < b.len() && !SPECIAL[usize::from(b[i])] {
-            i += 1;
-        }
-        self.i = i;
+        self.i = plain_run_end(self.b, self.i);
     }
 
     /// A string without escapes, borrowed; None for escapes, control characters or EOF.
@@ -371,6 +380,7 @@ impl<'a> Scanner<'a> {
                 Top::EventId => f.event_id = s.opt_cow()?,
                 Top::EventSource => f.event_source = s.opt_cow()?,
                 Top::EventName => f.event_name = s.opt_cow()?,
+                Top::EventType => f.event_type = s.opt_cow()?,
                 Top::AwsRegion => f.aws_region = s.opt_cow()?,
                 Top::RecipientAccountId => f.recipient_account_id = s.opt_cow()?,
                 Top::ErrorCode => f.error_code = s.opt_cow()?,
@@ -598,6 +608,7 @@ mod tests {
             "eventID",
             "eventSource",
             "eventName",
+            "eventType",
             "awsRegion",
             "recipientAccountId",
             "errorCode",
@@ -612,9 +623,17 @@ mod tests {
             assert_ne!(top_key(n), Top::Other, "{n}");
             assert!(seen.insert(top_key(n)), "{n}");
         }
-        for other in
-            ["", "e", "eventTimE", "evantTime", "errorCodes", "eventVersion", "requestParameters", "ConsoleLogin"]
-        {
+        for other in [
+            "",
+            "e",
+            "eventTimE",
+            "evantTime",
+            "eventTypo",
+            "errorCodes",
+            "eventVersion",
+            "requestParameters",
+            "ConsoleLogin",
+        ] {
             assert_eq!(top_key(other), Top::Other, "{other}");
         }
     }

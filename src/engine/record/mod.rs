@@ -7,8 +7,16 @@
 //!
 //! That serde reader is the reference; [`parse_record`] first tries the faster hand-written
 //! scanner in [`super::scan`], which answers only when it gives the same result.
+//!
+//! Only `eventTime`, `eventSource` and `eventName` must be right for a record to be read. Any
+//! other field the engine reads as text but that holds a number, boolean, list or object is
+//! read as its JSON text (`12345`, `["a","b"]`), and a `userIdentity` that is not an object is
+//! dropped; the record is then marked [`Record::repaired`] and counted as a warning, never
+//! lost. CloudTrail Insights events (`eventType: "AwsCloudTrailInsight"`) have neither
+//! `eventSource` nor `eventName`: they are read as [`Insight`]s by [`parse_event`].
 
 mod fast;
+mod split;
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -17,9 +25,11 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use memchr::memmem::Finder;
+use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use fast::scan_record;
+pub use split::{Split, split_records};
 
 /// `userIdentity`: who made the call. Every field is optional because service-initiated and
 /// anonymous events carry only some of them.
@@ -52,7 +62,41 @@ pub struct Record<'a> {
     pub identity: Identity<'a>,
     /// `responseElements.ConsoleLogin`, the only place a failed console sign-in shows.
     pub console_login: Option<Cow<'a, str>>,
+    /// The first field that had to be repaired to read the record (a wrong type), if any.
+    pub repaired: Option<&'static str>,
 }
+
+/// A CloudTrail Insights event: AWS's own finding that the rate of calls to an API, or of its
+/// errors, left its baseline. It starts (`state: "Start"`) and later ends (`"End"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Insight {
+    pub event_time: DateTime<Utc>,
+    pub event_id: String,
+    pub account_id: String,
+    pub region: String,
+    /// `insightDetails.state`: `Start` or `End`.
+    pub state: String,
+    /// The API the finding is about (`insightDetails.eventSource` and `.eventName`).
+    pub event_source: String,
+    pub event_name: String,
+    /// `ApiCallRateInsight` or `ApiErrorRateInsight`.
+    pub insight_type: String,
+    /// The error code an `ApiErrorRateInsight` is about, else empty.
+    pub error_code: String,
+    /// Calls (or errors) per minute: the usual rate, and the rate during the finding.
+    pub baseline_average: Option<f64>,
+    pub insight_average: Option<f64>,
+}
+
+/// One raw record, read: an API call (or sign-in), or an Insights event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<'a> {
+    Call(Record<'a>),
+    Insight(Insight),
+}
+
+/// `eventType` of CloudTrail Insights events.
+pub const INSIGHT_EVENT_TYPE: &str = "AwsCloudTrailInsight";
 
 /// Error kind given to failed console sign-ins, which CloudTrail records without an errorCode.
 pub const CONSOLE_LOGIN_FAILURE: &str = "ConsoleLoginFailure";
@@ -63,6 +107,9 @@ fn non_empty<'s>(v: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
 
 impl Record<'_> {
     /// "ConsoleLoginFailure" for a failed console sign-in, else the errorCode; None if not an error.
+    ///
+    /// An errorCode that is a plain 2xx or 3xx HTTP status (Amazon Managed Grafana records
+    /// successful calls with `"errorCode": "200"`) is not an error.
     pub fn error_kind(&self) -> Option<&str> {
         if self.event_name == "ConsoleLogin"
             && (self.console_login.as_deref() == Some("Failure")
@@ -70,7 +117,7 @@ impl Record<'_> {
         {
             return Some(CONSOLE_LOGIN_FAILURE);
         }
-        non_empty(&self.error_code)
+        non_empty(&self.error_code).filter(|c| !is_success_status(c))
     }
 
     /// recipientAccountId, else userIdentity.accountId, else "".
@@ -83,13 +130,38 @@ impl Record<'_> {
         self.aws_region.as_deref().unwrap_or("")
     }
 
-    /// userIdentity.arn, else invokedBy, else type, else "": the most specific name available.
-    pub fn principal(&self) -> &str {
-        non_empty(&self.identity.arn)
-            .or_else(|| non_empty(&self.identity.invoked_by))
-            .or_else(|| non_empty(&self.identity.type_))
-            .unwrap_or("")
+    /// The most specific name of the caller: userIdentity.arn; else its userName, then its
+    /// principalId, said as `<type> userName=<name>` (failed console sign-ins carry no ARN,
+    /// and their target must not merge with other users'); else invokedBy, else type, else "".
+    pub fn principal(&self) -> Cow<'_, str> {
+        if let Some(p) = self.named_principal() {
+            return p;
+        }
+        Cow::Borrowed(non_empty(&self.identity.invoked_by).or_else(|| non_empty(&self.identity.type_)).unwrap_or(""))
     }
+
+    /// userIdentity.arn, else `<type> userName=<name>`, else `<type> principalId=<id>`: who
+    /// holds an access key, for the access-key view. None when the record names nobody.
+    pub fn named_principal(&self) -> Option<Cow<'_, str>> {
+        if let Some(arn) = non_empty(&self.identity.arn) {
+            return Some(Cow::Borrowed(arn));
+        }
+        let (field, value) = match (non_empty(&self.identity.user_name), non_empty(&self.identity.principal_id)) {
+            (Some(name), _) => ("userName", name),
+            (None, Some(id)) => ("principalId", id),
+            (None, None) => return None,
+        };
+        Some(Cow::Owned(match non_empty(&self.identity.type_) {
+            Some(t) => format!("{t} {field}={value}"),
+            None => format!("{field}={value}"),
+        }))
+    }
+}
+
+/// `200`, `304`: a three-digit HTTP status of success or redirection.
+pub fn is_success_status(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 3 && matches!(b[0], b'2' | b'3') && b.iter().all(u8::is_ascii_digit)
 }
 
 /// Why a raw record could not be read. Deep nesting and bad UTF-8 are reported as `NotJson`.
@@ -187,27 +259,46 @@ fn parse_space_time(b: &[u8]) -> Option<DateTime<Utc>> {
 }
 
 /// Reads one raw record. Bad UTF-8 is `NotJson`; trailing bytes after the object are `NotJson`.
+/// An Insights event is not a call: `MissingField("eventSource")` here, an [`Insight`] from
+/// [`parse_event`].
+pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+    call(parse_event(raw)?)
+}
+
+/// Reads one raw record, an API call or an Insights event.
 ///
 /// Tries the hand-written scanner ([`scan_record`]) first, which is several times faster on
-/// well-formed records, and falls back to [`parse_record_serde`] whenever the scanner is not
+/// well-formed records, and falls back to [`parse_event_serde`] whenever the scanner is not
 /// sure, so the result is always the serde reader's.
-pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+pub fn parse_event(raw: &[u8]) -> Result<Event<'_>, ParseError> {
     match scan_record(raw) {
-        Some(r) => Ok(r),
-        None => parse_record_serde(raw),
+        Some(r) => Ok(Event::Call(r)),
+        None => parse_event_serde(raw),
+    }
+}
+
+/// [`parse_event_serde`] for calls only, as [`parse_record`] answers.
+pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+    call(parse_event_serde(raw)?)
+}
+
+fn call(e: Event<'_>) -> Result<Record<'_>, ParseError> {
+    match e {
+        Event::Call(r) => Ok(r),
+        Event::Insight(_) => Err(ParseError::MissingField("eventSource")),
     }
 }
 
 /// The reference reader: serde_json with a visitor that reads the dozen fields we need.
-/// [`parse_record`] uses it for whatever the fast scanner leaves; tests compare the two.
-pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
+/// [`parse_event`] uses it for whatever the fast scanner leaves; tests compare the two.
+pub fn parse_event_serde(raw: &[u8]) -> Result<Event<'_>, ParseError> {
     let text = std::str::from_utf8(raw).map_err(|_| ParseError::NotJson)?;
-    let field = Cell::new(None);
+    let cx = Cx { field: Cell::new(None), repaired: Cell::new(None) };
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields = match (RecordSeed { field: &field }).deserialize(&mut de) {
+    let mut fields = match (RecordSeed { cx: &cx }).deserialize(&mut de) {
         Ok(f) => f,
         Err(e) => {
-            return Err(match (e.classify(), field.get()) {
+            return Err(match (e.classify(), cx.field.get()) {
                 (serde_json::error::Category::Data, Some(name)) => ParseError::WrongType(name),
                 (serde_json::error::Category::Data, None) => ParseError::NotObject,
                 _ => ParseError::NotJson,
@@ -215,7 +306,23 @@ pub fn parse_record_serde(raw: &[u8]) -> Result<Record<'_>, ParseError> {
         }
     };
     de.end().map_err(|_| ParseError::NotJson)?;
-    fields.into_record()
+    fields.repaired = cx.repaired.get();
+    fields.into_event()
+}
+
+/// What the serde reader keeps track of while it reads: the field being read (so that a type
+/// error can name it), and the first field it had to repair.
+struct Cx {
+    field: Cell<Option<&'static str>>,
+    repaired: Cell<Option<&'static str>>,
+}
+
+impl Cx {
+    fn repair(&self, name: &'static str) {
+        if self.repaired.get().is_none() {
+            self.repaired.set(Some(name));
+        }
+    }
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -245,16 +352,93 @@ impl<'de> Visitor<'de> for CowStrVisitor {
     }
 }
 
-/// Reads an optional string field, naming it in `field` so a type error can say which one.
+/// Reads a string field the record cannot do without, naming it in `field` so that a type
+/// error can say which one.
 fn opt_str<'de, A: MapAccess<'de>>(
     map: &mut A,
-    field: &Cell<Option<&'static str>>,
+    cx: &Cx,
     name: &'static str,
 ) -> Result<Option<Cow<'de, str>>, A::Error> {
-    field.set(Some(name));
+    cx.field.set(Some(name));
     let v = map.next_value::<Option<CowStr<'de>>>()?;
-    field.set(None);
+    cx.field.set(None);
     Ok(v.map(|c| c.0))
+}
+
+/// Reads a field the engine reads as text but can do without: a string or null as they are,
+/// anything else as its JSON text, noted as a repair.
+fn lenient_str<'de, A: MapAccess<'de>>(
+    map: &mut A,
+    cx: &Cx,
+    name: &'static str,
+) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(match map.next_value_seed(LenientStr)? {
+        Lenient::Text(s) => Some(s),
+        Lenient::Null => None,
+        Lenient::Json(text) => {
+            cx.repair(name);
+            Some(Cow::Owned(text))
+        }
+    })
+}
+
+enum Lenient<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    /// Another JSON value, as compact JSON text.
+    Json(String),
+}
+
+/// Any JSON value, for [`lenient_str`].
+struct LenientStr;
+
+impl<'de> DeserializeSeed<'de> for LenientStr {
+    type Value = Lenient<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LenientStr {
+    type Value = Lenient<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Lenient::Text(Cow::Owned(v)))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Lenient::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Lenient::Json(serde_json::Value::from(v).to_string()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(Lenient::Json(v.to_string()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Lenient::Json(v.to_string()))
+    }
 }
 
 /// The fields a record is read for, as either reader (serde here, the scanner in
@@ -265,6 +449,7 @@ pub(super) struct Fields<'a> {
     pub(super) event_id: Option<Cow<'a, str>>,
     pub(super) event_source: Option<Cow<'a, str>>,
     pub(super) event_name: Option<Cow<'a, str>>,
+    pub(super) event_type: Option<Cow<'a, str>>,
     pub(super) aws_region: Option<Cow<'a, str>>,
     pub(super) recipient_account_id: Option<Cow<'a, str>>,
     pub(super) error_code: Option<Cow<'a, str>>,
@@ -273,15 +458,21 @@ pub(super) struct Fields<'a> {
     pub(super) user_agent: Option<Cow<'a, str>>,
     pub(super) identity: Option<Identity<'a>>,
     pub(super) console_login: Option<Cow<'a, str>>,
+    /// `insightDetails`, read by the serde reader only (the scanner leaves Insights to it).
+    pub(super) insight: Option<serde_json::Value>,
+    pub(super) repaired: Option<&'static str>,
 }
 
 impl<'a> Fields<'a> {
-    pub(super) fn into_record(self) -> Result<Record<'a>, ParseError> {
+    pub(super) fn into_event(self) -> Result<Event<'a>, ParseError> {
+        let time = self.event_time.as_deref().ok_or(ParseError::MissingField("eventTime"))?;
+        let event_time = parse_event_time(time).ok_or(ParseError::BadTime)?;
+        if self.event_type.as_deref() == Some(INSIGHT_EVENT_TYPE) {
+            return Ok(Event::Insight(self.into_insight(event_time)));
+        }
         let event_source = self.event_source.ok_or(ParseError::MissingField("eventSource"))?;
         let event_name = self.event_name.ok_or(ParseError::MissingField("eventName"))?;
-        let time = self.event_time.ok_or(ParseError::MissingField("eventTime"))?;
-        let event_time = parse_event_time(&time).ok_or(ParseError::BadTime)?;
-        Ok(Record {
+        Ok(Event::Call(Record {
             event_time,
             event_id: self.event_id,
             event_source,
@@ -294,7 +485,32 @@ impl<'a> Fields<'a> {
             user_agent: self.user_agent,
             identity: self.identity.unwrap_or_default(),
             console_login: self.console_login,
-        })
+            repaired: self.repaired,
+        }))
+    }
+
+    fn into_insight(self, event_time: DateTime<Utc>) -> Insight {
+        let details = self.insight.unwrap_or_default();
+        let text = |v: &serde_json::Value, key: &str| match v.get(key) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        let stats = &details["insightContext"]["statistics"];
+        let owned = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned).unwrap_or_default();
+        Insight {
+            event_time,
+            event_id: owned(self.event_id),
+            account_id: owned(self.recipient_account_id),
+            region: owned(self.aws_region),
+            state: text(&details, "state"),
+            event_source: text(&details, "eventSource"),
+            event_name: text(&details, "eventName"),
+            insight_type: text(&details, "insightType"),
+            error_code: text(&details, "errorCode"),
+            baseline_average: stats["baseline"]["average"].as_f64(),
+            insight_average: stats["insight"]["average"].as_f64(),
+        }
     }
 }
 
@@ -304,6 +520,7 @@ enum Key {
     EventId,
     EventSource,
     EventName,
+    EventType,
     AwsRegion,
     RecipientAccountId,
     ErrorCode,
@@ -312,6 +529,7 @@ enum Key {
     UserAgent,
     UserIdentity,
     ResponseElements,
+    InsightDetails,
     // userIdentity members
     Type,
     Arn,
@@ -344,6 +562,7 @@ impl Visitor<'_> for KeyVisitor {
             "eventID" => Key::EventId,
             "eventSource" => Key::EventSource,
             "eventName" => Key::EventName,
+            "eventType" => Key::EventType,
             "awsRegion" => Key::AwsRegion,
             "recipientAccountId" => Key::RecipientAccountId,
             "errorCode" => Key::ErrorCode,
@@ -352,6 +571,7 @@ impl Visitor<'_> for KeyVisitor {
             "userAgent" => Key::UserAgent,
             "userIdentity" => Key::UserIdentity,
             "responseElements" => Key::ResponseElements,
+            "insightDetails" => Key::InsightDetails,
             "type" => Key::Type,
             "arn" => Key::Arn,
             "accessKeyId" => Key::AccessKeyId,
@@ -366,7 +586,7 @@ impl Visitor<'_> for KeyVisitor {
 }
 
 struct RecordSeed<'c> {
-    field: &'c Cell<Option<&'static str>>,
+    cx: &'c Cx,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
@@ -383,27 +603,34 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Fields::default();
-        let field = self.field;
+        let cx = self.cx;
         // Duplicate keys: the last one wins, as in most JSON readers.
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::EventTime => out.event_time = opt_str(&mut map, field, "eventTime")?,
-                Key::EventId => out.event_id = opt_str(&mut map, field, "eventID")?,
-                Key::EventSource => out.event_source = opt_str(&mut map, field, "eventSource")?,
-                Key::EventName => out.event_name = opt_str(&mut map, field, "eventName")?,
-                Key::AwsRegion => out.aws_region = opt_str(&mut map, field, "awsRegion")?,
-                Key::RecipientAccountId => out.recipient_account_id = opt_str(&mut map, field, "recipientAccountId")?,
-                Key::ErrorCode => out.error_code = opt_str(&mut map, field, "errorCode")?,
-                Key::ErrorMessage => out.error_message = opt_str(&mut map, field, "errorMessage")?,
-                Key::SourceIp => out.source_ip = opt_str(&mut map, field, "sourceIPAddress")?,
-                Key::UserAgent => out.user_agent = opt_str(&mut map, field, "userAgent")?,
+                Key::EventTime => out.event_time = opt_str(&mut map, cx, "eventTime")?,
+                Key::EventSource => out.event_source = opt_str(&mut map, cx, "eventSource")?,
+                Key::EventName => out.event_name = opt_str(&mut map, cx, "eventName")?,
+                Key::EventId => out.event_id = lenient_str(&mut map, cx, "eventID")?,
+                Key::EventType => out.event_type = lenient_str(&mut map, cx, "eventType")?,
+                Key::AwsRegion => out.aws_region = lenient_str(&mut map, cx, "awsRegion")?,
+                Key::RecipientAccountId => out.recipient_account_id = lenient_str(&mut map, cx, "recipientAccountId")?,
+                Key::ErrorCode => out.error_code = lenient_str(&mut map, cx, "errorCode")?,
+                Key::ErrorMessage => out.error_message = lenient_str(&mut map, cx, "errorMessage")?,
+                Key::SourceIp => out.source_ip = lenient_str(&mut map, cx, "sourceIPAddress")?,
+                Key::UserAgent => out.user_agent = lenient_str(&mut map, cx, "userAgent")?,
                 Key::UserIdentity => {
-                    field.set(Some("userIdentity"));
-                    out.identity = map.next_value_seed(OptIdentitySeed { field })?;
-                    field.set(None);
+                    cx.field.set(Some("userIdentity"));
+                    out.identity = map.next_value_seed(OptIdentitySeed { cx })?;
+                    cx.field.set(None);
                 }
                 Key::ResponseElements => {
                     out.console_login = map.next_value_seed(ResponseElementsSeed)?;
+                }
+                Key::InsightDetails => {
+                    // Only Insights events have it, and they are rare: a Value is simple.
+                    cx.field.set(Some("insightDetails"));
+                    out.insight = Some(map.next_value::<serde_json::Value>()?);
+                    cx.field.set(None);
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -414,14 +641,22 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     }
 }
 
+/// `userIdentity`: an object, or null; anything else is dropped as a repair.
 struct OptIdentitySeed<'c> {
-    field: &'c Cell<Option<&'static str>>,
+    cx: &'c Cx,
 }
 
 impl<'de> DeserializeSeed<'de> for OptIdentitySeed<'_> {
     type Value = Option<Identity<'de>>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(self)
+        d.deserialize_any(self)
+    }
+}
+
+impl OptIdentitySeed<'_> {
+    fn dropped<T, E>(&self) -> Result<Option<T>, E> {
+        self.cx.repair("userIdentity");
+        Ok(None)
     }
 }
 
@@ -436,40 +671,43 @@ impl<'de> Visitor<'de> for OptIdentitySeed<'_> {
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(IdentityVisitor { field: self.field }).map(Some)
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        self.dropped()
     }
-}
-
-struct IdentityVisitor<'c> {
-    field: &'c Cell<Option<&'static str>>,
-}
-
-impl<'de> Visitor<'de> for IdentityVisitor<'_> {
-    type Value = Identity<'de>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a userIdentity object")
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        self.dropped()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.dropped()
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut id = Identity::default();
-        let field = self.field;
+        let cx = self.cx;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Type => id.type_ = opt_str(&mut map, field, "userIdentity.type")?,
-                Key::Arn => id.arn = opt_str(&mut map, field, "userIdentity.arn")?,
-                Key::AccessKeyId => id.access_key_id = opt_str(&mut map, field, "userIdentity.accessKeyId")?,
-                Key::PrincipalId => id.principal_id = opt_str(&mut map, field, "userIdentity.principalId")?,
-                Key::AccountId => id.account_id = opt_str(&mut map, field, "userIdentity.accountId")?,
-                Key::InvokedBy => id.invoked_by = opt_str(&mut map, field, "userIdentity.invokedBy")?,
-                Key::UserName => id.user_name = opt_str(&mut map, field, "userIdentity.userName")?,
+                Key::Type => id.type_ = lenient_str(&mut map, cx, "userIdentity.type")?,
+                Key::Arn => id.arn = lenient_str(&mut map, cx, "userIdentity.arn")?,
+                Key::AccessKeyId => id.access_key_id = lenient_str(&mut map, cx, "userIdentity.accessKeyId")?,
+                Key::PrincipalId => id.principal_id = lenient_str(&mut map, cx, "userIdentity.principalId")?,
+                Key::AccountId => id.account_id = lenient_str(&mut map, cx, "userIdentity.accountId")?,
+                Key::InvokedBy => id.invoked_by = lenient_str(&mut map, cx, "userIdentity.invokedBy")?,
+                Key::UserName => id.user_name = lenient_str(&mut map, cx, "userIdentity.userName")?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            // Back at the userIdentity level: a later structural type error belongs to it.
-            field.set(Some("userIdentity"));
         }
-        Ok(id)
+        Ok(Some(id))
     }
 }
 
@@ -653,20 +891,128 @@ mod tests {
                 b"{\"eventTime\":\"2023-07-10T12:00:00Z\",\"eventSource\":\"s\"}".to_vec(),
                 ParseError::MissingField("eventName"),
             ),
-            (rec(r#","errorCode":5"#).into_bytes(), ParseError::WrongType("errorCode")),
-            (rec(r#","errorMessage":{"a":1}"#).into_bytes(), ParseError::WrongType("errorMessage")),
-            (rec(r#","userIdentity":"root""#).into_bytes(), ParseError::WrongType("userIdentity")),
-            (rec(r#","userIdentity":[1]"#).into_bytes(), ParseError::WrongType("userIdentity")),
-            (rec(r#","userIdentity":{"arn":true}"#).into_bytes(), ParseError::WrongType("userIdentity.arn")),
-            (
-                rec(r#","userIdentity":{"accessKeyId":["A"]}"#).into_bytes(),
-                ParseError::WrongType("userIdentity.accessKeyId"),
-            ),
-            (rec(r#","sourceIPAddress":1.5"#).into_bytes(), ParseError::WrongType("sourceIPAddress")),
+            (rec(r#","eventName":["DescribeVpcs"]"#).into_bytes(), ParseError::WrongType("eventName")),
+            (rec(r#","eventSource":{"a":1}"#).into_bytes(), ParseError::WrongType("eventSource")),
+            // Broken JSON inside a field that is otherwise repaired is still broken JSON.
+            (rec(r#","errorMessage":["a",]"#).into_bytes(), ParseError::NotJson),
         ];
         for (raw, want) in cases {
             assert_eq!(parse_record(&raw).err(), Some(want.clone()), "{}", String::from_utf8_lossy(&raw));
         }
+    }
+
+    /// Fields the engine can do without are read whatever their type, and the record says so.
+    #[test]
+    fn wrong_types_are_repaired() {
+        type Check = fn(&Record) -> bool;
+        let cases: &[(&str, &str, Check)] = &[
+            (r#","errorCode":5"#, "errorCode", |r| r.error_kind() == Some("5")),
+            (r#","errorCode":"X","errorMessage":["a","b"]"#, "errorMessage", |r| {
+                r.error_message.as_deref() == Some(r#"["a","b"]"#)
+            }),
+            (r#","errorMessage":{"a":{"b":[1,null,true]}}"#, "errorMessage", |r| {
+                r.error_message.as_deref() == Some(r#"{"a":{"b":[1,null,true]}}"#)
+            }),
+            (r#","userIdentity":{"accessKeyId":12345,"arn":"a"}"#, "userIdentity.accessKeyId", |r| {
+                r.identity.access_key_id.as_deref() == Some("12345") && r.identity.arn.as_deref() == Some("a")
+            }),
+            (r#","userIdentity":{"arn":true}"#, "userIdentity.arn", |r| r.identity.arn.as_deref() == Some("true")),
+            (r#","userIdentity":"root""#, "userIdentity", |r| r.identity == Identity::default()),
+            (r#","userIdentity":[1,{"a":[]}],"errorCode":"X""#, "userIdentity", |r| {
+                r.identity == Identity::default() && r.error_kind() == Some("X")
+            }),
+            (r#","sourceIPAddress":1.5,"userAgent":false"#, "sourceIPAddress", |r| {
+                r.source_ip.as_deref() == Some("1.5") && r.user_agent.as_deref() == Some("false")
+            }),
+            (r#","awsRegion":-2,"eventID":{}"#, "awsRegion", |r| {
+                r.aws_region.as_deref() == Some("-2") && r.event_id.as_deref() == Some("{}")
+            }),
+            // A string or null is never a repair.
+            (r#","errorMessage":null,"userIdentity":null"#, "", |r| r.error_message.is_none()),
+        ];
+        for (extra, field, check) in cases {
+            let raw = rec(extra);
+            let r = parse_record(raw.as_bytes()).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(r.repaired, Some(*field).filter(|f| !f.is_empty()), "{extra}");
+            assert!(check(&r), "{extra}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn success_statuses_are_not_errors() {
+        for (code, error) in
+            [("200", false), ("204", false), ("304", false), ("400", true), ("2000", true), ("20", true), ("OK", true)]
+        {
+            let raw = rec(&format!(r#","errorCode":"{code}""#));
+            assert_eq!(parse_record(raw.as_bytes()).unwrap().error_kind().is_some(), error, "{code}");
+        }
+        // As a number too (read as its text).
+        assert_eq!(parse_record(rec(r#","errorCode":200"#).as_bytes()).unwrap().error_kind(), None);
+    }
+
+    /// Real failed sign-ins name their target by userName only.
+    #[test]
+    fn principals_without_an_arn() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            (r#"{"type":"IAMUser","userName":"alice"}"#, "IAMUser userName=alice", Some("IAMUser userName=alice")),
+            (
+                r#"{"accessKeyId":"","accountId":"111122223333","principalId":"AIDACKCEVSQ6C2EXAMPLE","type":"IAMUser","userName":"anaya"}"#,
+                "IAMUser userName=anaya",
+                Some("IAMUser userName=anaya"),
+            ),
+            (
+                r#"{"type":"IAMUser","principalId":"AIDACKCEVSQ6C2EXAMPLE","userName":""}"#,
+                "IAMUser principalId=AIDACKCEVSQ6C2EXAMPLE",
+                Some("IAMUser principalId=AIDACKCEVSQ6C2EXAMPLE"),
+            ),
+            (r#"{"principalId":"p"}"#, "principalId=p", Some("principalId=p")),
+            (
+                r#"{"arn":"arn:aws:iam::1:user/a","userName":"a","type":"IAMUser"}"#,
+                "arn:aws:iam::1:user/a",
+                Some("arn:aws:iam::1:user/a"),
+            ),
+            (r#"{"type":"AWSService","invokedBy":"ec2.amazonaws.com"}"#, "ec2.amazonaws.com", None),
+            (r#"{"type":"Root"}"#, "Root", None),
+        ];
+        for (identity, principal, named) in cases {
+            let raw = rec(&format!(r#","userIdentity":{identity}"#));
+            let r = parse_record(raw.as_bytes()).unwrap();
+            assert_eq!(r.principal(), *principal, "{identity}");
+            assert_eq!(r.named_principal().as_deref(), *named, "{identity}");
+        }
+    }
+
+    /// An Insights event in the shape the CloudTrail User Guide documents ("CloudTrail record
+    /// contents for Insights events for trails"), values of our own.
+    #[test]
+    fn insights_events() {
+        let raw = r#"{"eventVersion":"1.08","eventTime":"2023-10-03T22:18:00Z","awsRegion":"us-east-1","eventID":"96c47e2a-9128-4aa1-b1ba-5f8ba5bb6f54","eventType":"AwsCloudTrailInsight","recipientAccountId":"123456789012","sharedEventID":"c2806063-d85b-4b50-ab09-e1e6ed0ab7c5","insightDetails":{"state":"Start","eventSource":"ssm.amazonaws.com","eventName":"SendCommand","insightType":"ApiErrorRateInsight","errorCode":"AccessDeniedException","insightContext":{"statistics":{"baseline":{"average":0.0},"insight":{"average":5.0},"insightDuration":1,"baselineDuration":10079},"attributions":[{"attribute":"userIdentityArn","insight":[{"value":"arn:aws:sts::123456789012:assumed-role/Admin/Session","average":5.0}],"baseline":[]}]}},"eventCategory":"Insight"}"#;
+        let Event::Insight(i) = parse_event(raw.as_bytes()).unwrap() else { panic!("not an insight") };
+        assert_eq!(
+            i,
+            Insight {
+                event_time: utc(2023, 10, 3, 22, 18, 0, 0),
+                event_id: "96c47e2a-9128-4aa1-b1ba-5f8ba5bb6f54".into(),
+                account_id: "123456789012".into(),
+                region: "us-east-1".into(),
+                state: "Start".into(),
+                event_source: "ssm.amazonaws.com".into(),
+                event_name: "SendCommand".into(),
+                insight_type: "ApiErrorRateInsight".into(),
+                error_code: "AccessDeniedException".into(),
+                baseline_average: Some(0.0),
+                insight_average: Some(5.0),
+            }
+        );
+        // Not a call: parse_record says what it lacks, as it did before Insights were read.
+        assert_eq!(parse_record(raw.as_bytes()), Err(ParseError::MissingField("eventSource")));
+        // Details of another shape are read as far as they go.
+        let odd = r#"{"eventTime":"2023-10-03T22:18:00Z","eventType":"AwsCloudTrailInsight","insightDetails":[1]}"#;
+        let Event::Insight(i) = parse_event(odd.as_bytes()).unwrap() else { panic!("not an insight") };
+        assert_eq!((i.state.as_str(), i.baseline_average), ("", None));
+        // Still needs a time.
+        let untimed = r#"{"eventType":"AwsCloudTrailInsight","insightDetails":{}}"#;
+        assert_eq!(parse_event(untimed.as_bytes()), Err(ParseError::MissingField("eventTime")));
     }
 
     #[test]
