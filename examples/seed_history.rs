@@ -22,7 +22,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cloudtrail_inspector::crypto::SecretBox;
-use cloudtrail_inspector::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
+use cloudtrail_inspector::model::alerting::SeverityRules;
+use cloudtrail_inspector::model::cluster::{self, AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
 use cloudtrail_inspector::model::inspection::{InspectionDraft, NewInspection};
 use cloudtrail_inspector::model::run::{AccountSummary, LogGroupOutcome, RunReport, RunRequest};
 use cloudtrail_inspector::store;
@@ -96,22 +97,27 @@ fn principals(rng: &mut Rng) -> Vec<Counted> {
 
 fn cluster_summary(rng: &mut Rng, i: usize, at: DateTime<Utc>, cluster_id: Option<Uuid>) -> ClusterSummary {
     let (source, name, code, template) = APIS[i % APIS.len()];
+    let identity = ClusterIdentity {
+        fingerprint: format!("{:016x}", rng.next()),
+        account_id: ACCOUNTS[i % 3].into(),
+        region: REGIONS[(i / 3) % 3].into(),
+        event_source: source.into(),
+        event_name: name.into(),
+        error_code: code.into(),
+        template: template.into(),
+    };
+    let top_principals = principals(rng);
+    let (cis_rules, level) = cluster::rate(&identity, &top_principals, None, &SeverityRules::default());
     ClusterSummary {
         cluster_id,
-        identity: ClusterIdentity {
-            fingerprint: format!("{:016x}", rng.next()),
-            account_id: ACCOUNTS[i % 3].into(),
-            region: REGIONS[(i / 3) % 3].into(),
-            event_source: source.into(),
-            event_name: name.into(),
-            error_code: code.into(),
-            template: template.into(),
-        },
+        identity,
         is_new: false,
+        level,
+        cis_rules,
         count: 1 + rng.below(400) as i64,
         first_seen: at - Duration::minutes(55),
         last_seen: at - Duration::minutes(2),
-        top_principals: principals(rng),
+        top_principals,
         top_source_ips: counted(rng, "203.0.113.", 3),
         sample_event_ids: (0..5).map(|_| Uuid::from_u128(u128::from(rng.next()) << 64 | 7).to_string()).collect(),
         sample_message: template.replace("<*>", "arn:aws:iam::123456789012:role/app-runner"),
@@ -150,12 +156,15 @@ fn report(rng: &mut Rng, inspection: (Uuid, &str), window: (DateTime<Utc>, DateT
                 error_records: rng.below(5_000) as i64,
             })
             .collect(),
+        access_keys_active: 10,
+        access_keys_truncated: false,
         access_keys: keys,
         new_clusters,
         new_clusters_truncated: false,
         insights: Vec::new(),
         events: Vec::new(),
         events_note: Some("Guance is not configured".into()),
+        warnings: Vec::new(),
     }
 }
 
@@ -261,7 +270,7 @@ macro_rules! seed_with {
                         let mut qb = sqlx::QueryBuilder::<$db>::new(
                             "insert into run_clusters (run_id, fingerprint, cluster_id, is_new, account_id, region, \
                              event_source, event_name, error_code, template, count, first_seen, last_seen, \
-                             top_principals, top_source_ips, sample_event_ids, sample_message) ",
+                             top_principals, top_source_ips, sample_event_ids, sample_message, level, cis_rules) ",
                         );
                         qb.push_values(chunk, |mut b, (run_id, s)| {
                             b.push_bind(*run_id)
@@ -280,7 +289,9 @@ macro_rules! seed_with {
                                 .push_bind(Json(s.top_principals.clone()))
                                 .push_bind(Json(s.top_source_ips.clone()))
                                 .push_bind(Json(s.sample_event_ids.clone()))
-                                .push_bind(s.sample_message.clone());
+                                .push_bind(s.sample_message.clone())
+                                .push_bind(s.level.as_str())
+                                .push_bind(Json(s.cis_rules.clone()));
                         });
                         qb.build().execute(&mut *tx).await?;
                     }
@@ -305,7 +316,7 @@ macro_rules! seed_with {
                             "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
                              event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
                              discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                             sample_event_ids, sample_message, sample_record) ",
+                             sample_event_ids, sample_message, sample_record, level, cis_rules) ",
                         );
                         qb.push_values(chunk, |mut b, (id, run_id, created, s, record)| {
                             b.push_bind(*id)
@@ -328,7 +339,9 @@ macro_rules! seed_with {
                                 .push_bind(Json(s.top_source_ips.clone()))
                                 .push_bind(Json(s.sample_event_ids.clone()))
                                 .push_bind(s.sample_message.clone())
-                                .push_bind(Json(record.clone()));
+                                .push_bind(Json(record.clone()))
+                                .push_bind(s.level.as_str())
+                                .push_bind(Json(s.cis_rules.clone()));
                         });
                         qb.build().execute(&mut *tx).await?;
                     }

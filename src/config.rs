@@ -70,8 +70,11 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Inspect CloudTrail files or a CloudWatch Logs log group once and print the report.
     ///
-    /// Exit status: 0 when no new error clusters were found, 3 when some were, 1 when the scan
-    /// failed (so it can gate a pipeline).
+    /// Exit status, so it can gate a pipeline: 0 everything was read and no error cluster is
+    /// new; 3 new error clusters were found; 2 none were found, but some input could not be
+    /// read (a file, the log group's access-key activity: stderr names it); 1 the scan could
+    /// not be done (bad arguments, a target that does not exist or holds no CloudTrail files,
+    /// nothing could be read, CloudWatch Logs refused or could not be reached).
     #[command(after_help = ENV_HELP)]
     Scan(ScanArgs),
 }

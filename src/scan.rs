@@ -24,10 +24,33 @@ use crate::source::Sources;
 use crate::source::cloudwatch::CloudWatchFactory;
 use crate::store::{self, DynStore, InspectionFilter};
 
-/// Exit status when the scan found clusters it had not seen before.
-pub const EXIT_NEW_CLUSTERS: i32 = 3;
-/// Exit status when the scan could not be done.
+/// Version of `scan --format json`'s document. Raised when a field is renamed, removed or
+/// changes meaning; added fields keep it, so consumers check it and ignore what they do not
+/// know.
+pub const SCAN_JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Exit status when everything was read and no cluster is new.
+pub const EXIT_NOTHING_NEW: i32 = 0;
+/// Exit status when the scan could not be done: bad arguments, a target that is missing or
+/// holds no CloudTrail files, or nothing of it could be read.
 pub const EXIT_FAILED: i32 = 1;
+/// Exit status when nothing new was found among what could be read, but some input could not
+/// be read (a file, a log group, the access-key activity): "nothing new" is not proven.
+pub const EXIT_PARTIAL: i32 = 2;
+/// Exit status when the scan found clusters it had not seen before, whether or not all the
+/// input could be read.
+pub const EXIT_NEW_CLUSTERS: i32 = 3;
+
+/// The exit status of a scan whose run ended so. New clusters are a finding even when some
+/// input was missed; a partial read without them cannot claim that nothing is new.
+pub fn exit_code(run: &Run) -> i32 {
+    match run.status {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::Queued | RunStatus::Running => EXIT_FAILED,
+        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
+        RunStatus::Partial => EXIT_PARTIAL,
+        RunStatus::Succeeded => EXIT_NOTHING_NEW,
+    }
+}
 
 /// What to scan.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,18 +142,14 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         }),
     };
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
-    let inspection_id = prepare_inspection(&store, &target, &args).await?;
+    // Nothing comes before a window that starts at the beginning of time.
+    let baseline_days = match window {
+        Some((start, _)) if start.timestamp() <= 0 => 0,
+        _ => args.baseline_days,
+    };
+    let inspection_id = prepare_inspection(&store, &target, &args, baseline_days).await?;
 
-    // A baseline before an explicit window is its own run: its clusters become known first.
-    if let (Some((start, _)), true) = (window, args.baseline_days > 0) {
-        let base = RunRequest {
-            window_start: Some(start - TimeDelta::days(args.baseline_days as i64)),
-            window_end: Some(start),
-            ..RunRequest::default()
-        };
-        let started = runner.trigger_scan(inspection_id, base).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        started.done.await?.context("the baseline run vanished")?;
-    }
+    // The run reads the baseline before its window, as any first look at a log group does.
     let request = match window {
         Some((s, u)) => RunRequest { window_start: Some(s), window_end: Some(u), ..RunRequest::default() },
         None => RunRequest::default(),
@@ -144,11 +163,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
     print_report(&store, &args, &target, &run).await?;
     // The process exits right after: `--state` must be whole in its file by then.
     store.close().await;
-    Ok(match run.status {
-        RunStatus::Failed | RunStatus::Interrupted => EXIT_FAILED,
-        _ if run.clusters_new > 0 => EXIT_NEW_CLUSTERS,
-        _ => 0,
-    })
+    Ok(exit_code(&run))
 }
 
 /// The window the scan reads: `--since`/`--lookback` to `--until`; all the records of
@@ -181,24 +196,67 @@ fn scan_window(
 /// The report on stdout in the format asked for, and each log group's problems on stderr.
 async fn print_report(store: &DynStore, args: &ScanArgs, target: &Target, run: &Run) -> anyhow::Result<()> {
     let clusters = all_clusters(store, run.id).await?;
-    let keys = run.report.as_ref().map(|r| r.access_keys.clone()).unwrap_or_default();
+    let keys = KeyList::of(store, run).await?;
     let out = match args.format {
         OutputFormat::Table => render_table(target, run, &clusters, &keys),
         OutputFormat::Markdown => render_markdown(target, run, &clusters, &keys),
         OutputFormat::Json => {
-            serde_json::to_string_pretty(&json!({"run": run, "clusters": clusters, "access_keys": keys}))? + "\n"
+            let (since, until) = open_ends(run);
+            let doc = json!({
+                "schema_version": SCAN_JSON_SCHEMA_VERSION,
+                "target": target.describe(),
+                "window": {"start": since, "end": until},
+                "run": run,
+                "clusters": clusters,
+                "access_keys": keys.shown,
+                "access_keys_total": keys.total,
+                "access_keys_active": keys.active,
+                "access_keys_truncated": keys.shown.len() < keys.total as usize,
+            });
+            serde_json::to_string_pretty(&doc)? + "\n"
         }
     };
     std::io::stdout().write_all(out.as_bytes())?;
     for g in &run.log_groups {
         if let Some(e) = &g.error {
-            eprintln!("error: {}: {}", g.name, sanitize(e));
+            // Name the log group or file, once.
+            let named = if e.contains(&g.name) { String::new() } else { format!("{}: ", g.name) };
+            eprintln!("error: {}{}", sanitize(&named), sanitize(e));
         }
         for w in &g.warnings {
             eprintln!("warning: {}", sanitize(w));
         }
     }
     Ok(())
+}
+
+/// The access keys a report shows, and how many there are: the report lists 50, the
+/// inspection may know hundreds.
+pub struct KeyList {
+    pub shown: Vec<AccessKeyView>,
+    /// Keys the scan's inspection knows after the scan (with `--state`, earlier scans' too).
+    pub total: i64,
+    /// Keys active in the scan's window.
+    pub active: i64,
+}
+
+impl KeyList {
+    async fn of(store: &DynStore, run: &Run) -> anyhow::Result<KeyList> {
+        let (shown, active) =
+            run.report.as_ref().map(|r| (r.access_keys.clone(), r.access_keys_active)).unwrap_or_default();
+        let total = store.count_access_keys(run.inspection_id).await?.max(shown.len() as i64);
+        Ok(KeyList { shown, total, active })
+    }
+
+    /// `12`, or `50 of 401 shown` when cut, with how many were active.
+    fn heading(&self) -> String {
+        let count = if self.shown.len() as i64 >= self.total {
+            self.total.to_string()
+        } else {
+            format!("{} of {} shown", self.shown.len(), thousands(self.total))
+        };
+        format!("{count}; {} active in this window", thousands(self.active))
+    }
 }
 
 fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressBar> {
@@ -214,14 +272,19 @@ fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressB
 
 /// Creates the scan's inspection, or updates the one an earlier scan with the same target
 /// left in `--state`, so its known clusters carry over.
-async fn prepare_inspection(store: &DynStore, target: &Target, args: &ScanArgs) -> anyhow::Result<Uuid> {
+async fn prepare_inspection(
+    store: &DynStore,
+    target: &Target,
+    args: &ScanArgs,
+    baseline_days: u32,
+) -> anyhow::Result<Uuid> {
     let mut name = format!("scan {}", target.describe());
     if name.chars().count() > 200 {
         name = name.chars().take(200).collect();
     }
     let mut body = json!({
         "name": name,
-        "baseline_days": args.baseline_days,
+        "baseline_days": baseline_days,
         "delivery_delay_minutes": 0,
         "ignore": {"error_codes": args.ignore_error_codes},
     });
@@ -290,13 +353,24 @@ fn thousands(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+/// The bounds of the window the scan was asked for, `None` where it is open: files are read
+/// from the beginning of time when there is no `--since`, and up to a day past the scan's
+/// start when there is no `--until` (records a little in the future still count), and
+/// neither bound is one a person gave.
+fn open_ends(run: &Run) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let start = run.window_start.filter(|s| s.timestamp() > 0);
+    let end = run.window_end.filter(|e| *e <= run.created_at);
+    (start, end)
+}
+
 fn summary_line(run: &Run) -> String {
-    let window = match (run.window_start, run.window_end) {
-        // No --since and no --until: the window is open at both ends, whatever its bounds say.
-        (Some(s), Some(e)) if s.timestamp() <= 0 && e > run.created_at => "all records".into(),
-        (Some(s), Some(e)) if s.timestamp() <= 0 => format!("all records before {}", e.format("%Y-%m-%d %H:%M:%SZ")),
-        (Some(s), Some(e)) => format!("{} → {}", s.format("%Y-%m-%d %H:%M:%SZ"), e.format("%Y-%m-%d %H:%M:%SZ")),
-        _ => "-".into(),
+    let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ");
+    let window = match (run.window_start, open_ends(run)) {
+        (None, _) => "-".into(),
+        (_, (None, None)) => "all records".into(),
+        (_, (None, Some(e))) => format!("all records before {}", at(e)),
+        (_, (Some(s), None)) => format!("all records since {}", at(s)),
+        (_, (Some(s), Some(e))) => format!("{} → {}", at(s), at(e)),
     };
     format!(
         "window: {window}\nrecords: {} · error records: {} · clusters: {} ({} new, {} new error records) · malformed: {} · repaired: {} · ignored: {} · insights events: {} · status: {}",
@@ -311,6 +385,21 @@ fn summary_line(run: &Run) -> String {
         thousands(run.insight_events),
         run.status.as_str(),
     )
+}
+
+/// What an empty list of new clusters means, which depends on what could be read.
+fn nothing_new(run: &Run) -> &'static str {
+    match run.status {
+        RunStatus::Failed | RunStatus::Interrupted => "none found: nothing could be read (see the errors on stderr)",
+        RunStatus::Partial => "none among what could be read; some input could not be (see stderr)",
+        _ if run.clusters_total == 0 => "none: no error records",
+        _ => "none: every error cluster was seen before",
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// One line per Insights event of the report: AWS's own findings are worth a line each.
@@ -379,37 +468,40 @@ fn cluster_rows(clusters: &[&ClusterSummary]) -> Vec<Vec<String>> {
             let id = &c.identity;
             vec![
                 thousands(c.count),
+                c.level.as_str().to_string(),
                 clip(&id.account_id, 14),
                 clip(&id.region, 14),
                 clip(&format!("{} {}", id.event_source.trim_end_matches(".amazonaws.com"), id.event_name), 44),
                 clip(&id.error_code, 36),
                 clip(&id.template, 90),
+                cis_list(&c.cis_rules),
             ]
         })
         .collect()
 }
 
-const CLUSTER_HEADERS: [&str; 6] = ["COUNT", "ACCOUNT", "REGION", "API", "ERROR", "TEMPLATE"];
+const CLUSTER_HEADERS: [&str; 8] = ["COUNT", "LEVEL", "ACCOUNT", "REGION", "API", "ERROR", "TEMPLATE", "CIS"];
 
-pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+/// Matched CIS rules, `-` for none.
+fn cis_list(rules: &[String]) -> String {
+    if rules.is_empty() { "-".into() } else { rules.join(",") }
+}
+
+pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &KeyList) -> String {
     let mut out = format!("cloudtrail-inspector scan of {}\n{}\n", sanitize(&target.describe()), summary_line(run));
     let new: Vec<&ClusterSummary> = clusters.iter().filter(|c| c.is_new).collect();
     out.push_str(&format!("\nNEW ERROR CLUSTERS ({})\n", new.len()));
     if new.is_empty() {
-        out.push_str("  none: every error cluster was seen before\n");
+        out.push_str(&format!("  {}\n", nothing_new(run)));
     } else {
         out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&new)));
     }
-    let all: Vec<&ClusterSummary> = clusters.iter().collect();
-    out.push_str(&format!("\nALL CLUSTERS ({})\n", all.len()));
-    if !all.is_empty() {
-        let mut rows = cluster_rows(&all);
-        for (row, c) in rows.iter_mut().zip(&all) {
-            row.insert(1, if c.is_new { "new".into() } else { "known".into() });
-        }
-        let mut headers = CLUSTER_HEADERS.to_vec();
-        headers.insert(1, "");
-        out.push_str(&table(&headers, &rows));
+    // Each cluster once: a first scan finds every cluster new, and listing them all again
+    // doubled the report.
+    let known: Vec<&ClusterSummary> = clusters.iter().filter(|c| !c.is_new).collect();
+    out.push_str(&format!("\nKNOWN ERROR CLUSTERS ({})\n", known.len()));
+    if !known.is_empty() {
+        out.push_str(&table(&CLUSTER_HEADERS, &cluster_rows(&known)));
     }
     let insights = insight_lines(run);
     if !insights.is_empty() {
@@ -418,9 +510,10 @@ pub fn render_table(target: &Target, run: &Run, clusters: &[ClusterSummary], key
             out.push_str(&format!("  {line}\n"));
         }
     }
-    out.push_str(&format!("\nACCESS KEYS ({} shown, most recently active first)\n", keys.len()));
-    if !keys.is_empty() {
+    out.push_str(&format!("\nACCESS KEYS ({}; most recently active first)\n", keys.heading()));
+    if !keys.shown.is_empty() {
         let rows: Vec<Vec<String>> = keys
+            .shown
             .iter()
             .map(|k| {
                 vec![
@@ -450,7 +543,7 @@ pub fn md(s: &str) -> String {
     out
 }
 
-pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &[AccessKeyView]) -> String {
+pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], keys: &KeyList) -> String {
     let mut out = format!("# CloudTrail scan of {}\n\n", md(&target.describe()));
     for line in summary_line(run).lines() {
         out.push_str(&format!("- {}\n", md(line)));
@@ -459,20 +552,22 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
     out.push_str(&format!("\n## New error clusters ({})\n\n", new.len()));
     let cluster_table = |list: &[&ClusterSummary]| {
         let mut t = String::from(
-            "| Count | Account | Region | API | Error | Template | First seen | Last seen | Top principals |\n|---:|---|---|---|---|---|---|---|---|\n",
+            "| Count | Level | Account | Region | API | Error | Template | CIS rules | First seen | Last seen | Top principals |\n|---:|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for c in list {
             let principals: Vec<String> =
                 c.top_principals.iter().map(|p| format!("{} ({})", md(&p.value), p.count)).collect();
             t.push_str(&format!(
-                "| {} | {} | {} | {} {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} {} | {} | {} | {} | {} | {} | {} |\n",
                 c.count,
+                c.level.as_str(),
                 md(&c.identity.account_id),
                 md(&c.identity.region),
                 md(&c.identity.event_source),
                 md(&c.identity.event_name),
                 md(&c.identity.error_code),
                 md(&c.identity.template),
+                md(&cis_list(&c.cis_rules)),
                 c.first_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 c.last_seen.format("%Y-%m-%d %H:%M:%SZ"),
                 principals.join(", "),
@@ -481,7 +576,7 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
         t
     };
     if new.is_empty() {
-        out.push_str("None: every error cluster was seen before.\n");
+        out.push_str(&format!("{}.\n", capitalized(nothing_new(run))));
     } else {
         out.push_str(&cluster_table(&new));
     }
@@ -497,10 +592,10 @@ pub fn render_markdown(target: &Target, run: &Run, clusters: &[ClusterSummary], 
             out.push_str(&format!("- {}\n", md(&line)));
         }
     }
-    out.push_str(&format!("\n## Access keys ({} shown)\n\n", keys.len()));
-    if !keys.is_empty() {
+    out.push_str(&format!("\n## Access keys ({})\n\n", md(&keys.heading())));
+    if !keys.shown.is_empty() {
         out.push_str("| Key | Last active | Principal | Last event | Source IP |\n|---|---|---|---|---|\n");
-        for k in keys {
+        for k in &keys.shown {
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} |\n",
                 md(&k.access_key_id),
@@ -541,6 +636,56 @@ mod tests {
         );
         assert!(Target::parse("cloudwatch://us-east-1").is_err());
         assert!(Target::parse("/no/such/dir/anywhere").is_err());
+    }
+
+    fn run(status: RunStatus, clusters_new: i64) -> Run {
+        let t = Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap();
+        Run {
+            id: Uuid::nil(),
+            inspection_id: Uuid::nil(),
+            status,
+            trigger: crate::model::run::Trigger::Api,
+            dry_run: false,
+            explicit_window: true,
+            window_start: Some(t),
+            window_end: Some(t),
+            skipped_start: None,
+            skipped_end: None,
+            created_at: t,
+            started_at: Some(t),
+            finished_at: Some(t),
+            records_scanned: 0,
+            error_records: 0,
+            malformed_records: 0,
+            warned_records: 0,
+            ignored_records: 0,
+            insight_events: 0,
+            clusters_total: clusters_new,
+            clusters_new,
+            new_error_records: clusters_new,
+            baseline_clusters: 0,
+            aws_api_calls: 0,
+            log_groups: Vec::new(),
+            error: None,
+            report: None,
+            request: RunRequest::default(),
+            trace_id: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_say_what_a_pipeline_can_rely_on() {
+        for (status, new, code) in [
+            (RunStatus::Succeeded, 0, EXIT_NOTHING_NEW),
+            (RunStatus::Succeeded, 2, EXIT_NEW_CLUSTERS),
+            (RunStatus::Partial, 0, EXIT_PARTIAL),
+            (RunStatus::Partial, 2, EXIT_NEW_CLUSTERS),
+            (RunStatus::Failed, 0, EXIT_FAILED),
+            (RunStatus::Interrupted, 0, EXIT_FAILED),
+        ] {
+            assert_eq!(exit_code(&run(status, new)), code, "{status:?}, {new} new");
+        }
+        assert_eq!((EXIT_NOTHING_NEW, EXIT_FAILED, EXIT_PARTIAL, EXIT_NEW_CLUSTERS), (0, 1, 2, 3));
     }
 
     #[test]

@@ -28,9 +28,11 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// For one-shot commands whose output is the report: warnings only, unless `RUST_LOG` says more.
+/// For one-shot commands whose output is the report: errors only, unless `RUST_LOG` says more.
+/// The report itself names every log group or file that could not be read; the same warning
+/// logged beside it would say it twice.
 pub fn init_quiet() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour()).try_init();
 }

@@ -64,9 +64,9 @@ use uuid::Uuid;
 use super::alerting::{self, Action, Decision, DimensionState, FaultFields, RunOutcome, SilentReason};
 use super::lineproto::{EncodeError, Point};
 use crate::engine::Cluster;
-use crate::engine::rules::{self, RuleInput};
+use crate::engine::rules;
 use crate::model::alerting::{AlertPolicy, NotifyLevel, SeverityRules};
-use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
+use crate::model::cluster::{self, AccessKeyView, ClusterIdentity, ClusterSummary, Counted};
 
 /// Measurement of every event this service writes.
 pub const MEASUREMENT: &str = "monitor";
@@ -135,18 +135,8 @@ impl EventCluster {
     /// From a run's cluster summary; `sample_record` is the cluster's stored sample, which
     /// lets the rules read fields beyond the cluster key.
     pub fn from_summary(s: &ClusterSummary, sample_record: Option<&Value>) -> Self {
-        let principals: Vec<&str> = s.top_principals.iter().map(|p| p.value.as_str()).collect();
-        let id = &s.identity;
-        let input = RuleInput {
-            event_source: &id.event_source,
-            event_name: &id.event_name,
-            error_code: &id.error_code,
-            template: &id.template,
-            principals,
-            sample: sample_record,
-        };
         EventCluster {
-            rules: rules::matching_rules(&input).into_iter().map(str::to_owned).collect(),
+            rules: cluster::cis_rules(&s.identity, &s.top_principals, sample_record),
             cluster_id: s.cluster_id,
             identity: s.identity.clone(),
             count: s.count,
@@ -161,7 +151,7 @@ impl EventCluster {
 
     /// From an engine cluster, using its raw sample record.
     pub fn from_cluster(c: &Cluster, cluster_id: Option<Uuid>) -> Self {
-        let summary = ClusterSummary::from_cluster(c, cluster_id, true);
+        let summary = ClusterSummary::from_cluster(c, cluster_id, true, &SeverityRules::default());
         let sample: Option<Value> = c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok());
         EventCluster::from_summary(&summary, sample.as_ref())
     }

@@ -23,7 +23,8 @@ pub struct ClusterParams {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// Only clusters discovered (not learned from a baseline) at or after this time.
+    /// Only clusters reported as new at or after this time (not those learned from a
+    /// baseline read).
     pub new_since: Option<DateTime<Utc>>,
     /// Only this error code (`ConsoleLoginFailure` for failed sign-ins).
     pub error_code: Option<String>,

@@ -154,6 +154,30 @@ impl Default for SeverityRules {
 }
 
 impl NotifyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyLevel::Critical => "critical",
+            NotifyLevel::Error => "error",
+            NotifyLevel::Warning => "warning",
+            NotifyLevel::Info => "info",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "critical" => NotifyLevel::Critical,
+            "error" => NotifyLevel::Error,
+            "warning" => NotifyLevel::Warning,
+            "info" => NotifyLevel::Info,
+            _ => return None,
+        })
+    }
+
+    /// The level of a cluster no severity rule matches, under the default rules.
+    pub fn unmatched() -> Self {
+        default_level()
+    }
+
     /// Severity as a number, higher = more severe (`NotifyLevel` orders critical first).
     pub fn rank(self) -> u8 {
         match self {
@@ -280,6 +304,15 @@ mod tests {
         let mut e = FieldErrors::default();
         SeverityRules::default().validate("severity_rules", &mut e);
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn levels_read_back_as_written() {
+        for l in [NotifyLevel::Critical, NotifyLevel::Error, NotifyLevel::Warning, NotifyLevel::Info] {
+            assert_eq!(NotifyLevel::parse(l.as_str()), Some(l));
+            assert_eq!(serde_json::to_value(l).unwrap(), l.as_str());
+        }
+        assert_eq!(NotifyLevel::parse("fatal"), None);
     }
 
     #[test]

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::alerting::{NotifyLevel, SeverityRules};
+use crate::engine::rules::{self, RuleInput};
+
 pub use crate::engine::Counted;
 
 /// Adds two top lists and keeps the `keep` largest: a cluster found again, or two clusters
@@ -54,6 +57,38 @@ impl ClusterIdentity {
     }
 }
 
+/// Ids of the CIS rules (`CloudWatch.1` … `CloudWatch.14`, [`rules::CIS_RULES`]) a cluster
+/// matches, read from its key, its top principals and, when there is one, a full record of
+/// it. Runs, cluster views, `scan` and Guance events all take them from here.
+pub fn cis_rules(
+    identity: &ClusterIdentity,
+    top_principals: &[Counted],
+    sample: Option<&serde_json::Value>,
+) -> Vec<String> {
+    let input = RuleInput {
+        event_source: &identity.event_source,
+        event_name: &identity.event_name,
+        error_code: &identity.error_code,
+        template: &identity.template,
+        principals: top_principals.iter().map(|p| p.value.as_str()).collect(),
+        sample,
+    };
+    rules::matching_rules(&input).into_iter().map(str::to_owned).collect()
+}
+
+/// The CIS rules a cluster matches and the level an inspection's severity rules give it
+/// (which is the level of the Guance event it raises).
+pub fn rate(
+    identity: &ClusterIdentity,
+    top_principals: &[Counted],
+    sample: Option<&serde_json::Value>,
+    severity: &SeverityRules,
+) -> (Vec<String>, NotifyLevel) {
+    let matched = cis_rules(identity, top_principals, sample);
+    let level = severity.level_of(&matched, &identity.error_code);
+    (matched, level)
+}
+
 /// One cluster as found in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClusterSummary {
@@ -62,6 +97,13 @@ pub struct ClusterSummary {
     #[serde(flatten)]
     pub identity: ClusterIdentity,
     pub is_new: bool,
+    /// The level the inspection's `severity_rules` gave the cluster in this run: the level
+    /// of the Guance event it raises when new.
+    #[serde(default = "NotifyLevel::unmatched")]
+    pub level: NotifyLevel,
+    /// CIS AWS Foundations rules the cluster matches (`CloudWatch.1` … `CloudWatch.14`).
+    #[serde(default)]
+    pub cis_rules: Vec<String>,
     /// Records of this cluster in the run's window.
     pub count: i64,
     pub first_seen: DateTime<Utc>,
@@ -74,12 +116,23 @@ pub struct ClusterSummary {
 }
 
 impl ClusterSummary {
-    /// An engine cluster as found by a run (times at stored precision).
-    pub fn from_cluster(c: &crate::engine::Cluster, cluster_id: Option<Uuid>, is_new: bool) -> Self {
+    /// An engine cluster as found by a run (times at stored precision), rated with its
+    /// sample record under `severity`.
+    pub fn from_cluster(
+        c: &crate::engine::Cluster,
+        cluster_id: Option<Uuid>,
+        is_new: bool,
+        severity: &SeverityRules,
+    ) -> Self {
+        let identity = ClusterIdentity::of(c);
+        let sample: Option<serde_json::Value> = c.sample_record.as_deref().and_then(|r| serde_json::from_str(r).ok());
+        let (cis_rules, level) = rate(&identity, &c.top_principals, sample.as_ref(), severity);
         ClusterSummary {
             cluster_id,
-            identity: ClusterIdentity::of(c),
+            identity,
             is_new,
+            level,
+            cis_rules,
             count: c.count as i64,
             first_seen: crate::model::time::micros(c.first_seen),
             last_seen: crate::model::time::micros(c.last_seen),
@@ -102,7 +155,13 @@ pub struct ClusterView {
     pub total_count: i64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
-    /// Whether the cluster was learned from the baseline read rather than reported as new.
+    /// The level the severity rules gave the cluster in the last run that saw it.
+    pub level: NotifyLevel,
+    /// CIS AWS Foundations rules the cluster matches (`CloudWatch.1` … `CloudWatch.14`), as
+    /// the last run that saw it read them.
+    pub cis_rules: Vec<String>,
+    /// Whether the cluster was learned from a baseline read (it was there before the window
+    /// the inspection first looked at) rather than reported as new.
     pub baseline: bool,
     /// When this service first recorded the cluster.
     pub discovered_at: DateTime<Utc>,

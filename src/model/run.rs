@@ -59,6 +59,8 @@ pub enum Trigger {
     Api,
     Schedule,
     Func,
+    /// The `scan` command.
+    Cli,
 }
 
 impl Trigger {
@@ -67,6 +69,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Schedule => "schedule",
             Trigger::Func => "func",
+            Trigger::Cli => "cli",
         }
     }
 
@@ -75,6 +78,7 @@ impl Trigger {
             "api" => Trigger::Api,
             "schedule" => Trigger::Schedule,
             "func" => Trigger::Func,
+            "cli" => Trigger::Cli,
             _ => return None,
         })
     }
@@ -171,8 +175,16 @@ pub struct RunReport {
     pub new_error_records: i64,
     /// Per cloud account: its new error records and clusters.
     pub accounts: Vec<AccountSummary>,
-    /// Access keys with their last known activity (active in this window first).
+    /// Access keys with their last known activity: those active in this window first, then
+    /// the most recently active others, 50 at most (`GET /inspections/{id}/access-keys` has
+    /// them all).
     pub access_keys: Vec<AccessKeyView>,
+    /// Access keys active in this window.
+    #[serde(default)]
+    pub access_keys_active: i64,
+    /// True when `access_keys` leaves out keys that were active in this window or are known.
+    #[serde(default)]
+    pub access_keys_truncated: bool,
     /// Clusters this inspection had never seen, largest first.
     pub new_clusters: Vec<ClusterSummary>,
     /// CloudTrail Insights events of the window (AWS's own findings of unusual call or error
@@ -188,6 +200,10 @@ pub struct RunReport {
     /// Why no event goes to Guance, when none can (e.g. Guance is not configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_note: Option<String>,
+    /// What the reader should know that did not make the run partial, a sentence each,
+    /// naming its log group: e.g. a window without any CloudTrail record.
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// A Guance event of a run, in brief (`GET /api/v1/events/{id}` has it all).
@@ -263,7 +279,8 @@ pub struct Run {
     pub clusters_total: i64,
     pub clusters_new: i64,
     pub new_error_records: i64,
-    /// Clusters recorded as known from the baseline read of a first run.
+    /// Clusters the baseline read of a first look taught: not known before and now known
+    /// without being reported, whether or not the window saw them too.
     pub baseline_clusters: i64,
     pub aws_api_calls: i64,
     pub log_groups: Vec<LogGroupOutcome>,

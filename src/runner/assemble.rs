@@ -5,12 +5,15 @@
 //!
 //! - **New** is a cluster of the window that the inspection did not know and that the
 //!   baseline did not see either. Only new clusters are reported and raise events.
-//! - A cluster only the **baseline** saw becomes known without being reported. One seen by
-//!   both is known, not new, and its baseline records count towards it once (the baseline
-//!   span ends where the window starts).
+//! - A cluster the **baseline** saw first becomes known without being reported, and is
+//!   recorded as learned from the baseline, whether or not the window saw it too (so
+//!   `new_since` never lists it). One seen by both counts its baseline records once (the
+//!   baseline span ends where the window starts).
 //! - A **known** cluster keeps its id; its top lists add up and its sample event ids stay.
 //! - A log group that could not be read keeps its read position, so the next run reads its
 //!   window again; one never read before is pinned to the window it failed on.
+//! - The first window read of a group, default or explicit, records that its baseline was
+//!   read (it ended where that window starts); only default windows move its watermark.
 //! - A **dry run** computes and reports all of it but learns nothing: no cluster ids, no
 //!   cluster, key, read position or alerting state written, and no event sent.
 
@@ -21,7 +24,8 @@ use uuid::Uuid;
 
 use super::TOP_K;
 use super::read::{GroupRead, Reading};
-use crate::engine::{Analysis, Cluster, Insight, KeyActivity};
+use crate::engine::{Analysis, Cluster, Insight, KeyActivity, KeyTracker};
+use crate::model::alerting::SeverityRules;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, merge_counted};
 use crate::model::inspection::Inspection;
 use crate::model::run::{AccountSummary, ExecMode, InsightView, LogGroupOutcome, RunReport, RunStatus};
@@ -58,8 +62,8 @@ pub struct Prior {
     pub group_states: HashMap<String, LogGroupState>,
     /// The known clusters among those the run found (window and baseline), by fingerprint.
     pub clusters: HashMap<String, KnownCluster>,
-    /// Known access keys, newest activity first, to fill a report whose window saw fewer
-    /// than [`REPORT_KEYS`] (empty otherwise).
+    /// Known access keys, newest activity first (up to twice [`REPORT_KEYS`]), to fill a
+    /// report whose window saw no more than [`REPORT_KEYS`] (empty otherwise).
     pub access_keys: Vec<AccessKeyView>,
     /// The alerting state of each cloud account (`guance::alerting::DimensionState` JSON).
     pub dimensions: HashMap<String, serde_json::Value>,
@@ -69,11 +73,10 @@ pub struct Prior {
 /// report and the events to record.
 pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     let RunInputs { inspection, run_id, exec_mode, dry_run, window, skipped, reading, prior, events, now } = input;
-    let groups = group_outcomes(reading.groups, &prior.group_states, dry_run, reading.key_activity_error);
+    let groups = group_outcomes(reading.groups, &prior.group_states, (dry_run, now), reading.key_activity_error);
     let (analysis, baseline) = (reading.analysis, reading.baseline);
-    let clusters = classify(&analysis, &baseline, &prior.clusters, dry_run);
-    let key_writes: Vec<AccessKeyView> =
-        if dry_run { Vec::new() } else { analysis.keys.iter().chain(baseline.keys.iter()).map(key_view).collect() };
+    let clusters = classify(&analysis, &baseline, &prior.clusters, &inspection.settings.severity_rules, dry_run);
+    let key_writes = if dry_run { Vec::new() } else { key_writes(&analysis.keys, &baseline.keys) };
 
     let mut report = report(inspection, window, &analysis, &clusters.run, &prior.access_keys);
     // `clusters.run` holds one summary per cluster of the analysis, in the same order.
@@ -102,6 +105,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     if !events.guance_configured {
         report.events_note = Some(outbox::NOT_CONFIGURED.to_string());
     }
+    report.warnings = groups.warnings;
 
     let stats = analysis.stats;
     FinishedRun {
@@ -141,6 +145,8 @@ struct GroupOutcomes {
     status: RunStatus,
     /// Why the run is not a full success, in a sentence per reason.
     error: Option<String>,
+    /// For the report: what groups warned of without failing (an empty window), by name.
+    warnings: Vec<String>,
 }
 
 /// A run is failed when no group could be read, partial when some could not or something
@@ -148,30 +154,42 @@ struct GroupOutcomes {
 fn group_outcomes(
     groups: Vec<GroupRead>,
     before: &HashMap<String, LogGroupState>,
-    dry_run: bool,
+    (dry_run, now): (bool, DateTime<Utc>),
     key_activity_error: Option<String>,
 ) -> GroupOutcomes {
     let total = groups.len();
     let mut outcomes = Vec::with_capacity(total);
     let mut states = Vec::new();
-    let (mut failures, mut bad_files) = (0usize, 0u64);
+    let mut warnings = Vec::new();
+    let (mut bad_files, mut unusable_rows) = (0u64, 0u64);
     for read in groups {
-        failures += usize::from(read.result.is_err());
         bad_files += read.result.as_ref().map_or(0, |f| f.notes.bad_files);
-        let (outcome, state) = group_outcome(read, before, dry_run);
+        unusable_rows += read.result.as_ref().map_or(0, |f| f.notes.unusable_rows);
+        let (outcome, state) = group_outcome(read, before, (dry_run, now));
+        let empty = outcome.warnings.iter().filter(|w| w.starts_with(EMPTY_WINDOW));
+        warnings.extend(empty.map(|w| format!("{}: {w}", outcome.name)));
         outcomes.push(outcome);
         states.extend(state);
     }
 
     let mut notes = Vec::new();
-    if failures > 0 {
-        notes.push(format!("{failures} of {total} log groups could not be read"));
+    let reasons: Vec<&str> = outcomes.iter().filter_map(|o| o.error.as_deref()).collect();
+    let failures = reasons.len();
+    if let Some(first) = reasons.first() {
+        // The reason itself, so the run says what to fix; each group has its own.
+        let others = if reasons.iter().all(|r| r == first) { "" } else { " (others: see log_groups[].error)" };
+        notes.push(format!("{failures} of {total} log groups could not be read{others}: {first}"));
     }
     if let Some(e) = key_activity_error {
         notes.push(format!("access-key activity could not be read: {e}"));
     }
     if bad_files > 0 {
         notes.push(format!("{bad_files} files could not be read (see log_groups[].warnings)"));
+    }
+    if unusable_rows > 0 {
+        notes.push(format!(
+            "{unusable_rows} Logs Insights rows lacked the fields the query asked for (see log_groups[].warnings)"
+        ));
     }
     let status = if failures == total && total > 0 {
         RunStatus::Failed
@@ -180,17 +198,18 @@ fn group_outcomes(
     } else {
         RunStatus::Succeeded
     };
-    GroupOutcomes { outcomes, states, status, error: (!notes.is_empty()).then(|| notes.join("; ")) }
+    GroupOutcomes { outcomes, states, status, error: (!notes.is_empty()).then(|| notes.join("; ")), warnings }
 }
 
 /// One group's outcome, and where it is to be read from next (None: where it was).
 fn group_outcome(
     read: GroupRead,
     before: &HashMap<String, LogGroupState>,
-    dry_run: bool,
+    (dry_run, now): (bool, DateTime<Utc>),
 ) -> (LogGroupOutcome, Option<LogGroupState>) {
     let GroupRead { plan, result } = read;
-    let moves = plan.moves_state && !dry_run;
+    let prior = before.get(&plan.group);
+    let mut idle = Idle::of(prior);
     let mut outcome = LogGroupOutcome {
         name: plan.group.clone(),
         status: "succeeded".into(),
@@ -206,13 +225,17 @@ fn group_outcome(
             outcome.records_scanned = figures.records_scanned;
             outcome.error_records = figures.error_records;
             outcome.warnings = figures.notes.problems;
-            let first_read = before.get(&plan.group).is_none_or(|st| st.baseline_until.is_none());
-            moves.then(|| LogGroupState {
+            outcome.warnings.extend(idle.observe(figures.notes.window_empty, plan.moves_state, now));
+            // Set once, by the first window of any kind that is read, even when no baseline
+            // was asked for, so raising baseline_days later does not re-read history.
+            let first_read = prior.is_none_or(|st| st.baseline_until.is_none());
+            let baseline_until = first_read.then_some(plan.window.start);
+            (!dry_run && (plan.moves_state || baseline_until.is_some())).then(|| LogGroupState {
                 log_group: plan.group.clone(),
-                watermark: Some(plan.window.end),
-                // Set once, even when no baseline was asked for, so raising baseline_days
-                // later does not re-read history.
-                baseline_until: first_read.then_some(plan.window.start),
+                watermark: plan.moves_state.then_some(plan.window.end),
+                baseline_until,
+                empty_windows: idle.empty_windows,
+                empty_warned_at: idle.warned_at,
             })
         }
         Err(e) => {
@@ -221,14 +244,65 @@ fn group_outcome(
             outcome.error = Some(e);
             // A group never read before keeps the window it failed on, so the next run
             // starts there instead of at a later `now − lookback`.
-            (moves && !before.contains_key(&plan.group)).then(|| LogGroupState {
+            let never_read = prior.is_none_or(|st| st.watermark.is_none());
+            (plan.moves_state && !dry_run && never_read).then(|| LogGroupState {
                 log_group: plan.group.clone(),
                 watermark: Some(plan.window.start),
                 baseline_until: None,
+                empty_windows: idle.empty_windows,
+                empty_warned_at: idle.warned_at,
             })
         }
     };
     (outcome, state)
+}
+
+/// The warning for a window that held no record at all. The original's FAQ answers "the
+/// report has no anomaly analysis" with "check that the collector has data"; the run says it.
+pub const EMPTY_WINDOW: &str = "no CloudTrail records in this window: is the trail delivering to this log group?";
+/// Default windows in a row without a record after which a group is taken to be idle, and
+/// warned about once a day instead of on every run.
+pub const IDLE_AFTER_EMPTY_WINDOWS: i64 = 3;
+
+/// A group's run of empty default windows, as stored with its read position.
+struct Idle {
+    empty_windows: i64,
+    warned_at: Option<DateTime<Utc>>,
+}
+
+impl Idle {
+    fn of(state: Option<&LogGroupState>) -> Idle {
+        Idle { empty_windows: state.map_or(0, |s| s.empty_windows), warned_at: state.and_then(|s| s.empty_warned_at) }
+    }
+
+    /// Takes in whether the window was empty, and returns the warning to show, if any. An
+    /// explicit window is always warned about and leaves the count alone: it is not the
+    /// group's steady reading.
+    fn observe(&mut self, window_empty: Option<bool>, moves_state: bool, now: DateTime<Utc>) -> Option<String> {
+        match window_empty {
+            None => None,
+            Some(false) => {
+                if moves_state {
+                    (self.empty_windows, self.warned_at) = (0, None);
+                }
+                None
+            }
+            Some(true) if !moves_state => Some(EMPTY_WINDOW.to_string()),
+            Some(true) => {
+                self.empty_windows += 1;
+                let idle = self.empty_windows > IDLE_AFTER_EMPTY_WINDOWS;
+                if idle && self.warned_at.is_some_and(|at| now - at < chrono::TimeDelta::days(1)) {
+                    return None;
+                }
+                self.warned_at = Some(now);
+                Some(match self.empty_windows {
+                    1 => EMPTY_WINDOW.to_string(),
+                    n if n < IDLE_AFTER_EMPTY_WINDOWS => format!("{EMPTY_WINDOW} ({n} windows in a row)"),
+                    n => format!("{EMPTY_WINDOW} ({n} windows in a row; said once a day while it stays so)"),
+                })
+            }
+        }
+    }
 }
 
 /// The run's clusters told new from known, and the rows that make them known.
@@ -237,7 +311,8 @@ struct Classified {
     run: Vec<ClusterSummary>,
     /// Empty for a dry run.
     writes: Vec<ClusterWrite>,
-    /// Clusters only the baseline saw, now known without being reported.
+    /// Clusters the baseline taught: not known before, now known without being reported,
+    /// whether or not the window saw them too.
     baseline_new: i64,
 }
 
@@ -245,6 +320,7 @@ fn classify(
     analysis: &Analysis,
     baseline: &Analysis,
     known: &HashMap<String, KnownCluster>,
+    severity: &SeverityRules,
     dry_run: bool,
 ) -> Classified {
     let baseline_by_fp: HashMap<&str, &Cluster> =
@@ -256,14 +332,15 @@ fn classify(
         let also_baseline = baseline_by_fp.get(c.fingerprint.as_str()).copied();
         let is_new = prior.is_none() && also_baseline.is_none();
         let id = prior.map(|k| k.id).or_else(|| (!dry_run).then(Uuid::now_v7));
-        let summary = ClusterSummary::from_cluster(c, id, is_new);
+        let summary = ClusterSummary::from_cluster(c, id, is_new, severity);
         if !dry_run {
             let mut write = window_write(c, id.expect("non-dry runs give every cluster an id"), &summary, prior);
-            // Seen in both the baseline and the window: known, not new, and counted once per
-            // record, as the baseline span ends where the window starts.
+            // Seen in both the baseline and the window: learned from the baseline, not new, and
+            // counted once per record, as the baseline span ends where the window starts.
             if let (Some(b), None) = (also_baseline, prior) {
                 write.summary.count += b.count as i64;
                 write.summary.first_seen = write.summary.first_seen.min(b.first_seen);
+                write.baseline = true;
             }
             writes.push(write);
         }
@@ -273,12 +350,12 @@ fn classify(
     let window_fps: HashSet<&str> = analysis.clusters.iter().map(|c| c.fingerprint.as_str()).collect();
     let mut baseline_new = 0i64;
     for c in &baseline.clusters {
-        if known.contains_key(&c.fingerprint) || window_fps.contains(c.fingerprint.as_str()) {
+        if known.contains_key(&c.fingerprint) {
             continue;
         }
         baseline_new += 1;
-        if !dry_run {
-            let summary = ClusterSummary::from_cluster(c, None, false);
+        if !dry_run && !window_fps.contains(c.fingerprint.as_str()) {
+            let summary = ClusterSummary::from_cluster(c, None, false, severity);
             writes.push(ClusterWrite {
                 id: Uuid::now_v7(),
                 top_principals: summary.top_principals.clone(),
@@ -342,19 +419,7 @@ fn report(
         }
     }
 
-    // Keys active in the window first, then the newest-known others, so a key idle this
-    // hour still shows when it was last active.
-    let mut keys: Vec<AccessKeyView> = analysis
-        .keys
-        .iter()
-        .take(REPORT_KEYS)
-        .map(|k| AccessKeyView { active_in_window: true, ..key_view(k) })
-        .collect();
-    if keys.len() < REPORT_KEYS {
-        let seen: HashSet<String> = keys.iter().map(|k| k.access_key_id.clone()).collect();
-        let others = stored_keys.iter().filter(|k| !seen.contains(&k.access_key_id));
-        keys.extend(others.take(REPORT_KEYS - keys.len()).cloned());
-    }
+    let (access_keys, access_keys_truncated) = report_keys(&analysis.keys, stored_keys);
 
     RunReport {
         inspection_id: inspection.id,
@@ -363,13 +428,45 @@ fn report(
         window_end: Some(window.1),
         new_error_records: clusters.iter().filter(|c| c.is_new).map(|c| c.count).sum(),
         accounts: accounts.into_values().collect(),
-        access_keys: keys,
+        access_keys,
+        access_keys_active: analysis.keys.len() as i64,
+        access_keys_truncated,
         new_clusters,
         new_clusters_truncated: truncated,
         insights: analysis.insights.iter().map(insight_view).collect(),
         events: Vec::new(),
         events_note: None,
+        warnings: Vec::new(),
     }
+}
+
+/// The keys a report lists: those active in the window first, then the newest-known others,
+/// so a key idle this hour still shows when it was last active; and whether any key active
+/// or known was left out. `stored` holds twice as many keys as a report lists, so whether
+/// others are left out is known exactly.
+fn report_keys(window: &[KeyActivity], stored: &[AccessKeyView]) -> (Vec<AccessKeyView>, bool) {
+    let mut keys: Vec<AccessKeyView> =
+        window.iter().take(REPORT_KEYS).map(|k| AccessKeyView { active_in_window: true, ..key_view(k) }).collect();
+    let active: HashSet<&str> = window.iter().map(|k| k.access_key_id.as_str()).collect();
+    let mut others = stored.iter().filter(|k| !active.contains(k.access_key_id.as_str())).peekable();
+    while keys.len() < REPORT_KEYS {
+        match others.next() {
+            Some(k) => keys.push(k.clone()),
+            None => break,
+        }
+    }
+    let truncated = window.len() > REPORT_KEYS || others.peek().is_some();
+    (keys, truncated)
+}
+
+/// The activity of each key the window or the baseline saw, once per key: one statement
+/// writes them all, and a key active in both would be written twice.
+fn key_writes(window: &[KeyActivity], baseline: &[KeyActivity]) -> Vec<AccessKeyView> {
+    let mut keys = KeyTracker::new();
+    for k in window.iter().chain(baseline) {
+        keys.observe_activity(k.clone());
+    }
+    keys.into_vec().iter().map(key_view).collect()
 }
 
 fn insight_view(i: &Insight) -> InsightView {
@@ -472,6 +569,8 @@ mod tests {
         End,
         /// Never read and failed: pinned to the start of the window it failed on.
         Start,
+        /// An explicit window: the watermark stays where it was.
+        Kept,
     }
 
     struct Case {
@@ -573,6 +672,7 @@ mod tests {
                 baseline: &[("NoSuchKey", 4)],
                 expect: Expect {
                     writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline)],
+                    baseline_clusters: 1,
                     states: &[("g", Mark::End, true)],
                     ..quiet.expect
                 },
@@ -627,7 +727,9 @@ mod tests {
                     states: &[("a", Mark::End, false)],
                     events: &[("warning", Pending, false)],
                     dimensions: &[(ACCOUNT, true, 0)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -638,7 +740,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Partial,
                     states: &[("a", Mark::End, false), ("b", Mark::Start, false)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -655,7 +759,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Failed,
                     states: &[],
-                    error: Some("2 of 2 log groups could not be read"),
+                    error: Some(
+                        "2 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -667,7 +773,9 @@ mod tests {
                 expect: Expect {
                     status: RunStatus::Failed,
                     states: &[],
-                    error: Some("1 of 1 log groups could not be read"),
+                    error: Some(
+                        "1 of 1 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -684,6 +792,33 @@ mod tests {
                     dimensions: &[(ACCOUNT, true, 0)],
                     ..quiet.expect
                 },
+                ..quiet
+            },
+            Case {
+                name: "an explicit first window reads the baseline first and records it, not a watermark",
+                explicit_window: true,
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3), ("Throttling", 1)],
+                baseline: &[("NoSuchKey", 4)],
+                expect: Expect {
+                    new: &["Throttling"],
+                    writes: &[("NoSuchKey", 7, Row::WindowSeenInBaseline), ("Throttling", 1, Row::Window)],
+                    baseline_clusters: 1,
+                    states: &[("g", Mark::Kept, true)],
+                    events: &[("warning", Pending, false)],
+                    dimensions: &[(ACCOUNT, true, 0)],
+                    ..quiet.expect
+                },
+                ..quiet
+            },
+            Case {
+                name: "an explicit dry first window reads the baseline and records nothing",
+                explicit_window: true,
+                dry_run: true,
+                groups: FIRST_RUN,
+                window: &[("NoSuchKey", 3)],
+                baseline: &[("NoSuchKey", 4)],
+                expect: Expect { baseline_clusters: 1, states: &[], ..quiet.expect },
                 ..quiet
             },
             Case {
@@ -744,7 +879,9 @@ mod tests {
                     status: RunStatus::Partial,
                     states: &[("a", Mark::End, false)],
                     dimensions: &[(ACCOUNT, true, 0)],
-                    error: Some("1 of 2 log groups could not be read"),
+                    error: Some(
+                        "1 of 2 log groups could not be read: ResourceNotFoundException: The specified log group does not exist.",
+                    ),
                     ..quiet.expect
                 },
                 ..quiet
@@ -858,7 +995,12 @@ mod tests {
             };
             Some((
                 name.to_string(),
-                LogGroupState { log_group: name.into(), watermark: Some(watermark), baseline_until },
+                LogGroupState {
+                    log_group: name.into(),
+                    watermark: Some(watermark),
+                    baseline_until,
+                    ..LogGroupState::default()
+                },
             ))
         };
         let group_states: HashMap<String, LogGroupState> =
@@ -877,7 +1019,9 @@ mod tests {
                         records_scanned: 100,
                         error_records: 10,
                         notes: match reads {
-                            Reads::BadFiles(n) => ReadNotes { bad_files: n, problems: vec!["bad.json.gz".into()] },
+                            Reads::BadFiles(n) => {
+                                ReadNotes { bad_files: n, problems: vec!["bad.json.gz".into()], ..ReadNotes::default() }
+                            }
                             _ => ReadNotes::default(),
                         },
                     }),
@@ -953,10 +1097,18 @@ mod tests {
                 .cluster_writes
                 .iter()
                 .map(|w| {
-                    let row = match (w.baseline, w.summary.first_seen == baseline_seen()) {
-                        (true, _) => Row::Baseline,
-                        (false, true) => Row::WindowSeenInBaseline,
-                        (false, false) => Row::Window,
+                    let in_window =
+                        f.run_clusters.iter().any(|c| c.identity.fingerprint == w.summary.identity.fingerprint);
+                    let row = match (w.baseline, in_window) {
+                        (true, false) => Row::Baseline,
+                        (true, true) => {
+                            assert_eq!(w.summary.first_seen, baseline_seen(), "{name}");
+                            Row::WindowSeenInBaseline
+                        }
+                        (false, _) => {
+                            assert!(in_window, "{name}");
+                            Row::Window
+                        }
                     };
                     (code_of(&w.summary.identity.fingerprint, &case), w.summary.count, row)
                 })
@@ -987,8 +1139,14 @@ mod tests {
                 .iter()
                 .map(|s| {
                     let window = plans[&s.log_group].window;
-                    let mark = if s.watermark == Some(window.end) { Mark::End } else { Mark::Start };
-                    assert_eq!(s.watermark, Some(if mark == Mark::End { window.end } else { window.start }), "{name}");
+                    let mark = match s.watermark {
+                        None => Mark::Kept,
+                        Some(w) if w == window.end => Mark::End,
+                        Some(w) => {
+                            assert_eq!(w, window.start, "{name}");
+                            Mark::Start
+                        }
+                    };
                     if s.baseline_until.is_some() {
                         assert_eq!(
                             s.baseline_until,
@@ -1063,11 +1221,85 @@ mod tests {
     }
 
     #[test]
+    fn the_report_says_whether_keys_were_left_out() {
+        let active = |n: usize| -> Vec<KeyActivity> {
+            (0..n).map(|i| KeyActivity { access_key_id: format!("AKIAACTIVE{i:04}"), ..key_activity() }).collect()
+        };
+        let stored = |n: usize| -> Vec<AccessKeyView> {
+            (0..n)
+                .map(|i| AccessKeyView { access_key_id: format!("AKIASTORED{i:04}"), ..key_view(&key_activity()) })
+                .collect()
+        };
+        for (window, known, listed, truncated) in [
+            (3, 0, 3, false),
+            (3, 47, 50, false),
+            (3, 48, 50, true),
+            (50, 0, 50, false),
+            (50, 1, 50, true),
+            (51, 0, 50, true),
+        ] {
+            let (keys, cut) = report_keys(&active(window), &stored(known));
+            assert_eq!((keys.len(), cut), (listed, truncated), "{window} active, {known} others known");
+            assert!(keys.iter().take(window.min(50)).all(|k| k.active_in_window));
+        }
+        // A key active now that was known before is listed once, as active.
+        let mut both = stored(2);
+        both[0].access_key_id = "AKIAACTIVE0000".into();
+        let (keys, cut) = report_keys(&active(1), &both);
+        assert_eq!(
+            keys.iter().map(|k| k.access_key_id.as_str()).collect::<Vec<_>>(),
+            ["AKIAACTIVE0000", "AKIASTORED0001"]
+        );
+        assert!(!cut);
+    }
+
+    #[test]
+    fn a_key_active_in_the_baseline_and_the_window_is_written_once() {
+        let window = key_activity();
+        let baseline = KeyActivity {
+            first_seen: baseline_seen(),
+            last_seen: baseline_seen(),
+            last_event_name: "ListBuckets".into(),
+            count: 2,
+            ..key_activity()
+        };
+        let writes = key_writes(std::slice::from_ref(&window), &[baseline]);
+        assert_eq!(writes.len(), 1);
+        let k = &writes[0];
+        assert_eq!((k.first_seen, k.last_seen), (baseline_seen(), window_seen()));
+        assert_eq!((k.last_event_name.as_str(), k.total_events), ("GetObject", 6));
+    }
+
+    #[test]
     fn top_lists_merge_by_value() {
         let a = vec![Counted { value: "x".into(), count: 3 }, Counted { value: "y".into(), count: 1 }];
         let b = vec![Counted { value: "y".into(), count: 5 }];
         let m = merge_counted(&a, &b, TOP_K);
         assert_eq!(m[0], Counted { value: "y".into(), count: 6 });
         assert_eq!(m[1], Counted { value: "x".into(), count: 3 });
+    }
+    /// Empty default windows are warned about on each of the first few in a row, then once a
+    /// day; a window with records ends the run of them; explicit windows always say so.
+    #[test]
+    fn empty_windows_are_warned_about_until_the_group_is_known_to_be_idle() {
+        let mut idle = Idle::of(None);
+        let hour = |h: i64| now() + TimeDelta::hours(h);
+        let mut said = Vec::new();
+        for h in 0..30 {
+            said.push(idle.observe(Some(true), true, hour(h)).is_some());
+        }
+        let warned: Vec<usize> = said.iter().enumerate().filter(|(_, s)| **s).map(|(h, _)| h).collect();
+        assert_eq!(warned, [0, 1, 2, 26], "the first three, then once a day");
+        assert_eq!((idle.empty_windows, idle.warned_at), (30, Some(hour(26))));
+        assert_eq!(idle.observe(Some(true), false, hour(30)).as_deref(), Some(EMPTY_WINDOW), "explicit window");
+        assert_eq!(idle.empty_windows, 30, "an explicit window leaves the count alone");
+        assert_eq!(idle.observe(None, true, hour(31)), None, "unknown: nothing said, nothing changed");
+        assert_eq!(idle.empty_windows, 30);
+        assert_eq!(idle.observe(Some(false), true, hour(32)), None);
+        assert_eq!((idle.empty_windows, idle.warned_at), (0, None));
+        let again = idle.observe(Some(true), true, hour(33)).unwrap();
+        assert_eq!(again, EMPTY_WINDOW, "a new run of empty windows is said at once");
+        let third = (0..2).filter_map(|h| idle.observe(Some(true), true, hour(34 + h))).last().unwrap();
+        assert!(third.ends_with("(3 windows in a row; said once a day while it stays so)"), "{third}");
     }
 }

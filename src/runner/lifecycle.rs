@@ -115,7 +115,7 @@ impl Runner {
         inspection_id: Uuid,
         request: RunRequest,
     ) -> Result<Started, TriggerError> {
-        self.start(inspection_id, Trigger::Api, request, None, false).await
+        self.start(inspection_id, Trigger::Cli, request, None, false).await
     }
 
     async fn start(

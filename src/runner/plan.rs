@@ -4,9 +4,12 @@
 //! A log group is read from where it was last read completely (its watermark) to
 //! `now − delivery_delay`, so consecutive runs neither overlap nor leave gaps and late
 //! CloudTrail deliveries are still seen. A group never read before starts at
-//! `end − lookback` and first reads `baseline_days` before that. A pause longer than
-//! `max_catch_up_minutes` is not caught up: the gap is recorded on the run instead. Explicit
-//! windows move nothing.
+//! `end − lookback`. A pause longer than `max_catch_up_minutes` is not caught up: the gap is
+//! recorded on the run instead. Explicit windows move no watermark.
+//!
+//! Whatever its window, default or explicit, a group whose baseline was never read first
+//! reads the `baseline_days` before that window, so the first look at a group never reports
+//! its old errors as new.
 
 use std::collections::HashMap;
 
@@ -63,7 +66,8 @@ pub struct GroupPlan {
     /// The span to read first so old errors become known, not new.
     pub baseline: Option<Window>,
     pub skipped: Option<(DateTime<Utc>, DateTime<Utc>)>,
-    /// Whether a successful read moves the group's watermark (default windows only).
+    /// Whether a successful read moves the group's watermark (default windows only; any
+    /// window records that the group's baseline was read).
     pub moves_state: bool,
 }
 
@@ -81,14 +85,13 @@ pub fn plan_group(
 ) -> GroupPlan {
     let s = &inspection.settings;
     let group = group.to_string();
+    // The first look at a group, whatever its window, learns what the days before it held.
+    let baseline_due = s.baseline_days > 0 && state.is_none_or(|st| st.baseline_until.is_none());
+    let baseline_before =
+        |start| baseline_due.then(|| Window { start: start - TimeDelta::days(s.baseline_days as i64), end: start });
     if let (Some(start), Some(end)) = (request.window_start, request.window_end) {
-        return GroupPlan {
-            group,
-            window: Window { start: whole_seconds(start), end: whole_seconds(end) },
-            baseline: None,
-            skipped: None,
-            moves_state: false,
-        };
+        let window = Window { start: whole_seconds(start), end: whole_seconds(end) };
+        return GroupPlan { group, window, baseline: baseline_before(window.start), skipped: None, moves_state: false };
     }
     let end = whole_seconds(now - TimeDelta::minutes(s.delivery_delay_minutes as i64));
     let cap = TimeDelta::minutes(s.max_catch_up_minutes as i64);
@@ -101,9 +104,7 @@ pub fn plan_group(
         skipped = Some((start, end - cap));
         start = end - cap;
     }
-    let baseline_due = s.baseline_days > 0 && state.is_none_or(|st| st.baseline_until.is_none());
-    let baseline = baseline_due.then(|| Window { start: start - TimeDelta::days(s.baseline_days as i64), end: start });
-    GroupPlan { group, window: Window { start, end }, baseline, skipped, moves_state: true }
+    GroupPlan { group, window: Window { start, end }, baseline: baseline_before(start), skipped, moves_state: true }
 }
 
 /// Checks a run request on its own terms; the inspection's rules apply to `log_groups`.
@@ -136,7 +137,7 @@ mod tests {
     use crate::runner::fixtures::{at, base, inspection};
 
     fn state(watermark: Option<DateTime<Utc>>, baseline_until: Option<DateTime<Utc>>) -> LogGroupState {
-        LogGroupState { log_group: "g".into(), watermark, baseline_until }
+        LogGroupState { log_group: "g".into(), watermark, baseline_until, ..LogGroupState::default() }
     }
 
     #[test]
@@ -165,13 +166,23 @@ mod tests {
     }
 
     #[test]
-    fn explicit_windows_move_nothing() {
+    fn explicit_windows_move_no_watermark_but_read_a_baseline_first() {
         let req =
             RunRequest { window_start: Some(at(1, 0, 0)), window_end: Some(at(2, 0, 0)), ..RunRequest::default() };
         let p = plan_group(&base(), &req, "g", None, at(12, 0, 0));
         assert_eq!(p.window, Window { start: at(1, 0, 0), end: at(2, 0, 0) });
         assert!(!p.moves_state);
-        assert_eq!(p.baseline, None);
+        assert_eq!(
+            p.baseline,
+            Some(Window { start: at(1, 0, 0) - TimeDelta::days(7), end: at(1, 0, 0) }),
+            "a group never read learns the days before its first window, explicit or not"
+        );
+
+        // Once a group's baseline was read (by any window), explicit windows read only themselves.
+        let read = state(None, Some(at(0, 30, 0)));
+        assert_eq!(plan_group(&base(), &req, "g", Some(&read), at(12, 0, 0)).baseline, None);
+        let default_read = state(Some(at(11, 0, 0)), Some(at(10, 0, 0)));
+        assert_eq!(plan_group(&base(), &req, "g", Some(&default_read), at(12, 0, 0)).baseline, None);
     }
 
     #[test]

@@ -137,9 +137,10 @@ impl Runner {
         fingerprints.sort();
         fingerprints.dedup();
         let clusters = self.store.known_clusters(inspection_id, &fingerprints).await?;
-        // The report lists the keys of the window first; known ones fill it up.
+        // The report lists the keys of the window first; known ones fill it up (and tell
+        // whether any were left out when the window's fill it exactly).
         let mut access_keys = Vec::new();
-        if reading.analysis.keys.len() < REPORT_KEYS {
+        if reading.analysis.keys.len() <= REPORT_KEYS {
             match self.store.list_access_keys(inspection_id, None, REPORT_KEYS as i64 * 2).await {
                 Ok(keys) => access_keys = keys,
                 Err(e) => tracing::warn!(error = %e, "could not read known access keys for the report"),
@@ -204,6 +205,15 @@ async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules
         let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
         let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
         notes.absorb(baseline_notes);
+        // A window without a single error is common; one without any record at all means
+        // the trail is not delivering here, which the run should say.
+        notes.window_empty = if c.stats().records_scanned > 0 {
+            Some(false)
+        } else if plan.window.is_empty() {
+            None
+        } else {
+            source.window_has_records(&plan.group, plan.window).await.map(|has| !has)
+        };
         Ok((c, baseline, notes))
     }
     .await;

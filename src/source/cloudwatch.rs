@@ -41,7 +41,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::config::{Credentials, Region};
-use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::{QueryStatus, ResultField};
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
@@ -49,6 +49,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use rand::Rng;
 
+use super::aws_error::{CallContext, classify, explain};
 use super::limiter::QuerySlots;
 use super::{LogSource, RateLimiter, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::cluster::scrub_nul;
@@ -100,6 +101,8 @@ const SLICE_ALWAYS_PAGES: u64 = 100;
 pub const QUERY_CONCURRENCY: usize = 20;
 /// At most this many parts when one capped window is cut; a part still capped is cut again.
 const MAX_SPLIT: i64 = 100;
+/// FilterLogEvents pages asked, at most, to tell whether a window holds any record.
+const PROBE_PAGES: usize = 5;
 /// Polls of a Logs Insights query at the plain poll interval before the gaps grow.
 const STEADY_POLLS: u32 = 5;
 
@@ -199,8 +202,15 @@ impl SourceFactory for CloudWatchFactory {
                 .unwrap_or_else(|| "default-credentials".into()),
             aws.endpoint_url.clone().unwrap_or_default()
         );
+        let place = Place {
+            region: aws.region.clone(),
+            endpoint: aws.endpoint_url.clone().unwrap_or_else(|| format!("https://logs.{}.amazonaws.com", aws.region)),
+            custom_endpoint: aws.endpoint_url.is_some(),
+            role_arn: aws.role_arn.clone(),
+        };
         Ok(Arc::new(CloudWatchSource {
             client: Client::from_conf(builder.build()),
+            place,
             strategy: inspection.settings.strategy,
             settings: self.settings.clone(),
             filter_limiter: self.filter_limiter.clone(),
@@ -212,8 +222,18 @@ impl SourceFactory for CloudWatchFactory {
     }
 }
 
+/// Where an inspection's calls go, as messages about them name it.
+struct Place {
+    region: String,
+    /// `aws.endpoint_url`, or CloudWatch Logs' own endpoint of the region.
+    endpoint: String,
+    custom_endpoint: bool,
+    role_arn: Option<String>,
+}
+
 pub struct CloudWatchSource {
     client: Client,
+    place: Place,
     strategy: Strategy,
     settings: CloudWatchSettings,
     filter_limiter: Arc<RateLimiter>,
@@ -225,91 +245,23 @@ pub struct CloudWatchSource {
     filter_call_micros: AtomicU64,
 }
 
-/// What went wrong with one call, as far as retrying is concerned.
-struct CallError {
-    retryable: bool,
-    throttled: bool,
-    error: SourceError,
-}
-
-fn classify<E, R>(err: SdkError<E, R>) -> CallError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    match &err {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("UnknownError").to_string();
-            let message = se.err().message().unwrap_or("").to_string();
-            let text = if message.is_empty() { code.clone() } else { format!("{code}: {message}") };
-            // LimitExceededException: too many Insights queries running in the account.
-            let throttled = matches!(
-                code.as_str(),
-                "ThrottlingException"
-                    | "Throttling"
-                    | "TooManyRequestsException"
-                    | "RequestLimitExceeded"
-                    | "LimitExceededException"
-            );
-            let server =
-                matches!(code.as_str(), "ServiceUnavailableException" | "InternalFailure" | "InternalServerError")
-                    || code.contains("ServiceUnavailable");
-            let kind = match code.as_str() {
-                "ResourceNotFoundException" => SourceErrorKind::NotFound,
-                "AccessDeniedException"
-                | "UnrecognizedClientException"
-                | "ExpiredTokenException"
-                | "InvalidSignatureException"
-                | "MissingAuthenticationTokenException"
-                | "AccessDenied" => SourceErrorKind::Denied,
-                _ if throttled || server => SourceErrorKind::Unavailable,
-                _ => SourceErrorKind::Other,
-            };
-            CallError { retryable: throttled || server, throttled, error: SourceError::new(kind, text) }
-        }
-        SdkError::TimeoutError(_) => CallError {
-            retryable: true,
-            throttled: false,
-            error: SourceError::new(SourceErrorKind::Unavailable, "the call to CloudWatch Logs timed out"),
-        },
-        SdkError::DispatchFailure(d) => {
-            let retryable = d.is_io() || d.is_timeout();
-            let kind = if retryable { SourceErrorKind::Unavailable } else { SourceErrorKind::Denied };
-            CallError {
-                retryable,
-                throttled: false,
-                error: SourceError::new(
-                    kind,
-                    format!("could not reach CloudWatch Logs: {}", DisplayErrorContext(&err)),
-                ),
-            }
-        }
-        SdkError::ResponseError(_) => CallError {
-            retryable: true,
-            throttled: false,
-            error: SourceError::new(
-                SourceErrorKind::Unavailable,
-                format!("unreadable answer from CloudWatch Logs: {}", DisplayErrorContext(&err)),
-            ),
-        },
-        _ => CallError {
-            retryable: false,
-            throttled: false,
-            error: SourceError::new(SourceErrorKind::Other, DisplayErrorContext(&err).to_string()),
-        },
-    }
-}
-
 impl CloudWatchSource {
-    /// Runs one AWS call with bounded retries. `paced` calls wait for the quota first.
-    /// Throttles are counted apart from other failures: they slow the pace and have a budget
-    /// of their own ([`MAX_THROTTLED_ATTEMPTS`]).
-    async fn call<T, E, R, F, Fut>(&self, what: &'static str, paced: bool, mut f: F) -> Result<T, SourceError>
+    /// Runs one AWS call on `groups` with bounded retries. `paced` calls wait for the quota
+    /// first. Throttles are counted apart from other failures: they slow the pace and have a
+    /// budget of their own ([`MAX_THROTTLED_ATTEMPTS`]). A failure is told as one sentence
+    /// saying what to fix.
+    async fn call<T, E, R, F, Fut>(
+        &self,
+        what: &'static str,
+        groups: &[String],
+        paced: bool,
+        mut f: F,
+    ) -> Result<T, SourceError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let mut attempt = 0u32;
         let mut throttles = 0u32;
@@ -351,16 +303,27 @@ impl CloudWatchSource {
             let spent =
                 if err.throttled { throttles >= MAX_THROTTLED_ATTEMPTS } else { attempt >= self.settings.max_attempts };
             if !err.retryable || spent {
-                let suffix = if err.retryable {
-                    format!(" (gave up after {} attempts)", attempt + throttles)
-                } else {
-                    String::new()
-                };
-                return Err(SourceError::new(err.error.kind, format!("{what}: {}{suffix}", err.error.message)));
+                let attempts = err.retryable.then_some(attempt + throttles);
+                return Err(SourceError::new(err.kind, explain(&err.failure, &self.context(what, groups, attempts))));
             }
             let delay = backoff(self.settings.retry_base, tries);
-            tracing::debug!(what, attempt, throttles, delay_ms = delay.as_millis() as u64, error = %err.error, "retrying AWS call");
+            tracing::debug!(
+                what, attempt, throttles, delay_ms = delay.as_millis() as u64,
+                error = %explain(&err.failure, &self.context(what, groups, None)), "retrying AWS call"
+            );
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn context<'a>(&'a self, operation: &'a str, groups: &'a [String], attempts: Option<u32>) -> CallContext<'a> {
+        CallContext {
+            operation,
+            groups,
+            region: &self.place.region,
+            endpoint: &self.place.endpoint,
+            custom_endpoint: self.place.custom_endpoint,
+            role_arn: self.place.role_arn.as_deref(),
+            attempts,
         }
     }
 
@@ -372,7 +335,7 @@ impl CloudWatchSource {
         end: i64,
         token: Option<String>,
     ) -> Result<FilterLogEventsOutput, SourceError> {
-        self.call("FilterLogEvents", true, || {
+        self.call("FilterLogEvents", std::slice::from_ref(&group.to_string()), true, || {
             self.client
                 .filter_log_events()
                 .log_group_name(group)
@@ -384,6 +347,39 @@ impl CloudWatchSource {
                 .send()
         })
         .await
+    }
+
+    /// Whether `group` holds any record within `window`: FilterLogEvents without a pattern
+    /// and a limit of one, so it costs a call (or a few, when AWS answers a page that searched
+    /// only part of the group). `None` when it cannot be told.
+    async fn holds_any_record(&self, group: &str, window: Window) -> Option<bool> {
+        let (start, end) = (window.start.timestamp_millis(), window.end.timestamp_millis() - 1);
+        let mut token: Option<String> = None;
+        let mut guard = TokenGuard::default();
+        for _ in 0..PROBE_PAGES {
+            let page = self
+                .call("FilterLogEvents", std::slice::from_ref(&group.to_string()), true, || {
+                    self.client
+                        .filter_log_events()
+                        .log_group_name(group)
+                        .start_time(start)
+                        .end_time(end)
+                        .limit(1)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await
+                .map_err(
+                    |e| tracing::debug!(log_group = group, error = %e, "could not tell whether the window is empty"),
+                )
+                .ok()?;
+            if !page.events().is_empty() {
+                return Some(true);
+            }
+            let Some(next) = page.next_token() else { return Some(false) };
+            token = Some(guard.advance(next, true).ok()?);
+        }
+        None
     }
 
     /// [`Self::filter_page`] for slice `i`, so pages of all slices can be awaited together.
@@ -515,7 +511,7 @@ impl CloudWatchSource {
         let start = window.start.timestamp();
         let end = (window.end.timestamp() - 1).max(start);
         let started = self
-            .call("StartQuery", false, || {
+            .call("StartQuery", groups, false, || {
                 self.client
                     .start_query()
                     .set_log_group_names(Some(groups.to_vec()))
@@ -543,7 +539,7 @@ impl CloudWatchSource {
                 wait = (wait * 3 / 2).min(interval * 2);
             }
             let out = self
-                .call("GetQueryResults", false, || self.client.get_query_results().query_id(&query_id).send())
+                .call("GetQueryResults", groups, false, || self.client.get_query_results().query_id(&query_id).send())
                 .await?;
             match out.status() {
                 Some(QueryStatus::Complete) => {
@@ -611,14 +607,24 @@ impl CloudWatchSource {
     }
 
     /// Aggregated error rows; windows whose answer hits the row cap are cut and asked again.
-    async fn insights_errors(&self, group: &str, window: Window, clusterer: &mut Clusterer) -> Result<(), SourceError> {
+    /// Rows without the fields the query computes are counted in the notes, not skipped
+    /// silently: an answer made only of them would look like a window without errors.
+    async fn insights_errors(
+        &self,
+        group: &str,
+        window: Window,
+        clusterer: &mut Clusterer,
+    ) -> Result<ReadNotes, SourceError> {
         let groups = [group.to_string()];
+        let mut unusable = UnusableRows::default();
         let dense = self
             .query_all(&groups, window, ERROR_QUERY, |rows| {
                 for row in rows {
-                    if let Some(agg) = aggregate_row(row) {
-                        clusterer.ingest_aggregate(&agg);
+                    match aggregate_row(row) {
+                        Ok(agg) => clusterer.ingest_aggregate(&agg),
+                        Err(fields) => unusable.add(fields),
                     }
+                    unusable.of += 1;
                 }
             })
             .await?;
@@ -626,7 +632,12 @@ impl CloudWatchSource {
         for (w, _) in dense {
             self.filter_errors(group, w, clusterer).await?;
         }
-        Ok(())
+        let mut notes = ReadNotes::default();
+        if let Some(problem) = unusable.problem("their error records were not counted") {
+            notes.unusable_rows = unusable.rows;
+            notes.problems.push(problem);
+        }
+        Ok(notes)
     }
 }
 
@@ -711,12 +722,69 @@ pub fn parse_insights_time(s: &str) -> Option<DateTime<Utc>> {
         .or_else(|| DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc)))
 }
 
-fn aggregate_row(row: &[ResultField]) -> Option<AggregateRow> {
-    let count: u64 = field(row, "ct_count").parse().ok()?;
-    let first = parse_insights_time(field(row, "ct_first"))?;
-    let last = parse_insights_time(field(row, "ct_last"))?;
+/// Logs Insights rows that lacked fields the query computes (an emulator that does not
+/// compute `stats`, a query answered by something else), and which fields.
+#[derive(Debug, Default)]
+struct UnusableRows {
+    rows: u64,
+    /// Rows of the answer, usable or not.
+    of: u64,
+    fields: Vec<&'static str>,
+}
+
+impl UnusableRows {
+    fn add(&mut self, fields: Vec<&'static str>) {
+        self.rows += 1;
+        for f in fields {
+            if !self.fields.contains(&f) {
+                self.fields.push(f);
+            }
+        }
+    }
+
+    /// The warning for the log group, when any row was unusable.
+    fn problem(&self, consequence: &str) -> Option<String> {
+        (self.rows > 0).then(|| {
+            format!(
+                "{} of {} Logs Insights rows lacked the fields the query asked for ({}): {consequence}; check that \
+                 the endpoint is CloudWatch Logs and answers Logs Insights queries in full",
+                self.rows,
+                self.of,
+                self.fields.join(", ")
+            )
+        })
+    }
+}
+
+/// Whether a row has the field at all (empty or not): Insights leaves out the fields a
+/// query's answer does not have.
+fn present(row: &[ResultField], name: &str) -> bool {
+    row.iter().any(|f| f.field() == Some(name) && f.value().is_some())
+}
+
+/// The names of the fields a row lacks, given whether each was there and readable.
+fn lacking(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
+    fields.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect()
+}
+
+/// One aggregated error row, or the fields it lacks. The error code is coalesced by the
+/// query, and the count and times are computed by it: a row without them was not answered
+/// by CloudWatch Logs as asked.
+fn aggregate_row(row: &[ResultField]) -> Result<AggregateRow, Vec<&'static str>> {
+    let count: Option<u64> = field(row, "ct_count").parse().ok();
+    let first = parse_insights_time(field(row, "ct_first"));
+    let last = parse_insights_time(field(row, "ct_last"));
+    let has_code = present(row, "ct_error_code");
+    let (Some(count), Some(first), Some(last), true) = (count, first, last, has_code) else {
+        return Err(lacking(&[
+            ("ct_count", count.is_some()),
+            ("ct_first", first.is_some()),
+            ("ct_last", last.is_some()),
+            ("ct_error_code", has_code),
+        ]));
+    };
     let event_id = text(row, "ct_event_id");
-    Some(AggregateRow {
+    Ok(AggregateRow {
         account_id: text(row, "ct_account"),
         region: text(row, "ct_region"),
         event_source: text(row, "eventSource"),
@@ -732,15 +800,20 @@ fn aggregate_row(row: &[ResultField]) -> Option<AggregateRow> {
     })
 }
 
-fn key_row(row: &[ResultField]) -> Option<KeyActivity> {
-    let key = text(row, "userIdentity.accessKeyId");
-    if key.is_empty() {
-        return None;
+/// One access key's activity (none for the records whose key is empty, as some AWS service
+/// records have), or the fields the row lacks.
+fn key_row(row: &[ResultField]) -> Result<Option<KeyActivity>, Vec<&'static str>> {
+    let has_key = present(row, "userIdentity.accessKeyId");
+    let last = parse_insights_time(field(row, "ct_last"));
+    let (true, Some(last)) = (has_key, last) else {
+        return Err(lacking(&[("userIdentity.accessKeyId", has_key), ("ct_last", last.is_some())]));
+    };
+    if field(row, "userIdentity.accessKeyId").is_empty() {
+        return Ok(None);
     }
-    let last = parse_insights_time(field(row, "ct_last"))?;
     let first = parse_insights_time(field(row, "ct_first")).unwrap_or(last);
-    Some(KeyActivity {
-        access_key_id: key,
+    Ok(Some(KeyActivity {
+        access_key_id: text(row, "userIdentity.accessKeyId"),
         first_seen: first,
         last_seen: last,
         principal_arn: text(row, "ct_principal"),
@@ -748,7 +821,7 @@ fn key_row(row: &[ResultField]) -> Option<KeyActivity> {
         last_event_name: text(row, "ct_event_name"),
         last_source_ip: text(row, "ct_source_ip"),
         count: field(row, "ct_count").parse().unwrap_or(0),
-    })
+    }))
 }
 
 #[async_trait]
@@ -763,10 +836,12 @@ impl LogSource for CloudWatchSource {
             return Ok(ReadNotes::default());
         }
         match self.strategy {
-            Strategy::FilterLogEvents => self.filter_errors(group, window, clusterer).await?,
-            Strategy::LogsInsights => self.insights_errors(group, window, clusterer).await?,
+            Strategy::FilterLogEvents => {
+                self.filter_errors(group, window, clusterer).await?;
+                Ok(ReadNotes::default())
+            }
+            Strategy::LogsInsights => self.insights_errors(group, window, clusterer).await,
         }
-        Ok(ReadNotes::default())
     }
 
     async fn read_key_activity(
@@ -778,24 +853,31 @@ impl LogSource for CloudWatchSource {
         if window.is_empty() || groups.is_empty() {
             return Ok(());
         }
-        let dense = self
-            .query_all(groups, window, KEY_QUERY, |rows| {
-                for row in rows {
-                    if let Some(k) = key_row(row) {
-                        clusterer.observe_key(k);
-                    }
+        let mut unusable = UnusableRows::default();
+        let mut take = |rows: &[Vec<ResultField>]| {
+            for row in rows {
+                match key_row(row) {
+                    Ok(Some(k)) => clusterer.observe_key(k),
+                    Ok(None) => {}
+                    Err(fields) => unusable.add(fields),
                 }
-            })
-            .await?;
+                unusable.of += 1;
+            }
+        };
+        let dense = self.query_all(groups, window, KEY_QUERY, &mut take).await?;
         for (_, answer) in dense {
             tracing::warn!("more than 10,000 access keys active in one second; keeping the first 10,000");
-            for row in &answer.rows {
-                if let Some(k) = key_row(row) {
-                    clusterer.observe_key(k);
-                }
-            }
+            take(&answer.rows);
         }
-        Ok(())
+        // The keys of usable rows are kept; the run is told the rest were not.
+        match unusable.problem("their access keys were not counted") {
+            Some(problem) => Err(SourceError::new(SourceErrorKind::Other, problem)),
+            None => Ok(()),
+        }
+    }
+
+    async fn window_has_records(&self, group: &str, window: Window) -> Option<bool> {
+        self.holds_any_record(group, window).await
     }
 
     fn counters(&self) -> &SourceCounters {
@@ -843,7 +925,7 @@ mod tests {
         .map(|(f, v)| ResultField::builder().field(f).value(v).build())
         .collect();
         let agg = aggregate_row(&row).unwrap();
-        let key = key_row(&row).unwrap();
+        let key = key_row(&row).unwrap().unwrap();
         let texts = [&agg.account_id, &agg.event_name, &agg.error_code, &agg.error_message, &agg.principal]
             .into_iter()
             .chain(agg.sample_event_id.as_ref())
@@ -851,6 +933,26 @@ mod tests {
         for t in texts {
             assert!(!t.contains('\0') && t.contains('\u{fffd}'), "{t:?}");
         }
+    }
+
+    #[test]
+    fn rows_say_which_asked_fields_they_lack() {
+        let row = |fields: &[(&str, &str)]| -> Vec<ResultField> {
+            fields.iter().map(|(f, v)| ResultField::builder().field(*f).value(*v).build()).collect()
+        };
+        // An emulator that returns the grouping fields but computes no aggregates.
+        let short = row(&[("eventName", "GetObject"), ("ct_error_code", "AccessDenied"), ("ct_count", "many")]);
+        assert_eq!(aggregate_row(&short).unwrap_err(), ["ct_count", "ct_first", "ct_last"]);
+        assert_eq!(key_row(&row(&[("ct_last", "2023-07-10 11:42:36.000")])).unwrap_err(), ["userIdentity.accessKeyId"]);
+        // An empty key is a record's own, not a field the answer lacks.
+        let empty_key = row(&[("userIdentity.accessKeyId", ""), ("ct_last", "2023-07-10 11:42:36.000")]);
+        assert!(key_row(&empty_key).unwrap().is_none());
+        let mut unusable = UnusableRows { of: 4, ..UnusableRows::default() };
+        unusable.add(vec!["ct_count"]);
+        unusable.add(vec!["ct_count", "ct_last"]);
+        let problem = unusable.problem("their error records were not counted").unwrap();
+        assert!(problem.starts_with("2 of 4 Logs Insights rows lacked the fields the query asked for (ct_count, ct_last): their error records were not counted; check"), "{problem}");
+        assert_eq!(UnusableRows::default().problem("x"), None);
     }
 
     #[test]

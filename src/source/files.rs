@@ -144,8 +144,15 @@ impl LogSource for FilesSource {
             };
             SourceError::new(kind, format!("cannot read {}: {e}", root.display()))
         })?;
+        if files.is_empty() {
+            return Err(SourceError::new(
+                SourceErrorKind::NotFound,
+                format!("no CloudTrail files in {} (.json, .jsonl or .ndjson, plain or .gz)", root.display()),
+            ));
+        }
         let total = files.len() as u64;
         let mut notes = ReadNotes::default();
+        let mut tried = 0u64;
         for (i, path) in files.into_iter().enumerate() {
             if let Some(p) = &self.progress {
                 p(i as u64, total);
@@ -153,6 +160,7 @@ impl LogSource for FilesSource {
             if !may_overlap(&path, window) {
                 continue;
             }
+            tried += 1;
             let p = path.clone();
             let bytes = tokio::task::spawn_blocking(move || read_file(&p))
                 .await
@@ -169,8 +177,7 @@ impl LogSource for FilesSource {
             if let Err(problem) = result {
                 notes.bad_files += 1;
                 if notes.problems.len() < MAX_LISTED_PROBLEMS {
-                    let shown = path.strip_prefix(&root).unwrap_or(&path);
-                    notes.problems.push(format!("{}: {problem}", shown.display()));
+                    notes.problems.push(format!("{}: {problem}", shown_path(&path, &root).display()));
                 }
                 tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
             }
@@ -179,6 +186,9 @@ impl LogSource for FilesSource {
         }
         if let Some(p) = &self.progress {
             p(total, total);
+        }
+        if tried > 0 && notes.bad_files == tried {
+            return Err(none_readable(&notes));
         }
         Ok(notes)
     }
@@ -196,6 +206,24 @@ impl LogSource for FilesSource {
     }
 }
 
+/// A file as problems name it: relative to the directory read, or whole when it is the
+/// file that was read.
+fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
+    match path.strip_prefix(root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => rel,
+        _ => path,
+    }
+}
+
+/// Why nothing could be read when every file tried was bad: the first few problems.
+fn none_readable(notes: &ReadNotes) -> SourceError {
+    let first: Vec<&str> = notes.problems.iter().take(3).map(String::as_str).collect();
+    let more = if notes.bad_files > first.len() as u64 { "; …" } else { "" };
+    let what =
+        if notes.bad_files == 1 { "the file".to_string() } else { format!("any of the {} files", notes.bad_files) };
+    SourceError::new(SourceErrorKind::Other, format!("could not read {what}: {}{more}", first.join("; ")))
+}
+
 /// The widest window a file scan can ask for: everything CloudTrail ever wrote, up to now.
 pub fn all_time(now: DateTime<Utc>) -> Window {
     Window { start: DateTime::<Utc>::from_timestamp(0, 0).unwrap_or(now), end: now + TimeDelta::days(1) }
@@ -206,6 +234,14 @@ mod tests {
     use super::*;
     use crate::engine::ClustererConfig;
     use chrono::TimeZone;
+
+    #[test]
+    fn problems_name_the_file_even_when_it_is_the_target() {
+        let root = Path::new("/data/AWSLogs");
+        assert_eq!(shown_path(Path::new("/data/AWSLogs/2023/07/a.json"), root), Path::new("2023/07/a.json"));
+        let file = Path::new("/data/dump.json");
+        assert_eq!(shown_path(file, file), file);
+    }
 
     #[test]
     fn layout_days_are_read_from_paths() {

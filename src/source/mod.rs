@@ -1,6 +1,7 @@
 //! Where CloudTrail records come from. A source feeds the records of one log group and window
 //! into a [`Clusterer`]; the runner decides which windows and merges the results.
 
+mod aws_error;
 pub mod cloudwatch;
 pub mod files;
 mod limiter;
@@ -76,6 +77,12 @@ impl SourceCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadNotes {
     pub bad_files: u64,
+    /// Answer rows that lacked the fields asked for, so the records they stand for were not
+    /// counted.
+    pub unusable_rows: u64,
+    /// Whether the window held no record at all, not even a non-error one: `None` when the
+    /// source cannot tell.
+    pub window_empty: Option<bool>,
     /// One line per problem (bounded), shown on the run.
     pub problems: Vec<String>,
 }
@@ -93,6 +100,7 @@ impl ReadNotes {
             }
         }
         self.bad_files += other.bad_files - repeated;
+        self.unusable_rows += other.unusable_rows;
     }
 }
 
@@ -120,6 +128,12 @@ pub trait LogSource: Send + Sync {
         window: Window,
         clusterer: &mut Clusterer,
     ) -> Result<(), SourceError>;
+
+    /// Whether `group` holds any record at all (errors or not) within `window`, when the
+    /// source can tell cheaply; asked only of windows that gave no record to the clusterer.
+    async fn window_has_records(&self, _group: &str, _window: Window) -> Option<bool> {
+        None
+    }
 
     /// AWS (or other remote) calls made so far.
     fn counters(&self) -> &SourceCounters;
@@ -157,8 +171,11 @@ mod tests {
 
     #[test]
     fn a_file_bad_in_both_reads_is_counted_once() {
-        let notes =
-            |p: &[&str]| ReadNotes { bad_files: p.len() as u64, problems: p.iter().map(|s| s.to_string()).collect() };
+        let notes = |p: &[&str]| ReadNotes {
+            bad_files: p.len() as u64,
+            problems: p.iter().map(|s| s.to_string()).collect(),
+            ..ReadNotes::default()
+        };
         let mut window = notes(&["a.json: not JSON", "b.json.gz: bad gzip"]);
         window.absorb(notes(&["b.json.gz: bad gzip", "c.json: not JSON"]));
         assert_eq!(window.bad_files, 3);

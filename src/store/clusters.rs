@@ -16,7 +16,8 @@ use super::keyset::{AccessKeyKey, Order, RunClusterKey, TimeKey};
 use super::sql::INSERT_CHUNK;
 use super::{FinishedRun, PgStore, SqliteStore, StoreResult};
 use crate::engine::template::TEMPLATE_VERSION;
-use crate::model::cluster::{AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
+use crate::model::alerting::{NotifyLevel, SeverityRules};
+use crate::model::cluster::{self, AccessKeyView, ClusterIdentity, ClusterSummary, ClusterView, Counted};
 
 #[derive(Debug, Clone, Default)]
 pub struct ClusterFilter {
@@ -89,6 +90,8 @@ pub trait ClusterStore: Send + Sync {
         after: Option<AccessKeyKey>,
         limit: i64,
     ) -> StoreResult<Vec<AccessKeyView>>;
+    /// How many access keys an inspection knows.
+    async fn count_access_keys(&self, inspection_id: Uuid) -> StoreResult<i64>;
     /// How many clusters each of `inspection_ids` discovered (not from a baseline) at or
     /// after `since`; inspections with none are absent.
     async fn new_cluster_counts(
@@ -104,11 +107,12 @@ pub trait ClusterStore: Send + Sync {
 /// cluster at a time.
 const CLUSTER_COLUMNS: &str = "id, inspection_id, fingerprint, account_id, region, event_source, \
      event_name, error_code, template, total_count, first_seen, last_seen, baseline, discovered_at, \
-     discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message";
+     discovered_run_id, last_run_id, top_principals, top_source_ips, sample_event_ids, sample_message, \
+     level, cis_rules";
 
 const RUN_CLUSTER_COLUMNS: &str = "cluster_id, fingerprint, is_new, account_id, region, event_source, \
      event_name, error_code, template, count, first_seen, last_seen, top_principals, top_source_ips, \
-     sample_event_ids, sample_message";
+     sample_event_ids, sample_message, level, cis_rules";
 
 const ACCESS_KEY_COLUMNS: &str = "access_key_id, principal_arn, account_id, first_seen, last_seen, \
      last_event_name, last_source_ip, total_events";
@@ -139,6 +143,8 @@ struct ClusterRow {
     top_source_ips: Json<Vec<Counted>>,
     sample_event_ids: Json<Vec<String>>,
     sample_message: String,
+    level: Option<String>,
+    cis_rules: Option<Json<Vec<String>>>,
     /// Selected only for a single cluster: records can be large.
     #[sqlx(default)]
     sample_record: Option<Json<serde_json::Value>>,
@@ -146,21 +152,25 @@ struct ClusterRow {
 
 impl From<ClusterRow> for ClusterView {
     fn from(r: ClusterRow) -> Self {
+        let identity = ClusterIdentity {
+            fingerprint: r.fingerprint,
+            account_id: r.account_id,
+            region: r.region,
+            event_source: r.event_source,
+            event_name: r.event_name,
+            error_code: r.error_code,
+            template: r.template,
+        };
+        let (level, cis_rules) = stored_rating(r.level, r.cis_rules, &identity, &r.top_principals.0);
         ClusterView {
             id: r.id,
             inspection_id: r.inspection_id,
-            identity: ClusterIdentity {
-                fingerprint: r.fingerprint,
-                account_id: r.account_id,
-                region: r.region,
-                event_source: r.event_source,
-                event_name: r.event_name,
-                error_code: r.error_code,
-                template: r.template,
-            },
+            identity,
             total_count: r.total_count,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
+            level,
+            cis_rules,
             baseline: r.baseline,
             discovered_at: r.discovered_at,
             discovered_run_id: r.discovered_run_id,
@@ -192,22 +202,28 @@ struct RunClusterRow {
     top_source_ips: Json<Vec<Counted>>,
     sample_event_ids: Json<Vec<String>>,
     sample_message: String,
+    level: Option<String>,
+    cis_rules: Option<Json<Vec<String>>>,
 }
 
 impl From<RunClusterRow> for ClusterSummary {
     fn from(r: RunClusterRow) -> Self {
+        let identity = ClusterIdentity {
+            fingerprint: r.fingerprint,
+            account_id: r.account_id,
+            region: r.region,
+            event_source: r.event_source,
+            event_name: r.event_name,
+            error_code: r.error_code,
+            template: r.template,
+        };
+        let (level, cis_rules) = stored_rating(r.level, r.cis_rules, &identity, &r.top_principals.0);
         ClusterSummary {
             cluster_id: r.cluster_id,
-            identity: ClusterIdentity {
-                fingerprint: r.fingerprint,
-                account_id: r.account_id,
-                region: r.region,
-                event_source: r.event_source,
-                event_name: r.event_name,
-                error_code: r.error_code,
-                template: r.template,
-            },
+            identity,
             is_new: r.is_new,
+            level,
+            cis_rules,
             count: r.count,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
@@ -215,6 +231,24 @@ impl From<RunClusterRow> for ClusterSummary {
             top_source_ips: r.top_source_ips.0,
             sample_event_ids: r.sample_event_ids.0,
             sample_message: r.sample_message,
+        }
+    }
+}
+
+/// A row's stored rating. Rows from before ratings were stored are rated at start-up
+/// ([`Backend::migrate`](super::Backend::migrate)); one read before that is rated from what
+/// the row holds, under the default severity rules.
+fn stored_rating(
+    level: Option<String>,
+    cis_rules: Option<Json<Vec<String>>>,
+    identity: &ClusterIdentity,
+    top_principals: &[Counted],
+) -> (NotifyLevel, Vec<String>) {
+    match (level.as_deref().and_then(NotifyLevel::parse), cis_rules) {
+        (Some(level), Some(rules)) => (level, rules.0),
+        _ => {
+            let (rules, level) = cluster::rate(identity, top_principals, None, &SeverityRules::default());
+            (level, rules)
         }
     }
 }
@@ -268,6 +302,8 @@ const CLUSTER_MERGE: &str = " on conflict (inspection_id, fingerprint) do update
      top_principals = excluded.top_principals, \
      top_source_ips = excluded.top_source_ips, \
      sample_event_ids = excluded.sample_event_ids, \
+     level = excluded.level, \
+     cis_rules = excluded.cis_rules, \
      sample_record = coalesce(clusters.sample_record, excluded.sample_record)";
 
 /// Merges a run's access-key activity into what is known of each key. The newest event
@@ -288,8 +324,55 @@ const ACCESS_KEY_MERGE: &str = " on conflict (inspection_id, access_key_id) do u
      total_events = access_keys.total_events + excluded.total_events, \
      last_run_id = excluded.last_run_id";
 
-/// [`ClusterStore`] for a store over one sqlx backend, and the cluster and access-key writes
-/// of a finished run.
+/// A cluster row stored before ratings were: a known cluster (`key` its id) or a run's (`key`
+/// its run id), with what rating it takes.
+#[derive(sqlx::FromRow)]
+struct UnratedRow {
+    key: Uuid,
+    inspection_id: Uuid,
+    fingerprint: String,
+    account_id: String,
+    region: String,
+    event_source: String,
+    event_name: String,
+    error_code: String,
+    template: String,
+    top_principals: Json<Vec<Counted>>,
+    sample_record: Option<Json<serde_json::Value>>,
+}
+
+impl UnratedRow {
+    fn rate(&self, severity: &SeverityRules) -> (Vec<String>, NotifyLevel) {
+        let identity = ClusterIdentity {
+            fingerprint: self.fingerprint.clone(),
+            account_id: self.account_id.clone(),
+            region: self.region.clone(),
+            event_source: self.event_source.clone(),
+            event_name: self.event_name.clone(),
+            error_code: self.error_code.clone(),
+            template: self.template.clone(),
+        };
+        cluster::rate(&identity, &self.top_principals.0, self.sample_record.as_ref().map(|j| &j.0), severity)
+    }
+}
+
+/// Rows rated per statement when rating old rows.
+const RATING_BATCH: i64 = 500;
+
+/// Sets `level` and `cis_rules` of a report's new clusters from `ratings` (by fingerprint).
+fn rate_report(report: &mut serde_json::Value, ratings: &HashMap<String, (Vec<String>, NotifyLevel)>) {
+    let Some(clusters) = report.get_mut("new_clusters").and_then(|c| c.as_array_mut()) else { return };
+    for c in clusters {
+        let rating = c.get("fingerprint").and_then(|f| f.as_str()).and_then(|f| ratings.get(f));
+        if let (Some((rules, level)), Some(obj)) = (rating, c.as_object_mut()) {
+            obj.insert("level".into(), serde_json::json!(level));
+            obj.insert("cis_rules".into(), serde_json::json!(rules));
+        }
+    }
+}
+
+/// [`ClusterStore`] for a store over one sqlx backend, the cluster and access-key writes of a
+/// finished run, and the rating of clusters stored before ratings were.
 macro_rules! cluster_store {
     ($store:ident, $db:ty) => {
         #[async_trait]
@@ -385,6 +468,14 @@ macro_rules! cluster_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn count_access_keys(&self, inspection_id: Uuid) -> StoreResult<i64> {
+                let (n,): (i64,) = sqlx::query_as("select count(*) from access_keys where inspection_id = $1")
+                    .bind(inspection_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
+            }
+
             async fn new_cluster_counts(
                 &self,
                 inspection_ids: &[Uuid],
@@ -431,6 +522,99 @@ macro_rules! cluster_store {
         }
 
         impl $store {
+            /// Rates the clusters stored before ratings were (migration 0007), as the runs that
+            /// found them would have: each with its sample record, under its inspection's
+            /// severity rules as they are now; a run's clusters with their known cluster's
+            /// sample, and the new clusters of its report with them.
+            pub(super) async fn backfill_cluster_ratings(&self) -> anyhow::Result<()> {
+                let mut severity: HashMap<Uuid, SeverityRules> = HashMap::new();
+                loop {
+                    let rows: Vec<UnratedRow> = sqlx::query_as(
+                        "select id as key, inspection_id, fingerprint, account_id, region, event_source, \
+                         event_name, error_code, template, top_principals, sample_record \
+                         from clusters where cis_rules is null limit $1",
+                    )
+                    .bind(RATING_BATCH)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for r in rows {
+                        let (rules, level) = r.rate(self.severity_rules(&mut severity, r.inspection_id).await?);
+                        sqlx::query("update clusters set level = $2, cis_rules = $3 where id = $1")
+                            .bind(r.key)
+                            .bind(level.as_str())
+                            .bind(Json(&rules))
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                }
+                loop {
+                    let rows: Vec<UnratedRow> = sqlx::query_as(
+                        "select rc.run_id as key, r.inspection_id, rc.fingerprint, rc.account_id, rc.region, \
+                         rc.event_source, rc.event_name, rc.error_code, rc.template, rc.top_principals, \
+                         c.sample_record from run_clusters rc join runs r on r.id = rc.run_id \
+                         left join clusters c on c.id = rc.cluster_id where rc.cis_rules is null limit $1",
+                    )
+                    .bind(RATING_BATCH)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    if rows.is_empty() {
+                        return Ok(());
+                    }
+                    let mut by_run: HashMap<Uuid, HashMap<String, (Vec<String>, NotifyLevel)>> = HashMap::new();
+                    for r in rows {
+                        let (rules, level) = r.rate(self.severity_rules(&mut severity, r.inspection_id).await?);
+                        sqlx::query(
+                            "update run_clusters set level = $3, cis_rules = $4 where run_id = $1 and fingerprint = $2",
+                        )
+                        .bind(r.key)
+                        .bind(&r.fingerprint)
+                        .bind(level.as_str())
+                        .bind(Json(&rules))
+                        .execute(&self.pool)
+                        .await?;
+                        by_run.entry(r.key).or_default().insert(r.fingerprint, (rules, level));
+                    }
+                    for (run_id, ratings) in by_run {
+                        let report: Option<(Option<Json<serde_json::Value>>,)> =
+                            sqlx::query_as("select report from runs where id = $1")
+                                .bind(run_id)
+                                .fetch_optional(&self.pool)
+                                .await?;
+                        let Some((Some(Json(mut report)),)) = report else { continue };
+                        rate_report(&mut report, &ratings);
+                        sqlx::query("update runs set report = $2 where id = $1")
+                            .bind(run_id)
+                            .bind(Json(&report))
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                }
+            }
+
+            /// An inspection's severity rules as stored (the default ones when unreadable).
+            async fn severity_rules<'a>(
+                &self,
+                cache: &'a mut HashMap<Uuid, SeverityRules>,
+                inspection_id: Uuid,
+            ) -> StoreResult<&'a SeverityRules> {
+                if !cache.contains_key(&inspection_id) {
+                    let settings: Option<(Json<serde_json::Value>,)> =
+                        sqlx::query_as("select settings from inspections where id = $1")
+                            .bind(inspection_id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    let rules = settings
+                        .and_then(|(Json(s),)| s.get("severity_rules").cloned())
+                        .and_then(|r| serde_json::from_value(r).ok())
+                        .unwrap_or_default();
+                    cache.insert(inspection_id, rules);
+                }
+                Ok(&cache[&inspection_id])
+            }
+
             /// Inserts the run's new clusters and merges the ones it found again.
             pub(super) async fn write_clusters(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -441,7 +625,7 @@ macro_rules! cluster_store {
                         "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
                          event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
                          discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                         sample_event_ids, sample_message, sample_record, template_version) ",
+                         sample_event_ids, sample_message, sample_record, level, cis_rules, template_version) ",
                     );
                     qb.push_values(chunk, |mut b, c| {
                         let s = &c.summary;
@@ -466,6 +650,8 @@ macro_rules! cluster_store {
                             .push_bind(Json(&c.sample_event_ids))
                             .push_bind(&s.sample_message)
                             .push_bind(c.sample_record.as_ref().map(Json))
+                            .push_bind(s.level.as_str())
+                            .push_bind(Json(&s.cis_rules))
                             .push_bind(TEMPLATE_VERSION);
                     });
                     qb.push(CLUSTER_MERGE);
@@ -483,7 +669,7 @@ macro_rules! cluster_store {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
                         "insert into run_clusters (run_id, cluster_id, fingerprint, is_new, account_id, region, \
                          event_source, event_name, error_code, template, count, first_seen, last_seen, \
-                         top_principals, top_source_ips, sample_event_ids, sample_message) ",
+                         top_principals, top_source_ips, sample_event_ids, sample_message, level, cis_rules) ",
                     );
                     qb.push_values(chunk, |mut b, s| {
                         b.push_bind(run.run_id)
@@ -502,7 +688,9 @@ macro_rules! cluster_store {
                             .push_bind(Json(&s.top_principals))
                             .push_bind(Json(&s.top_source_ips))
                             .push_bind(Json(&s.sample_event_ids))
-                            .push_bind(&s.sample_message);
+                            .push_bind(&s.sample_message)
+                            .push_bind(s.level.as_str())
+                            .push_bind(Json(&s.cis_rules));
                     });
                     qb.build().execute(&mut *conn).await?;
                 }

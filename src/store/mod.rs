@@ -19,7 +19,8 @@
 //!   runs, and the read positions of log groups (watermarks) that finished runs advance.
 //!   [`RunStore::finish_run`] opens the one transaction of a finished run and has each
 //!   resource below write its part in it.
-//! - `clusters.rs`: [`ClusterStore`]: known clusters, a run's clusters and access keys.
+//! - `clusters.rs`: [`ClusterStore`]: known clusters, a run's clusters and access keys, and
+//!   the backfill that rates clusters stored before their level and CIS rules were.
 //! - `outbox.rs`: [`OutboxStore`]: events and their delivery, the alerting state per cloud
 //!   account, and inspections' registrations in Guance.
 //! - `schedule.rs`: [`ScheduleStore`]: claimed cron slots.

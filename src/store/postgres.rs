@@ -109,7 +109,8 @@ impl Backend for PgStore {
         self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await?;
         super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
-        Ok(())
+        // After re-templating, which merges clusters but rates none.
+        self.backfill_cluster_ratings().await
     }
 
     async fn close(&self) {

@@ -50,11 +50,15 @@ pub enum QueueRefused {
 }
 
 /// Where a log group was read up to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogGroupState {
     pub log_group: String,
     pub watermark: Option<DateTime<Utc>>,
     pub baseline_until: Option<DateTime<Utc>>,
+    /// Default windows in a row that held no record at all, and when a run last warned of
+    /// it. Written whole with the rest of the state.
+    pub empty_windows: i64,
+    pub empty_warned_at: Option<DateTime<Utc>>,
 }
 
 /// Everything a finished run writes, in one transaction.
@@ -364,15 +368,23 @@ macro_rules! run_store {
             }
 
             async fn log_group_states(&self, inspection_id: Uuid) -> StoreResult<Vec<LogGroupState>> {
-                let rows: Vec<(String, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
-                    "select log_group, watermark, baseline_until from log_group_state where inspection_id = $1",
+                type Row = (String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i64, Option<DateTime<Utc>>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "select log_group, watermark, baseline_until, empty_windows, empty_warned_at \
+                     from log_group_state where inspection_id = $1",
                 )
                 .bind(inspection_id)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows
                     .into_iter()
-                    .map(|(log_group, watermark, baseline_until)| LogGroupState { log_group, watermark, baseline_until })
+                    .map(|(log_group, watermark, baseline_until, empty_windows, empty_warned_at)| LogGroupState {
+                        log_group,
+                        watermark,
+                        baseline_until,
+                        empty_windows,
+                        empty_warned_at,
+                    })
                     .collect())
             }
 
@@ -556,18 +568,23 @@ macro_rules! run_store {
             ) -> StoreResult<()> {
                 for state in &run.group_states {
                     sqlx::query(
-                        "insert into log_group_state (inspection_id, log_group, watermark, baseline_until, updated_at) \
-                         values ($1, $2, $3, $4, $5) \
+                        "insert into log_group_state (inspection_id, log_group, watermark, baseline_until, updated_at, \
+                         empty_windows, empty_warned_at) \
+                         values ($1, $2, $3, $4, $5, $6, $7) \
                          on conflict (inspection_id, log_group) do update set \
                          watermark = coalesce(excluded.watermark, log_group_state.watermark), \
                          baseline_until = coalesce(excluded.baseline_until, log_group_state.baseline_until), \
-                         updated_at = excluded.updated_at",
+                         updated_at = excluded.updated_at, \
+                         empty_windows = excluded.empty_windows, \
+                         empty_warned_at = excluded.empty_warned_at",
                     )
                     .bind(run.inspection_id)
                     .bind(&state.log_group)
                     .bind(state.watermark)
                     .bind(state.baseline_until)
                     .bind(run.finished_at)
+                    .bind(state.empty_windows)
+                    .bind(state.empty_warned_at)
                     .execute(&mut *conn)
                     .await?;
                 }

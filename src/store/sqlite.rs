@@ -66,7 +66,8 @@ impl Backend for SqliteStore {
         self.backfill_trigger_hashes().await?;
         self.backfill_guance_checkers().await?;
         super::retemplate::log(self.retemplate_clusters().await.context("re-templating stored clusters")?);
-        Ok(())
+        // After re-templating, which merges clusters but rates none.
+        self.backfill_cluster_ratings().await
     }
 
     async fn close(&self) {

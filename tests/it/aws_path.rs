@@ -150,3 +150,38 @@ async fn insights_cuts_a_capped_window_by_its_matched_records_and_queries_the_pa
     assert!(fake.max_running_queries() > 1, "the parts ran concurrently");
     assert!(fake.max_running_queries() <= cloudtrail_inspector::source::cloudwatch::QUERY_CONCURRENCY);
 }
+
+/// An answer whose rows lack the fields the queries compute (an emulator without `stats`,
+/// a changed schema) is not a window without errors or keys: each group says so and the run
+/// is partial, under either strategy.
+#[tokio::test]
+async fn insights_rows_without_the_asked_fields_are_not_a_silent_success() {
+    let omit = vec!["ct_count".to_string(), "ct_last".to_string()];
+    let fake = FakeCwl::start_with(FakeConfig { omit_result_fields: omit, ..FakeConfig::default() }).await;
+    let errors = load(&fake, 30);
+    let at = (window_end() - TimeDelta::minutes(30)).timestamp_millis();
+    let keyed = (0..3).map(|i| {
+        let mut r: Value = serde_json::from_str(&record(10_000 + i, false)).unwrap();
+        r["userIdentity"]["accessKeyId"] = json!(format!("AKIAKEYKEYKEY000000{i}"));
+        (at, r.to_string())
+    });
+    fake.put_events(GROUP, "keys", keyed);
+    let app = TestApp::new(Backend::Sqlite).await;
+
+    let r = run(&app, "logs_insights", &fake).await;
+    assert_eq!(r["status"], "partial", "{r}");
+    assert_eq!(r["error_records"], 0, "nothing could be counted: {r}");
+    let warnings = r["log_groups"][0]["warnings"].as_array().unwrap();
+    let rows =
+        format!("{errors} of {errors} Logs Insights rows lacked the fields the query asked for (ct_count, ct_last)");
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().starts_with(&rows)), "{warnings:?}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains(&format!("{errors} Logs Insights rows lacked the fields the query asked for")), "{error}");
+    assert!(error.contains("access-key activity could not be read: 3 of 3 Logs Insights rows lacked"), "{error}");
+
+    // FilterLogEvents reads the errors whole; only the key query's rows are short.
+    let r = run(&app, "filter_log_events", &fake).await;
+    assert_eq!((&r["status"], &r["error_records"]), (&json!("partial"), &json!(errors)), "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.starts_with("access-key activity could not be read: 3 of 3 Logs Insights rows lacked the fields the query asked for (ct_last)"), "{error}");
+}

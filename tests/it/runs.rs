@@ -282,7 +282,7 @@ async fn the_baseline_makes_old_errors_known() {
         assert_eq!(first["clusters_total"], 2);
         assert_eq!(first["clusters_new"], 1, "GetBucketPolicy was already failing before: not new");
         assert_eq!(first["report"]["new_clusters"][0]["event_name"], "PutBucketPolicy");
-        assert_eq!(first["baseline_clusters"], 1, "GetBucketAcl is known from the baseline only");
+        assert_eq!(first["baseline_clusters"], 2, "GetBucketPolicy and GetBucketAcl were taught by the baseline");
         let (_, all) = app.get(&format!("/api/v1/inspections/{}/clusters", insp["id"].as_str().unwrap())).await;
         let all = all["items"].as_array().unwrap();
         assert_eq!(all.len(), 3);
@@ -290,6 +290,7 @@ async fn the_baseline_makes_old_errors_known() {
         assert_eq!(acl["baseline"], true);
         let policy = all.iter().find(|c| c["event_name"] == "GetBucketPolicy").unwrap();
         assert_eq!(policy["total_count"], 2, "baseline and window records both counted, once each");
+        assert_eq!(policy["baseline"], true, "learned from the baseline, though the window saw it too");
         // The baseline is read once per log group.
         let second = run(&app, insp["id"].as_str().unwrap(), json!({})).await;
         assert_eq!(second["log_groups"][0]["baseline_read"], false);

@@ -60,10 +60,50 @@ fn scan_prints_the_clusters_of_real_files_and_reports_bad_ones() {
     assert!(stdout.contains("records: 2,900 · error records: 300"), "{stdout}");
     assert!(stdout.contains("NEW ERROR CLUSTERS"), "{stdout}");
     assert!(stdout.contains("The routeTable ID '<*>' does not exist"));
-    assert!(stdout.contains("ACCESS KEYS"));
+    // Each cluster's level and CIS rules: StopLogging of a missing trail is CIS CloudWatch.5.
+    let stop = stdout.lines().find(|l| l.contains("cloudtrail StopLogging")).expect("the StopLogging cluster");
+    assert!(stop.contains(" critical ") && stop.trim_end().ends_with("CloudWatch.5"), "{stop}");
+    assert!(stdout.contains("LEVEL") && stdout.contains(" CIS"), "{stdout}");
+    assert!(stdout.contains("ACCESS KEYS (50 of 133 shown; 133 active in this window;"), "{stdout}");
     assert!(stdout.contains("status: partial"), "bad files make the run partial: {stdout}");
     assert!(stderr.contains("truncated.json.gz: bad gzip"), "{stderr}");
     assert!(stderr.contains("notes.json: not JSON"), "{stderr}");
+}
+
+#[test]
+fn exit_codes_tell_a_pipeline_what_was_and_was_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    delivered_tree(dir.path());
+    let state = format!("sqlite://{}", dir.path().join("state.db").display());
+    let tree = dir.path().to_str().unwrap();
+    let first = scan(&["--no-progress", "--state", &state, tree]);
+    assert_eq!(first.status.code(), Some(3), "new clusters, though two files could not be read");
+    // Nothing new among what could be read, but two files were not: not a clean 0.
+    let second = scan(&["--no-progress", "--state", &state, tree]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert_eq!(second.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("none among what could be read"), "{stdout}");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("truncated.json.gz: bad gzip"));
+
+    // A single file that cannot be read: nothing was read, and the warning names the file.
+    let day = dir.path().join("AWSLogs/123837392027/CloudTrail/us-east-1/2023/07/10");
+    for (name, problem) in [("notes.json", "not JSON"), ("truncated.json.gz", "bad gzip")] {
+        let file = day.join(name);
+        let out = scan(&["--no-progress", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&format!("{}: {problem}", file.display())), "{stderr}");
+        assert!(!stderr.contains(": : "), "{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("nothing could be read"));
+    }
+
+    // A directory without CloudTrail files.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("README.txt"), "no records here").unwrap();
+    let out = scan(&["--no-progress", empty.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no CloudTrail files in"), "{stderr}");
 }
 
 #[test]
@@ -77,7 +117,15 @@ fn state_remembers_known_clusters_between_scans() {
     assert_eq!(v["run"]["clusters_new"], v["run"]["clusters_total"]);
     assert_eq!(v["run"]["error_records"], 300);
     assert_eq!(v["clusters"].as_array().unwrap().len() as i64, v["run"]["clusters_total"].as_i64().unwrap());
+    let denied = v["clusters"].as_array().unwrap().iter().find(|c| c["event_name"] == "AssumeRole").unwrap();
+    assert_eq!((&denied["level"], &denied["cis_rules"]), (&json!("error"), &json!(["CloudWatch.2"])), "{denied}");
     assert_eq!(v["access_keys"].as_array().unwrap().len(), 50);
+    // invictus holds 133 access keys, all active in the scan's window: how many, and that
+    // the list is cut, are said.
+    assert_eq!((&v["access_keys_total"], &v["access_keys_active"]), (&json!(133), &json!(133)), "{}", v["run"]);
+    assert_eq!(v["access_keys_truncated"], true);
+    assert_eq!(v["run"]["report"]["access_keys_active"], 133);
+    assert_eq!(v["run"]["report"]["access_keys_truncated"], true);
 
     let second = scan(&["--state", &state, target.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&second.stdout);
@@ -115,6 +163,28 @@ fn windows_select_records_by_event_time() {
     assert!(stdout.contains("window: all records before 2023-07-10 12:10:00Z\n"), "{stdout}");
 }
 
+/// A first scan lists each cluster once; the window shown is the one asked for, not the
+/// internal bound a day past now; the JSON says who ran it and which version of itself it is.
+#[test]
+fn scan_output_says_each_thing_once_and_plainly() {
+    let target = invictus_dir();
+    let out = scan(&["--no-progress", "--since", "2023-07-10T12:00:00Z", target.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("window: all records since 2023-07-10 12:00:00Z\n"), "{stdout}");
+    assert!(stdout.contains("KNOWN ERROR CLUSTERS (0)") && !stdout.contains("ALL CLUSTERS"), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("ec2 ") || l.contains("iam ")).collect();
+    assert!(!rows.is_empty(), "{stdout}");
+    let distinct: std::collections::HashSet<&&str> = rows.iter().collect();
+    assert_eq!(distinct.len(), rows.len(), "a cluster is printed once: {stdout}");
+
+    let json = scan(&["--format", "json", "--since", "2023-07-10T12:00:00Z", target.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["run"]["trigger"], "cli");
+    assert_eq!(v["window"], json!({"start": "2023-07-10T12:00:00Z", "end": null}), "{}", v["window"]);
+    assert_eq!(v["target"], target.canonicalize().unwrap().display().to_string());
+}
+
 #[test]
 fn markdown_output_and_ignored_codes() {
     let out =
@@ -122,7 +192,9 @@ fn markdown_output_and_ignored_codes() {
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(md.starts_with("# CloudTrail scan of"), "{md}");
     assert!(md.contains("## New error clusters"));
-    assert!(md.contains("| Count | Account |"));
+    assert!(md.contains("| Count | Level | Account |"), "{md}");
+    let stop = md.lines().find(|l| l.contains("StopLogging")).expect("the StopLogging cluster");
+    assert!(stop.contains("| critical |") && stop.contains("CloudWatch.5"), "{stop}");
     assert!(!md.contains("ThrottlingException"), "ignored codes are left out");
     assert!(md.contains("ignored: 102"), "{md}");
 }

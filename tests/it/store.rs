@@ -62,7 +62,12 @@ fn finished(run_id: Uuid, inspection_id: Uuid) -> FinishedRun {
         run_clusters: vec![],
         cluster_writes: vec![],
         key_writes: vec![],
-        group_states: vec![LogGroupState { log_group: "g".into(), watermark: Some(now), baseline_until: Some(now) }],
+        group_states: vec![LogGroupState {
+            log_group: "g".into(),
+            watermark: Some(now),
+            baseline_until: Some(now),
+            ..LogGroupState::default()
+        }],
         events: vec![],
         dimensions: vec![],
     }

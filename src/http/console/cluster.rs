@@ -8,7 +8,7 @@ use maud::{Markup, html};
 
 use super::chart::{self, Bar};
 use super::inspection::tops;
-use super::view::{self, api, level_and_rules, level_badge, maybe_when, num, when};
+use super::view::{self, api, level_badge, maybe_when, num, stored_rules, when};
 use super::{Access, PageError, PageResult, parse_id};
 use crate::http::AppState;
 use crate::model::cluster::ClusterView;
@@ -26,8 +26,7 @@ pub async fn page(
     let id = parse_id(&id, "cluster")?;
     let c = state.store.get_cluster(id).await?.ok_or(PageError::NotFound("cluster"))?;
     let inspection = state.store.get_inspection(c.inspection_id).await?;
-    let severity = inspection.as_ref().map(|i| i.settings.severity_rules.clone()).unwrap_or_default();
-    let (level, rules) = level_and_rules(&c.identity, &c.top_principals, c.sample_record.as_ref(), &severity);
+    let (level, rules) = (c.level, stored_rules(&c.cis_rules));
     let occurrences = state.store.cluster_occurrences(id, OCCURRENCES).await?;
     let bars: Vec<Bar> = occurrences
         .iter()

@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::chart::{self, Bar};
-use super::view::{self, api, badge, counted, cut, level_and_rules, level_badge, maybe_when, num, rule_list, when};
+use super::view::{self, api, badge, counted, cut, level_badge, maybe_when, num, rule_list, stored_rules, when};
 use super::{Access, PageError, PageResult, parse_id};
 use crate::http::AppState;
 use crate::model::cluster::ClusterView;
@@ -64,7 +64,7 @@ pub async fn page(
         }
         section {
             h2 { "Clusters" }
-            (cluster_table(&clusters, &i, now))
+            (cluster_table(&clusters, now))
             @if let Some(c) = next { p { a href={ "/console/inspections/" (id) "?clusters=" (c) } { "Older clusters →" } } }
         }
         section {
@@ -168,7 +168,7 @@ pub fn window(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Marku
     html! { span.nowrap { (fmt(start)) " – " (fmt(end)) } }
 }
 
-fn cluster_table(clusters: &[ClusterView], i: &Inspection, now: DateTime<Utc>) -> Markup {
+fn cluster_table(clusters: &[ClusterView], now: DateTime<Utc>) -> Markup {
     html! {
         @if clusters.is_empty() { p.muted { "No clusters yet." } }
         @else {
@@ -179,7 +179,7 @@ fn cluster_table(clusters: &[ClusterView], i: &Inspection, now: DateTime<Utc>) -
                 } }
                 tbody {
                     @for c in clusters {
-                        @let (level, rules) = level_and_rules(&c.identity, &c.top_principals, None, &i.settings.severity_rules);
+                        @let (level, rules) = (c.level, stored_rules(&c.cis_rules));
                         tr {
                             td {
                                 (when(now, c.discovered_at))

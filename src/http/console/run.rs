@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
 use super::inspection::{keys_table, window};
-use super::view::{self, api, badge, cut, level_and_rules, level_badge, maybe_when, num, rule_list, when};
+use super::view::{self, api, badge, cut, level_badge, maybe_when, num, rule_list, stored_rules, when};
 use super::{Access, PageError, PageResult, parse_id};
 use crate::http::AppState;
-use crate::model::alerting::SeverityRules;
 use crate::model::cluster::ClusterSummary;
 use crate::model::run::{Run, RunReport};
 
@@ -26,7 +25,6 @@ pub async fn page(
     let id = parse_id(&id, "run")?;
     let run = state.store.get_run(id).await?.ok_or(PageError::NotFound("run"))?;
     let inspection = state.store.get_inspection(run.inspection_id).await?;
-    let severity = inspection.as_ref().map(|i| i.settings.severity_rules.clone()).unwrap_or_default();
     let name = inspection.as_ref().map(|i| i.name.clone()).unwrap_or_else(|| "(deleted inspection)".into());
     let clusters = state.store.run_clusters(id, None, CLUSTERS).await?;
     let title = format!("Run {} of {name}", view::short_id(run.id));
@@ -39,10 +37,10 @@ pub async fn page(
         @if let Some(e) = &run.error { p.error { (e) } }
         section { h2 { "Counters" } (counters(&run)) }
         section { h2 { "Log groups" } (log_groups(&run)) }
-        @if let Some(report) = &run.report { (report_parts(report, &severity, now)) }
+        @if let Some(report) = &run.report { (report_parts(report, now)) }
         section {
             h2 { "All clusters of this run" }
-            (cluster_rows(&clusters, &severity, now))
+            (cluster_rows(&clusters, now))
             @if clusters.len() as i64 == CLUSTERS { p.muted { "The first " (CLUSTERS) " are shown: new ones first, then the largest." } }
         }
     };
@@ -108,7 +106,7 @@ fn log_groups(r: &Run) -> Markup {
     }
 }
 
-fn report_parts(report: &RunReport, severity: &SeverityRules, now: DateTime<Utc>) -> Markup {
+fn report_parts(report: &RunReport, now: DateTime<Utc>) -> Markup {
     html! {
         section {
             h2 { "Report" }
@@ -131,7 +129,7 @@ fn report_parts(report: &RunReport, severity: &SeverityRules, now: DateTime<Utc>
             h3 { "Access keys" }
             (keys_table(&report.access_keys, now))
             h3 { "New clusters" }
-            (cluster_rows(&report.new_clusters, severity, now))
+            (cluster_rows(&report.new_clusters, now))
             @if report.new_clusters_truncated { p.muted { "More new clusters than the report keeps: all are listed below." } }
             h3 { "Events" }
             @if let Some(note) = &report.events_note { p.muted { (note) } }
@@ -158,7 +156,7 @@ fn report_parts(report: &RunReport, severity: &SeverityRules, now: DateTime<Utc>
     }
 }
 
-fn cluster_rows(clusters: &[ClusterSummary], severity: &SeverityRules, now: DateTime<Utc>) -> Markup {
+fn cluster_rows(clusters: &[ClusterSummary], now: DateTime<Utc>) -> Markup {
     html! {
         @if clusters.is_empty() { p.muted { "None." } }
         @else {
@@ -169,7 +167,7 @@ fn cluster_rows(clusters: &[ClusterSummary], severity: &SeverityRules, now: Date
                 } }
                 tbody {
                     @for c in clusters {
-                        @let (level, rules) = level_and_rules(&c.identity, &c.top_principals, None, severity);
+                        @let (level, rules) = (c.level, stored_rules(&c.cis_rules));
                         tr {
                             td { @if c.is_new { span.tag.new { "new" } } }
                             td { (level_badge(level)) }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
 use super::Access;
-use crate::engine::rules::{self, RuleInput};
-use crate::model::alerting::{NotifyLevel, SeverityRules};
+use crate::engine::rules;
+use crate::model::alerting::NotifyLevel;
 use crate::model::cluster::{ClusterIdentity, Counted};
 
 fn head(title: &str) -> Markup {
@@ -143,25 +143,10 @@ pub fn counted(items: &[Counted]) -> Markup {
     }
 }
 
-/// A cluster's level and matched CIS rules, as events compute them (`guance::event`): the
-/// rules read the cluster's key, principals and, when given, its sample record.
-pub fn level_and_rules(
-    id: &ClusterIdentity,
-    principals: &[Counted],
-    sample: Option<&serde_json::Value>,
-    severity: &SeverityRules,
-) -> (NotifyLevel, Vec<&'static rules::Rule>) {
-    let input = RuleInput {
-        event_source: &id.event_source,
-        event_name: &id.event_name,
-        error_code: &id.error_code,
-        template: &id.template,
-        principals: principals.iter().map(|p| p.value.as_str()).collect(),
-        sample,
-    };
-    let matched: Vec<String> = rules::matching_rules(&input).into_iter().map(str::to_owned).collect();
-    let level = severity.level_of(&matched, &id.error_code);
-    (level, matched.iter().filter_map(|id| rules::rule(id)).collect())
+/// The CIS rules a cluster was rated with (stored with it, as the API shows them), for
+/// their titles.
+pub fn stored_rules(ids: &[String]) -> Vec<&'static rules::Rule> {
+    ids.iter().filter_map(|id| rules::rule(id)).collect()
 }
 
 pub fn level_badge(level: NotifyLevel) -> Markup {

@@ -81,6 +81,9 @@ pub struct FakeConfig {
     pub max_query_rows: usize,
     /// Queries running at once at most; one more gets `LimitExceededException`.
     pub max_concurrent_queries: usize,
+    /// Fields left out of every Insights result row, as an emulator that does not compute
+    /// them, or a changed schema, would answer.
+    pub omit_result_fields: Vec<String>,
 }
 
 impl Default for FakeConfig {
@@ -95,6 +98,7 @@ impl Default for FakeConfig {
             query_scan_bytes_per_sec: None,
             max_query_rows: 10_000,
             max_concurrent_queries: 30,
+            omit_result_fields: Vec::new(),
         }
     }
 }

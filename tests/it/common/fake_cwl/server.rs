@@ -286,7 +286,7 @@ fn dispatch(st: &mut State, cfg: &FakeConfig, operation: &str, req: &Value) -> R
     match operation {
         "FilterLogEvents" => filter_log_events(st, cfg, req),
         "StartQuery" => start_query(st, cfg, req),
-        "GetQueryResults" => get_query_results(st, req),
+        "GetQueryResults" => get_query_results(st, cfg, req),
         "StopQuery" => stop_query(st, req),
         "CreateLogGroup" => create_log_group(st, req),
         "DeleteLogGroup" => delete_log_group(st, req),
@@ -517,7 +517,7 @@ fn unknown_query() -> ApiError {
     ApiError::new(400, "ResourceNotFoundException", "The specified query does not exist.")
 }
 
-fn get_query_results(st: &State, req: &Value) -> Result<Value, ApiError> {
+fn get_query_results(st: &State, cfg: &FakeConfig, req: &Value) -> Result<Value, ApiError> {
     let q = st.queries.get(&query_id(req)?).ok_or_else(unknown_query)?;
     let now = Instant::now();
     let (status, done) = if q.cancelled {
@@ -530,7 +530,10 @@ fn get_query_results(st: &State, req: &Value) -> Result<Value, ApiError> {
     let results: Vec<Value> = if done {
         q.rows
             .iter()
-            .map(|row| Value::Array(row.iter().map(|(f, v)| json!({"field": f, "value": v})).collect()))
+            .map(|row| {
+                let kept = row.iter().filter(|(f, _)| !cfg.omit_result_fields.iter().any(|o| o == f));
+                Value::Array(kept.map(|(f, v)| json!({"field": f, "value": v})).collect())
+            })
             .collect()
     } else {
         Vec::new()
