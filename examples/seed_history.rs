@@ -316,7 +316,8 @@ macro_rules! seed_with {
                             "insert into clusters (id, inspection_id, fingerprint, account_id, region, event_source, \
                              event_name, error_code, template, total_count, first_seen, last_seen, baseline, \
                              discovered_at, discovered_run_id, last_run_id, top_principals, top_source_ips, \
-                             sample_event_ids, sample_message, sample_record, level, cis_rules) ",
+                             sample_event_ids, sample_message, sample_record, level, cis_rules, \
+                             template_version) ",
                         );
                         qb.push_values(chunk, |mut b, (id, run_id, created, s, record)| {
                             b.push_bind(*id)
@@ -341,7 +342,8 @@ macro_rules! seed_with {
                                 .push_bind(s.sample_message.clone())
                                 .push_bind(Json(record.clone()))
                                 .push_bind(s.level.as_str())
-                                .push_bind(Json(s.cis_rules.clone()));
+                                .push_bind(Json(s.cis_rules.clone()))
+                                .push_bind(cloudtrail_inspector::engine::template::TEMPLATE_VERSION);
                         });
                         qb.build().execute(&mut *tx).await?;
                     }

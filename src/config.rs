@@ -520,6 +520,12 @@ pub struct GuanceArgs {
     /// Hours an undelivered event is retried before it expires.
     #[arg(long, env = "GUANCE_EVENT_EXPIRY_HOURS", default_value_t = (EventSettings::DEFAULT_EXPIRY.as_secs() / 3600) as u32, value_parser = clap::value_parser!(u32).range(1..=720))]
     pub guance_event_expiry_hours: u32,
+
+    /// Seconds between read-backs of each inspection from Guance, which adopt what was
+    /// changed in Guance studio (configs, alert policies, enabled). Every run also reads its
+    /// inspection back first.
+    #[arg(long, env = "GUANCE_SYNC_INTERVAL_SECS", default_value_t = crate::outbox::Guance::DEFAULT_PULL_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(10..=86400))]
+    pub guance_sync_interval_secs: u64,
 }
 
 impl GuanceArgs {

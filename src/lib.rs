@@ -21,7 +21,8 @@
 //! - [`guance`]: Guance's OpenAPI and OpenWay clients, event rendering (markdown, `df_*`
 //!   fields, line protocol) and the alerting state machine. Pure rendering and a client.
 //! - [`outbox`]: from runs to Guance: the events a finished run records, and the workers that
-//!   deliver them and keep each inspection's registration in Guance up to date.
+//!   deliver them and keep each inspection and its registration in Guance in sync, both ways
+//!   (edits made in Guance studio are adopted).
 //! - [`runner`]: turns a trigger into a run: plans each log group's window, reads it through
 //!   a source, lets the engine cluster it, tells new clusters from known ones, and stores the
 //!   result and its events in one transaction.

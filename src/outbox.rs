@@ -1,6 +1,8 @@
 //! From runs to Guance: which events a finished run records (planned here, written by the
 //! store in the run's own transaction — an outbox), and the workers that deliver them and
-//! keep each inspection's registration in Guance up to date.
+//! keep each inspection and its registration in Guance in sync, both ways: what changes here
+//! is pushed, what is edited in Guance studio is adopted (decided by [`crate::guance::sync`]),
+//! before every run and every `pull_interval`.
 //!
 //! Delivery loses nothing: an event is written with its run, claimed by one worker at a time
 //! (several instances share the work through the database), retried with exponential backoff
@@ -19,15 +21,18 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::guance::alerting::{DimensionState, SilentReason};
-use crate::guance::client::{CheckerSpec, GuanceClient, GuanceError, RefFuncInfo};
-use crate::guance::event::{self, AccountRun, EventCluster, EventContext, ExecMode, GuanceEvent};
+use crate::guance::client::{CheckerRecord, CheckerSpec, GuanceClient, GuanceError, ModifyParts, RefFuncInfo};
+use crate::guance::event::{self, AccountRun, EventCluster, EventContext, GuanceEvent};
+use crate::guance::sync;
 use crate::model::Secret;
+use crate::model::alerting::AlertPolicy;
 use crate::model::cluster::{AccessKeyView, ClusterSummary};
-use crate::model::event::DeliveryState;
-use crate::model::inspection::{Inspection, guance_ref_key};
-use crate::model::run::{RunEventSummary, RunStatus, Trigger};
+use crate::model::event::{DeliveryState, GuanceChange};
+use crate::model::inspection::{Inspection, guance_ref_key, validate_log_groups};
+use crate::model::run::{ExecMode, RunEventSummary, RunStatus};
 use crate::model::time;
-use crate::store::{CheckerOutcome, DeliveryOutcome, DynStore, NewEvent, OutboxEvent};
+use crate::model::validation::FieldErrors;
+use crate::store::{CheckerJob, CheckerOutcome, DeliveryOutcome, DynStore, NewEvent, OutboxEvent};
 
 /// The function Guance shows as the source of the inspections and events.
 pub const FUNC_ID: &str = "cloudtrail_inspector.run";
@@ -69,7 +74,8 @@ pub const NOT_CONFIGURED: &str =
 pub struct RunEvents<'a> {
     pub inspection: &'a Inspection,
     pub run_id: Uuid,
-    pub trigger: Trigger,
+    /// `df_crontab_exec_mode` of its events.
+    pub exec_mode: ExecMode,
     pub window: (DateTime<Utc>, DateTime<Utc>),
     pub status: RunStatus,
     pub dry_run: bool,
@@ -177,7 +183,7 @@ fn event_context(r: &RunEvents<'_>) -> EventContext {
         log_groups: s.source.groups(&s.log_groups),
         window_start: r.window.0,
         window_end: r.window.1,
-        exec_mode: if r.trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual },
+        exec_mode: r.exec_mode,
         alert_policy_ids: s.alert_policy.guance_alert_policy_uuids.clone(),
         public_url: r.settings.public_url.clone(),
         share: r.settings.share.as_ref().map(|s| s.signer(r.now)),
@@ -185,23 +191,24 @@ fn event_context(r: &RunEvents<'_>) -> EventContext {
     }
 }
 
-/// Whether an event goes to Guance, and why not when it does not.
+/// Whether an event goes to Guance, and a note: why not when it does not, why it is silent
+/// when it is. A silent event goes to Guance like any other (`df_is_silent = "true"`): an
+/// alert policy silences notifications, not the event history.
 fn delivery_of(r: &RunEvents<'_>, ev: &GuanceEvent, silent: &Option<SilentReason>) -> (DeliveryState, Option<String>) {
+    let silence = silent.as_ref().map(|reason| match reason {
+        SilentReason::Silenced { until } => format!("silent (df_is_silent): silenced until {}", until.to_rfc3339()),
+        SilentReason::LevelNotNotified { .. } => {
+            format!("silent (df_is_silent): level {} is not in the alert policy's notify_levels", ev.status.as_str())
+        }
+    });
     if r.dry_run {
         (DeliveryState::NotSent, Some("not sent: dry run".to_string()))
     } else if !ev.deliver {
-        let why = match silent {
-            Some(SilentReason::Silenced { until }) => format!("silenced until {}", until.to_rfc3339()),
-            Some(SilentReason::LevelNotNotified { .. }) => {
-                format!("level {} is not in the alert policy's notify_levels", ev.status.as_str())
-            }
-            None => "recorded only".to_string(),
-        };
-        (DeliveryState::NotSent, Some(format!("not sent: {why}")))
+        (DeliveryState::NotSent, Some("not sent: recorded only".to_string()))
     } else if !r.settings.guance_configured {
         (DeliveryState::NotSent, Some(NOT_CONFIGURED.to_string()))
     } else {
-        (DeliveryState::Pending, None)
+        (DeliveryState::Pending, silence)
     }
 }
 
@@ -216,12 +223,21 @@ pub struct Guance {
     pub retry_base: Duration,
     /// How often the workers look for work.
     pub poll: Duration,
+    /// How often each registration is read back from Guance, to adopt edits made in studio.
+    pub pull_interval: Duration,
+    /// A registration read back less than this long ago is not read again before a run (a
+    /// Func call reads it, then starts the run, which would read it again).
+    pub pull_fresh: Duration,
 }
+/// How long a run waits for Guance's copy of its inspection before going on without it.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MAX_RETRY: Duration = Duration::from_secs(300);
 const BATCH: i64 = 50;
 
 impl Guance {
+    pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(300);
+
     pub fn new(client: GuanceClient, token: Option<Secret>, public_url: String) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
         Guance {
@@ -231,6 +247,8 @@ impl Guance {
             owner: format!("{host}/{}", std::process::id()),
             retry_base: Duration::from_secs(5),
             poll: Duration::from_secs(2),
+            pull_interval: Self::DEFAULT_PULL_INTERVAL,
+            pull_fresh: Duration::from_secs(5),
         }
     }
 
@@ -318,7 +336,10 @@ impl Guance {
         }
     }
 
-    /// The registration an inspection should have in Guance.
+    /// The registration an inspection should have in Guance. `refFuncInfo.kwargs` describes
+    /// the function's arguments as Guance lists them (`{"<arg>": {"default": …}}`, guance-docs
+    /// `open-api/self-built-checker/list.md`), with the inspection's real `configs` as the
+    /// default, so studio shows what is inspected and offers it for editing.
     pub fn checker_spec(&self, i: &Inspection) -> CheckerSpec {
         let groups = i.settings.source.groups(&i.settings.log_groups).join("\n");
         CheckerSpec {
@@ -335,43 +356,246 @@ impl Guance {
                         .to_string(),
                 category: "selfBuiltCheck".to_string(),
                 args: vec!["configs".into()],
-                kwargs: serde_json::json!({ "configs": groups }),
+                kwargs: serde_json::json!({ "configs": { "default": groups } }),
             },
             alert_policy_uuids: i.settings.alert_policy.guance_alert_policy_uuids.clone(),
             is_disabled: !i.enabled,
         }
     }
 
-    /// Brings due registrations up to date; returns how many were handled.
+    /// Brings due registrations up to date — pushes changes made here, adopts changes made in
+    /// Guance studio, and reads every registration back once per `pull_interval` — and
+    /// returns how many were handled.
     pub async fn sync_once(&self, store: &DynStore) -> anyhow::Result<usize> {
         let now = time::now();
-        let jobs = store.claim_checker_jobs(now, now + TimeDelta::seconds(120), 20).await?;
+        let pull_before = now - TimeDelta::from_std(self.pull_interval).unwrap_or(TimeDelta::minutes(5));
+        let jobs = store.claim_checker_jobs(now, now + TimeDelta::seconds(120), 20, pull_before).await?;
         for job in &jobs {
-            let result = match job.inspection_id {
-                None => self.client.delete_checker(&job.ref_key).await.map(|()| CheckerOutcome::Deleted),
-                Some(id) => match store.get_inspection(id).await? {
-                    // Deleted between the claim and now: its row was orphaned; next pass deletes it.
-                    None => continue,
-                    Some(i) => self
-                        .client
-                        .upsert_checker(&self.checker_spec(&i))
-                        .await
-                        .map(|rec| CheckerOutcome::Synced { checker_id: Some(rec.uuid).filter(|u| !u.is_empty()) }),
-                },
-            };
-            let done = time::now();
-            let outcome = match result {
-                Ok(o) => o,
-                Err(err) => {
-                    let retry_at =
-                        done + if err.is_retryable() { self.backoff(job.attempts) } else { TimeDelta::hours(1) };
-                    tracing::warn!(ref_key = %job.ref_key, error = %err, "could not sync the inspection with Guance");
-                    CheckerOutcome::Failed { error: err.to_string(), retry_at }
-                }
-            };
-            store.finish_checker_job(&job.ref_key, &outcome, done).await?;
+            self.sync_job(store, job, now).await?;
         }
         Ok(jobs.len())
+    }
+
+    /// Reads one inspection's checker back from Guance now and adopts what changed there:
+    /// before a run starts, so a run uses what studio last set. Skipped when it was read in
+    /// the last few seconds or another worker is at it; bounded by [`PULL_TIMEOUT`], and a
+    /// failure is the registration's (`failed`, retried), never the run's. Returns whether
+    /// Guance was read.
+    pub async fn pull(&self, store: &DynStore, inspection_id: Uuid) -> bool {
+        let now = time::now();
+        let fresh_after = now - TimeDelta::from_std(self.pull_fresh).unwrap_or(TimeDelta::seconds(5));
+        let job = match store.claim_checker_pull(inspection_id, now, now + TimeDelta::seconds(120), fresh_after).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(%inspection_id, error = %e, "could not claim the Guance registration to read it back");
+                return false;
+            }
+        };
+        match tokio::time::timeout(PULL_TIMEOUT, self.sync_job(store, &job, now)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(%inspection_id, error = format!("{e:#}"), "reading the inspection back from Guance failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%inspection_id, "Guance did not answer in time; the run goes on with the settings it has");
+                let at = time::now() + self.backoff(job.attempts);
+                let error = format!("Guance did not answer within {} s", PULL_TIMEOUT.as_secs());
+                let _ =
+                    store.finish_checker_job(&job.ref_key, &CheckerOutcome::Failed { error, retry_at: at }, at).await;
+                false
+            }
+        }
+    }
+
+    /// One claimed registration, synced and finished.
+    async fn sync_job(&self, store: &DynStore, job: &CheckerJob, started: DateTime<Utc>) -> anyhow::Result<()> {
+        let result = match job.inspection_id {
+            None => self.client.delete_checker(&job.ref_key).await.map(|()| CheckerOutcome::Deleted),
+            Some(id) => match store.get_inspection(id).await? {
+                // Deleted between the claim and now: its row was orphaned; next pass deletes it.
+                None => return Ok(()),
+                Some(i) => self.sync_inspection(store, &i, job, started).await,
+            },
+        };
+        let done = time::now();
+        let outcome = match result {
+            Ok(o) => o,
+            Err(err) => {
+                let retry_at = done + if err.is_retryable() { self.backoff(job.attempts) } else { TimeDelta::hours(1) };
+                tracing::warn!(ref_key = %job.ref_key, error = %err, "could not sync the inspection with Guance");
+                CheckerOutcome::Failed { error: err.to_string(), retry_at }
+            }
+        };
+        store.finish_checker_job(&job.ref_key, &outcome, done).await?;
+        Ok(())
+    }
+
+    /// One inspection against its checker: read Guance's copy, adopt what changed there, push
+    /// what changed here, and remember what both now hold (see [`crate::guance::sync`]).
+    async fn sync_inspection(
+        &self,
+        store: &DynStore,
+        inspection: &Inspection,
+        job: &CheckerJob,
+        started: DateTime<Utc>,
+    ) -> Result<CheckerOutcome, GuanceError> {
+        let memory: Option<sync::Memory> = job.memory.clone().and_then(|m| serde_json::from_value(m).ok());
+        let local = shared_of(inspection);
+        let record = self.client.get_checker(&job.ref_key).await?;
+        let fallback = memory.as_ref().map_or(&local, |m| &m.seen);
+        let remote = record
+            .as_ref()
+            .map(|r| sync::Remote { fields: sync::remote_fields(r, fallback), update_at: r.update_at() });
+        let registered = memory.is_some() || job.checker_id.is_some();
+        let plan = sync::plan(
+            &sync::Local { fields: &local, title: &inspection.name, changed_at: inspection.updated_at },
+            memory.as_ref(),
+            remote.as_ref(),
+            registered,
+        );
+        match (record, remote) {
+            _ if plan.deleted_in_guance => {
+                tracing::warn!(inspection = %inspection.name, ref_key = %job.ref_key, "the checker was deleted in Guance; the inspection is kept");
+                Ok(CheckerOutcome::DeletedInGuance)
+            }
+            (Some(record), Some(remote)) if !plan.create => {
+                self.update_checker(store, inspection, &plan, record, &remote, started).await
+            }
+            _ => {
+                let spec = self.checker_spec(inspection);
+                let rec = self.client.create_checker(&spec).await?;
+                let seen = sync::remote_fields(&rec, &local);
+                let memory = sync::Memory { agreed: local, title: spec.title, seen };
+                Ok(synced(Some(rec.uuid).filter(|u| !u.is_empty()), &memory, started, None))
+            }
+        }
+    }
+
+    /// A registered checker brought in line: the plan's adoptions written here (those that
+    /// pass the API's checks), its pushes sent, and Guance's copy read back to remember.
+    async fn update_checker(
+        &self,
+        store: &DynStore,
+        inspection: &Inspection,
+        plan: &sync::Plan,
+        record: CheckerRecord,
+        remote: &sync::Remote,
+        started: DateTime<Utc>,
+    ) -> Result<CheckerOutcome, GuanceError> {
+        let mut agreed = plan.result.clone().unwrap_or_else(|| shared_of(inspection));
+        let mut current = inspection.clone();
+        let mut note = None;
+        if !plan.adopt.is_empty() {
+            let adoption = self.adopt(store, inspection, plan, remote).await;
+            for field in &adoption.rejected {
+                // Ours stays; Guance's edit stays seen, so it is not judged again until it changes.
+                agreed.set(*field, &shared_of(inspection));
+            }
+            note = adoption.note;
+            match adoption.inspection {
+                Some(adopted) => current = adopted,
+                // Changed here meanwhile: decide again next pass, with both changes in view.
+                None if adoption.rejected.len() < plan.adopt.len() => {
+                    return Ok(CheckerOutcome::Retry { at: time::now() });
+                }
+                None => {}
+            }
+        }
+        let spec = self.checker_spec(&current);
+        let parts = ModifyParts {
+            title: plan.push_title,
+            func_info: plan.push.contains(&sync::Field::Configs),
+            alert_policies: plan.push.contains(&sync::Field::AlertPolicies),
+        };
+        if parts.any() {
+            self.client.modify_checker_parts(&spec, parts).await?;
+        }
+        if plan.push.contains(&sync::Field::Enabled) {
+            if spec.is_disabled {
+                self.client.disable_checker(&spec.ref_key).await?;
+            } else {
+                self.client.enable_checker(&spec.ref_key).await?;
+            }
+        }
+        let seen_record = if plan.pushes() { self.client.get_checker(&spec.ref_key).await? } else { None };
+        let seen_record = seen_record.unwrap_or(record);
+        let memory =
+            sync::Memory { agreed, title: spec.title.clone(), seen: sync::remote_fields(&seen_record, &remote.fields) };
+        Ok(synced(Some(seen_record.uuid).filter(|u| !u.is_empty()), &memory, started, note))
+    }
+
+    /// Writes the fields the plan adopts from Guance into the inspection, each checked as the
+    /// API checks its input; a field that fails is rejected (and said so in the note), the
+    /// others adopted. `inspection` is None when nothing was written: all were rejected, or
+    /// the inspection changed here meanwhile.
+    async fn adopt(&self, store: &DynStore, i: &Inspection, plan: &sync::Plan, remote: &sync::Remote) -> Adoption {
+        let mut settings = i.settings.clone();
+        let mut enabled = i.enabled;
+        let fields = &remote.fields;
+        let (mut adopted, mut rejected, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+        for field in &plan.adopt {
+            let mut errors = FieldErrors::default();
+            match field {
+                sync::Field::Configs if i.settings.source.files_path().is_some() => {
+                    errors.add("configs", "is not used by an inspection that reads files (its `source.path` is)");
+                }
+                sync::Field::Configs => validate_log_groups("configs", &fields.configs, &mut errors),
+                sync::Field::AlertPolicies => {
+                    let policy = AlertPolicy {
+                        guance_alert_policy_uuids: fields.alert_policy_uuids.clone(),
+                        ..AlertPolicy::default()
+                    };
+                    policy.validate(&mut errors);
+                }
+                sync::Field::Enabled => {}
+            }
+            match errors.into_result(()) {
+                Ok(()) => {
+                    adopted.push(*field);
+                    match field {
+                        sync::Field::Configs => settings.log_groups = fields.configs.clone(),
+                        sync::Field::AlertPolicies => {
+                            settings.alert_policy.guance_alert_policy_uuids = fields.alert_policy_uuids.clone()
+                        }
+                        sync::Field::Enabled => enabled = fields.enabled,
+                    }
+                }
+                Err(e) => {
+                    rejected.push(*field);
+                    problems.extend(e.into_map().into_iter().map(|(k, v)| format!("{k} {}", v.join(", "))));
+                }
+            }
+        }
+        let note =
+            (!problems.is_empty()).then(|| format!("an edit made in Guance was not adopted: {}", problems.join("; ")));
+        if let Some(n) = &note {
+            tracing::warn!(inspection = %i.name, reason = %n, "an edit made in Guance was not adopted");
+        }
+        if adopted.is_empty() {
+            return Adoption { inspection: None, rejected, note };
+        }
+        let change = GuanceChange {
+            at: time::now(),
+            changed_by: "guance".into(),
+            fields: adopted.iter().map(|f| f.as_str().to_string()).collect(),
+            guance_updated_at: remote.update_at,
+        };
+        let stored = match store.adopt_from_guance(i.id, i.updated_at, enabled, &settings, &change).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(inspection = %i.name, error = %e, "a change made in Guance could not be stored");
+                None
+            }
+        };
+        if stored.is_some() {
+            tracing::info!(
+                inspection_id = %i.id, inspection = %i.name, changed_by = "guance",
+                fields = ?change.fields, "adopted a change made in Guance studio"
+            );
+        }
+        Adoption { inspection: stored, rejected, note }
     }
 
     /// Runs delivery and registration until the process ends.
@@ -397,5 +621,39 @@ impl Guance {
                 }
             }
         })
+    }
+}
+
+/// What became of the edits made in Guance that a sync adopts.
+struct Adoption {
+    /// The inspection as stored with them; None when nothing was stored.
+    inspection: Option<Inspection>,
+    /// Fields whose edit could not be used.
+    rejected: Vec<sync::Field>,
+    /// Why, for the registration's `error`.
+    note: Option<String>,
+}
+
+/// The fields an inspection shares with its checker, as this service holds them (a file
+/// source shows its path as its `configs`, as the registration does).
+fn shared_of(i: &Inspection) -> sync::Shared {
+    sync::Shared {
+        configs: i.settings.source.groups(&i.settings.log_groups),
+        alert_policy_uuids: i.settings.alert_policy.guance_alert_policy_uuids.clone(),
+        enabled: i.enabled,
+    }
+}
+
+fn synced(
+    checker_id: Option<String>,
+    memory: &sync::Memory,
+    started: DateTime<Utc>,
+    note: Option<String>,
+) -> CheckerOutcome {
+    CheckerOutcome::Synced {
+        checker_id,
+        memory: serde_json::to_value(memory).expect("plain data serializes"),
+        started,
+        note,
     }
 }

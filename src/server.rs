@@ -61,18 +61,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     http.console.key = Arc::new(crate::share::ShareKey::from_config(args.share_key.as_ref(), &args.db.data_dir)?);
     let store = args.db.open_for_serving(args.db.allow_unreadable_secrets).await?;
     tracing::info!(backend = store.backend(), "database ready");
-    let guance = match args.guance.settings()? {
-        Some(settings) => {
-            let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
-                .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
-            tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
-            Some(Arc::new(crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url())))
-        }
-        None => {
-            tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
-            None
-        }
-    };
+    let guance = guance_worker(&args)?;
     let identity = crate::instance::identity(args.instance_id.as_deref(), &args.db.data_dir)?;
     let mut runner_settings = RunnerSettings::from(&args);
     runner_settings.instance_id = Some(identity.id.clone());
@@ -81,6 +70,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Before anything can start a run: what this instance left active died with its process.
     if let Err(e) = state.runner.recover_own_runs().await {
         tracing::warn!(error = %e, "could not check for runs left by this instance's previous process");
+    }
+    if let Some(g) = &guance {
+        state.runner.attach_guance(g.clone());
     }
     let _guance_worker = guance.map(|g| g.spawn(state.store.clone()));
     state.runner.housekeeping().await;
@@ -125,6 +117,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// How long after the grace period answers may still be written; the rest of the half second
 /// the shutdown is documented to take after it is the process's exit.
 const ANSWER_TIME: Duration = Duration::from_millis(300);
+
+/// The Guance worker (delivery and two-way sync), when Guance is configured.
+fn guance_worker(args: &ServeArgs) -> anyhow::Result<Option<Arc<crate::outbox::Guance>>> {
+    let Some(settings) = args.guance.settings()? else {
+        tracing::warn!("Guance is not configured: events are recorded on runs but not sent");
+        return Ok(None);
+    };
+    let client = crate::guance::client::GuanceClient::new(&settings, Default::default())
+        .map_err(|e| anyhow::anyhow!("Guance client: {e}"))?;
+    tracing::info!(node = %settings.node, "Guance configured: inspections are registered and events delivered");
+    let mut guance = crate::outbox::Guance::new(client, settings.workspace_token.clone(), args.public_url());
+    guance.pull_interval = Duration::from_secs(args.guance.guance_sync_interval_secs);
+    Ok(Some(Arc::new(guance)))
+}
 
 /// A bounded shutdown: close the listener and the scheduler so nothing new starts, let runs in
 /// progress finish within `grace`, then mark the ones still going `interrupted` (their windows

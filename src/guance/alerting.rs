@@ -1,17 +1,25 @@
 //! The alerting state of one dimension (one inspection × one cloud account) and the decision
 //! each run makes about it. Pure: no clock, no I/O; the caller stores [`DimensionState`].
 //!
-//! The rules, in the order they apply to a run with new clusters:
-//! 1. A level the inspection does not notify on (`notify_levels`) is recorded, not sent.
-//! 2. While a fault is open and an event was sent less than `silence_minutes` ago, a further
-//!    event is recorded, not sent (`df_is_silent`) — unless it is more severe than the last
-//!    event sent for the fault: a root sign-in must not wait out the silence a warning started.
-//! 3. Otherwise the event is sent. The first sent event opens the fault; its event id becomes
-//!    the fault id (Guance: "`df_fault_id` is the `df_event_id` of the first fault event").
+//! Every event is written to Guance: an alert policy silences notifications, not the event
+//! history. What this machine decides is whether an event is *silent* (`df_is_silent =
+//! "true"`: in the history, nobody notified). When the inspection silences locally
+//! ([`AlertPolicy::silences_locally`]: by default only without Guance alert policies, which
+//! otherwise do the silencing), the rules, in the order they apply to a run with new
+//! clusters, are:
+//! 1. A level the inspection does not notify on (`notify_levels`) is silent.
+//! 2. While a fault is open and a notifying event went out less than `silence_minutes` ago, a
+//!    further event is silent — unless it is more severe than the last notifying event of the
+//!    fault: a root sign-in must not wait out the silence a warning started.
+//! 3. Otherwise the event notifies. The first notifying event opens the fault; its event id
+//!    becomes the fault id (Guance: "`df_fault_id` is the `df_event_id` of the first fault
+//!    event").
 //!
-//! Clusters of events that were recorded but not sent are carried in the state and included
-//! in the next event that is sent (or in the recovery), so nothing is dropped silently. The
-//! carry list is bounded by [`MAX_CARRIED`]; clusters beyond it are counted, not kept.
+//! Without local silencing every event with new clusters notifies (Guance's policies decide).
+//!
+//! Clusters of silent events are carried in the state and included in the next event that
+//! notifies (or in the recovery), so whoever is notified hears of them. The carry list is
+//! bounded by [`MAX_CARRIED`]; clusters beyond it are counted, not kept.
 //!
 //! A run without new clusters recovers an open fault: an `ok` event with the fault's id, its
 //! start time and its duration. A run that could not read its data ([`RunOutcome::Inconclusive`])
@@ -65,17 +73,17 @@ pub enum RunOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    /// Record the event and deliver it.
+    /// Write the event; it notifies.
     Send,
-    /// Record the event with `df_is_silent = "true"`; do not deliver it.
+    /// Write the event with `df_is_silent = "true"`: in the history, nobody notified.
     RecordSilent,
-    /// Record and deliver the `ok` event that closes the fault.
+    /// Write the `ok` event that closes the fault.
     Recover,
     /// No event.
     Nothing,
 }
 
-/// Why an event was recorded but not sent.
+/// Why an event is silent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
 pub enum SilentReason {
@@ -127,14 +135,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether an event is to be recorded.
+    /// Whether an event is to be written (to the store, and to Guance).
     pub fn records_event(&self) -> bool {
         self.action != Action::Nothing
-    }
-
-    /// Whether the recorded event is to be delivered to Guance.
-    pub fn delivers(&self) -> bool {
-        matches!(self.action, Action::Send | Action::Recover)
     }
 
     pub fn is_silent(&self) -> bool {
@@ -175,7 +178,9 @@ pub fn decide(
         },
         RunOutcome::NewClusters { level, clusters } => {
             let status = EventStatus::from(level);
-            let silent_reason = if !policy.notify_levels.contains(&level) {
+            let silent_reason = if !policy.silences_locally() {
+                None
+            } else if !policy.notify_levels.contains(&level) {
                 Some(SilentReason::LevelNotNotified { level })
             } else {
                 prev.fault.as_ref().and_then(|f| {
@@ -306,7 +311,12 @@ mod tests {
     }
 
     fn policy(levels: &[NotifyLevel], silence: u32) -> AlertPolicy {
-        AlertPolicy { guance_alert_policy_uuids: Vec::new(), notify_levels: levels.to_vec(), silence_minutes: silence }
+        AlertPolicy {
+            guance_alert_policy_uuids: Vec::new(),
+            notify_levels: levels.to_vec(),
+            silence_minutes: silence,
+            local_silencing: None,
+        }
     }
 
     fn default_policy() -> AlertPolicy {
@@ -333,7 +343,7 @@ mod tests {
     fn quiet_without_a_fault_does_nothing() {
         let d = decide(&DimensionState::default(), RunOutcome::Quiet, &default_policy(), "event-a", t(0));
         assert_eq!(d.action, Action::Nothing);
-        assert!(!d.records_event() && !d.delivers());
+        assert!(!d.records_event());
         assert_eq!(d.next, DimensionState::default());
     }
 
@@ -341,7 +351,7 @@ mod tests {
     fn first_event_opens_a_fault_named_after_itself() {
         let d = decide(&DimensionState::default(), new(NotifyLevel::Error, &["a"]), &default_policy(), "event-a", t(5));
         assert_eq!(d.action, Action::Send);
-        assert!(d.delivers() && !d.is_silent());
+        assert!(d.records_event() && !d.is_silent());
         assert_eq!(d.status, EventStatus::Error);
         assert_eq!(
             d.fault,
@@ -363,7 +373,7 @@ mod tests {
         let ds = play(&default_policy(), vec![(0, new(NotifyLevel::Error, &["a"])), (60, RunOutcome::Quiet)]);
         assert_eq!(actions(&ds), vec![Action::Send, Action::Recover]);
         let r = &ds[1];
-        assert!(r.delivers());
+        assert!(r.records_event());
         assert_eq!(r.status, EventStatus::Ok);
         assert_eq!(
             r.fault,
@@ -385,7 +395,7 @@ mod tests {
         );
         assert_eq!(actions(&ds), vec![Action::Send, Action::RecordSilent, Action::RecordSilent, Action::Send]);
         assert_eq!(ds[1].silent_reason, Some(SilentReason::Silenced { until: t(60) }));
-        assert!(ds[1].is_silent() && ds[1].records_event() && !ds[1].delivers());
+        assert!(ds[1].is_silent() && ds[1].records_event());
         // The silent events still carry the fault's fields.
         let f = ds[2].fault.clone().unwrap();
         assert_eq!((f.id.as_str(), f.status, f.duration_secs), ("event-0", FaultStatus::Fault, 2400));
@@ -461,6 +471,20 @@ mod tests {
         assert_eq!(ds[1].next.carried.len(), 1, "a quiet run keeps what is carried");
         assert_eq!(ds[2].carried.iter().map(|c| c.identity.fingerprint.as_str()).collect::<Vec<_>>(), vec!["w1"]);
         assert_eq!(ds[2].fault.as_ref().unwrap().id, "event-2");
+    }
+
+    #[test]
+    fn with_guance_policies_nothing_is_silenced_here_unless_asked() {
+        let mut p = policy(&[NotifyLevel::Critical], 60);
+        p.guance_alert_policy_uuids = vec!["altpl_x".into()];
+        let steps = || vec![(0, new(NotifyLevel::Warning, &["a"])), (10, new(NotifyLevel::Warning, &["b"]))];
+        let ds = play(&p, steps());
+        assert_eq!(actions(&ds), vec![Action::Send, Action::Send], "Guance's policy silences, not this one");
+        assert!(ds.iter().all(|d| d.silent_reason.is_none()));
+        p.local_silencing = Some(true);
+        let ds = play(&p, steps());
+        assert_eq!(actions(&ds), vec![Action::RecordSilent, Action::RecordSilent]);
+        assert!(ds.iter().all(|d| d.records_event()), "silent events are still written");
     }
 
     #[test]

@@ -110,15 +110,35 @@ struct CreateBody<'a> {
 }
 
 /// Body of `self_built_checker/modify`: `refFuncInfo` without `funcId`, and no `isDisabled`,
-/// as the modify endpoint documents them (enabling is its own call).
+/// as the modify endpoint documents them (enabling is its own call). Every part is optional
+/// there, so a sync sends only what changed here and never overwrites an edit made in Guance.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ModifyBody<'a> {
     ref_key: &'a str,
-    title: &'a str,
-    ref_func_info: ModifyFuncInfo<'a>,
-    #[serde(rename = "alertPolicyUUIDs")]
-    alert_policy_uuids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ref_func_info: Option<ModifyFuncInfo<'a>>,
+    #[serde(rename = "alertPolicyUUIDs", skip_serializing_if = "Option::is_none")]
+    alert_policy_uuids: Option<&'a [String]>,
+}
+
+/// Which parts of a registration `self_built_checker/modify` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModifyParts {
+    pub title: bool,
+    /// `refFuncInfo`, which holds the `configs` argument.
+    pub func_info: bool,
+    pub alert_policies: bool,
+}
+
+impl ModifyParts {
+    pub const ALL: ModifyParts = ModifyParts { title: true, func_info: true, alert_policies: true };
+
+    pub fn any(self) -> bool {
+        self.title || self.func_info || self.alert_policies
+    }
 }
 
 #[derive(Serialize)]
@@ -150,6 +170,61 @@ pub struct CheckerRecord {
 }
 
 impl CheckerRecord {
+    /// The `configs` argument as Guance holds it: what studio set for the call
+    /// (`jsonScript.callKwargs.configs`), else the registered default
+    /// (`refFuncInfo.kwargs.configs.default`, in `jsonScript` or at the top level; a plain
+    /// string there is read too). None when the record has neither.
+    pub fn configs(&self) -> Option<String> {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("default").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        let script = self.raw.get("jsonScript");
+        let called = script
+            .and_then(|j| j.pointer("/callKwargs/configs"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty());
+        if let Some(c) = called {
+            return Some(c.to_owned());
+        }
+        [script.and_then(|j| j.pointer("/refFuncInfo/kwargs/configs")), self.raw.pointer("/refFuncInfo/kwargs/configs")]
+            .into_iter()
+            .flatten()
+            .find_map(text)
+    }
+
+    /// The alert policies: `alertPolicyUUIDs` when the record has it, else the uuids of
+    /// `alertPolicyInfos` (the list endpoint's example has only the latter). None when it has
+    /// neither.
+    pub fn alert_policy_uuids(&self) -> Option<Vec<String>> {
+        if let Some(Value::Array(a)) = self.raw.get("alertPolicyUUIDs") {
+            return Some(a.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+        }
+        self.raw
+            .get("alertPolicyInfos")
+            .is_some()
+            .then(|| self.alert_policy_infos.iter().map(|p| p.uuid.clone()).filter(|u| !u.is_empty()).collect())
+    }
+
+    /// Whether the checker is disabled: `isDisabled` when the record has it, else `status`
+    /// (0 in the docs' examples of enabled checkers; any other value is taken as disabled).
+    pub fn is_disabled(&self) -> Option<bool> {
+        if let Some(d) = self.raw.get("isDisabled").and_then(Value::as_bool) {
+            return Some(d);
+        }
+        self.raw.get("status").and_then(Value::as_i64).map(|s| s != 0)
+    }
+
+    /// `updateAt`: when the checker last changed in Guance (Unix seconds in the docs'
+    /// examples; milliseconds are recognised by their size).
+    pub fn update_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let v = self.raw.get("updateAt")?;
+        let n = v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()))?;
+        let secs = if n > 1e11 { n / 1000.0 } else { n };
+        chrono::DateTime::from_timestamp(secs as i64, 0)
+    }
+
     fn from_value(op: &'static str, v: Value) -> Result<Self, GuanceError> {
         let uuid = v.get("uuid").and_then(Value::as_str).unwrap_or_default().to_owned();
         let ref_key = v.get("refKey").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -304,19 +379,24 @@ impl GuanceClient {
 
     /// Updates title, function info and alert policies of a registered inspection.
     pub async fn modify_checker(&self, spec: &CheckerSpec) -> Result<(), GuanceError> {
+        self.modify_checker_parts(spec, ModifyParts::ALL).await
+    }
+
+    /// Updates the given parts of a registered inspection; the others stay as Guance has them.
+    pub async fn modify_checker_parts(&self, spec: &CheckerSpec, parts: ModifyParts) -> Result<(), GuanceError> {
         const OP: &str = "self_built_checker/modify";
         let f = &spec.ref_func_info;
         let body = ModifyBody {
             ref_key: &spec.ref_key,
-            title: &spec.title,
-            ref_func_info: ModifyFuncInfo {
+            title: parts.title.then_some(spec.title.as_str()),
+            ref_func_info: parts.func_info.then_some(ModifyFuncInfo {
                 description: &f.description,
                 definition: &f.definition,
                 category: &f.category,
                 args: &f.args,
                 kwargs: &f.kwargs,
-            },
-            alert_policy_uuids: &spec.alert_policy_uuids,
+            }),
+            alert_policy_uuids: parts.alert_policies.then_some(spec.alert_policy_uuids.as_slice()),
         };
         let body = serde_json::to_value(&body).expect("plain data serializes");
         self.openapi(OP, Method::POST, "/api/v1/self_built_checker/modify", &[], Some(&body)).await?;
@@ -629,6 +709,70 @@ mod tests {
                 "isDisabled": true
             })
         );
+    }
+
+    #[test]
+    fn records_are_read_in_every_documented_shape() {
+        let rec = |v: Value| CheckerRecord::from_value("x", v).unwrap();
+        // The list endpoint's example: `jsonScript` with `callKwargs` and the argument
+        // defaults, `alertPolicyInfos`, `status`, `updateAt` in seconds.
+        let listed = rec(serde_json::json!({
+            "uuid": "rul_1", "refKey": "k", "status": 0, "updateAt": 1710760853,
+            "alertPolicyInfos": [{"name": "a", "uuid": "altpl_a"}, {"name": "b", "uuid": "altpl_b"}],
+            "jsonScript": {"callKwargs": {}, "refFuncInfo": {"kwargs": {"configs": {"default": "g1\ng2"}}}}
+        }));
+        assert_eq!(listed.configs().as_deref(), Some("g1\ng2"));
+        assert_eq!(listed.alert_policy_uuids(), Some(vec!["altpl_a".to_string(), "altpl_b".to_string()]));
+        assert_eq!(listed.is_disabled(), Some(false));
+        assert_eq!(listed.update_at().unwrap().timestamp(), 1710760853);
+        // An argument set in studio wins over the default; a disabled checker.
+        let edited = rec(serde_json::json!({
+            "uuid": "rul_1", "status": 2, "updateAt": 1710760900123i64,
+            "jsonScript": {"callKwargs": {"configs": "edited"}, "refFuncInfo": {"kwargs": {"configs": {"default": "g1"}}}}
+        }));
+        assert_eq!(edited.configs().as_deref(), Some("edited"));
+        assert_eq!(edited.is_disabled(), Some(true));
+        assert_eq!(edited.update_at().unwrap().timestamp(), 1710760900, "milliseconds are recognised");
+        assert_eq!(edited.alert_policy_uuids(), None, "not in the answer: unknown, not empty");
+        // The create payload's shape, read back as it was sent.
+        let created = rec(serde_json::json!({
+            "refKey": "k", "isDisabled": true, "status": 0, "alertPolicyUUIDs": ["altpl_x"],
+            "refFuncInfo": {"kwargs": {"configs": "plain"}}
+        }));
+        assert_eq!(created.configs().as_deref(), Some("plain"));
+        assert_eq!(created.is_disabled(), Some(true), "isDisabled wins over status");
+        assert_eq!(created.alert_policy_uuids(), Some(vec!["altpl_x".to_string()]));
+        let bare = rec(serde_json::json!({"uuid": "rul_2"}));
+        assert_eq!((bare.configs(), bare.is_disabled(), bare.update_at()), (None, None, None));
+    }
+
+    #[test]
+    fn modify_sends_only_the_parts_asked_for() {
+        let info = RefFuncInfo {
+            func_id: "f".into(),
+            description: "d".into(),
+            definition: "def".into(),
+            category: "c".into(),
+            args: vec![],
+            kwargs: serde_json::json!({}),
+        };
+        let body = ModifyBody { ref_key: "k", title: None, ref_func_info: None, alert_policy_uuids: Some(&[]) };
+        assert_eq!(serde_json::to_value(&body).unwrap(), serde_json::json!({"refKey": "k", "alertPolicyUUIDs": []}));
+        let body = ModifyBody {
+            ref_key: "k",
+            title: Some("t"),
+            ref_func_info: Some(ModifyFuncInfo {
+                description: &info.description,
+                definition: &info.definition,
+                category: &info.category,
+                args: &info.args,
+                kwargs: &info.kwargs,
+            }),
+            alert_policy_uuids: None,
+        };
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(v["title"], "t");
+        assert!(v.get("alertPolicyUUIDs").is_none() && v["refFuncInfo"].get("funcId").is_none());
     }
 
     #[test]

@@ -17,6 +17,24 @@
 //! text cannot start a new block. No tables are used (a `|` would split a cell even inside
 //! code).
 //!
+//! Field names and types follow Guance's event field reference (guance-docs
+//! `docs/zh/events/index.md` and `docs/en/events/index.md`, "事件字段说明" / "Field
+//! Description"; the template variables in `docs/zh/monitoring/event-template.md`):
+//! - `df_dimension_tags` is the detection dimension: `account_id`, `inspection_id` and
+//!   `region`. The inspection's *name* is not in it (renaming an inspection must not start new
+//!   dimensions); it goes in `df_monitor_checker_name` and a plain `inspection_name` field.
+//! - `df_monitor_checker_event_ref` ("监控器事件关联，只和 `df_dimension_tags` 和
+//!   `df_monitor_checker_id` 关联的字段", String): 32 hex characters of SHA-256 over the
+//!   inspection's `refKey` and the dimension tags. The `refKey` stands for the checker id
+//!   because it is known before Guance assigns the `rul_…` id and never changes.
+//! - `df_sub_status` ("事件细节状态，作为 `df_status` 的补充"): the same value as `df_status`,
+//!   as Guance's own monitor events carry it (`critical` … `ok`, `ok` on a recovery).
+//! - `df_event_report` ("智能监控报告数据", no schema published): JSON text with the parts
+//!   of the original inspection's event detail — overview, CloudTrail new error count, access
+//!   keys' last activity, new error clusters with links (see [`report`]).
+//! - `df_crontab_exec_mode` (String(Enum) `crontab`/`manual`): older revisions of the
+//!   reference call it `df_exec_mode` with `crontab`/`async`; the current name is written.
+//!
 //! Choices where Guance's contract is not confirmed:
 //! - Measurement `monitor`: Guance queries monitor events as ``E::`monitor` ``.
 //! - The dimension tags are also written as line-protocol tags (Guance lifts them to
@@ -24,6 +42,8 @@
 //!   its end; tag values have `\` replaced by `/` and control characters by spaces, while
 //!   `df_dimension_tags` keeps the exact text.
 //! - `df_is_silent` is the string `"true"`/`"false"` (Guance's event field reference says so).
+//!   Every event is written, silent or not: an alert policy silences notifications, not the
+//!   event history.
 //! - Times in `df_*` fields are Unix seconds (`df_check_range_*`, `df_fault_start_time`,
 //!   `df_issue_start_time`) and durations are seconds, as in Guance's event field reference.
 //!   No `date` field is written: the point's own nanosecond timestamp is the event time, and
@@ -148,23 +168,7 @@ pub fn event_level(severity: &SeverityRules, clusters: &[EventCluster]) -> Optio
 }
 
 /// How the run was started, as `df_crontab_exec_mode` says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecMode {
-    /// By the schedule.
-    Crontab,
-    /// By a person or another system (API, Func call).
-    Manual,
-}
-
-impl ExecMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecMode::Crontab => "crontab",
-            ExecMode::Manual => "manual",
-        }
-    }
-}
+pub use crate::model::run::ExecMode;
 
 /// Everything about the inspection and the run that every account's event shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +235,13 @@ pub struct GuanceEvent {
     pub checker_name: String,
     pub checker_id: Option<String>,
     pub func_id: String,
+    /// `df_event_report` (absent on events stored before it existed).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub report: Value,
+    /// The inspection's name, a plain field beside the dimension (empty on events stored
+    /// before it existed, whose dimension tags still carry it).
+    #[serde(default)]
+    pub inspection_name: String,
 }
 
 /// The id of the event for this inspection, run and account: the same inputs always give the
@@ -279,17 +290,15 @@ pub fn evaluate(
 
 /// Renders the event a decision calls for.
 pub fn build_event(ctx: &EventContext, account: &AccountRun, decision: &Decision, now: DateTime<Utc>) -> GuanceEvent {
-    let dimension_tags = BTreeMap::from([
-        ("account_id".to_owned(), account.account_id.clone()),
-        ("inspection".to_owned(), ctx.inspection_name.clone()),
-        ("region".to_owned(), ctx.region.clone()),
-    ]);
+    let dimension_tags = dimension_tags(ctx.inspection_id, &account.account_id, &ctx.region);
     let recovery = decision.action == Action::Recover;
     let title = if recovery { recovery_title(ctx, account) } else { fault_title(ctx, account) };
     GuanceEvent {
         time: now,
         event_id: event_id(ctx.inspection_id, ctx.run_id, &account.account_id),
         status: decision.status,
+        report: report(ctx, account, decision, &title),
+        inspection_name: ctx.inspection_name.clone(),
         title,
         message: render_message(ctx, account, decision),
         dimension_tags,
@@ -298,7 +307,7 @@ pub fn build_event(ctx: &EventContext, account: &AccountRun, decision: &Decision
         check_range_end: ctx.window_end,
         fault: decision.fault.clone(),
         is_silent: decision.is_silent(),
-        deliver: decision.delivers(),
+        deliver: decision.records_event(),
         alert_policy_ids: ctx.alert_policy_ids.clone(),
         exec_mode: ctx.exec_mode,
         ref_key: ctx.ref_key.clone(),
@@ -306,6 +315,28 @@ pub fn build_event(ctx: &EventContext, account: &AccountRun, decision: &Decision
         checker_id: ctx.checker_id.clone(),
         func_id: ctx.func_id.clone(),
     }
+}
+
+/// The detection dimension of an inspection's events for one cloud account. Ids, not names:
+/// an inspection renamed keeps its dimensions (and so its open faults).
+pub fn dimension_tags(inspection_id: Uuid, account_id: &str, region: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("account_id".to_owned(), account_id.to_owned()),
+        ("inspection_id".to_owned(), inspection_id.to_string()),
+        ("region".to_owned(), region.to_owned()),
+    ])
+}
+
+/// `df_monitor_checker_event_ref`: the same for every event of one checker and one
+/// dimension, different otherwise. Guance derives it from the checker id and
+/// `df_dimension_tags`; the `refKey` stands in for the checker id here (see the module docs).
+pub fn checker_event_ref(ref_key: &str, dimension_tags: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(ref_key.as_bytes());
+    h.update([0x1f]);
+    // A BTreeMap serializes with sorted keys: the same tags always give the same text.
+    h.update(serde_json::to_string(dimension_tags).expect("strings serialize").as_bytes());
+    hex::encode(&h.finalize()[..16])
 }
 
 impl GuanceEvent {
@@ -326,6 +357,7 @@ impl GuanceEvent {
             .field("df_source", "monitor")
             .field("df_monitor_type", "bot_obs")
             .field("df_status", self.status.as_str())
+            .field("df_sub_status", self.status.as_str())
             .field("df_event_id", self.event_id.clone())
             .field("df_title", self.title.clone())
             .field("df_message", self.message.clone())
@@ -335,6 +367,7 @@ impl GuanceEvent {
             .field("df_check_range_end", self.check_range_end.timestamp())
             .field("df_monitor_checker", self.func_id.clone())
             .field("df_monitor_checker_name", self.checker_name.clone())
+            .field("df_monitor_checker_event_ref", checker_event_ref(&self.ref_key, &self.dimension_tags))
             .field("df_monitor_ref_key", self.ref_key.clone())
             .field("df_event_detail", self.detail.to_string())
             .field("df_alert_policy_ids", policies)
@@ -342,6 +375,12 @@ impl GuanceEvent {
             .field("df_crontab_exec_mode", self.exec_mode.as_str());
         if let Some(id) = &self.checker_id {
             p = p.field("df_monitor_checker_id", id.clone());
+        }
+        if !self.report.is_null() {
+            p = p.field("df_event_report", self.report.to_string());
+        }
+        if !self.inspection_name.is_empty() {
+            p = p.field("inspection_name", self.inspection_name.clone());
         }
         if let Some(f) = &self.fault {
             p = p
@@ -497,13 +536,13 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
         ));
         match &d.silent_reason {
             Some(SilentReason::Silenced { until }) => m.push_str(&format!(
-                "\nThis event is silenced until {}: it is recorded, not sent, and its clusters are repeated in \
-                 the next event sent.\n",
+                "\nThis event is silent until {}: it is in the event history, nobody is notified of it, and its \
+                 clusters are repeated in the next event that notifies.\n",
                 fmt_time(*until)
             )),
             Some(SilentReason::LevelNotNotified { .. }) => m.push_str(
-                "\nThis level is not among the inspection's notify levels: the event is recorded, not sent, and \
-                 its clusters are repeated in the next event sent.\n",
+                "\nThis level is not among the inspection's notify levels: the event is in the event history, \
+                 nobody is notified of it, and its clusters are repeated in the next event that notifies.\n",
             ),
             None => {}
         }
@@ -540,7 +579,7 @@ fn render_message(ctx: &EventContext, a: &AccountRun, d: &Decision) -> String {
             m.push_str(&format!("- … and {} more clusters that did not fit\n", d.carried_omitted));
         }
     }
-    m.push_str(&format!("\n[Run details]({})\n", link_dest(&page_link(ctx, &format!("/console/runs/{}", ctx.run_id)))));
+    m.push_str(&format!("\n[Run details]({})\n", link_dest(&page_url(ctx, Page::Run(ctx.run_id)))));
     m
 }
 
@@ -576,8 +615,7 @@ fn render_clusters(m: &mut String, ctx: &EventContext, clusters: &[EventCluster]
         }
         let mut links = Vec::new();
         if let Some(id) = c.cluster_id {
-            links
-                .push(format!("[Cluster details]({})", link_dest(&page_link(ctx, &format!("/console/clusters/{id}")))));
+            links.push(format!("[Cluster details]({})", link_dest(&page_url(ctx, Page::Cluster(id)))));
         }
         if let Some(url) = insights_url(ctx, c) {
             links.push(format!("[Records in CloudWatch Logs Insights]({})", link_dest(&url)));
@@ -716,7 +754,7 @@ fn cluster_json(ctx: &EventContext, c: &EventCluster) -> Value {
             .collect::<Vec<_>>()
     );
     if let Some(id) = c.cluster_id {
-        v["url"] = json!(page_link(ctx, &format!("/console/clusters/{id}")));
+        v["url"] = json!(page_url(ctx, Page::Cluster(id)));
     }
     if let Some(u) = insights_url(ctx, c) {
         v["insights_url"] = json!(u);
@@ -724,11 +762,101 @@ fn cluster_json(ctx: &EventContext, c: &EventCluster) -> Value {
     v
 }
 
+/// A page of this service an event links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Run(Uuid),
+    Cluster(Uuid),
+}
+
+/// The URL an event links a page of this service with: the console's page, signed when a
+/// share key is configured. Every such link of an event (message, detail, report) is made
+/// here, so how they are made can change in this one place.
+pub fn page_url(ctx: &EventContext, page: Page) -> String {
+    match page {
+        Page::Run(id) => page_link(ctx, &format!("/console/runs/{id}")),
+        Page::Cluster(id) => page_link(ctx, &format!("/console/clusters/{id}")),
+    }
+}
+
+/// `df_event_report`: the original inspection's event detail as data, in its four parts
+/// (guance-docs `monitoring/bot-obs/aws_ak_errorlog.md`, "事件详情"): the overview; the
+/// account's new CloudTrail error records ("Cloudtrail"); its access keys' last activity
+/// ("AK 最后活跃时间"); the new error clusters with links ("新增错误"). Guance documents the
+/// field only as "智能监控报告数据", so the shape is this service's, versioned.
+pub fn report(ctx: &EventContext, a: &AccountRun, d: &Decision, title: &str) -> Value {
+    let keys: Vec<Value> = a
+        .access_keys
+        .iter()
+        .map(|k| {
+            json!({
+                "access_key_id": k.access_key_id,
+                "last_active": k.last_seen,
+                "principal_arn": k.principal_arn,
+                "source_ip": k.last_source_ip,
+                "last_event_name": k.last_event_name,
+                "events": k.total_events,
+                "active_in_window": k.active_in_window,
+            })
+        })
+        .collect();
+    let cluster = |c: &EventCluster| {
+        let level = EventStatus::from(c.level(&ctx.severity_rules));
+        let rules: Vec<Value> =
+            c.rules.iter().filter_map(|id| rules::rule(id)).map(|r| json!({"id": r.id, "title": r.title})).collect();
+        let mut links = serde_json::Map::new();
+        if let Some(id) = c.cluster_id {
+            links.insert("details".into(), json!(page_url(ctx, Page::Cluster(id))));
+        }
+        if let Some(url) = insights_url(ctx, c) {
+            links.insert("records".into(), json!(url));
+        }
+        json!({
+            "error_code": c.identity.error_code,
+            "event_source": c.identity.event_source,
+            "event_name": c.identity.event_name,
+            "region": c.identity.region,
+            "template": c.identity.template,
+            "count": c.count,
+            "first_seen": c.first_seen,
+            "last_seen": c.last_seen,
+            "level": level.as_str(),
+            "rules": rules,
+            "top_principals": c.top_principals,
+            "carried_from": c.carried_from,
+            "links": links,
+        })
+    };
+    json!({
+        "version": 1,
+        "overview": {
+            "title": title,
+            "status": d.status.as_str(),
+            "silent": d.is_silent(),
+            "inspection": {"id": ctx.inspection_id, "name": ctx.inspection_name},
+            "account_id": a.account_id,
+            "region": ctx.region,
+            "log_groups": ctx.log_groups,
+            "window": {"start": ctx.window_start, "end": ctx.window_end},
+            "fault": d.fault,
+        },
+        "cloudtrail": {
+            "new_error_records": a.new_error_records,
+            "new_clusters": a.new_clusters.len(),
+            "error_records": a.error_records,
+        },
+        "access_keys": keys,
+        "new_errors": a.new_clusters.iter().map(cluster).collect::<Vec<_>>(),
+        "carried_errors": d.carried.iter().map(cluster).collect::<Vec<_>>(),
+        "links": {"run": page_url(ctx, Page::Run(ctx.run_id))},
+    })
+}
+
 fn detail(ctx: &EventContext, a: &AccountRun, d: &Decision) -> Value {
     json!({
         "inspection": {"id": ctx.inspection_id, "name": ctx.inspection_name},
         "run_id": ctx.run_id,
-        "run_url": page_link(ctx, &format!("/console/runs/{}", ctx.run_id)),
+        "run_url": page_url(ctx, Page::Run(ctx.run_id)),
         "account_id": a.account_id,
         "region": ctx.region,
         "log_groups": ctx.log_groups,
@@ -914,7 +1042,11 @@ mod tests {
         assert_eq!(p.measurement(), "monitor");
         assert_eq!(
             p.tags().iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
-            vec![("account_id", "123456789012"), ("inspection", "prod trail"), ("region", "us-east-1")]
+            vec![
+                ("account_id", "123456789012"),
+                ("inspection_id", "00000000-0000-0000-0000-000000000001"),
+                ("region", "us-east-1")
+            ]
         );
         use crate::guance::lineproto::FieldValue as F;
         let s = |k: &str| match p.get(k) {
@@ -928,7 +1060,12 @@ mod tests {
         assert_eq!(s("df_source"), "monitor");
         assert_eq!(s("df_monitor_type"), "bot_obs");
         assert_eq!(s("df_status"), "error");
+        assert_eq!(s("df_sub_status"), "error");
         assert_eq!(s("df_event_id"), ev.event_id);
+        assert_eq!(s("inspection_name"), "prod trail", "the name is a field, not a dimension");
+        let event_ref = s("df_monitor_checker_event_ref");
+        assert_eq!(event_ref.len(), 32);
+        assert!(event_ref.bytes().all(|b| b.is_ascii_hexdigit()), "{event_ref}");
         assert_eq!(s("df_fault_id"), ev.event_id, "the first event of a fault names it");
         assert_eq!(s("df_fault_status"), "fault");
         assert_eq!(i("df_fault_start_time"), t(61).timestamp());
@@ -944,7 +1081,24 @@ mod tests {
         assert_eq!(s("df_monitor_checker_id"), "rul_0123");
         assert_eq!(
             serde_json::from_str::<Value>(&s("df_dimension_tags")).unwrap(),
-            json!({"account_id": "123456789012", "inspection": "prod trail", "region": "us-east-1"})
+            json!({"account_id": "123456789012", "inspection_id": "00000000-0000-0000-0000-000000000001", "region": "us-east-1"})
+        );
+        let report: Value = serde_json::from_str(&s("df_event_report")).unwrap();
+        assert_eq!(report["version"], 1);
+        assert_eq!(report["overview"]["account_id"], "123456789012");
+        assert_eq!(report["overview"]["inspection"]["name"], "prod trail");
+        assert_eq!(report["cloudtrail"]["new_error_records"], 4);
+        assert_eq!(report["access_keys"][0]["access_key_id"], "AKIAEXAMPLEEXAMPLE01");
+        assert_eq!(report["access_keys"][0]["last_active"], "2024-05-01T10:30:00Z");
+        assert_eq!(report["new_errors"][0]["error_code"], "AccessDenied");
+        assert_eq!(
+            report["new_errors"][0]["links"]["details"],
+            "https://inspector.example.com/console/clusters/00000000-0000-0000-0000-000000000009"
+        );
+        assert!(report["new_errors"][0]["links"]["records"].as_str().unwrap().contains("logs-insights"));
+        assert_eq!(
+            report["links"]["run"],
+            "https://inspector.example.com/console/runs/00000000-0000-0000-0000-000000000002"
         );
         let detail: Value = serde_json::from_str(&s("df_event_detail")).unwrap();
         assert_eq!(detail["new_clusters"][0]["level"], "error");
@@ -965,7 +1119,7 @@ mod tests {
         }
         let line = ev.to_line_protocol().unwrap();
         assert!(line.starts_with(
-            "monitor,account_id=123456789012,inspection=prod\\ trail,region=us-east-1 df_source=\"monitor\","
+            "monitor,account_id=123456789012,inspection_id=00000000-0000-0000-0000-000000000001,region=us-east-1 df_source=\"monitor\","
         ));
         assert!(line.ends_with(&format!(" {}", t(61).timestamp_nanos_opt().unwrap())));
     }
@@ -996,16 +1150,16 @@ mod tests {
     #[test]
     fn tag_values_are_made_encodable() {
         let mut cx = ctx();
-        cx.inspection_name = "ends with backslash \\".into();
+        cx.region = "ends with backslash \\".into();
         let clusters = vec![cluster("AccessDenied", &[])];
         let d = send_decision(&clusters);
         let mut a = account(clusters);
         a.account_id = String::new();
         let ev = build_event(&cx, &a, &d, t(61));
         let p = ev.to_point();
-        assert_eq!(p.tags().get("inspection").map(String::as_str), Some("ends with backslash /"));
+        assert_eq!(p.tags().get("region").map(String::as_str), Some("ends with backslash /"));
         assert!(!p.tags().contains_key("account_id"), "empty tags are left out");
-        assert_eq!(ev.dimension_tags["inspection"], "ends with backslash \\", "the JSON keeps the exact name");
+        assert_eq!(ev.dimension_tags["region"], "ends with backslash \\", "the JSON keeps the exact text");
         assert!(ev.title.contains("(unknown)"));
         ev.to_line_protocol().unwrap();
     }
@@ -1051,16 +1205,17 @@ mod tests {
             t(61),
         );
         let ev = out.event.unwrap();
-        assert!(ev.is_silent && !ev.deliver);
+        assert!(ev.is_silent && ev.deliver, "silent events go to Guance's history too");
         assert_eq!(ev.to_point().get("df_is_silent"), Some(&crate::guance::lineproto::FieldValue::Str("true".into())));
-        assert!(ev.message.contains("This event is silenced until 2024-05-01 11:30:00 UTC"), "{}", ev.message);
+        assert!(ev.message.contains("This event is silent until 2024-05-01 11:30:00 UTC"), "{}", ev.message);
+        assert_eq!(ev.report["overview"]["silent"], true);
         assert_eq!(out.decision.next.carried.len(), 1);
 
         // A level the inspection does not notify on is recorded, and says so.
         let only_critical = AlertPolicy { notify_levels: vec![NotifyLevel::Critical], ..AlertPolicy::default() };
         let out = evaluate(&ctx(), &a, &DimensionState::default(), &only_critical, true, t(61));
         let ev = out.event.unwrap();
-        assert!(ev.is_silent && !ev.deliver && ev.fault.is_none());
+        assert!(ev.is_silent && ev.deliver && ev.fault.is_none());
         assert!(ev.message.contains("not among the inspection's notify levels"), "{}", ev.message);
 
         // A failed read concludes nothing.
@@ -1092,6 +1247,41 @@ mod tests {
         let back: GuanceEvent = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
         assert_eq!(back, ev);
         assert_eq!(back.to_line_protocol().unwrap(), ev.to_line_protocol().unwrap());
+    }
+
+    #[test]
+    fn the_event_ref_follows_the_checker_and_the_dimension_not_the_name() {
+        let id = Uuid::from_u128(1);
+        let tags = dimension_tags(id, "123456789012", "us-east-1");
+        let r = checker_event_ref("cloudtrail-inspector-1", &tags);
+        assert_eq!(r, checker_event_ref("cloudtrail-inspector-1", &tags.clone()), "stable");
+        assert_ne!(r, checker_event_ref("cloudtrail-inspector-2", &tags), "per checker");
+        assert_ne!(r, checker_event_ref("cloudtrail-inspector-1", &dimension_tags(id, "123456789013", "us-east-1")));
+        // A renamed inspection: the same dimension, the same ref.
+        let clusters = vec![cluster("AccessDenied", &[])];
+        let d = send_decision(&clusters);
+        let before = build_event(&ctx(), &account(clusters.clone()), &d, t(61));
+        let mut renamed = ctx();
+        renamed.inspection_name = "renamed".into();
+        renamed.checker_name = "renamed".into();
+        let after = build_event(&renamed, &account(clusters), &d, t(61));
+        assert_eq!(before.dimension_tags, after.dimension_tags);
+        assert_eq!(
+            before.to_point().get("df_monitor_checker_event_ref"),
+            after.to_point().get("df_monitor_checker_event_ref")
+        );
+    }
+
+    #[test]
+    fn events_stored_before_the_report_existed_still_encode() {
+        let clusters = vec![cluster("AccessDenied", &[])];
+        let ev = build_event(&ctx(), &account(clusters.clone()), &send_decision(&clusters), t(61));
+        let mut old = serde_json::to_value(&ev).unwrap();
+        old.as_object_mut().unwrap().remove("report");
+        let back: GuanceEvent = serde_json::from_value(old).unwrap();
+        assert!(back.report.is_null());
+        assert_eq!(back.to_point().get("df_event_report"), None);
+        back.to_line_protocol().unwrap();
     }
 
     #[test]

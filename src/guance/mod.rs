@@ -5,7 +5,9 @@
 //!   write) calls, with errors split into retryable and permanent.
 //! - [`lineproto`]: the line-protocol encoder for OpenWay writes.
 //! - [`event`]: one event per cloud account from a run: severity, markdown, `df_*` fields.
-//! - [`alerting`]: the per-dimension state machine — send, silence, recover.
+//! - [`alerting`]: the per-dimension state machine — notify, silence, recover.
+//! - [`sync`]: the two-way sync of an inspection with its checker in Guance studio: which
+//!   side's change wins, field by field.
 //!
 //! Nothing here touches the database; the runner and the delivery worker ([`crate::outbox`])
 //! feed these plain inputs and store what comes out.
@@ -14,6 +16,7 @@ pub mod alerting;
 pub mod client;
 pub mod event;
 pub mod lineproto;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,16 +1,22 @@
 //! DataFlux Func's calling contract, so Func callers (crontab configs, scripts, anything that
-//! called the original inspection's "auth link" or "batch" URL) can call this service instead.
+//! called the original inspection's Func URLs) can call this service instead.
 //!
-//! - `GET|POST /api/v1/al/{trigger_id}[/{format}]`: run and wait (Func's Sync API, formerly
-//!   auth link). `GET|POST /api/v1/bat/{trigger_id}[/{format}]`: start and answer at once
-//!   with the run id as the task id (Async API, formerly batch).
-//! - The trigger id in the URL is the credential: it is looked up by its hash (the store keeps
-//!   nothing else of it), never logged.
+//! - `GET|POST /api/v1/sync/{trigger_id}[/{format}[/…]]`: run and wait (Func's Sync API).
+//!   `GET|POST /api/v1/async/{trigger_id}[/{format}[/…]]`: start and answer at once with the
+//!   run id as the task id (Async API). `/api/v1/al/…` and `/api/v1/bat/…` are the same two,
+//!   under the names older Func versions gave them (auth link, batch), which current Func
+//!   still serves as deprecated aliases (`server/route.yaml`: `callSyncAPIBy*`,
+//!   `callAsyncAPIBy*`, `callAuthLinkBy*`, `callBatchBy*`).
+//! - The trigger id in the URL is the credential: it is looked up by its hash (the store
+//!   keeps nothing else of it), never logged.
 //! - Requests, answers and error codes are Func's (`server/controllers/mainAPICtrl.js`,
-//!   `server/utils/serverError.js`, `toolkit.initRet`): `{"kwargs", "options"}` bodies (JSON
-//!   text in GET queries), the simplified format where the body or query *is* the kwargs,
-//!   unboxed results by default, `{"ok": false, "error": 404.41, "reason": …}` errors whose
-//!   HTTP status is the code's integer part.
+//!   `server/utils/serverError.js`, `server/utils/responseInitialize.js`, `toolkit.initRet`,
+//!   codes from `const.yaml`): `{"kwargs", "options"}` bodies (JSON text in GET queries), the
+//!   simplified format where the body or query *is* the kwargs, unboxed results by default,
+//!   `{"ok": false, "error": 404.41, "reason": …}` errors whose HTTP status is the code's
+//!   integer part, and Func's request-info headers and fields on every answer.
+//! - Any other path or method under these prefixes answers as Func's router does: 404.41
+//!   "No such router" (`server/app.js`, `gen404Error`).
 //! - The result is the finished run exactly as `GET /api/v1/runs/{id}` shows it.
 
 use std::time::{Duration, Instant};
@@ -20,6 +26,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use axum::routing::get;
 use chrono::{DateTime, Duration as TimeDelta, DurationRound, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -29,23 +36,37 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use crate::model::inspection::{Inspection, parse_configs, trigger_id_hash};
-use crate::model::run::{Run, RunRequest, RunStatus, Trigger};
+use crate::model::run::{ExecMode, Run, RunRequest, RunStatus, Trigger};
 use crate::runner::TriggerError;
 
-/// Func's trace id header, read from the caller and echoed on every answer.
+/// Func's request-info headers (`config.yaml`: `_WEB_TRACE_ID_HEADER`,
+/// `_WEB_CLIENT_TIME_HEADER`, `_WEB_REQUEST_TIME_HEADER`, `_WEB_RESPONSE_TIME_HEADER`,
+/// `_WEB_REQUEST_COST_HEADER`), set on every answer by `_appendReqInfo`.
 const TRACE_HEADER: &str = "x-trace-id";
-/// Func's request cost header (milliseconds).
+const CLIENT_TIME_HEADER: &str = "x-client-time";
+const REQUEST_TIME_HEADER: &str = "x-request-time";
+const RESPONSE_TIME_HEADER: &str = "x-response-time";
 const COST_HEADER: &str = "x-request-cost";
+/// How a Func wrapper says a call comes from a crontab config (see [`exec_mode_of`]).
+pub const EXEC_MODE_HEADER: &str = "x-crontab-exec-mode";
 /// The kwargs these routes accept; any other is an error, as a Python signature would make it.
 const KWARGS: [&str; 6] = ["configs", "lookback_minutes", "window_start", "window_end", "dry_run", "fail_on_partial"];
 const RETURN_TYPES: [&str; 2] = ["raw", "jsonDumps"];
 const FORMATS: [&str; 3] = ["normal", "s", "simplified"];
-/// Func's `timeout` bounds (`DFF.API(timeout=…)`).
-const TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Func's `timeout` bounds (`config.yaml`: `_FUNC_TASK_TIMEOUT_MIN`/`_MAX`).
+const TIMEOUT_RANGE: std::ops::RangeInclusive<i64> = 1..=3600;
+/// Func's `expires` bounds (`_FUNC_TASK_EXPIRES_MIN`/`_MAX`).
+const EXPIRES_RANGE: std::ops::RangeInclusive<i64> = 1..=86400;
+/// Func's queues (`createFuncRunnerTaskReq`: "queue should be an integer between 1 and 9").
+const QUEUE_RANGE: std::ops::RangeInclusive<i64> = 1..=9;
 /// Longest `lookback_minutes`: the longest explicit window a run may read (31 days).
 const MAX_LOOKBACK_MINUTES: i64 = 31 * 24 * 60;
+/// Func's message for a path or method no route has (`server/app.js`, `gen404Error`).
+const NO_SUCH_ROUTER: &str =
+    "No such router. Please make sure that the METHOD is correct and no spelling missing in the URL";
 
-/// Func's error reasons this service answers with, and their codes (`server/const.yaml`).
+/// Func's error reasons this service answers with, and their codes (`const.yaml`,
+/// `respCodeMap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     EClientNotFound,
@@ -101,13 +122,16 @@ impl Reason {
 #[derive(Debug)]
 pub struct FuncError {
     reason: Reason,
+    /// Func's sub-reason, written after a dot (`EBizCondition.SyncAPIDisabled`); the code is
+    /// the main reason's.
+    sub: Option<&'static str>,
     message: String,
     detail: Value,
 }
 
 impl FuncError {
     fn new(reason: Reason, message: impl Into<String>, detail: Value) -> Self {
-        FuncError { reason, message: message.into(), detail }
+        FuncError { reason, sub: None, message: message.into(), detail }
     }
 
     fn bad_request(message: impl Into<String>, detail: Value) -> Self {
@@ -116,6 +140,14 @@ impl FuncError {
 
     fn bad_kwarg(field: &str, message: impl std::fmt::Display) -> Self {
         Self::bad_request(format!("Invalid kwargs, `{field}` {message}"), json!({ "kwargsField": field }))
+    }
+
+    /// The reason as Func writes it: `EBizCondition` or `EBizCondition.SyncAPIDisabled`.
+    fn reason_name(&self) -> String {
+        match self.sub {
+            Some(sub) => format!("{}.{sub}", self.reason.name()),
+            None => self.reason.name().to_string(),
+        }
     }
 
     /// The database failed under a call: logged here, once, and answered as Func's ESysDB.
@@ -132,14 +164,26 @@ impl FuncError {
         )
     }
 
-    fn from_trigger(e: TriggerError, inspection: &Inspection) -> Self {
+    /// A disabled inspection, as Func answers for a disabled Sync or Async API
+    /// (`callSyncAPI`: `EBizCondition.SyncAPIDisabled`, `callAsyncAPI`:
+    /// `EBizCondition.AsyncAPIDisabled`).
+    fn disabled(mode: Mode, inspection: &Inspection) -> Self {
+        let (sub, what) = match mode {
+            Mode::Sync => ("SyncAPIDisabled", "This Sync API is disabled"),
+            Mode::Async => ("AsyncAPIDisabled", "This Async API is disabled"),
+        };
+        FuncError {
+            reason: Reason::EBizCondition,
+            sub: Some(sub),
+            message: format!("{what}: the inspection is disabled; enable it to run it"),
+            detail: json!({ "inspection_id": inspection.id, "inspection": inspection.name }),
+        }
+    }
+
+    fn from_trigger(e: TriggerError, mode: Mode, inspection: &Inspection) -> Self {
         match e {
             TriggerError::NotFound => Self::not_found(),
-            TriggerError::Disabled => Self::new(
-                Reason::EBizCondition,
-                "The inspection is disabled; enable it to run it",
-                json!({ "inspection_id": inspection.id, "inspection": inspection.name }),
-            ),
+            TriggerError::Disabled => Self::disabled(mode, inspection),
             TriggerError::Active { run_id } => Self::new(
                 Reason::EBizRequestConflict,
                 format!("Run {run_id} of this inspection is still in progress"),
@@ -159,60 +203,96 @@ impl FuncError {
     }
 }
 
-/// Facts Func attaches to every answer: the trace id and the request's timing.
+/// Facts Func attaches to every answer: the trace id, the caller's clock, and the request's
+/// timing.
 struct Call {
     trace_id: String,
+    /// The caller's `X-Client-Time`, echoed as Func echoes it.
+    client_time: Option<String>,
     req_time: DateTime<Utc>,
     started: Instant,
+    /// Method and path for Func's `reqDump`, with the trigger id masked.
+    method: Method,
+    path: String,
 }
 
 impl Call {
     /// Keeps the caller's `X-Trace-Id` (so one trace spans Func and this service), or makes
     /// one as Func does: `TRACE-` and an upper-case UUID.
-    fn new(headers: &HeaderMap) -> Self {
-        let upstream = headers
-            .get(TRACE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty() && v.len() <= 256);
-        let trace_id = match upstream {
-            Some(t) => t.to_string(),
-            None => format!("TRACE-{}", uuid::Uuid::new_v4().to_string().to_uppercase()),
+    fn new(method: &Method, path: &str, headers: &HeaderMap) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .map(str::to_owned)
         };
-        Call { trace_id, req_time: Utc::now(), started: Instant::now() }
+        let trace_id = header(TRACE_HEADER)
+            .unwrap_or_else(|| format!("TRACE-{}", uuid::Uuid::new_v4().to_string().to_uppercase()));
+        Call {
+            trace_id,
+            client_time: header(CLIENT_TIME_HEADER),
+            req_time: Utc::now(),
+            started: Instant::now(),
+            method: method.clone(),
+            path: super::loggable_path(path).into_owned(),
+        }
     }
 
     fn cost_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// `traceId`, `reqTime`, `respTime`, `reqCost`, as Func's `_appendReqInfo`.
-    fn info(&self) -> Map<String, Value> {
+    /// `traceId`, `clientTime`, `reqTime`, `respTime`, `reqCost`, as Func's `_appendReqInfo`.
+    fn info(&self, resp_time: DateTime<Utc>, cost: u64) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("traceId".into(), json!(self.trace_id));
+        m.insert("clientTime".into(), json!(self.client_time));
         m.insert("reqTime".into(), json!(iso(self.req_time)));
-        m.insert("respTime".into(), json!(iso(Utc::now())));
-        m.insert("reqCost".into(), json!(self.cost_ms()));
+        m.insert("respTime".into(), json!(iso(resp_time)));
+        m.insert("reqCost".into(), json!(cost));
         m
     }
 
-    fn respond(&self, status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
-        let mut res = Response::new(Body::from(body));
+    /// An answer with Func's request-info headers; `body` gets the same times and cost.
+    fn respond_with(
+        &self,
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl FnOnce(DateTime<Utc>, u64) -> Vec<u8>,
+    ) -> Response {
+        let (resp_time, cost) = (Utc::now(), self.cost_ms());
+        let mut res = Response::new(Body::from(body(resp_time, cost)));
         *res.status_mut() = status;
         let h = res.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if let Ok(v) = HeaderValue::from_str(&self.trace_id) {
             h.insert(TRACE_HEADER, v);
         }
-        h.insert(COST_HEADER, HeaderValue::from(self.cost_ms()));
+        if let Some(v) = self.client_time.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+            h.insert(CLIENT_TIME_HEADER, v);
+        }
+        for (name, t) in [(REQUEST_TIME_HEADER, self.req_time), (RESPONSE_TIME_HEADER, resp_time)] {
+            if let Ok(v) = HeaderValue::from_str(&iso(t)) {
+                h.insert(name, v);
+            }
+        }
+        h.insert(COST_HEADER, HeaderValue::from(cost));
         res
     }
 
+    fn respond(&self, status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+        self.respond_with(status, content_type, |_, _| body)
+    }
+
     /// A Func envelope: `body` plus the request info.
-    fn json(&self, status: StatusCode, mut body: Map<String, Value>) -> Response {
-        body.extend(self.info());
-        let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
-        self.respond(status, "application/json; charset=utf-8", bytes)
+    fn json(&self, status: StatusCode, body: Map<String, Value>) -> Response {
+        self.respond_with(status, "application/json; charset=utf-8", |resp_time, cost| {
+            let mut body = body;
+            body.extend(self.info(resp_time, cost));
+            serde_json::to_vec(&Value::Object(body)).unwrap_or_default()
+        })
     }
 
     /// `toolkit.initRet(data)` plus the request info.
@@ -225,14 +305,17 @@ impl Call {
         self.json(StatusCode::OK, body)
     }
 
+    /// `ServerError.toJSON()` plus Func's `reqDump` (method and URL; never the body, which
+    /// Func echoes but which may hold what the caller did not mean to see logged back).
     fn error(&self, e: FuncError) -> Response {
         let mut body = Map::new();
         body.insert("ok".into(), json!(false));
         body.insert("error".into(), json!(e.reason.code()));
-        body.insert("reason".into(), json!(e.reason.name()));
+        body.insert("reason".into(), json!(e.reason_name()));
         body.insert("message".into(), json!(e.message));
         body.insert("detail".into(), e.detail);
         body.insert("status".into(), json!(e.reason.status().as_u16()));
+        body.insert("reqDump".into(), json!({ "method": self.method.as_str(), "url": self.path }));
         self.json(e.reason.status(), body)
     }
 }
@@ -244,9 +327,9 @@ fn iso(t: DateTime<Utc>) -> String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Run and wait (`/al/`).
+    /// Run and wait (Sync API: `/sync/`, `/al/`).
     Sync,
-    /// Start and answer at once (`/bat/`).
+    /// Start and answer at once (Async API: `/async/`, `/bat/`).
     Async,
 }
 
@@ -302,8 +385,15 @@ pub struct FuncOptions {
     pub return_type: Option<String>,
     /// Answer with the result itself (default true) or boxed in `data.result`.
     pub unbox: Option<bool>,
-    /// Seconds to wait for the run (1–3600); default the inspection's `timeout_seconds`.
+    /// Seconds to wait for the run (1–3600), counted from the request's arrival; default the
+    /// inspection's `timeout_seconds`.
     pub timeout: Option<u32>,
+    /// Func's task queue (1–9): checked as Func checks it, then ignored (runs here share the
+    /// service's run slots).
+    pub queue: Option<u32>,
+    /// Seconds a queued Func task may wait (1–86400): checked as Func checks it, then ignored
+    /// (a run here starts at once or waits for a run slot).
+    pub expires: Option<u32>,
 }
 
 // The `{format}` of a call's URL: how its kwargs are given. For the document only: the
@@ -330,7 +420,7 @@ enum FuncSyncResult {
     Boxed(FuncBoxed),
 }
 
-/// A boxed answer: `options.unbox = false`, and every `/bat/` answer.
+/// A boxed answer: `options.unbox = false`, and every Async API answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FuncBoxed {
     pub ok: bool,
@@ -342,6 +432,9 @@ pub struct FuncBoxed {
     pub data: Value,
     #[serde(rename = "traceId")]
     pub trace_id: String,
+    /// The caller's `X-Client-Time`, or null.
+    #[serde(rename = "clientTime")]
+    pub client_time: Option<String>,
     #[serde(rename = "reqTime")]
     pub req_time: String,
     #[serde(rename = "respTime")]
@@ -357,14 +450,20 @@ pub struct FuncErrorBody {
     pub ok: bool,
     /// e.g. 404.41, 400.43, 403.21, 409.25, 599.1, 599.2
     pub error: f64,
-    /// e.g. `EClientNotFound`, `EFuncTimeout`
+    /// e.g. `EClientNotFound`, `EBizCondition.SyncAPIDisabled`, `EFuncTimeout`
     pub reason: String,
     pub message: String,
     #[schema(value_type = Object)]
     pub detail: Value,
     pub status: u16,
+    /// `{"method", "url"}` of the request (the trigger id masked).
+    #[serde(rename = "reqDump")]
+    #[schema(value_type = Object)]
+    pub req_dump: Value,
     #[serde(rename = "traceId")]
     pub trace_id: String,
+    #[serde(rename = "clientTime")]
+    pub client_time: Option<String>,
     #[serde(rename = "reqTime")]
     pub req_time: String,
     #[serde(rename = "respTime")]
@@ -378,10 +477,10 @@ pub struct FuncErrorBody {
 #[allow(dead_code)]
 #[derive(utoipa::IntoResponses)]
 enum FuncErrors {
-    /// EClientBadRequest 400.43: bad JSON, unknown kwarg, bad option or format
+    /// EClientBadRequest 400.43: bad JSON, unknown kwarg, bad option or format, a body that holds no kwargs
     #[response(status = 400)]
     BadRequest(FuncErrorBody),
-    /// EBizCondition 403.21: the inspection is disabled
+    /// EBizCondition.SyncAPIDisabled (or .AsyncAPIDisabled) 403.21: the inspection is disabled
     #[response(status = 403)]
     Disabled(FuncErrorBody),
     /// EClientNotFound 404.41: unknown or rotated trigger id
@@ -409,7 +508,7 @@ impl<S: Send + Sync> FromRequest<S> for FuncRequest {
     type Rejection = BytesRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let call = Call::new(req.headers());
+        let call = Call::new(req.method(), req.uri().path(), req.headers());
         let method = req.method().clone();
         let query = req.uri().query().map(str::to_owned);
         let headers = req.headers().clone();
@@ -418,32 +517,53 @@ impl<S: Send + Sync> FromRequest<S> for FuncRequest {
     }
 }
 
-/// One URL family of Func's calling contract: `{prefix}/{trigger_id}` and
-/// `{prefix}/{trigger_id}/{format}`, each answering GET and POST in one [`Mode`].
+/// One URL family of Func's calling contract: `{prefix}/{trigger_id}`,
+/// `{prefix}/{trigger_id}/{format}` and `{prefix}/{trigger_id}/{format}/*`, each answering GET
+/// and POST in one [`Mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Family {
     pub prefix: &'static str,
     pub mode: Mode,
+    /// A name older Func versions used, which current Func still serves for old callers.
+    pub deprecated: bool,
 }
 
-/// The families this service answers: Func's auth link (`/al/`) and batch (`/bat/`) URLs.
-pub const FAMILIES: [Family; 2] =
-    [Family { prefix: "/api/v1/al", mode: Mode::Sync }, Family { prefix: "/api/v1/bat", mode: Mode::Async }];
+/// The families this service answers, as current Func serves them (`server/route.yaml`):
+/// the Sync and Async APIs, and their deprecated aliases, auth link and batch.
+pub const FAMILIES: [Family; 4] = [
+    Family { prefix: "/api/v1/sync", mode: Mode::Sync, deprecated: false },
+    Family { prefix: "/api/v1/async", mode: Mode::Async, deprecated: false },
+    Family { prefix: "/api/v1/al", mode: Mode::Sync, deprecated: true },
+    Family { prefix: "/api/v1/bat", mode: Mode::Async, deprecated: true },
+];
 
 /// The routes of every family, with their documentation.
 pub fn routes() -> OpenApiRouter<AppState> {
     FAMILIES.iter().fold(OpenApiRouter::new(), |router, family| router.merge(family.routes()))
 }
 
+/// The family a path lies under, if any: `{prefix}` itself or anything below it.
+pub fn family_of(path: &str) -> Option<&'static Family> {
+    FAMILIES.iter().find(|f| path.strip_prefix(f.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
+}
+
 impl Family {
     /// This family's routes under its prefix. `method(get, post)` gives both methods the
     /// handler's operation id, and handlers are shared between families of one mode, so each
     /// operation is named here after the family (the prefix's last segment), the path's shape
-    /// and the method: `al_get`, `bat_format_post`, …
+    /// and the method: `sync_get`, `bat_format_post`, … The `/{format}/*` tail is served but
+    /// not documented (OpenAPI has no wildcard paths); a method other than GET and POST on
+    /// these paths answers Func's 404.41, as Func's router does.
     pub fn routes(&self) -> OpenApiRouter<AppState> {
         let handlers = match self.mode {
-            Mode::Sync => OpenApiRouter::new().routes(routes!(run_and_wait)).routes(routes!(run_and_wait_in_format)),
-            Mode::Async => OpenApiRouter::new().routes(routes!(start_run)).routes(routes!(start_run_in_format)),
+            Mode::Sync => OpenApiRouter::new()
+                .routes(routes!(run_and_wait))
+                .routes(routes!(run_and_wait_in_format))
+                .route("/{trigger_id}/{format}/{*tail}", get(run_and_wait_with_tail).post(run_and_wait_with_tail)),
+            Mode::Async => OpenApiRouter::new()
+                .routes(routes!(start_run))
+                .routes(routes!(start_run_in_format))
+                .route("/{trigger_id}/{format}/{*tail}", get(start_run_with_tail).post(start_run_with_tail)),
         };
         let mut router = OpenApiRouter::new().nest(self.prefix, handlers);
         let name = self.prefix.rsplit('/').next().unwrap_or(self.prefix);
@@ -452,6 +572,9 @@ impl Family {
             for (method, operation) in [("get", &mut item.get), ("post", &mut item.post)] {
                 if let Some(operation) = operation {
                     operation.operation_id = Some(format!("{name}{shape}_{method}"));
+                    if self.deprecated {
+                        operation.deprecated = Some(utoipa::openapi::Deprecated::True);
+                    }
                 }
             }
         }
@@ -459,17 +582,28 @@ impl Family {
     }
 }
 
-/// Run an inspection and wait (Func Sync API / auth link).
+/// Func's answer to a path or method it has no route for: 404.41 "No such router", with the
+/// method and URL (trigger id masked) as its detail. Everything under the families' prefixes
+/// that no handler takes ends here.
+pub async fn no_such_router(req: Request) -> Response {
+    let call = Call::new(req.method(), req.uri().path(), req.headers());
+    let detail = json!({ "method": call.method.as_str(), "url": call.path });
+    call.error(FuncError::new(Reason::EClientNotFound, NO_SUCH_ROUTER, detail))
+}
+
+/// Run an inspection and wait (Func Sync API).
 ///
 /// GET reads `?kwargs=<JSON>&options=<JSON>`; POST reads the body `{"kwargs": {...},
-/// "options": {"returnType", "unbox", "timeout"}}`. Waits up to the inspection's
-/// `timeout_seconds`; past it the answer is EFuncTimeout while the run goes on and is recorded.
+/// "options": {"returnType", "unbox", "timeout", "queue", "expires"}}`. Waits up to the
+/// inspection's `timeout_seconds` (or `options.timeout`); past it the answer is EFuncTimeout
+/// while the run goes on and is recorded.
 #[utoipa::path(
     method(get, post), path = "/{trigger_id}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
         ("kwargs" = Option<String>, Query, description = "GET: the kwargs as JSON text"),
         ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
+        ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
     responses((status = 200, description = SYNC_RESULT,
@@ -486,12 +620,14 @@ pub async fn run_and_wait(
 /// Run an inspection and wait, in a given format.
 ///
 /// `normal` reads `{"kwargs", "options"}` (GET: `?kwargs=&options=`); `s`/`simplified` read
-/// the body (GET: the query) itself as kwargs.
+/// the body (GET: the query) itself as kwargs. Anything after the format (`/{format}/…`) is
+/// accepted and ignored, as Func does.
 #[utoipa::path(
     method(get, post), path = "/{trigger_id}/{format}", tag = "func", security(()),
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
         ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
+        ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
     responses((status = 200, description = SYNC_RESULT,
@@ -505,9 +641,18 @@ pub async fn run_and_wait_in_format(
     serve(&state, Mode::Sync, &trigger_id, Some(&format), request).await
 }
 
-/// Start an inspection run and answer at once (Func Async API / batch).
+/// `/{trigger_id}/{format}/*` of the Sync API: the tail is Func's, and means nothing.
+async fn run_and_wait_with_tail(
+    State(state): State<AppState>,
+    Path((trigger_id, format, _tail)): Path<(String, String, String)>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Sync, &trigger_id, Some(&format), request).await
+}
+
+/// Start an inspection run and answer at once (Func Async API).
 ///
-/// Reads the call as `/al/` does. Answers `{"ok": true, "data": {"id": "<run id>"}, …}`;
+/// Reads the call as the Sync API does. Answers `{"ok": true, "data": {"id": "<run id>"}, …}`;
 /// follow the run at `/api/v1/runs/{id}`.
 #[utoipa::path(
     method(get, post), path = "/{trigger_id}", tag = "func", security(()),
@@ -515,6 +660,7 @@ pub async fn run_and_wait_in_format(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
         ("kwargs" = Option<String>, Query, description = "GET: the kwargs as JSON text"),
         ("options" = Option<String>, Query, description = "GET: the options as JSON text"),
+        ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "POST: `{\"kwargs\": {...}, \"options\": {...}}`"),
     responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)
@@ -533,6 +679,7 @@ pub async fn start_run(
     params(
         ("trigger_id" = String, Path, description = "The inspection's `trigger_id`"),
         ("format" = inline(FuncFormat), Path, description = "`normal`, `s` or `simplified`"),
+        ("x-crontab-exec-mode" = Option<String>, Header, description = EXEC_MODE_DOC),
     ),
     request_body(content = FuncCall, description = "Normal format; in the simplified format the body is the kwargs"),
     responses((status = 200, description = ASYNC_RESULT, body = FuncBoxed), FuncErrors)
@@ -545,9 +692,20 @@ pub async fn start_run_in_format(
     serve(&state, Mode::Async, &trigger_id, Some(&format), request).await
 }
 
+/// `/{trigger_id}/{format}/*` of the Async API.
+async fn start_run_with_tail(
+    State(state): State<AppState>,
+    Path((trigger_id, format, _tail)): Path<(String, String, String)>,
+    request: FuncRequest,
+) -> Response {
+    serve(&state, Mode::Async, &trigger_id, Some(&format), request).await
+}
+
 const SYNC_RESULT: &str = "Unboxed: the finished run (`GET /api/v1/runs/{id}`), or its JSON text with \
     `returnType: jsonDumps`. Boxed (`unbox: false`): `FuncBoxed` with the run as `data.result`";
 const ASYNC_RESULT: &str = "The run started: `FuncBoxed` with the run id as `data.id`";
+const EXEC_MODE_DOC: &str = "`crontab` (or Func's `cronJob`) when a Func crontab config (cron job) makes \
+    the call, so the run's Guance events say `df_crontab_exec_mode=crontab`; `manual` or absent otherwise";
 
 /// Answers a call, in Func's shape whether it succeeded or not.
 async fn serve(state: &AppState, mode: Mode, trigger_id: &str, format: Option<&str>, request: FuncRequest) -> Response {
@@ -557,6 +715,8 @@ async fn serve(state: &AppState, mode: Mode, trigger_id: &str, format: Option<&s
     }
 }
 
+/// A call in Func's order (`callSyncAPI`): the API must exist, then be enabled, and only
+/// then are its kwargs and options read.
 async fn serve_call(
     state: &AppState,
     mode: Mode,
@@ -573,23 +733,29 @@ async fn serve_call(
         }
     };
     let inspection = find_inspection(state, trigger_id).await?;
+    let inspection = refreshed(state, inspection).await?;
+    if !inspection.enabled {
+        return Err(FuncError::disabled(mode, &inspection));
+    }
+    let exec_mode = exec_mode_of(&request.headers)?;
     let data = if request.method == Method::GET {
-        parse_query(request.query.as_deref())?
+        RequestData::Fields(parse_query(request.query.as_deref())?)
     } else {
         parse_body(&request.headers, &request.body)?
     };
-    let (kwargs, options) = if simplified { (data, Options::default()) } else { split_normal(data)? };
+    let (kwargs, options) = if simplified { (data.into_kwargs(), Options::default()) } else { split_normal(data)? };
     let fail_on_partial = match kwargs.get("fail_on_partial").filter(|v| !v.is_null()) {
         Some(v) => bool_kwarg("fail_on_partial", v)?,
         None => false,
     };
-    let asked = run_request(kwargs, &inspection, Utc::now())?;
+    let mut asked = run_request(kwargs, &inspection, Utc::now())?;
+    asked.exec_mode = exec_mode;
 
     let started = state
         .runner
         .trigger(inspection.id, Trigger::Func, asked, Some(call.trace_id.clone()))
         .await
-        .map_err(|e| FuncError::from_trigger(e, &inspection))?;
+        .map_err(|e| FuncError::from_trigger(e, mode, &inspection))?;
     let run_id = started.run.id;
     tracing::info!(inspection = %inspection.name, %run_id, trace_id = %call.trace_id, "func call started a run");
     if mode == Mode::Async {
@@ -597,7 +763,7 @@ async fn serve_call(
     }
 
     let secs = options.timeout.unwrap_or(u64::from(inspection.settings.timeout_seconds));
-    let run = wait_for(started.done, run_id, secs).await?;
+    let run = wait_for(started.done, run_id, secs, call.started).await?;
     match run.status {
         RunStatus::Partial if fail_on_partial => Err(failed(&run)),
         RunStatus::Succeeded | RunStatus::Partial => Ok(result(call, &run, options)),
@@ -606,10 +772,47 @@ async fn serve_call(
     }
 }
 
-/// The finished run, or the Func error for a wait that gave none. The run is its own task:
+/// The inspection as Guance studio last left it: its settings are read back from Guance
+/// first (when Guance is configured), so a checker disabled or re-configured there is
+/// disabled or re-configured here before the call is judged.
+async fn refreshed(state: &AppState, inspection: Inspection) -> Result<Inspection, FuncError> {
+    if !state.runner.pull_from_guance(inspection.id).await {
+        return Ok(inspection);
+    }
+    match state.store.get_inspection(inspection.id).await.map_err(FuncError::db)? {
+        Some(fresh) => Ok(fresh),
+        None => Err(FuncError::not_found()),
+    }
+}
+
+/// `df_crontab_exec_mode` of the run, from the wrapper's [`EXEC_MODE_HEADER`]: Func gives a
+/// function run by a crontab config `_DFF_CRON_JOB_EXEC_MODE = "cronJob"` (older versions:
+/// `_DFF_CRONTAB_EXEC_MODE = "crontab"`), and `"manual"` when the config is run by hand
+/// (`worker/tasks/cron_job_starter.py`).
+fn exec_mode_of(headers: &HeaderMap) -> Result<Option<ExecMode>, FuncError> {
+    let Some(value) = headers.get(EXEC_MODE_HEADER) else { return Ok(None) };
+    match value.to_str().map(str::trim) {
+        Ok("crontab" | "cronJob" | "cron_job") => Ok(Some(ExecMode::Crontab)),
+        Ok("manual" | "") => Ok(Some(ExecMode::Manual)),
+        _ => Err(FuncError::bad_request(
+            format!("Invalid header, `{EXEC_MODE_HEADER}` must be `crontab`, `cronJob` or `manual`"),
+            json!({ "header": EXEC_MODE_HEADER, "allowed": ["crontab", "cronJob", "manual"] }),
+        )),
+    }
+}
+
+/// The finished run, or the Func error for a wait that gave none. The wait ends `secs` after
+/// the request arrived (not after the run started), so a caller that allows a little more
+/// than `secs` always gets this answer rather than its own timeout. The run is its own task:
 /// when this wait ends it still finishes and is recorded.
-async fn wait_for(done: tokio::task::JoinHandle<Option<Run>>, run_id: uuid::Uuid, secs: u64) -> Result<Run, FuncError> {
-    match tokio::time::timeout(Duration::from_secs(secs), done).await {
+async fn wait_for(
+    done: tokio::task::JoinHandle<Option<Run>>,
+    run_id: uuid::Uuid,
+    secs: u64,
+    arrived: Instant,
+) -> Result<Run, FuncError> {
+    let deadline = tokio::time::Instant::from_std(arrived + Duration::from_secs(secs));
+    match tokio::time::timeout_at(deadline, done).await {
         Ok(Ok(Some(run))) => Ok(run),
         Ok(Ok(None)) => Err(FuncError::new(
             Reason::EFuncResultParsingFailed,
@@ -694,9 +897,32 @@ async fn find_inspection(state: &AppState, trigger_id: &str) -> Result<Inspectio
 /// An integer as Func reads one (parseInt): a number, or a string holding one ("60").
 fn int_of(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64(),
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
+    }
+}
+
+/// What a request carries, as Func's body parsers leave it in `req.body` / `req.query`
+/// (`server/app.js`: urlencoded, json, text, then raw for any other type).
+#[derive(Debug)]
+enum RequestData {
+    /// A JSON object, a form or a query string.
+    Fields(Map<String, Value>),
+    /// A `text/plain` body: Func reads it as `{"text": <body>}`.
+    Text(String),
+    /// Any other body (octet-stream, XML, …): Func reads it as `{"base64": <body>}`.
+    Binary(usize),
+}
+
+impl RequestData {
+    /// The kwargs of the simplified format: the data itself, as Func takes it.
+    fn into_kwargs(self) -> Map<String, Value> {
+        match self {
+            RequestData::Fields(m) => m,
+            RequestData::Text(t) => Map::from_iter([("text".to_string(), Value::String(t))]),
+            RequestData::Binary(n) => Map::from_iter([("base64".to_string(), json!(format!("<{n} bytes>")))]),
+        }
     }
 }
 
@@ -716,10 +942,13 @@ fn parse_query(query: Option<&str>) -> Result<Map<String, Value>, FuncError> {
     Ok(map)
 }
 
-/// A POST's body as an object (Express's `req.body`): JSON, or a form.
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, FuncError> {
+/// A POST's body as Func's parsers read it. JSON that does not parse is Func's
+/// "Invalid request body" (`server/app.js`); a JSON value that is not an object is refused
+/// too, since no kwargs can be read from it. A body without a content type is read as JSON
+/// when it is a JSON object (Func would take it as raw bytes and run without kwargs).
+fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<RequestData, FuncError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
+        return Ok(RequestData::Fields(Map::new()));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -727,19 +956,23 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Fu
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    let json = content_type == "application/json" || content_type.ends_with("+json");
     if content_type == "application/x-www-form-urlencoded" {
-        return parse_query(Some(std::str::from_utf8(body).unwrap_or("")));
+        return parse_query(Some(std::str::from_utf8(body).unwrap_or(""))).map(RequestData::Fields);
     }
-    if !(content_type.is_empty() || content_type == "application/json" || content_type.ends_with("+json")) {
-        return Err(FuncError::bad_request(
-            "Invalid body, send JSON (Content-Type: application/json)",
-            json!({ "contentType": content_type }),
-        ));
+    if content_type == "text/plain" {
+        return Ok(RequestData::Text(String::from_utf8_lossy(body).into_owned()));
+    }
+    if !json {
+        return match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) if content_type.is_empty() => Ok(RequestData::Fields(map)),
+            _ => Ok(RequestData::Binary(body.len())),
+        };
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(FuncError::bad_request("Invalid body, a JSON object is expected", json!({}))),
-        Err(e) => Err(FuncError::bad_request("Invalid body, bad JSON format", json!({ "error": e.to_string() }))),
+        Ok(Value::Object(map)) => Ok(RequestData::Fields(map)),
+        Ok(_) => Err(FuncError::bad_request("Invalid request body, a JSON object is expected", json!({}))),
+        Err(e) => Err(FuncError::bad_request("Invalid request body", json!({ "error": e.to_string() }))),
     }
 }
 
@@ -760,9 +993,59 @@ fn json_object(data: &Map<String, Value>, key: &str) -> Result<Map<String, Value
     }
 }
 
+/// Whether Func's `toolkit.notNothing` holds: not null, not an empty string, list or object.
+fn is_something(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    })
+}
+
+/// An integer option within Func's bounds, with Func's messages (`createFuncRunnerTaskReq`):
+/// "too small" with `{min}`, "too large" with `{max}`. A value that is not an integer at all
+/// (where Func's `parseInt` gives NaN and lets it pass) is refused as such.
+fn bounded_option(
+    raw: &Map<String, Value>,
+    key: &str,
+    range: &std::ops::RangeInclusive<i64>,
+) -> Result<Option<i64>, FuncError> {
+    let Some(v) = is_something(raw.get(key)) else { return Ok(None) };
+    let n = int_of(v)
+        .ok_or_else(|| FuncError::bad_request(format!("Invalid options, {key} should be an integer"), json!({})))?;
+    if n < *range.start() {
+        return Err(FuncError::bad_request(
+            format!("Invalid options, {key} is too small"),
+            json!({ "min": range.start() }),
+        ));
+    }
+    if n > *range.end() {
+        return Err(FuncError::bad_request(
+            format!("Invalid options, {key} is too large"),
+            json!({ "max": range.end() }),
+        ));
+    }
+    Ok(Some(n))
+}
+
 /// Splits a normal-format request into kwargs and options. Other top-level keys are ignored,
-/// as Func ignores them.
-fn split_normal(data: Map<String, Value>) -> Result<(Map<String, Value>, Options), FuncError> {
+/// as Func ignores them. A body Func reads as `{"text"}` or `{"base64"}` carries no kwargs at
+/// all; Func would run with none, which for an inspection means a run nobody asked for, so
+/// such a body is refused.
+fn split_normal(data: RequestData) -> Result<(Map<String, Value>, Options), FuncError> {
+    let data = match data {
+        RequestData::Fields(m) => m,
+        RequestData::Text(_) | RequestData::Binary(_) => {
+            return Err(FuncError::bad_request(
+                "Invalid request body: it is not JSON, so it holds no `kwargs` (Func reads a text body as \
+                 `{\"text\": …}` and other bodies as `{\"base64\": …}`); send `{\"kwargs\": {...}}` with \
+                 Content-Type: application/json, or use the simplified format",
+                json!({}),
+            ));
+        }
+    };
     let kwargs = json_object(&data, "kwargs")?;
     let raw = json_object(&data, "options")?;
     let mut options = Options::default();
@@ -782,26 +1065,18 @@ fn split_normal(data: Map<String, Value>) -> Result<(Map<String, Value>, Options
         Some(Value::Bool(b)) => options.unbox = *b,
         Some(_) => return Err(FuncError::bad_request("Invalid options, unbox should be a boolean", json!({}))),
     }
-    match raw.get("timeout") {
-        None | Some(Value::Null) => {}
-        Some(v) => {
-            let secs = int_of(v)
-                .ok_or_else(|| FuncError::bad_request("Invalid options, timeout should be an integer", json!({})))?;
-            if secs < *TIMEOUT_RANGE.start() as i64 {
-                return Err(FuncError::bad_request(
-                    "Invalid options, timeout is too small",
-                    json!({ "min": TIMEOUT_RANGE.start() }),
-                ));
-            }
-            if secs > *TIMEOUT_RANGE.end() as i64 {
-                return Err(FuncError::bad_request(
-                    "Invalid options, timeout is too large",
-                    json!({ "max": TIMEOUT_RANGE.end() }),
-                ));
-            }
-            options.timeout = Some(secs as u64);
+    options.timeout = bounded_option(&raw, "timeout", &TIMEOUT_RANGE)?.map(|s| s as u64);
+    // Checked as Func checks them, then without effect: see `FuncOptions`.
+    if let Some(v) = is_something(raw.get("queue")) {
+        let queue = int_of(v).filter(|q| QUEUE_RANGE.contains(q));
+        if queue.is_none() {
+            return Err(FuncError::bad_request(
+                "Invalid options, queue should be an integer between 1 and 9",
+                json!({ "min": QUEUE_RANGE.start(), "max": QUEUE_RANGE.end() }),
+            ));
         }
     }
+    bounded_option(&raw, "expires", &EXPIRES_RANGE)?;
     Ok((kwargs, options))
 }
 
@@ -916,11 +1191,116 @@ mod tests {
     #[test]
     fn trace_ids_come_from_the_caller_or_look_like_funcs() {
         let mut h = HeaderMap::new();
-        let made = Call::new(&h).trace_id;
+        let call = |h: &HeaderMap| Call::new(&Method::GET, "/api/v1/sync/secret", h);
+        let made = call(&h).trace_id;
         assert!(made.starts_with("TRACE-") && made.len() == 42, "{made}");
         assert_eq!(made, made.to_uppercase());
+        assert_eq!(call(&h).client_time, None);
         h.insert(TRACE_HEADER, HeaderValue::from_static("TRACE-FROM-FUNC"));
-        assert_eq!(Call::new(&h).trace_id, "TRACE-FROM-FUNC");
+        h.insert(CLIENT_TIME_HEADER, HeaderValue::from_static("2026-03-01T08:00:00.000Z"));
+        let c = call(&h);
+        assert_eq!(c.trace_id, "TRACE-FROM-FUNC");
+        assert_eq!(c.client_time.as_deref(), Some("2026-03-01T08:00:00.000Z"));
+        assert_eq!(c.path, "/api/v1/sync/***", "the trigger id never goes into an answer's reqDump");
+    }
+
+    #[test]
+    fn paths_belong_to_their_family() {
+        for (path, prefix) in [
+            ("/api/v1/sync", Some("/api/v1/sync")),
+            ("/api/v1/sync/x/s/tail", Some("/api/v1/sync")),
+            ("/api/v1/async/x", Some("/api/v1/async")),
+            ("/api/v1/al/x", Some("/api/v1/al")),
+            ("/api/v1/bat", Some("/api/v1/bat")),
+            ("/api/v1/synchronous", None),
+            ("/api/v1/alpha/x", None),
+            ("/api/v1/runs", None),
+        ] {
+            assert_eq!(family_of(path).map(|f| f.prefix), prefix, "{path}");
+        }
+    }
+
+    #[test]
+    fn options_are_checked_as_func_checks_them() {
+        let opts = |v: Value| split_normal(RequestData::Fields(json!({ "options": v }).as_object().unwrap().clone()));
+        for ok in [
+            json!({"queue": 1}),
+            json!({"queue": "9"}),
+            json!({"queue": null, "expires": ""}),
+            json!({"expires": 86400}),
+            json!({"expires": "1", "timeout": 3600}),
+        ] {
+            assert!(opts(ok.clone()).is_ok(), "{ok}");
+        }
+        for (bad, message, detail) in [
+            (json!({"queue": 0}), "queue should be an integer between 1 and 9", json!({"min": 1, "max": 9})),
+            (json!({"queue": 10}), "queue should be an integer between 1 and 9", json!({"min": 1, "max": 9})),
+            (json!({"queue": "fast"}), "queue should be an integer between 1 and 9", json!({"min": 1, "max": 9})),
+            (json!({"expires": 0}), "expires is too small", json!({"min": 1})),
+            (json!({"expires": 86401}), "expires is too large", json!({"max": 86400})),
+            (json!({"expires": "soon"}), "expires should be an integer", json!({})),
+            (json!({"timeout": 0}), "timeout is too small", json!({"min": 1})),
+        ] {
+            let e = opts(bad.clone()).unwrap_err();
+            assert_eq!(e.reason, Reason::EClientBadRequest, "{bad}");
+            assert!(e.message.contains(message), "{bad}: {}", e.message);
+            assert_eq!(e.detail, detail, "{bad}");
+        }
+        let (_, o) = opts(json!({"timeout": "30", "queue": 3, "expires": 60})).unwrap();
+        assert_eq!(o.timeout, Some(30));
+    }
+
+    #[test]
+    fn bodies_are_read_as_funcs_parsers_read_them() {
+        let h = |ct: &str| {
+            let mut h = HeaderMap::new();
+            if !ct.is_empty() {
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            }
+            h
+        };
+        let kwargs = |d: RequestData| Value::Object(d.into_kwargs());
+        let body = parse_body(&h("application/json; charset=utf-8"), br#"{"kwargs": {}}"#).unwrap();
+        assert_eq!(kwargs(body), json!({"kwargs": {}}));
+        let body = parse_body(&h("text/plain"), b"trail-a").unwrap();
+        assert_eq!(kwargs(body), json!({"text": "trail-a"}));
+        let body = parse_body(&h("application/octet-stream"), b"\x00\x01").unwrap();
+        assert_eq!(kwargs(body).as_object().unwrap().keys().collect::<Vec<_>>(), ["base64"]);
+        let body = parse_body(&h(""), br#"{"dry_run": true}"#).unwrap();
+        assert_eq!(kwargs(body), json!({"dry_run": true}), "no content type: a JSON object is still read");
+        let body = parse_body(&h("application/x-www-form-urlencoded"), b"dry_run=1").unwrap();
+        assert_eq!(kwargs(body), json!({"dry_run": "1"}));
+        let e = parse_body(&h("application/json"), b"{").unwrap_err();
+        assert_eq!(e.message, "Invalid request body");
+        // The normal format cannot take kwargs from a body that has none.
+        for data in [RequestData::Text("x".into()), RequestData::Binary(3)] {
+            let e = split_normal(data).unwrap_err();
+            assert!(e.message.starts_with("Invalid request body: it is not JSON"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_exec_mode_header_says_whether_a_crontab_config_called() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(EXEC_MODE_HEADER, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert_eq!(exec_mode_of(&HeaderMap::new()).unwrap(), None);
+        for (v, want) in [("cronJob", ExecMode::Crontab), ("crontab", ExecMode::Crontab), ("manual", ExecMode::Manual)]
+        {
+            assert_eq!(exec_mode_of(&h(v)).unwrap(), Some(want), "{v}");
+        }
+        assert_eq!(exec_mode_of(&h("hourly")).unwrap_err().reason, Reason::EClientBadRequest);
+    }
+
+    #[test]
+    fn sub_reasons_are_written_after_a_dot() {
+        let mut e = FuncError::new(Reason::EBizCondition, "x", json!({}));
+        assert_eq!(e.reason_name(), "EBizCondition");
+        e.sub = Some("SyncAPIDisabled");
+        assert_eq!(e.reason_name(), "EBizCondition.SyncAPIDisabled");
+        assert_eq!(e.reason.code(), 403.21);
     }
 
     #[test]
@@ -940,6 +1320,12 @@ mod tests {
         let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len(), "{ids:?}");
         assert_eq!(ids.len(), FAMILIES.len() * 4);
+        // The old names are marked as Func marks them: still served, use the new ones.
+        for family in FAMILIES {
+            let item = &doc.paths.paths[&format!("{}/{{trigger_id}}", family.prefix)];
+            let deprecated = item.get.as_ref().unwrap().deprecated == Some(utoipa::openapi::Deprecated::True);
+            assert_eq!(deprecated, family.deprecated, "{}", family.prefix);
+        }
     }
 
     #[test]

@@ -228,3 +228,29 @@ pub async fn rotate_trigger_id(
     tracing::info!(inspection_id = %id, "trigger id rotated");
     Ok(Json(view(&state, &rotated)))
 }
+
+/// Register an inspection in Guance again.
+///
+/// For an inspection whose self-built checker was deleted in Guance (`guance.state:
+/// "deleted_in_guance"`): deleting it there does not delete the inspection, nor is it
+/// registered again on its own. This queues a fresh registration; `guance.state` is
+/// `pending` until the sync worker has created the checker.
+#[utoipa::path(
+    post, path = "/api/v1/inspections/{id}/guance/register", tag = "inspections",
+    params(("id" = Uuid, Path, description = "Inspection id")),
+    responses(
+        (status = 202, description = "The inspection, its registration queued", body = InspectionView),
+        (status = 404, description = "No such inspection", body = ErrorBody),
+    )
+)]
+pub async fn register_in_guance(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<InspectionView>)> {
+    if !state.store.request_guance_registration(id, time::now()).await? {
+        return Err(ApiError::not_found("inspection"));
+    }
+    let inspection = state.store.get_inspection(id).await?.ok_or_else(|| ApiError::not_found("inspection"))?;
+    tracing::info!(inspection_id = %id, "registration in Guance requested");
+    Ok((StatusCode::ACCEPTED, Json(view(&state, &inspection))))
+}

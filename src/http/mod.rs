@@ -112,7 +112,7 @@ impl Default for HttpSettings {
         (name = "events", description = "Guance events of runs and their delivery"),
         (name = "health", description = "Liveness and readiness"),
         (name = "func", description = "DataFlux Func's calling contract: run an inspection by its trigger id, \
-            as Func's Sync API (auth link) and Async API (batch) are called"),
+            as Func's Sync API and Async API are called (also under their former names, auth link and batch)"),
     ),
     components(schemas(ErrorBody, func::FuncBoxed, func::FuncErrorBody)),
     modifiers(&BearerAuth),
@@ -151,6 +151,7 @@ fn managed_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clusters::get))
         .routes(routes!(clusters::access_keys))
         .routes(routes!(inspections::rotate_trigger_id))
+        .routes(routes!(inspections::register_in_guance))
         .routes(routes!(events::list_for_inspection))
         .routes(routes!(events::get))
 }
@@ -261,7 +262,9 @@ pub fn router(state: AppState) -> Router {
     let (managed, _) = managed_routes().split_for_parts();
     let (runs, _) = run_routes().split_for_parts();
     let (public, _) = public_routes().split_for_parts();
+    // Func answers a wrong method as it answers a wrong path (404.41), not with a 405.
     let (func, _) = func_routes().split_for_parts();
+    let func = func.method_not_allowed_fallback(func::no_such_router);
     let authenticated = middleware::from_fn_with_state(state.clone(), auth::require_token);
     let managed = managed
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
@@ -279,7 +282,7 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/swagger-ui").url("/api-docs/openapi.json", openapi()))
         // Temporary: browsers must not remember where `/` led once the page moves.
         .route("/", axum::routing::get(|| async { axum::response::Redirect::temporary(HOME) }))
-        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .fallback(no_route)
         .layer(middleware::from_fn(json_errors))
         // `read_body` enforces MAX_BODY_BYTES; axum's own 2 MB default must not add a second limit.
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -300,6 +303,15 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
         .layer(middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .with_state(state)
+}
+
+/// A path no route takes: under the Func-style prefixes Func's 404.41, elsewhere this API's
+/// own `not_found`.
+async fn no_route(req: Request) -> Response {
+    if func::family_of(req.uri().path()).is_some() {
+        return func::no_such_router(req).await;
+    }
+    ApiError::NotFound("no such route".into()).into_response()
 }
 
 /// The path as logs may show it: the trigger id in Func-style URLs is a credential.
@@ -469,6 +481,8 @@ mod tests {
             ("/api/v1/al/0123abcd", "/api/v1/al/***"),
             ("/api/v1/al/0123abcd/simplified", "/api/v1/al/***/simplified"),
             ("/api/v1/bat/0123abcd", "/api/v1/bat/***"),
+            ("/api/v1/sync/0123abcd/s/any/tail", "/api/v1/sync/***/s/any/tail"),
+            ("/api/v1/async/0123abcd", "/api/v1/async/***"),
             ("/api/v1/runs/42", "/api/v1/runs/42"),
         ] {
             assert_eq!(loggable_path(path), logged);

@@ -24,15 +24,24 @@ pub enum NotifyLevel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertPolicy {
-    /// Guance alert policy UUIDs (`altpl_…`) attached to this inspection's events.
+    /// Guance alert policy UUIDs (`altpl_…`) attached to this inspection's events: Guance
+    /// notifies (or silences) by them.
     #[serde(default)]
     pub guance_alert_policy_uuids: Vec<String>,
-    /// Event levels that are sent; others are recorded only.
+    /// Event levels that notify; events of other levels are written silent
+    /// (`df_is_silent = "true"`). Applies when `local_silencing` is on.
     #[serde(default = "default_notify_levels")]
     pub notify_levels: Vec<NotifyLevel>,
-    /// After an event for a dimension, further events within this many minutes are silent.
+    /// After an event for a dimension, further events within this many minutes are written
+    /// silent, unless more severe. Applies when `local_silencing` is on.
     #[serde(default = "default_silence_minutes")]
     pub silence_minutes: u32,
+    /// Whether `notify_levels` and `silence_minutes` mark events silent here. Default (null):
+    /// on without `guance_alert_policy_uuids`, off with them — Guance's policies then decide
+    /// who is notified and when, and silencing here as well would silence twice. Silent or
+    /// not, every event is written to Guance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_silencing: Option<bool>,
 }
 
 fn default_notify_levels() -> Vec<NotifyLevel> {
@@ -49,11 +58,18 @@ impl Default for AlertPolicy {
             guance_alert_policy_uuids: Vec::new(),
             notify_levels: default_notify_levels(),
             silence_minutes: default_silence_minutes(),
+            local_silencing: None,
         }
     }
 }
 
 impl AlertPolicy {
+    /// Whether this service marks events silent by `notify_levels` and `silence_minutes`:
+    /// as asked, else only when no Guance alert policy is attached.
+    pub fn silences_locally(&self) -> bool {
+        self.local_silencing.unwrap_or(self.guance_alert_policy_uuids.is_empty())
+    }
+
     /// Adds a message per bad field, under `alert_policy`.
     pub fn validate(&self, errors: &mut FieldErrors) {
         let p = self;
@@ -218,6 +234,19 @@ mod tests {
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn guance_policies_turn_local_silencing_off_unless_asked() {
+        let mut p = AlertPolicy::default();
+        assert!(p.silences_locally(), "no Guance policy: silence here");
+        p.guance_alert_policy_uuids = vec!["altpl_x".into()];
+        assert!(!p.silences_locally(), "Guance's policy silences; not twice");
+        p.local_silencing = Some(true);
+        assert!(p.silences_locally());
+        p.guance_alert_policy_uuids.clear();
+        p.local_silencing = Some(false);
+        assert!(!p.silences_locally());
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub enum DeliveryState {
     Failed,
     /// Still undelivered when it expired (Guance down longer than the expiry).
     Expired,
-    /// Recorded only: silenced, a level the policy does not notify, a dry run, or Guance not
-    /// configured. See `delivery_note`.
+    /// Recorded only: a dry run, or Guance not configured. See `delivery_note`. (Silent
+    /// events are sent: Guance keeps them in its history with `df_is_silent = "true"`.)
     NotSent,
 }
 
@@ -58,10 +58,11 @@ pub struct EventView {
     /// `df_status`: `ok` (a recovery), `info`, `warning`, `error` or `critical`.
     pub status: String,
     pub title: String,
-    /// `df_is_silent`: recorded within a silence period rather than sent.
+    /// `df_is_silent`: written to Guance's history without notifying (a silence period, a
+    /// level not notified).
     pub is_silent: bool,
     pub delivery_state: DeliveryState,
-    /// Why it was not sent, for `not_sent`.
+    /// Why it was not sent (`not_sent`), or why it is silent.
     pub delivery_note: Option<String>,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -84,10 +85,13 @@ pub struct EventView {
     pub event: Option<serde_json::Value>,
 }
 
-/// The registration of an inspection in Guance.
+/// The registration of an inspection in Guance, kept in sync both ways: changes made here
+/// are pushed, changes made in Guance studio (configs, alert policies, enabled) adopted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GuanceSync {
-    /// `synced`, `pending` (waiting or retrying), `failed` (refused; see `error`) or
+    /// `synced`, `pending` (waiting or retrying), `failed` (refused; see `error`),
+    /// `deleted_in_guance` (the checker was deleted in Guance; the inspection stays, and is
+    /// registered again by `POST /api/v1/inspections/{id}/guance/register`) or
     /// `not_configured` (the service has no Guance settings).
     pub state: String,
     /// `rul_…`: the self-built inspection's id in Guance.
@@ -96,4 +100,23 @@ pub struct GuanceSync {
     pub ref_key: String,
     pub error: Option<String>,
     pub synced_at: Option<DateTime<Utc>>,
+    /// When Guance's copy was last read back (before each run, and periodically).
+    #[serde(default)]
+    pub last_pulled_at: Option<DateTime<Utc>>,
+    /// The last change made in Guance studio and adopted here.
+    #[serde(default)]
+    pub last_change: Option<GuanceChange>,
+}
+
+/// A change of an inspection that came from Guance studio.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GuanceChange {
+    /// When it was adopted here.
+    pub at: DateTime<Utc>,
+    /// Where the change was made: `guance`.
+    pub changed_by: String,
+    /// What changed: `configs`, `alert_policy`, `enabled`.
+    pub fields: Vec<String>,
+    /// Guance's `updateAt` of the checker when the change was read.
+    pub guance_updated_at: Option<DateTime<Utc>>,
 }

@@ -84,6 +84,33 @@ impl Trigger {
     }
 }
 
+/// How Guance is told a run was started (`df_crontab_exec_mode`, Guance's event field
+/// reference: `crontab` for scheduled execution, `manual` otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecMode {
+    /// On a schedule: the built-in scheduler, or a caller that runs on one (a Func crontab
+    /// config, a cron job).
+    Crontab,
+    /// By a person or another system.
+    Manual,
+}
+
+impl ExecMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecMode::Crontab => "crontab",
+            ExecMode::Manual => "manual",
+        }
+    }
+
+    /// The mode of a run: what its caller said, else `crontab` for the built-in scheduler's
+    /// runs and `manual` for the others.
+    pub fn of(trigger: Trigger, asked: Option<ExecMode>) -> ExecMode {
+        asked.unwrap_or(if trigger == Trigger::Schedule { ExecMode::Crontab } else { ExecMode::Manual })
+    }
+}
+
 /// Body of `POST /api/v1/inspections/{id}/runs`; every field optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +128,11 @@ pub struct RunRequest {
     /// watermark moves.
     #[serde(default)]
     pub dry_run: bool,
+    /// What the run's Guance events say started it (`df_crontab_exec_mode`): `crontab` for a
+    /// caller that runs on a schedule (a cron job, a Func crontab config). Default: `crontab`
+    /// for the built-in scheduler's runs, `manual` for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_mode: Option<ExecMode>,
 }
 
 /// Outcome of one log group in a run.

@@ -28,7 +28,7 @@ use crate::engine::{Analysis, Cluster, Insight, KeyActivity, KeyTracker};
 use crate::model::alerting::SeverityRules;
 use crate::model::cluster::{AccessKeyView, ClusterSummary, merge_counted};
 use crate::model::inspection::Inspection;
-use crate::model::run::{AccountSummary, InsightView, LogGroupOutcome, RunReport, RunStatus, Trigger};
+use crate::model::run::{AccountSummary, ExecMode, InsightView, LogGroupOutcome, RunReport, RunStatus};
 use crate::model::time;
 use crate::outbox::{self, EventSettings};
 use crate::store::{ClusterWrite, FinishedRun, KnownCluster, LogGroupState};
@@ -42,7 +42,8 @@ pub const REPORT_KEYS: usize = 50;
 pub struct RunInputs<'a> {
     pub inspection: &'a Inspection,
     pub run_id: Uuid,
-    pub trigger: Trigger,
+    /// How the run was started, as its events tell Guance.
+    pub exec_mode: ExecMode,
     pub dry_run: bool,
     /// The run's span, and the span it left unread (from its plan).
     pub window: (DateTime<Utc>, DateTime<Utc>),
@@ -71,7 +72,7 @@ pub struct Prior {
 /// Decides a run's results from its inputs: the rows to store in one transaction with the
 /// report and the events to record.
 pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
-    let RunInputs { inspection, run_id, trigger, dry_run, window, skipped, reading, prior, events, now } = input;
+    let RunInputs { inspection, run_id, exec_mode, dry_run, window, skipped, reading, prior, events, now } = input;
     let groups = group_outcomes(reading.groups, &prior.group_states, (dry_run, now), reading.key_activity_error);
     let (analysis, baseline) = (reading.analysis, reading.baseline);
     let clusters = classify(&analysis, &baseline, &prior.clusters, &inspection.settings.severity_rules, dry_run);
@@ -89,7 +90,7 @@ pub fn assemble(input: RunInputs<'_>) -> FinishedRun {
     let planned = outbox::plan(outbox::RunEvents {
         inspection,
         run_id,
-        trigger,
+        exec_mode,
         window,
         status: groups.status,
         dry_run,
@@ -835,13 +836,13 @@ mod tests {
                 ..quiet
             },
             Case {
-                name: "within the silence a new cluster is recorded silent and carried",
+                name: "within the silence a new cluster is sent silent and carried",
                 window: &[("NoSuchKey", 3)],
                 previous: Previous::FaultSentMinutesAgo(10),
                 expect: Expect {
                     new: &["NoSuchKey"],
                     writes: &[("NoSuchKey", 3, Row::Window)],
-                    events: &[("warning", NotSent, true)],
+                    events: &[("warning", Pending, true)],
                     dimensions: &[(ACCOUNT, true, 1)],
                     ..quiet.expect
                 },
@@ -1055,7 +1056,7 @@ mod tests {
         RunInputs {
             inspection,
             run_id: Uuid::nil(),
-            trigger: Trigger::Api,
+            exec_mode: ExecMode::Manual,
             dry_run: case.dry_run,
             window: plan.window,
             skipped: plan.skipped,

@@ -27,6 +27,8 @@ pub fn inspection(json: serde_json::Value) -> Inspection {
             ref_key: String::new(),
             error: None,
             synced_at: None,
+            last_pulled_at: None,
+            last_change: None,
         },
     }
 }

@@ -16,7 +16,7 @@ use super::plan::{RunPlan, validate_request};
 use super::{Runner, Started, TriggerError};
 use crate::metrics::RunFigures;
 use crate::model::inspection::Inspection;
-use crate::model::run::{Run, RunRequest, RunStatus, Trigger};
+use crate::model::run::{ExecMode, Run, RunRequest, RunStatus, Trigger};
 use crate::model::time;
 use crate::store::{FinishedRun, LogGroupState, NewRun, QueueRefused, StoreError};
 
@@ -130,6 +130,8 @@ impl Runner {
         trace_id: Option<String>,
         limits: bool,
     ) -> Result<Started, TriggerError> {
+        // What Guance studio changed wins before the run is judged: disabled there, it is not run.
+        self.pull_from_guance(inspection_id).await;
         let inspection = self.store.get_inspection(inspection_id).await?.ok_or(TriggerError::NotFound)?;
         if !inspection.enabled {
             return Err(TriggerError::Disabled);
@@ -235,7 +237,7 @@ impl Runner {
         let finished = assemble(RunInputs {
             inspection: &inspection,
             run_id: run.id,
-            trigger: run.trigger,
+            exec_mode: ExecMode::of(run.trigger, run.request.exec_mode),
             dry_run: run.request.dry_run,
             window: (window_start, window_end),
             skipped,

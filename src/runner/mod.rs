@@ -31,7 +31,7 @@
 //! - `assemble`: the decision of step 3.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -124,6 +124,8 @@ pub struct Runner {
     /// `<instance id>/`: what every run of this instance's owner starts with.
     owner_prefix: String,
     metrics: Arc<Metrics>,
+    /// Guance, when configured: each run first reads its inspection back from Guance studio.
+    guance: OnceLock<Arc<crate::outbox::Guance>>,
 }
 
 impl Runner {
@@ -141,7 +143,24 @@ impl Runner {
             owner: format!("{instance}/{host}/{}", std::process::id()),
             owner_prefix: format!("{instance}/"),
             metrics: Arc::new(Metrics::default()),
+            guance: OnceLock::new(),
         })
+    }
+
+    /// Connects the runner to Guance: from now on every trigger first adopts what was changed
+    /// in Guance studio (configs, alert policies, enabled) before judging and starting the
+    /// run. Set once; later calls are ignored.
+    pub fn attach_guance(&self, guance: Arc<crate::outbox::Guance>) {
+        let _ = self.guance.set(guance);
+    }
+
+    /// Reads an inspection back from Guance studio now (see [`crate::outbox::Guance::pull`]);
+    /// false when Guance is not configured or was not read.
+    pub async fn pull_from_guance(&self, inspection_id: Uuid) -> bool {
+        match self.guance.get() {
+            Some(g) => g.pull(&self.store, inspection_id).await,
+            None => false,
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

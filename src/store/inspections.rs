@@ -2,7 +2,9 @@
 //!
 //! Each inspection has a registration in Guance (a row of `guance_checkers`) kept up to date
 //! by the outbox's sync worker: every write here that changes what Guance shows queues that
-//! registration again, in the same transaction.
+//! registration again, in the same transaction. Changes the sync worker adopts from Guance
+//! studio are written here too ([`InspectionStore::adopt_from_guance`]), without queueing a
+//! push: they came from Guance.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -16,7 +18,7 @@ use super::sql::map_unique;
 use super::{PgStore, SqliteStore, StoreError, StoreResult};
 use crate::crypto::{Sealed, SecretBox};
 use crate::model::Secret;
-use crate::model::event::GuanceSync;
+use crate::model::event::{GuanceChange, GuanceSync};
 use crate::model::inspection::{
     AwsSecrets, Inspection, InspectionDraft, InspectionSettings, guance_ref_key, new_trigger_id, trigger_id_hash,
 };
@@ -63,13 +65,29 @@ pub trait InspectionStore: Send + Sync {
         trigger_id: &Secret,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Inspection>>;
+    /// Adopts changes made in Guance studio: the inspection takes `enabled` and `settings`,
+    /// and its registration notes `change`, unless the inspection changed here since
+    /// `expected_updated_at` (then nothing is written and the result is None; the next sync
+    /// decides again with both changes in view).
+    async fn adopt_from_guance(
+        &self,
+        id: Uuid,
+        expected_updated_at: DateTime<Utc>,
+        enabled: bool,
+        settings: &InspectionSettings,
+        change: &GuanceChange,
+    ) -> StoreResult<Option<Inspection>>;
+    /// Registers an inspection in Guance again (after its checker was deleted there): its
+    /// registration forgets the checker and is queued. False when there is no inspection.
+    async fn request_guance_registration(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
 }
 
 /// An inspection with what the API shows beside it: its last run and its Guance registration.
 const INSPECTION_SELECT: &str = "select i.id, i.name, i.description, i.enabled, i.settings, i.secrets, \
      i.created_at, i.updated_at, r.id as lr_id, r.status as lr_status, r.finished_at as lr_finished_at, \
      r.clusters_new as lr_clusters_new, g.state as gs_state, g.checker_id as gs_checker_id, \
-     g.error as gs_error, g.synced_at as gs_synced_at \
+     g.error as gs_error, g.synced_at as gs_synced_at, g.last_pulled_at as gs_last_pulled_at, \
+     g.last_change as gs_last_change \
      from inspections i left join runs r on r.id = i.last_run_id left join guance_checkers g on g.inspection_id = i.id";
 
 /// Oldest first, so a listing in pages sees the inspections in the order they were made.
@@ -93,6 +111,8 @@ struct InspectionRow {
     gs_checker_id: Option<String>,
     gs_error: Option<String>,
     gs_synced_at: Option<DateTime<Utc>>,
+    gs_last_pulled_at: Option<DateTime<Utc>>,
+    gs_last_change: Option<Json<serde_json::Value>>,
 }
 
 /// How the `secrets` column holds credentials: sealed (see [`crate::crypto`]).
@@ -174,6 +194,9 @@ impl InspectionRow {
                 ref_key: guance_ref_key(self.id),
                 error: self.gs_error,
                 synced_at: self.gs_synced_at,
+                last_pulled_at: self.gs_last_pulled_at,
+                // A note this version cannot read is not worth failing the inspection over.
+                last_change: self.gs_last_change.and_then(|c| serde_json::from_value(c.0).ok()),
             },
         })
     }
@@ -294,11 +317,13 @@ macro_rules! inspection_store {
                 if done.rows_affected() == 0 {
                     return Ok(None);
                 }
-                // Guance's copy (title, alert policies, enabled) follows the change.
+                // Guance's copy (title, configs, alert policies, enabled) follows the change;
+                // a checker deleted in Guance stays deleted until registering it is asked for.
                 sqlx::query(
                     "insert into guance_checkers (ref_key, inspection_id, state, next_attempt_at, updated_at) \
                      values ($1, $2, 'pending', $3, $3) on conflict (ref_key) do update set \
-                     state = 'pending', attempts = 0, next_attempt_at = excluded.next_attempt_at, \
+                     state = case when guance_checkers.state = 'deleted_in_guance' then guance_checkers.state \
+                     else 'pending' end, attempts = 0, next_attempt_at = excluded.next_attempt_at, \
                      updated_at = excluded.updated_at",
                 )
                 .bind(guance_ref_key(id))
@@ -355,6 +380,50 @@ macro_rules! inspection_store {
                 }
                 let rotated = self.get_inspection(id).await?;
                 Ok(rotated.map(|i| Inspection { trigger_id: Some(trigger_id.clone()), ..i }))
+            }
+
+            async fn adopt_from_guance(
+                &self,
+                id: Uuid,
+                expected_updated_at: DateTime<Utc>,
+                enabled: bool,
+                settings: &InspectionSettings,
+                change: &GuanceChange,
+            ) -> StoreResult<Option<Inspection>> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "update inspections set enabled = $2, settings = $3, updated_at = $4 \
+                     where id = $1 and updated_at = $5",
+                )
+                .bind(id)
+                .bind(enabled)
+                .bind(Json(settings))
+                .bind(change.at)
+                .bind(expected_updated_at)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                sqlx::query("update guance_checkers set last_change = $2 where inspection_id = $1")
+                    .bind(id)
+                    .bind(Json(change))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.get_inspection(id).await
+            }
+
+            async fn request_guance_registration(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "update guance_checkers set state = 'pending', checker_id = null, sync_memory = null, \
+                     error = null, attempts = 0, next_attempt_at = $2, updated_at = $2 where inspection_id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
             }
         }
 

@@ -78,22 +78,40 @@ pub enum DeliveryOutcome {
     },
 }
 
-/// A registration in Guance to bring up to date.
+/// A registration in Guance to bring up to date: to push a change made here, to read back
+/// changes made in Guance, or both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckerJob {
     pub ref_key: String,
     /// None: the inspection was deleted, so the registration is to be deleted.
     pub inspection_id: Option<Uuid>,
     pub attempts: i32,
+    /// `rul_…`, once Guance assigned it.
+    pub checker_id: Option<String>,
+    /// What the last sync left (`guance::sync::Memory` as JSON); None before the first.
+    pub memory: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckerOutcome {
+    /// Both sides agree. The registration is `synced` unless the inspection changed again
+    /// after `started` (the claim), which leaves it pending for the next pass.
     Synced {
         checker_id: Option<String>,
+        memory: serde_json::Value,
+        started: DateTime<Utc>,
+        /// A problem that did not stop the sync (an edit in Guance that could not be adopted).
+        note: Option<String>,
     },
     /// The registration of a deleted inspection is gone from Guance.
     Deleted,
+    /// The checker was deleted in Guance; the inspection is kept and not registered again
+    /// until asked.
+    DeletedInGuance,
+    /// Nothing was done (the inspection changed during the sync); try again soon.
+    Retry {
+        at: DateTime<Utc>,
+    },
     Failed {
         error: String,
         retry_at: DateTime<Utc>,
@@ -132,13 +150,26 @@ pub trait OutboxStore: Send + Sync {
         after: Option<TimeKey>,
         limit: i64,
     ) -> StoreResult<Vec<EventView>>;
-    /// Claims registrations due for syncing with Guance.
+    /// Claims registrations due for syncing with Guance: those with a change to push (or a
+    /// failed attempt to retry), and synced ones last read back before `pull_before`.
     async fn claim_checker_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+        pull_before: DateTime<Utc>,
     ) -> StoreResult<Vec<CheckerJob>>;
+    /// Claims one inspection's registration to read it back now (before a run), unless it
+    /// was read back after `fresh_after`, another worker holds it, its checker was deleted in
+    /// Guance, or its last attempt failed and waits for its retry (so runs do not each wait
+    /// for a Guance that is down).
+    async fn claim_checker_pull(
+        &self,
+        inspection_id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        fresh_after: DateTime<Utc>,
+    ) -> StoreResult<Option<CheckerJob>>;
     async fn finish_checker_job(&self, ref_key: &str, outcome: &CheckerOutcome, now: DateTime<Utc>) -> StoreResult<()>;
 }
 
@@ -228,6 +259,10 @@ impl From<OutboxRow> for OutboxEvent {
     }
 }
 
+/// What a registration whose checker was deleted in Guance says.
+pub const DELETED_IN_GUANCE: &str = "the self-built checker was deleted in Guance; the inspection is kept. \
+    POST /api/v1/inspections/{id}/guance/register registers it again";
+
 /// Claims the deliverable events: see [`OutboxStore::claim_events`]. `{skip_locked}` is the
 /// backend's way to pass over rows another transaction is claiming (none on SQLite, whose
 /// single writer makes the statement atomic anyway).
@@ -249,11 +284,37 @@ fn claim_events_sql(skip_locked: &str) -> String {
 fn claim_checker_jobs_sql(skip_locked: &str) -> String {
     format!(
         "update guance_checkers set claimed_until = $2 where ref_key in ( \
-           select ref_key from guance_checkers where state in ('pending', 'failed') \
-             and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1) \
+           select ref_key from guance_checkers where \
+             ((state in ('pending', 'failed') and next_attempt_at <= $1) \
+              or (state = 'synced' and inspection_id is not null \
+                  and coalesce(last_pulled_at, synced_at, updated_at) <= $4)) \
+             and (claimed_until is null or claimed_until < $1) \
            order by next_attempt_at limit $3{skip_locked}) \
-         returning ref_key, inspection_id, attempts"
+         returning {CHECKER_JOB_COLUMNS}"
     )
+}
+
+const CHECKER_JOB_COLUMNS: &str = "ref_key, inspection_id, attempts, checker_id, sync_memory";
+
+#[derive(sqlx::FromRow)]
+struct CheckerJobRow {
+    ref_key: String,
+    inspection_id: Option<Uuid>,
+    attempts: i32,
+    checker_id: Option<String>,
+    sync_memory: Option<Json<serde_json::Value>>,
+}
+
+impl From<CheckerJobRow> for CheckerJob {
+    fn from(r: CheckerJobRow) -> Self {
+        CheckerJob {
+            ref_key: r.ref_key,
+            inspection_id: r.inspection_id,
+            attempts: r.attempts,
+            checker_id: r.checker_id,
+            memory: r.sync_memory.map(|m| m.0),
+        }
+    }
 }
 
 /// [`OutboxStore`] for a store over one sqlx backend, and the event and alerting-state
@@ -379,14 +440,40 @@ macro_rules! outbox_store {
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
                 limit: i64,
+                pull_before: DateTime<Utc>,
             ) -> StoreResult<Vec<CheckerJob>> {
                 let sql = claim_checker_jobs_sql(Self::SKIP_LOCKED);
-                let rows: Vec<(String, Option<Uuid>, i32)> =
-                    sqlx::query_as(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(&self.pool).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(ref_key, inspection_id, attempts)| CheckerJob { ref_key, inspection_id, attempts })
-                    .collect())
+                let rows = sqlx::query_as::<$db, CheckerJobRow>(&sql)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .bind(pull_before)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn claim_checker_pull(
+                &self,
+                inspection_id: Uuid,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+                fresh_after: DateTime<Utc>,
+            ) -> StoreResult<Option<CheckerJob>> {
+                let sql = format!(
+                    "update guance_checkers set claimed_until = $2 where inspection_id = $1 \
+                     and state <> 'deleted_in_guance' and (claimed_until is null or claimed_until < $3) \
+                     and (last_pulled_at is null or last_pulled_at < $4) \
+                     and not (state = 'failed' and next_attempt_at > $3) returning {CHECKER_JOB_COLUMNS}"
+                );
+                let row = sqlx::query_as::<$db, CheckerJobRow>(&sql)
+                    .bind(inspection_id)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(fresh_after)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Into::into))
             }
 
             async fn finish_checker_job(
@@ -402,16 +489,42 @@ macro_rules! outbox_store {
                             .execute(&self.pool)
                             .await?;
                     }
-                    // Only if nothing changed meanwhile: a newer change keeps it pending.
-                    CheckerOutcome::Synced { checker_id } => {
+                    // The memory is kept whatever happened meanwhile (it says what Guance now
+                    // holds); the state is `synced` only if nothing changed here since the claim.
+                    CheckerOutcome::Synced { checker_id, memory, started, note } => {
                         sqlx::query(
-                            "update guance_checkers set state = 'synced', checker_id = coalesce($2, checker_id), \
-                             error = null, attempts = 0, synced_at = $3, claimed_until = null \
-                             where ref_key = $1 and updated_at <= $3",
+                            "update guance_checkers set checker_id = coalesce($2, checker_id), sync_memory = $3, \
+                             last_pulled_at = $4, synced_at = $4, error = $6, claimed_until = null, \
+                             state = case when updated_at <= $5 then 'synced' else state end, \
+                             attempts = case when updated_at <= $5 then 0 else attempts end \
+                             where ref_key = $1",
                         )
                         .bind(ref_key)
                         .bind(checker_id)
+                        .bind(Json(memory))
                         .bind(now)
+                        .bind(started)
+                        .bind(note)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    CheckerOutcome::DeletedInGuance => {
+                        sqlx::query(
+                            "update guance_checkers set state = 'deleted_in_guance', error = $2, \
+                             last_pulled_at = $3, claimed_until = null where ref_key = $1",
+                        )
+                        .bind(ref_key)
+                        .bind(DELETED_IN_GUANCE)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    CheckerOutcome::Retry { at } => {
+                        sqlx::query(
+                            "update guance_checkers set next_attempt_at = $2, claimed_until = null where ref_key = $1",
+                        )
+                        .bind(ref_key)
+                        .bind(at)
                         .execute(&self.pool)
                         .await?;
                     }

@@ -462,7 +462,8 @@ async fn inspections_from_before_the_migration_get_a_trigger_id_and_defaults() {
         }
         // Each gets the Guance registration job that inspections created since get.
         let later = chrono::Utc::now() + chrono::TimeDelta::seconds(1);
-        let jobs = store.claim_checker_jobs(later, later + chrono::TimeDelta::minutes(1), 10).await.unwrap();
+        let lease = later + chrono::TimeDelta::minutes(1);
+        let jobs = store.claim_checker_jobs(later, lease, 10, later - chrono::TimeDelta::minutes(5)).await.unwrap();
         let mut registered: Vec<_> = jobs.iter().filter_map(|j| j.inspection_id).collect();
         registered.sort();
         assert_eq!(registered, ids, "{backend:?}");

@@ -79,10 +79,21 @@ fn assert_func_error(status: StatusCode, headers: &HeaderMap, body: &Value, code
     assert_eq!(body["status"], status.as_u16(), "{body}");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(body["detail"].is_object(), "{body}");
+    assert!(body["reqDump"]["method"].is_string() && body["reqDump"]["url"].is_string(), "{body}");
+    assert_request_info(headers, body);
+}
+
+/// Func's request info, on every answer: `X-Trace-Id`, `X-Request-Time`, `X-Response-Time`,
+/// `X-Request-Cost` headers, and for JSON bodies the same as `traceId`, `clientTime`,
+/// `reqTime`, `respTime`, `reqCost`.
+fn assert_request_info(headers: &HeaderMap, body: &Value) {
     let trace = body["traceId"].as_str().expect("traceId");
     assert_eq!(headers["x-trace-id"], trace);
     assert!(body["reqTime"].is_string() && body["respTime"].is_string() && body["reqCost"].is_u64(), "{body}");
-    assert!(headers["x-request-cost"].to_str().unwrap().parse::<u64>().is_ok());
+    assert!(body.get("clientTime").is_some(), "{body}");
+    assert_eq!(headers["x-request-time"], body["reqTime"].as_str().unwrap());
+    assert_eq!(headers["x-response-time"], body["respTime"].as_str().unwrap());
+    assert_eq!(headers["x-request-cost"].to_str().unwrap().parse::<u64>().ok(), body["reqCost"].as_u64());
 }
 
 async fn run_count(app: &TestApp, inspection_id: &str) -> usize {
@@ -407,10 +418,18 @@ async fn a_disabled_inspection_is_403_21() {
         let insp = app.create_inspection(inspection_body("func-off", &["g"], "http://127.0.0.1:9")).await;
         let id = insp["id"].as_str().unwrap();
         app.patch(&format!("/api/v1/inspections/{id}"), json!({"enabled": false})).await;
-        for uri in [format!("/api/v1/al/{}", tid(&insp)), format!("/api/v1/bat/{}", tid(&insp))] {
-            let (status, headers, bytes) = send(&app, Method::GET, &uri, None, &[]).await;
+        let t = tid(&insp);
+        for (uri, reason) in [
+            (format!("/api/v1/sync/{t}"), "EBizCondition.SyncAPIDisabled"),
+            (format!("/api/v1/al/{t}/s"), "EBizCondition.SyncAPIDisabled"),
+            (format!("/api/v1/async/{t}"), "EBizCondition.AsyncAPIDisabled"),
+            (format!("/api/v1/bat/{t}"), "EBizCondition.AsyncAPIDisabled"),
+        ] {
+            // Checked before the kwargs are read, as Func does: these kwargs are bad.
+            let (status, headers, bytes) =
+                send(&app, Method::POST, &uri, Some(json!({"kwargs": {"no_such": 1}, "no_such": 1})), &[]).await;
             let v = json_of(&bytes);
-            assert_func_error(status, &headers, &v, 403.21, "EBizCondition");
+            assert_func_error(status, &headers, &v, 403.21, reason);
             assert!(v["message"].as_str().unwrap().contains("disabled"), "{v}");
             assert_eq!(v["detail"]["inspection_id"], id);
         }
@@ -569,9 +588,11 @@ async fn past_the_timeout_the_answer_is_599_20_and_the_run_finishes() {
 async fn method_and_route_errors_keep_a_json_body() {
     let app = TestApp::new(Backend::Sqlite).await;
     let insp = app.create_inspection(inspection_body("func-routes", &["g"], "http://127.0.0.1:9")).await;
-    let (status, _, bytes) = send(&app, Method::DELETE, &format!("/api/v1/al/{}", tid(&insp)), None, &[]).await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    assert!(serde_json::from_slice::<Value>(&bytes).is_ok());
+    // Func's router answers a wrong method as a wrong path: 404.41 "No such router".
+    let (status, headers, bytes) = send(&app, Method::DELETE, &format!("/api/v1/al/{}", tid(&insp)), None, &[]).await;
+    let v = json_of(&bytes);
+    assert_func_error(status, &headers, &v, 404.41, "EClientNotFound");
+    assert!(v["message"].as_str().unwrap().starts_with("No such router"), "{v}");
     // A form body is read like a query.
     let req = Request::post(format!("/api/v1/al/{}/s", tid(&insp)))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -581,4 +602,169 @@ async fn method_and_route_errors_keep_a_json_body() {
     let v = json_of(&bytes);
     assert_func_error(status, &headers, &v, 400.43, "EClientBadRequest");
     assert_eq!(v["detail"]["kwargsField"], "dry_run");
+}
+
+#[tokio::test]
+async fn sync_and_async_urls_as_current_func_serves_them() {
+    for backend in BACKENDS {
+        let fake = fake_with_invictus(FakeConfig::default()).await;
+        let (app, insp) = setup(backend, &fake, "func-current").await;
+        let t = tid(&insp);
+        // The Sync API: normal, in a format, and with Func's `/{format}/*` tail.
+        let (status, headers, bytes) = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/sync/{t}"),
+            Some(json!({"kwargs": {"dry_run": true}, "options": {"unbox": false}})),
+            &[("x-client-time", "2026-03-01T08:00:00.000Z")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        let boxed = json_of(&bytes);
+        assert_request_info(&headers, &boxed);
+        assert_eq!(boxed["clientTime"], "2026-03-01T08:00:00.000Z");
+        assert_eq!(headers["x-client-time"], "2026-03-01T08:00:00.000Z");
+        assert_eq!(boxed["data"]["result"]["error_records"], 300);
+        for uri in
+            [format!("/api/v1/sync/{t}/s?dry_run=true"), format!("/api/v1/sync/{t}/simplified/any/tail?dry_run=1")]
+        {
+            let (status, headers, bytes) = send(&app, Method::GET, &uri, None, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {}", String::from_utf8_lossy(&bytes));
+            assert!(headers.contains_key("x-request-time") && headers.contains_key("x-response-time"));
+            assert_eq!(json_of(&bytes)["dry_run"], true, "{uri}");
+        }
+        // The Async API answers at once with the run id, in every form.
+        for (method, uri) in
+            [(Method::POST, format!("/api/v1/async/{t}")), (Method::GET, format!("/api/v1/async/{t}/normal/x"))]
+        {
+            let (status, headers, bytes) = send(&app, method, &uri, None, &[]).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {}", String::from_utf8_lossy(&bytes));
+            let boxed = json_of(&bytes);
+            assert_request_info(&headers, &boxed);
+            assert_eq!(boxed["clientTime"], Value::Null);
+            let run = wait_for_run(&app, boxed["data"]["id"].as_str().unwrap()).await;
+            assert_eq!(run["trigger"], "func");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_under_the_func_prefixes_are_funcs_404_41() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let insp = app.create_inspection(inspection_body("func-404", &["g"], "http://127.0.0.1:9")).await;
+    let t = tid(&insp);
+    for (method, uri) in [
+        (Method::GET, "/api/v1/sync".to_string()),
+        (Method::POST, "/api/v1/async/".to_string()),
+        (Method::PUT, format!("/api/v1/sync/{t}")),
+        (Method::DELETE, format!("/api/v1/async/{t}/s")),
+        (Method::PATCH, format!("/api/v1/bat/{t}/s/tail")),
+    ] {
+        let (status, headers, bytes) = send(&app, method.clone(), &uri, None, &[]).await;
+        let v = json_of(&bytes);
+        assert_func_error(status, &headers, &v, 404.41, "EClientNotFound");
+        assert!(v["message"].as_str().unwrap().starts_with("No such router"), "{method} {uri}: {v}");
+        assert_eq!(v["detail"]["method"], method.as_str());
+        assert!(!bytes.windows(t.len()).any(|w| w == t.as_bytes()), "the trigger id is never echoed: {v}");
+    }
+    // Elsewhere the API's own shape stays.
+    let (status, v) = app.get("/api/v1/synchronous").await;
+    assert_eq!((status, v["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+}
+
+#[tokio::test]
+async fn queue_and_expires_are_checked_as_func_checks_them_then_ignored() {
+    for backend in BACKENDS {
+        let fake = fake_with_invictus(FakeConfig::default()).await;
+        let (app, insp) = setup(backend, &fake, "func-options").await;
+        let uri = format!("/api/v1/sync/{}", tid(&insp));
+        let ok = json!({"kwargs": {"dry_run": true}, "options": {"queue": 3, "expires": "60", "timeout": 120}});
+        let (status, _, bytes) = send(&app, Method::POST, &uri, Some(ok), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        for (options, message) in [
+            (json!({"queue": 10}), "Invalid options, queue should be an integer between 1 and 9"),
+            (json!({"queue": 0}), "Invalid options, queue should be an integer between 1 and 9"),
+            (json!({"expires": 0}), "Invalid options, expires is too small"),
+            (json!({"expires": 86401}), "Invalid options, expires is too large"),
+        ] {
+            let q = query(&[("options", &options.to_string())]);
+            let (status, headers, bytes) = send(&app, Method::GET, &format!("{uri}?{q}"), None, &[]).await;
+            let v = json_of(&bytes);
+            assert_func_error(status, &headers, &v, 400.43, "EClientBadRequest");
+            assert_eq!(v["message"], message, "{v}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_are_read_as_func_reads_them_or_refused_clearly() {
+    let app = TestApp::new(Backend::Sqlite).await;
+    let insp = app.create_inspection(inspection_body("func-bodies", &["g"], "http://127.0.0.1:9")).await;
+    let id = insp["id"].as_str().unwrap();
+    let t = tid(&insp);
+    let post = |uri: String, content_type: &str, body: &'static [u8]| {
+        Request::post(uri).header("content-type", content_type).body(Body::from(body)).unwrap()
+    };
+    // Normal format: a body Func reads as `{"text"}` or `{"base64"}` holds no kwargs.
+    for ct in ["text/plain", "application/octet-stream", "application/xml"] {
+        let (status, headers, bytes) = app.send(post(format!("/api/v1/sync/{t}"), ct, b"configs=a")).await;
+        let v = json_of(&bytes);
+        assert_func_error(status, &headers, &v, 400.43, "EClientBadRequest");
+        assert!(v["message"].as_str().unwrap().contains("it is not JSON"), "{ct}: {v}");
+    }
+    // Simplified format: the body is the kwargs, as Func reads it — which names no argument
+    // of this function.
+    for (ct, field) in [("text/plain", "text"), ("application/octet-stream", "base64")] {
+        let (status, headers, bytes) = app.send(post(format!("/api/v1/sync/{t}/s"), ct, b"trail-a")).await;
+        let v = json_of(&bytes);
+        assert_func_error(status, &headers, &v, 400.43, "EClientBadRequest");
+        assert_eq!(v["detail"]["kwargsField"], field, "{v}");
+    }
+    // Broken JSON: Func's own words.
+    let (status, headers, bytes) =
+        app.send(post(format!("/api/v1/async/{t}"), "application/json", b"{\"kwargs\":")).await;
+    let v = json_of(&bytes);
+    assert_func_error(status, &headers, &v, 400.43, "EClientBadRequest");
+    assert_eq!(v["message"], "Invalid request body");
+    assert_eq!(run_count(&app, id).await, 0);
+}
+
+#[tokio::test]
+async fn a_call_from_a_crontab_config_says_so_in_its_events() {
+    for backend in BACKENDS {
+        let fake = fake_with_invictus(FakeConfig::default()).await;
+        let (app, insp) = setup(backend, &fake, "func-crontab").await;
+        let t = tid(&insp);
+        // What the README's wrapper sends: Func's `_DFF_CRON_JOB_EXEC_MODE`.
+        let (status, _, bytes) = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/sync/{t}"),
+            Some(json!({})),
+            &[("x-crontab-exec-mode", "cronJob")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        let run = json_of(&bytes);
+        assert_eq!(run["request"]["exec_mode"], "crontab");
+        let (_, events) = app.get(&format!("/api/v1/inspections/{}/events", insp["id"].as_str().unwrap())).await;
+        let event_id = events["items"][0]["id"].as_str().expect("an event");
+        let (_, event) = app.get(&format!("/api/v1/events/{event_id}")).await;
+        assert_eq!(event["event"]["exec_mode"], "crontab");
+        // Without the header (or with `manual`, as a crontab config run by hand) it is manual.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let (status, _, bytes) = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/al/{t}"),
+            Some(json!({"kwargs": {"lookback_minutes": 70}})),
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(json_of(&bytes)["request"].get("exec_mode"), None);
+        let (status, headers, bytes) =
+            send(&app, Method::POST, &format!("/api/v1/sync/{t}"), None, &[("x-crontab-exec-mode", "hourly")]).await;
+        assert_func_error(status, &headers, &json_of(&bytes), 400.43, "EClientBadRequest");
+    }
 }

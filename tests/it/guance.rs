@@ -13,21 +13,22 @@ use serde_json::{Value, json};
 use crate::common::data;
 use crate::common::fake_cwl::FakeCwl;
 use crate::common::fake_guance::{self, FakeGuance, Side};
-use crate::common::{BACKENDS, Backend, TestApp, inspection_body};
+use crate::common::{BACKENDS, Backend, TestApp, inspection_body, wait_for_run};
 use cloudtrail_inspector::guance::client::{ClientOptions, GuanceClient};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
 use cloudtrail_inspector::http::HttpSettings;
 use cloudtrail_inspector::model::Secret;
 use cloudtrail_inspector::outbox::{EventSettings, Guance};
+use cloudtrail_inspector::scheduler::{ScheduleSettings, Scheduler};
 use cloudtrail_inspector::store::DynStore;
 
-const GROUP: &str = "trail";
+pub(crate) const GROUP: &str = "trail";
 
-fn worker(fake: &FakeGuance) -> Guance {
+pub(crate) fn worker(fake: &FakeGuance) -> Guance {
     worker_with_token(fake, None)
 }
 
-fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
+pub(crate) fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
     let settings = GuanceSettings {
         node: GuanceNode::Private,
         openapi_url: Some(fake.url()),
@@ -46,7 +47,7 @@ fn worker_with_token(fake: &FakeGuance, token: Option<&str>) -> Guance {
     g
 }
 
-async fn app(backend: Backend, configured: bool) -> TestApp {
+pub(crate) async fn app(backend: Backend, configured: bool) -> TestApp {
     let mut runner = crate::common::test_runner_settings();
     runner.events = EventSettings {
         public_url: "http://inspector.test".into(),
@@ -58,12 +59,12 @@ async fn app(backend: Backend, configured: bool) -> TestApp {
     TestApp::with_settings(backend, runner, http).await
 }
 
-fn now_s() -> DateTime<Utc> {
+pub(crate) fn now_s() -> DateTime<Utc> {
     Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap()
 }
 
 /// The invictus sts:AssumeRole AccessDenied records, moved to just before now.
-fn access_denied_events() -> Vec<(i64, String)> {
+pub(crate) fn access_denied_events() -> Vec<(i64, String)> {
     let denied: Vec<Value> = data::invictus()
         .into_iter()
         .filter(|r| r["errorCode"] == "AccessDenied" && r["eventName"] == "AssumeRole")
@@ -72,7 +73,7 @@ fn access_denied_events() -> Vec<(i64, String)> {
     data::shift_to(&denied, now_s() - TimeDelta::minutes(30))
 }
 
-async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> String {
+pub(crate) async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> String {
     let mut body = inspection_body(name, &[GROUP], &cwl.endpoint());
     body["baseline_days"] = json!(0);
     body["delivery_delay_minutes"] = json!(0);
@@ -83,13 +84,13 @@ async fn inspection(app: &TestApp, cwl: &FakeCwl, name: &str, extra: Value) -> S
     app.create_inspection(body).await["id"].as_str().unwrap().to_string()
 }
 
-async fn run(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn run(app: &TestApp, id: &str) -> Value {
     let (status, v) = app.post(&format!("/api/v1/inspections/{id}/runs"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v
 }
 
-async fn drain(g: &Guance, store: &DynStore) {
+pub(crate) async fn drain(g: &Guance, store: &DynStore) {
     for _ in 0..200 {
         g.deliver_once(store).await.unwrap();
         if store.outbox_backlog().await.unwrap() == 0 {
@@ -137,7 +138,13 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert_eq!(e.str("df_event_id"), events[0]["event_id"].as_str());
         assert_eq!(e.str("df_fault_id"), e.str("df_event_id"), "the first event opens the fault");
         let tags = e.json("df_dimension_tags").unwrap();
-        assert_eq!(tags, json!({"account_id": "123837392027", "inspection": "denials", "region": "us-east-1"}));
+        assert_eq!(tags, json!({"account_id": "123837392027", "inspection_id": id, "region": "us-east-1"}));
+        assert_eq!(e.str("inspection_name"), Some("denials"));
+        assert_eq!(e.str("df_sub_status"), Some("error"));
+        let event_ref = e.str("df_monitor_checker_event_ref").unwrap().to_string();
+        let report = e.json("df_event_report").unwrap();
+        assert_eq!(report["cloudtrail"]["new_error_records"], 13);
+        assert!(report["new_errors"][0]["links"]["details"].as_str().unwrap().starts_with("http://inspector.test/"));
         assert_eq!(e.json("df_alert_policy_ids").unwrap(), json!(["altpl_0123abcd"]));
         assert!(e.fields.contains_key("df_check_range_start") && e.fields.contains_key("df_check_range_end"));
         assert!(e.fields.contains_key("df_fault_start_time") && e.fields.contains_key("df_fault_duration"));
@@ -153,7 +160,10 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert!(msg.contains("console.aws.amazon.com/cloudwatch"), "{msg}");
         assert!(msg.contains("CloudWatch.2"), "the matched CIS rule is shown: {msg}");
 
-        // A quiet run: the fault recovers, same fault id, with its start and duration.
+        // Renamed, then a quiet run: the fault recovers, same fault id and same dimension (the
+        // name is not part of it), with its start and duration.
+        let (status, _) = app.patch(&format!("/api/v1/inspections/{id}"), json!({"name": "denials renamed"})).await;
+        assert_eq!(status, StatusCode::OK);
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let second = run(&app, &id).await;
         assert_eq!(second["clusters_new"], 0);
@@ -165,6 +175,11 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
         assert_eq!(ok.str("df_status"), Some("ok"));
         assert_eq!(ok.str("df_fault_status"), Some("ok"));
         assert_eq!(ok.str("df_fault_id"), e.str("df_fault_id"));
+        assert_eq!(ok.str("df_sub_status"), Some("ok"));
+        assert_eq!(ok.str("df_monitor_checker_event_ref"), Some(event_ref.as_str()), "same checker, same dimension");
+        assert_eq!(ok.json("df_dimension_tags").unwrap(), tags, "a rename starts no new dimension");
+        assert_eq!(ok.str("df_monitor_checker_name"), Some("denials renamed"));
+        assert_eq!(ok.str("inspection_name"), Some("denials renamed"));
         assert_eq!(ok.fields.get("df_fault_start_time"), e.fields.get("df_fault_start_time"));
         let start = e.int("df_fault_start_time").unwrap();
         let duration = ok.int("df_fault_duration").unwrap();
@@ -192,42 +207,107 @@ async fn a_new_access_denied_cluster_is_one_error_event_and_a_quiet_run_recovers
     }
 }
 
-#[tokio::test]
-async fn silenced_events_are_recorded_and_their_clusters_carried_into_the_next_one() {
-    let cwl = FakeCwl::start().await;
-    cwl.put_events(GROUP, "s", access_denied_events());
-    let fake = FakeGuance::start().await;
-    let g = worker(&fake);
-    let app = app(Backend::Sqlite, true).await;
-    let id = inspection(&app, &cwl, "silence", json!({"alert_policy": {"silence_minutes": 60}})).await;
-    run(&app, &id).await;
-    drain(&g, app.store()).await;
-    assert_eq!(fake.events().len(), 1);
-
-    // A new kind of error within the silence period: recorded, not sent.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+/// A new kind of error from the account, a second after `now`: `Client.UnauthorizedOperation`
+/// on `ec2:DescribeInstances`.
+fn put_describe_instances_denial(cwl: &FakeCwl) {
     let at = now_s() - TimeDelta::seconds(1);
     let rec = json!({"eventTime": at.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "eventSource": "ec2.amazonaws.com",
         "eventName": "DescribeInstances", "awsRegion": "us-east-1", "recipientAccountId": "123837392027",
         "errorCode": "Client.UnauthorizedOperation", "errorMessage": "You are not authorized to perform this operation.",
         "userIdentity": {"arn": "arn:aws:iam::123837392027:user/carol"}});
     cwl.put_events(GROUP, "s2", [(at.timestamp_millis(), rec.to_string())]);
-    let second = run(&app, &id).await;
-    let ev = &second["report"]["events"][0];
-    assert_eq!(ev["is_silent"], true);
-    assert_eq!(ev["delivery_state"], "not_sent");
-    assert!(ev["note"].as_str().unwrap().contains("silenced until"), "{ev}");
-    drain(&g, app.store()).await;
-    assert_eq!(fake.events().len(), 1, "nothing sent during the silence");
+}
 
-    // The recovery is sent and carries the silenced cluster: nothing was dropped.
+#[tokio::test]
+async fn silenced_events_reach_guances_history_as_silent_and_their_clusters_ride_along() {
+    for backend in BACKENDS {
+        let cwl = FakeCwl::start().await;
+        cwl.put_events(GROUP, "s", access_denied_events());
+        let fake = FakeGuance::start().await;
+        let g = worker(&fake);
+        let app = app(backend, true).await;
+        // Guance policies are attached; silencing here is asked for explicitly.
+        let policy =
+            json!({"guance_alert_policy_uuids": ["altpl_0123abcd"], "silence_minutes": 60, "local_silencing": true});
+        let id = inspection(&app, &cwl, "silence", json!({"alert_policy": policy})).await;
+        run(&app, &id).await;
+        drain(&g, app.store()).await;
+        assert_eq!(fake.events().len(), 1);
+
+        // A new kind of error within the silence period: written to Guance, silent.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        put_describe_instances_denial(&cwl);
+        let second = run(&app, &id).await;
+        let ev = &second["report"]["events"][0];
+        assert_eq!(ev["is_silent"], true);
+        assert_eq!(ev["delivery_state"], "pending", "silent events are delivered too");
+        assert!(ev["note"].as_str().unwrap().contains("silenced until"), "{ev}");
+        drain(&g, app.store()).await;
+        let sent = fake.events();
+        assert_eq!(sent.len(), 2, "Guance's history has no gap");
+        assert_eq!(sent[1].str("df_is_silent"), Some("true"));
+        assert_eq!(sent[1].str("df_status"), Some("error"));
+        assert_eq!(sent[1].str("df_fault_id"), sent[0].str("df_fault_id"));
+        let (_, list) = app.get(&format!("/api/v1/inspections/{id}/events")).await;
+        assert_eq!(
+            (&list["items"][0]["is_silent"], &list["items"][0]["delivery_state"]),
+            (&json!(true), &json!("sent"))
+        );
+
+        // The recovery carries the silenced cluster to whoever is notified.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let third = run(&app, &id).await;
+        assert_eq!(third["report"]["events"][0]["status"], "ok");
+        drain(&g, app.store()).await;
+        let sent = fake.events();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[2].str("df_is_silent"), Some("false"));
+        assert!(
+            sent[2].str("df_message").unwrap().contains("DescribeInstances"),
+            "{}",
+            sent[2].str("df_message").unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_guance_alert_policies_nothing_is_silenced_twice() {
+    let cwl = FakeCwl::start().await;
+    cwl.put_events(GROUP, "s", access_denied_events());
+    let fake = FakeGuance::start().await;
+    let g = worker(&fake);
+    let app = app(Backend::Sqlite, true).await;
+    // A long silence and a level filter that would silence the second event here; with a
+    // Guance policy attached and `local_silencing` unset, neither applies.
+    let policy =
+        json!({"guance_alert_policy_uuids": ["altpl_0123abcd"], "silence_minutes": 600, "notify_levels": ["critical"]});
+    let id = inspection(&app, &cwl, "guance-silences", json!({"alert_policy": policy})).await;
+    let (_, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
+    assert_eq!(v["alert_policy"].get("local_silencing"), None, "unset: the default applies");
+    run(&app, &id).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let third = run(&app, &id).await;
-    assert_eq!(third["report"]["events"][0]["status"], "ok");
+    put_describe_instances_denial(&cwl);
+    run(&app, &id).await;
     drain(&g, app.store()).await;
     let sent = fake.events();
     assert_eq!(sent.len(), 2);
-    assert!(sent[1].str("df_message").unwrap().contains("DescribeInstances"), "{}", sent[1].str("df_message").unwrap());
+    for e in &sent {
+        assert_eq!(e.str("df_is_silent"), Some("false"), "Guance's policy does the silencing");
+        assert_eq!(e.json("df_alert_policy_ids").unwrap(), json!(["altpl_0123abcd"]));
+    }
+    // Without a Guance policy the same settings silence here, and the event is still written.
+    let app = self::app(Backend::Sqlite, true).await;
+    let cwl = FakeCwl::start().await;
+    cwl.put_events(GROUP, "s", access_denied_events());
+    let fake = FakeGuance::start().await;
+    let g = worker(&fake);
+    let policy = json!({"guance_alert_policy_uuids": [], "notify_levels": ["critical"]});
+    let id = inspection(&app, &cwl, "local-levels", json!({"alert_policy": policy})).await;
+    let r = run(&app, &id).await;
+    assert_eq!(r["report"]["events"][0]["is_silent"], true, "error is not a notify level here");
+    drain(&g, app.store()).await;
+    assert_eq!(fake.events().len(), 1);
+    assert_eq!(fake.events()[0].str("df_is_silent"), Some("true"));
 }
 
 #[tokio::test]
@@ -344,7 +424,7 @@ async fn hostile_record_text_breaks_neither_the_line_protocol_nor_the_markdown()
     // Record text sits inside code spans, where markdown makes no links.
     assert!(msg.contains("``x\" y=<ID> ## owned [click](javascript:"), "{msg}");
     assert!(!msg.contains('\u{1b}') && !msg.contains('\u{202e}'), "control characters removed");
-    assert_eq!(sent[0].json("df_dimension_tags").unwrap()["inspection"], "hostile, \"name\" = yes");
+    assert_eq!(sent[0].str("inspection_name"), Some("hostile, \"name\" = yes"));
 }
 
 #[tokio::test]
@@ -360,10 +440,11 @@ async fn inspections_are_registered_in_guance_and_kept_in_sync() {
         assert_eq!(v["guance"]["state"], "pending");
         g.sync_once(app.store()).await.unwrap();
         let checker = fake.checkers()[&ref_key].clone();
-        assert_eq!(checker["title"], "registered");
-        assert_eq!(checker["isDisabled"], false);
-        assert_eq!(checker["alertPolicyUUIDs"], json!(["altpl_0123abcd"]));
-        assert_eq!(checker["refFuncInfo"]["kwargs"]["configs"], GROUP);
+        assert_eq!(checker["jsonScript"]["title"], "registered");
+        assert_eq!(checker["status"], 0, "enabled");
+        assert_eq!(checker["alertPolicyInfos"][0]["uuid"], "altpl_0123abcd");
+        // Guance shows what is inspected: the real configs, as the argument's default.
+        assert_eq!(checker["jsonScript"]["refFuncInfo"]["kwargs"]["configs"]["default"], GROUP);
         let (_, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
         assert_eq!(v["guance"]["state"], "synced", "{v}");
         assert!(v["guance"]["checker_id"].as_str().unwrap().starts_with("rul_"));
@@ -377,14 +458,14 @@ async fn inspections_are_registered_in_guance_and_kept_in_sync() {
         assert!(v["guance"]["error"].as_str().unwrap().contains("502"), "{v}");
         for _ in 0..100 {
             g.sync_once(app.store()).await.unwrap();
-            if fake.checkers()[&ref_key]["title"] == "renamed" {
+            if fake.checkers()[&ref_key]["jsonScript"]["title"] == "renamed" {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let checker = fake.checkers()[&ref_key].clone();
-        assert_eq!(checker["title"], "renamed");
-        assert_eq!(checker["isDisabled"], true);
+        assert_eq!(checker["jsonScript"]["title"], "renamed");
+        assert_eq!(checker["status"], 2, "disabled");
         let (_, v) = app.get(&format!("/api/v1/inspections/{id}")).await;
         assert_eq!(v["guance"]["state"], "synced");
 
@@ -422,4 +503,26 @@ async fn without_guance_each_run_says_why_no_event_was_sent_and_dry_runs_never_s
     // …and the dry run opened no fault: the real run's event is a fresh one.
     let real = run(&app, &id).await;
     assert_eq!(real["report"]["events"][0]["delivery_state"], "pending");
+}
+
+#[tokio::test]
+async fn a_scheduled_runs_events_say_crontab() {
+    let cwl = FakeCwl::start().await;
+    cwl.put_events(GROUP, "s", access_denied_events());
+    let fake = FakeGuance::start().await;
+    let g = worker(&fake);
+    let app = app(Backend::Sqlite, true).await;
+    let id = inspection(&app, &cwl, "scheduled", json!({})).await;
+    let (_, insp) = app.get(&format!("/api/v1/inspections/{id}")).await;
+    let due: DateTime<Utc> = insp["next_run_at"].as_str().unwrap().parse().unwrap();
+    let scheduler = Scheduler::new(app.state.store.clone(), app.state.runner.clone(), ScheduleSettings::default());
+    let actions = scheduler.tick(due).await.unwrap();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let run = wait_for_run(&app, &actions[0].run_id.unwrap().to_string()).await;
+    assert_eq!(run["trigger"], "schedule");
+    assert_eq!(run["report"]["events"].as_array().map(Vec::len), Some(1), "{run}");
+    drain(&g, app.store()).await;
+    let sent = fake.events();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].str("df_crontab_exec_mode"), Some("crontab"), "the built-in scheduler is a crontab");
 }

@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use cloudtrail_inspector::engine::{Clusterer, ClustererConfig};
 use cloudtrail_inspector::guance::alerting::{Action, DimensionState};
-use cloudtrail_inspector::guance::client::{CheckerSpec, ClientOptions, GuanceClient, GuanceError, RefFuncInfo};
+use cloudtrail_inspector::guance::client::{
+    CheckerSpec, ClientOptions, GuanceClient, GuanceError, ModifyParts, RefFuncInfo,
+};
 use cloudtrail_inspector::guance::event::{self, AccountRun, EventCluster, EventContext, EventStatus, ExecMode};
 use cloudtrail_inspector::guance::lineproto::{FieldValue, Point, encode_lines};
 use cloudtrail_inspector::guance::{GuanceNode, GuanceSettings};
@@ -356,21 +358,35 @@ async fn the_checker_registry_lifecycle() {
     changed.alert_policy_uuids = vec!["altpl_two".into(), "altpl_three".into()];
     c.modify_checker(&changed).await.unwrap();
     let got = c.get_checker("cti-1").await.unwrap().unwrap();
-    assert_eq!(got.raw["title"], "renamed");
+    assert_eq!(got.raw["jsonScript"]["title"], "renamed");
     assert_eq!(
         got.alert_policy_infos.iter().map(|p| p.uuid.as_str()).collect::<Vec<_>>(),
         ["altpl_two", "altpl_three"]
     );
 
+    assert_eq!(got.configs().as_deref(), Some("aws-cloudtrail-logs\nsecond-group"));
+    assert_eq!(got.alert_policy_uuids(), Some(vec!["altpl_two".to_string(), "altpl_three".to_string()]));
+
     c.disable_checker("cti-1").await.unwrap();
-    assert_eq!(fake.checkers()["cti-1"]["isDisabled"], true);
+    assert_eq!(c.get_checker("cti-1").await.unwrap().unwrap().is_disabled(), Some(true));
     c.enable_checker("cti-1").await.unwrap();
-    assert_eq!(fake.checkers()["cti-1"]["isDisabled"], false);
+    assert_eq!(c.get_checker("cti-1").await.unwrap().unwrap().is_disabled(), Some(false));
+
+    // Only the parts asked for are sent, and only they change.
+    let mut partial = changed.clone();
+    partial.title = "only the title".into();
+    partial.alert_policy_uuids = vec!["altpl_ignored".into()];
+    let title_only = ModifyParts { title: true, func_info: false, alert_policies: false };
+    c.modify_checker_parts(&partial, title_only).await.unwrap();
+    let sent = fake.requests().into_iter().rfind(|r| r.path == "/api/v1/self_built_checker/modify").unwrap();
+    assert_eq!(sent.body.unwrap(), json!({"refKey": "cti-1", "title": "only the title"}));
+    let got = c.get_checker("cti-1").await.unwrap().unwrap();
+    assert_eq!(got.alert_policy_uuids(), Some(vec!["altpl_two".to_string(), "altpl_three".to_string()]));
 
     let mut disabled = changed.clone();
     disabled.is_disabled = true;
     let rec = c.upsert_checker(&disabled).await.unwrap();
-    assert_eq!(rec.raw["isDisabled"], true);
+    assert_eq!(rec.is_disabled(), Some(true));
     let rec = c.upsert_checker(&spec("cti-2")).await.unwrap();
     assert_eq!(rec.ref_key, "cti-2");
     assert_eq!(fake.checkers().len(), 2);
@@ -595,7 +611,7 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
         p.tags,
         BTreeMap::from([
             ("account_id".to_owned(), "123837392027".to_owned()),
-            ("inspection".to_owned(), "invictus".to_owned()),
+            ("inspection_id".to_owned(), ctx.inspection_id.to_string()),
             ("region".to_owned(), "us-east-1".to_owned()),
         ])
     );
@@ -618,8 +634,20 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
     assert_eq!(p.json("df_alert_policy_ids"), Some(json!(["altpl_security"])));
     assert_eq!(
         p.json("df_dimension_tags"),
-        Some(json!({"account_id": "123837392027", "inspection": "invictus", "region": "us-east-1"}))
+        Some(json!({"account_id": "123837392027", "inspection_id": ctx.inspection_id, "region": "us-east-1"}))
     );
+    assert_eq!(s("df_sub_status"), want_status.as_str());
+    assert_eq!(s("inspection_name"), "invictus");
+    assert_eq!(s("df_monitor_checker_event_ref").len(), 32);
+    // The report: the original's four parts, each cluster with its links.
+    let report = p.json("df_event_report").unwrap();
+    assert_eq!(report["cloudtrail"]["new_error_records"], 300);
+    assert_eq!(report["cloudtrail"]["new_clusters"], clusters.len());
+    assert_eq!(report["access_keys"].as_array().unwrap().len(), keys.len());
+    assert_eq!(report["new_errors"].as_array().unwrap().len(), clusters.len());
+    assert!(report["new_errors"].as_array().unwrap().iter().all(|c| {
+        c["links"]["details"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:8080/console/clusters/"))
+    }));
     let detail = p.json("df_event_detail").unwrap();
     assert_eq!(detail["new_clusters"].as_array().unwrap().len(), 44);
     assert_eq!(detail["new_error_records"], 300);
@@ -652,8 +680,8 @@ async fn an_account_event_from_real_records_is_written_and_reads_back() {
 }
 
 /// Three runs of one account: a new AccessDenied cluster (sent, `error`), another within the
-/// silence (recorded, not sent), then a quiet run (the `ok` recovery, same fault, with the
-/// silenced cluster and the fault's duration).
+/// silence (sent silent, `df_is_silent = "true"`), then a quiet run (the `ok` recovery, same
+/// fault, with the silenced cluster and the fault's duration).
 #[tokio::test]
 async fn silence_and_recovery_reach_guance_as_expected() {
     let (clusters, _, start, end) = invictus_run();
@@ -687,10 +715,20 @@ async fn silence_and_recovery_reach_guance_as_expected() {
             c.write_keyevents(&token, &ev.to_line_protocol().unwrap()).await.unwrap();
         }
     }
-    assert_eq!(sent, vec![(Action::Send, true), (Action::RecordSilent, false), (Action::Recover, true)]);
+    assert_eq!(sent, vec![(Action::Send, true), (Action::RecordSilent, true), (Action::Recover, true)]);
     let got = fake.events();
-    assert_eq!(got.len(), 2);
-    let (first, recovery) = (&got[0], &got[1]);
+    assert_eq!(got.len(), 3, "Guance's history has every event, the silent one too");
+    let (first, silent, recovery) = (&got[0], &got[1], &got[2]);
+    assert_eq!(first.str("df_is_silent"), Some("false"));
+    assert_eq!(silent.str("df_is_silent"), Some("true"));
+    assert_eq!(silent.str("df_fault_id"), first.str("df_event_id"), "the silent event belongs to the fault");
+    assert_eq!(recovery.str("df_is_silent"), Some("false"));
+    assert_eq!(recovery.str("df_sub_status"), Some("ok"));
+    assert_eq!(
+        recovery.str("df_monitor_checker_event_ref"),
+        first.str("df_monitor_checker_event_ref"),
+        "one checker, one dimension: one ref for the unrecovered-events view"
+    );
     assert_eq!(first.str("df_status"), Some("error"));
     assert_eq!(recovery.str("df_status"), Some("ok"));
     assert_eq!(recovery.str("df_fault_status"), Some("ok"));
@@ -762,8 +800,9 @@ async fn hostile_records_make_a_well_formed_event() {
     let p = &got[0];
     assert_eq!(p.str("df_message"), Some(ev.message.as_str()));
     assert_eq!(p.str("df_title"), Some(ev.title.as_str()));
-    assert_eq!(p.tags["inspection"], "team / \"prod\", eu=1");
-    assert_eq!(p.json("df_dimension_tags").unwrap()["inspection"], "team \\ \"prod\", eu=1");
+    assert_eq!(p.tags["inspection_id"], ctx.inspection_id.to_string());
+    assert_eq!(p.str("inspection_name"), Some("team \\ \"prod\", eu=1"), "a field keeps the exact name");
+    assert_eq!(p.json("df_event_report").unwrap()["overview"]["inspection"]["name"], "team \\ \"prod\", eu=1");
     let detail = p.json("df_event_detail").unwrap();
     assert_eq!(detail["new_clusters"][0]["sample_message"], Value::String(evil.to_owned()));
     // In the markdown every piece of record text is a one-line code span.

@@ -22,6 +22,7 @@ mod first_look;
 mod func;
 mod guance;
 mod guance_parts;
+mod guance_sync;
 mod hostile_records;
 mod observability;
 mod openapi;

@@ -10,6 +10,12 @@
 //! is a 404 with `errorCode` `Checker.NotFound`; a second create with the same `refKey` is a
 //! 400 `Checker.RefKeyExists`.
 //!
+//! Checkers are held as state, in the shape of the documented list answer: `jsonScript`
+//! (`title`, `refFuncInfo`, `callKwargs`), `alertPolicyInfos`, `status` (0 enabled, 2
+//! disabled), `createAt`/`updateAt` in Unix seconds, bumped by every change. Guance studio is
+//! played by [`FakeGuance::edit_in_studio`] (an edit of `configs`, the alert policies or the
+//! switch, stored where studio stores call arguments) and [`FakeGuance::delete_in_studio`].
+//!
 //! OpenWay: `POST /v1/write/keyevent?token=…`. A wrong or missing token is a 401
 //! `{"error_code": "dataway.tokenNotFound", "message": "token not found: <token>"}` (the
 //! message echoes the token, so tests can check the client scrubs it). A body that does not
@@ -59,6 +65,22 @@ pub enum Fault {
     Status(u16),
     /// Sleep this long, then answer normally.
     Hang(Duration),
+}
+
+/// An edit made in Guance studio ([`FakeGuance::edit_in_studio`]); unset parts stay.
+#[derive(Debug, Clone, Default)]
+pub struct StudioEdit {
+    /// The `configs` argument, one log group per line.
+    pub configs: Option<String>,
+    pub alert_policies: Option<Vec<String>>,
+    pub disabled: Option<bool>,
+    /// The `updateAt` the edit leaves; now when unset.
+    pub update_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Now, as Guance's record times are: Unix seconds.
+pub(crate) fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
 }
 
 /// One request as the fake saw it.
@@ -153,6 +175,27 @@ impl FakeGuance {
     /// Registered inspections by `refKey`.
     pub fn checkers(&self) -> BTreeMap<String, Value> {
         self.state().checkers.clone()
+    }
+
+    /// Edits a checker as a user does in Guance studio. Panics on an unknown `refKey`.
+    pub fn edit_in_studio(&self, ref_key: &str, edit: StudioEdit) {
+        let mut st = self.state();
+        let rec = st.checkers.get_mut(ref_key).unwrap_or_else(|| panic!("no checker {ref_key}"));
+        if let Some(c) = edit.configs {
+            rec["jsonScript"]["callKwargs"]["configs"] = Value::String(c);
+        }
+        if let Some(p) = edit.alert_policies {
+            rec["alertPolicyInfos"] = server::policy_infos(&p);
+        }
+        if let Some(d) = edit.disabled {
+            rec["status"] = serde_json::json!(if d { 2 } else { 0 });
+        }
+        rec["updateAt"] = serde_json::json!(edit.update_at.map_or_else(now_secs, |t| t.timestamp()));
+    }
+
+    /// Deletes a checker as a user does in Guance studio.
+    pub fn delete_in_studio(&self, ref_key: &str) {
+        self.state().checkers.remove(ref_key);
     }
 
     pub fn requests(&self) -> Vec<Request> {

@@ -167,7 +167,8 @@ fn openapi(st: &mut State, method: &Method, uri: &Uri, headers: &HeaderMap, body
                 .filter(|(k, _)| wanted.is_empty() || wanted.contains(&k.as_str()))
                 .map(|(_, v)| v.clone())
                 .collect();
-            Ok(ok(Value::Array(list)))
+            // As documented: `content.data` holds the page.
+            Ok(ok(json!({ "data": list })))
         }
         ("POST", "/api/v1/self_built_checker/enable") => json_body().and_then(|b| set_disabled(st, b, false)),
         ("POST", "/api/v1/self_built_checker/disable") => json_body().and_then(|b| set_disabled(st, b, true)),
@@ -236,7 +237,7 @@ fn check_policies(b: &Map<String, Value>) -> Result<Vec<String>, (u16, Value)> {
     }
 }
 
-fn policy_infos(uuids: &[String]) -> Value {
+pub(super) fn policy_infos(uuids: &[String]) -> Value {
     json!(uuids.iter().map(|u| json!({"name": format!("policy {u}"), "uuid": u})).collect::<Vec<_>>())
 }
 
@@ -257,16 +258,29 @@ fn create(st: &mut State, b: Map<String, Value>) -> Answer {
     }
     let uuid = format!("rul_{:032x}", st.next_rule);
     st.next_rule += 1;
+    let now = super::now_secs();
+    // The shape of the list endpoint's example record (guance-docs
+    // `open-api/self-built-checker/list.md`): the function and its call arguments in
+    // `jsonScript`, policies as `alertPolicyInfos`, the switch as `status`, times in seconds.
     let record = json!({
         "uuid": uuid,
         "refKey": ref_key,
-        "title": title,
-        "refFuncInfo": func,
-        "alertPolicyUUIDs": policies,
-        "alertPolicyInfos": policy_infos(&policies),
-        "isDisabled": disabled,
-        "status": if disabled { 2 } else { 0 },
         "type": "self_built_trigger",
+        "status": if disabled { 2 } else { 0 },
+        "createAt": now,
+        "updateAt": now,
+        "deleteAt": -1,
+        "crontabInfo": {},
+        "extend": {},
+        "monitorUUID": "",
+        "alertPolicyInfos": policy_infos(&policies),
+        "jsonScript": {
+            "type": "selfBuiltCheck",
+            "name": title,
+            "title": title,
+            "refFuncInfo": func,
+            "callKwargs": {},
+        },
     });
     st.checkers.insert(ref_key, record.clone());
     Ok(ok(record))
@@ -294,17 +308,18 @@ fn modify(st: &mut State, b: Map<String, Value>) -> Answer {
     let policies = b.contains_key("alertPolicyUUIDs").then(|| check_policies(&b)).transpose()?;
     let rec = st.checkers.get_mut(&key).expect("found above");
     if let Some(t) = b.get("title") {
-        rec["title"] = t.clone();
+        rec["jsonScript"]["title"] = t.clone();
+        rec["jsonScript"]["name"] = t.clone();
     }
     if let Some(Value::Object(f)) = b.get("refFuncInfo") {
         for (k, v) in f {
-            rec["refFuncInfo"][k] = v.clone();
+            rec["jsonScript"]["refFuncInfo"][k] = v.clone();
         }
     }
     if let Some(p) = policies {
         rec["alertPolicyInfos"] = policy_infos(&p);
-        rec["alertPolicyUUIDs"] = json!(p);
     }
+    rec["updateAt"] = json!(super::now_secs());
     Ok(ok(rec.clone()))
 }
 
@@ -322,8 +337,8 @@ fn set_disabled(st: &mut State, b: Map<String, Value>, disabled: bool) -> Answer
     }
     for k in keys {
         let rec = st.checkers.get_mut(&k).expect("found above");
-        rec["isDisabled"] = json!(disabled);
         rec["status"] = json!(if disabled { 2 } else { 0 });
+        rec["updateAt"] = json!(super::now_secs());
     }
     Ok(ok(json!(true)))
 }
