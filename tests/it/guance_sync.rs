@@ -96,6 +96,10 @@ async fn disabled_in_guance_the_scheduler_skips_it_and_func_answers_403_21() {
         let fake = FakeGuance::start().await;
         let app = app(backend, true).await;
         let (_, id, ref_key) = registered(&app, &fake, &cwl, "studio-off").await;
+        // A trigger id is shown only when made: make one to call with.
+        let (status, rotated) = app.post(&format!("/api/v1/inspections/{id}/trigger-id/rotate"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{rotated}");
+        let tid = rotated["trigger_id"].as_str().unwrap().to_string();
         let insp = shown(&app, &id).await;
         let due: chrono::DateTime<Utc> = insp["next_run_at"].as_str().unwrap().parse().unwrap();
 
@@ -113,7 +117,6 @@ async fn disabled_in_guance_the_scheduler_skips_it_and_func_answers_403_21() {
         assert_eq!(runs["items"], json!([]));
 
         // Func's disabled API answer, before the (bad) kwargs are even read.
-        let tid = off["trigger_id"].as_str().unwrap();
         for (prefix, reason) in [("sync", "EBizCondition.SyncAPIDisabled"), ("async", "EBizCondition.AsyncAPIDisabled")]
         {
             let req = Request::post(format!("/api/v1/{prefix}/{tid}"))
