@@ -256,51 +256,8 @@ macro_rules! seed_with {
                     rows.clear();
                 }
             }
-            // Each run's clusters.
-            let mut rc = Vec::with_capacity(TX_ROWS);
-            for (ri, (run_id, created)) in run_ids.iter().enumerate() {
-                for c in 0..per_run {
-                    let mut s = cluster_summary(&mut rng, c, *created, None);
-                    s.is_new = c == 0 && ri % 10 == 0;
-                    rc.push((*run_id, s));
-                }
-                if rc.len() >= TX_ROWS || ri + 1 == run_ids.len() {
-                    let mut tx = pool.begin().await?;
-                    for chunk in rc.chunks(CHUNK) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "insert into run_clusters (run_id, fingerprint, cluster_id, is_new, account_id, region, \
-                             event_source, event_name, error_code, template, count, first_seen, last_seen, \
-                             top_principals, top_source_ips, sample_event_ids, sample_message, level, cis_rules) ",
-                        );
-                        qb.push_values(chunk, |mut b, (run_id, s)| {
-                            b.push_bind(*run_id)
-                                .push_bind(s.identity.fingerprint.clone())
-                                .push_bind(s.cluster_id)
-                                .push_bind(s.is_new)
-                                .push_bind(s.identity.account_id.clone())
-                                .push_bind(s.identity.region.clone())
-                                .push_bind(s.identity.event_source.clone())
-                                .push_bind(s.identity.event_name.clone())
-                                .push_bind(s.identity.error_code.clone())
-                                .push_bind(s.identity.template.clone())
-                                .push_bind(s.count)
-                                .push_bind(s.first_seen)
-                                .push_bind(s.last_seen)
-                                .push_bind(Json(s.top_principals.clone()))
-                                .push_bind(Json(s.top_source_ips.clone()))
-                                .push_bind(Json(s.sample_event_ids.clone()))
-                                .push_bind(s.sample_message.clone())
-                                .push_bind(s.level.as_str())
-                                .push_bind(Json(s.cis_rules.clone()));
-                        });
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                    n_rc += rc.len();
-                    rc.clear();
-                }
-            }
-            // The inspection's known clusters, discovered over its history.
+            // The inspection's known clusters, discovered over its history (before the runs'
+            // clusters, which refer to them).
             let mut cl = Vec::with_capacity(TX_ROWS);
             for c in 0..per_insp {
                 let (run_id, created) = run_ids[c * run_ids.len() / per_insp.max(1)];
@@ -350,6 +307,58 @@ macro_rules! seed_with {
                     tx.commit().await?;
                     n_cl += cl.len();
                     cl.clear();
+                }
+            }
+            // The id of the inspection's k-th known cluster (written below), so that each run's
+            // clusters point at known ones as a service's do: the database's statistics then
+            // see a cluster's few runs, not a million rows without one.
+            let known_cluster_id = |k: usize| {
+                let (_, created) = run_ids[k * run_ids.len() / per_insp];
+                Uuid::from_u128((created.timestamp_millis() as u128) << 80 | (ii as u128) << 40 | k as u128)
+            };
+            // Each run's clusters.
+            let mut rc = Vec::with_capacity(TX_ROWS);
+            for (ri, (run_id, created)) in run_ids.iter().enumerate() {
+                for c in 0..per_run {
+                    let known = (per_insp > 0).then(|| known_cluster_id((ri * per_run + c) % per_insp));
+                    let mut s = cluster_summary(&mut rng, c, *created, known);
+                    s.is_new = c == 0 && ri % 10 == 0;
+                    rc.push((*run_id, s));
+                }
+                if rc.len() >= TX_ROWS || ri + 1 == run_ids.len() {
+                    let mut tx = pool.begin().await?;
+                    for chunk in rc.chunks(CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "insert into run_clusters (run_id, fingerprint, cluster_id, is_new, account_id, region, \
+                             event_source, event_name, error_code, template, count, first_seen, last_seen, \
+                             top_principals, top_source_ips, sample_event_ids, sample_message, level, cis_rules) ",
+                        );
+                        qb.push_values(chunk, |mut b, (run_id, s)| {
+                            b.push_bind(*run_id)
+                                .push_bind(s.identity.fingerprint.clone())
+                                .push_bind(s.cluster_id)
+                                .push_bind(s.is_new)
+                                .push_bind(s.identity.account_id.clone())
+                                .push_bind(s.identity.region.clone())
+                                .push_bind(s.identity.event_source.clone())
+                                .push_bind(s.identity.event_name.clone())
+                                .push_bind(s.identity.error_code.clone())
+                                .push_bind(s.identity.template.clone())
+                                .push_bind(s.count)
+                                .push_bind(s.first_seen)
+                                .push_bind(s.last_seen)
+                                .push_bind(Json(s.top_principals.clone()))
+                                .push_bind(Json(s.top_source_ips.clone()))
+                                .push_bind(Json(s.sample_event_ids.clone()))
+                                .push_bind(s.sample_message.clone())
+                                .push_bind(s.level.as_str())
+                                .push_bind(Json(s.cis_rules.clone()));
+                        });
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    n_rc += rc.len();
+                    rc.clear();
                 }
             }
             let (last_id, _) = *run_ids.last().expect("at least one run");

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="$(scripts/api-tools-venv.sh)"
+venv="$(scripts/tools-venv.sh api)"
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --quiet --bin cloudtrail-inspector
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="$(cd "$(scripts/api-tools-venv.sh)" && pwd)"
+venv="$(cd "$(scripts/tools-venv.sh api)" && pwd)"
 target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --quiet --bin cloudtrail-inspector
 work="$(mktemp -d)"
