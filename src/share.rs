@@ -189,25 +189,12 @@ fn write_key_file(data_dir: &Path, replace: bool) -> anyhow::Result<ShareKey> {
         // Written aside and renamed, so a reader never sees half a key.
         let tmp = data_dir.join(format!("{KEY_FILE}.new"));
         let _ = std::fs::remove_file(&tmp);
-        write_private(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+        crate::crypto::write_private(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
     } else {
-        write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+        crate::crypto::write_private(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ShareKey::new(key))
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 #[cfg(test)]
