@@ -142,8 +142,11 @@ def drive_client(base_url, token):
         200, InspectionView)
     assert changed.description == "through a generated client"
 
-    # Func's contract: the trigger id in the URL is the credential, no token needed.
-    trigger_id = get_inspection.sync_detailed(inspection.id, client=client).parsed.trigger_id
+    # Func's contract: the trigger id in the URL is the credential, no token needed. It is shown
+    # once, in the answer that made it; reading the inspection never shows it again.
+    trigger_id = inspection.trigger_id
+    assert isinstance(trigger_id, str), inspection
+    assert not isinstance(get_inspection.sync_detailed(inspection.id, client=client).parsed.trigger_id, str)
     kwargs = FuncKwargs(window_start=window.window_start, window_end=window.window_end, dry_run=True)
     started = step("Func async call", bat_post.sync_detailed(trigger_id, client=anonymous, body=FuncCall(kwargs=kwargs)),
                    200, FuncBoxed)
