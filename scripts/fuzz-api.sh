@@ -35,17 +35,30 @@ json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # Real data for the second pass: an inspection over the bundled sample, a run of it with
 # clusters, access keys and (unsent) events.
-inspection="$(api -X POST "$base/api/v1/inspections" -d '{"name": "fuzz", "log_groups": ["sample"],
+# The trigger id is shown once, in the answer that creates the inspection.
+created="$(api -X POST "$base/api/v1/inspections" -d '{"name": "fuzz", "log_groups": ["sample"],
     "source": {"kind": "files", "path": "'"$PWD"'/samples/cloudtrail"}, "aws": {"region": "us-east-1"},
-    "baseline_days": 0}' | json 'd["id"]')"
+    "baseline_days": 0}')"
+inspection="$(echo "$created" | json 'd["id"]')"
 run="$(api -X POST "$base/api/v1/inspections/$inspection/runs" \
     -d '{"window_start": "2026-01-01T00:00:00Z", "window_end": "2026-01-31T00:00:00Z"}' | json 'd["id"]')"
 export FUZZ_INSPECTION="$inspection" FUZZ_RUN="$run"
 export FUZZ_CLUSTER="$(api "$base/api/v1/runs/$run/clusters?limit=1" | json 'd["items"][0]["cluster_id"]')"
 export FUZZ_EVENT="$(api "$base/api/v1/inspections/$inspection/events?limit=1" | json 'd["items"][0]["id"] if d["items"] else "00000000-0000-0000-0000-000000000000"')"
-export FUZZ_TRIGGER="$(api "$base/api/v1/inspections/$inspection" | json 'd["trigger_id"]')"
+export FUZZ_TRIGGER="$(echo "$created" | json 'd["trigger_id"]')"
 echo "fuzzing with inspection $FUZZ_INSPECTION, run $FUZZ_RUN, cluster $FUZZ_CLUSTER, event $FUZZ_EVENT"
-cat >"$work/schemathesis.toml" <<'TOML'
+# Func's routes answer 599 when the run they started failed (EFuncFailed 599.10, as Func does;
+# documented in the OpenAPI document, which status_code_conformance checks): for them a 5xx is
+# the contract, not a server error. Schemathesis makes such runs itself, from the documented
+# examples (an inspection of a CloudWatch log group this machine cannot reach) and the trigger
+# id their creation answers with. Every other route keeps the server-error check.
+cat >"$work/func.toml" <<'TOML'
+[[operations]]
+include-path-regex = "^/api/v1/(sync|async|al|bat)/"
+checks = { not_a_server_error = { enabled = false } }
+TOML
+cat "$work/func.toml" >"$work/schemathesis.toml"
+cat >>"$work/schemathesis.toml" <<'TOML'
 [[operations]]
 include-path-regex = "^/api/v1/inspections/\\{id\\}"
 parameters = { "path.id" = "${FUZZ_INSPECTION}" }
@@ -59,7 +72,7 @@ parameters = { "path.id" = "${FUZZ_CLUSTER}" }
 include-path-regex = "^/api/v1/events/\\{id\\}"
 parameters = { "path.id" = "${FUZZ_EVENT}" }
 [[operations]]
-include-path-regex = "^/api/v1/(al|bat)/"
+include-path-regex = "^/api/v1/(sync|async|al|bat)/"
 parameters = { "path.trigger_id" = "${FUZZ_TRIGGER}" }
 TOML
 
@@ -85,7 +98,7 @@ fuzz() {
 
 status=0
 echo "== pass 1: generated ids (mostly unknown resources)"
-fuzz -- || status=$?
+fuzz --config-file "$work/func.toml" -- || status=$?
 echo "== pass 2: ids of real resources (deleting and rotating left out, so the ids stay valid)"
 fuzz --config-file "$work/schemathesis.toml" -- --exclude-method DELETE --exclude-path-regex 'trigger-id/rotate' \
     || status=$?
