@@ -260,6 +260,10 @@ struct ClusterState {
     earliest: (DateTime<Utc>, String, u64),
     sample_message: String,
     sample_record: Option<String>,
+    /// `sample_record` holds exactly the bytes the tie-break was hashed from (no whitespace
+    /// was trimmed), so a record with those same bytes is known to tie without hashing it:
+    /// CloudTrail delivers some records twice, and hashing kilobytes for each copy showed.
+    sample_is_raw: bool,
 }
 
 fn cut_message(m: &str) -> String {
@@ -278,6 +282,11 @@ fn raw_sample(raw: Option<&[u8]>) -> Option<String> {
     std::str::from_utf8(raw).ok().map(str::to_owned)
 }
 
+/// Whether `sample` is `raw` byte for byte (nothing trimmed, nothing dropped).
+fn is_raw_sample(sample: Option<&str>, raw: Option<&[u8]>) -> bool {
+    sample.is_some_and(|s| raw.is_some_and(|r| r.len() == s.len()))
+}
+
 impl ClusterState {
     fn new(key: ClusterKey, obs: &Obs, max_samples: usize) -> Self {
         let fingerprint = key.fingerprint();
@@ -293,7 +302,9 @@ impl ClusterState {
             earliest: (obs.first, obs.event_id.unwrap_or("").to_owned(), obs.tiebreak()),
             sample_message: cut_message(obs.message),
             sample_record: raw_sample(obs.raw),
+            sample_is_raw: false,
         };
+        c.sample_is_raw = is_raw_sample(c.sample_record.as_deref(), obs.raw);
         c.observe(obs, max_samples);
         c
     }
@@ -309,6 +320,9 @@ impl ClusterState {
         }
         let earlier = match obs.order().cmp(&(self.earliest.0, self.earliest.1.as_str())) {
             Ordering::Less => Some(obs.tiebreak()),
+            Ordering::Equal if self.sample_is_raw && self.sample_record.as_deref().map(str::as_bytes) == obs.raw => {
+                None
+            }
             Ordering::Equal => Some(obs.tiebreak()).filter(|t| *t < self.earliest.2),
             Ordering::Greater => None,
         };
@@ -316,6 +330,7 @@ impl ClusterState {
             self.earliest = (obs.first, obs.event_id.unwrap_or("").to_owned(), tiebreak);
             self.sample_message = cut_message(obs.message);
             self.sample_record = raw_sample(obs.raw);
+            self.sample_is_raw = is_raw_sample(self.sample_record.as_deref(), obs.raw);
         }
     }
 
@@ -332,6 +347,7 @@ impl ClusterState {
             self.earliest = other.earliest;
             self.sample_message = other.sample_message;
             self.sample_record = other.sample_record;
+            self.sample_is_raw = other.sample_is_raw;
         }
     }
 
