@@ -270,6 +270,7 @@ pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
 /// Tries the hand-written scanner ([`scan_record`]) first, which is several times faster on
 /// well-formed records, and falls back to [`parse_event_serde`] whenever the scanner is not
 /// sure, so the result is always the serde reader's.
+#[inline]
 pub fn parse_event(raw: &[u8]) -> Result<Event<'_>, ParseError> {
     match scan_record(raw) {
         Some(r) => Ok(Event::Call(r)),
@@ -464,6 +465,7 @@ pub(super) struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     pub(super) fn into_event(self) -> Result<Event<'a>, ParseError> {
         let time = self.event_time.as_deref().ok_or(ParseError::MissingField("eventTime"))?;
         let event_time = parse_event_time(time).ok_or(ParseError::BadTime)?;
