@@ -171,7 +171,7 @@ fn child(spec: &str) {
         "engine records={} track_keys={} in_memory={} records_per_sec={:.0} mb_per_sec={:.0} cpu_records_per_sec={:.0} cpu_mb_per_sec={:.0} peak_rss_mb={:.1} clusters={} keys={} errors={} malformed={} engine_secs={:.3} cpu_secs={:.3} wall_secs={:.3} avg_record_bytes={:.0}",
         run.records,
         track_keys,
-        in_memory(),
+        in_memory() || std::env::var_os("ENGINE_SCALE_INPUT").is_none(),
         run.records as f64 / secs,
         run.bytes as f64 / secs / 1e6,
         run.records as f64 / cpu,
