@@ -1311,6 +1311,36 @@ mod tests {
         .into_bytes()
     }
 
+    /// Records that tie on time and id choose the same sample whatever their order: copies,
+    /// copies padded with whitespace (same sample text, another tie-break) and another record.
+    #[test]
+    fn ties_choose_the_same_sample_in_any_order() {
+        let t = "2023-07-10T12:00:00Z";
+        let a = err_record(t, "e1", "p-a", "1.1.1.1", "Denied");
+        let padded = [b" ".as_slice(), &a, b"\n"].concat();
+        let b = err_record(t, "e1", "p-b", "1.1.1.1", "Denied");
+        let recs = [a.clone(), padded, b, a];
+        let mut seen = None;
+        for n in 0..4u32.pow(4) {
+            let order: Vec<usize> = (0..4).map(|d| (n / 4u32.pow(d) % 4) as usize).collect();
+            if (0..4).any(|i| !order.contains(&i)) {
+                continue;
+            }
+            let mut c = Clusterer::new(ClustererConfig::default());
+            for &i in &order {
+                assert_eq!(c.ingest(&recs[i]), Outcome::Clustered);
+            }
+            let cluster = c.finish().clusters.remove(0);
+            assert_eq!(cluster.count, 4);
+            let sample = cluster.sample_record.expect("a sample");
+            match &seen {
+                None => seen = Some(sample),
+                Some(first) => assert_eq!(&sample, first, "{order:?}"),
+            }
+        }
+        assert!(seen.is_some());
+    }
+
     #[test]
     fn tops_and_samples() {
         let mut c = Clusterer::new(ClustererConfig { top_k: 3, max_samples: 2, ..Default::default() });
