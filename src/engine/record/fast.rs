@@ -137,7 +137,12 @@ impl<'a> Scanner<'a> {
         self.b.get(self.i).copied()
     }
 
+    /// Skips whitespace. CloudTrail writes compact JSON, so the usual answer is "none here":
+    /// every JSON whitespace byte is at most a space, and one comparison says so.
     fn ws(&mut self) {
+        if self.b.get(self.i).is_none_or(|&c| c > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
