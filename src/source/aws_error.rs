@@ -500,6 +500,27 @@ mod tests {
     }
 
     #[test]
+    fn s3_failures_say_what_to_fix() {
+        let g = vec!["s3://trail-bucket/org".to_string()];
+        let mut c = ctx(&g);
+        c.operation = "ListObjectsV2";
+        c.endpoint = "https://s3.eu-west-1.amazonaws.com";
+        let service = |code: &str, message: &str| Failure::Service { code: code.into(), message: message.into() };
+        for (failure, wanted) in [
+            (service("NoSuchBucket", "The specified bucket does not exist"), "bucket trail-bucket does not exist"),
+            (service("AccessDenied", "Access Denied"), "access denied to s3://trail-bucket/org on ListObjectsV2"),
+            (service("SlowDown", "Please reduce your request rate."), "S3 kept throttling ListObjectsV2"),
+            (service("PermanentRedirect", ""), "bucket trail-bucket is not in region eu-west-1"),
+            (Failure::TimedOut, "S3 at https://s3.eu-west-1.amazonaws.com did not answer ListObjectsV2 in time"),
+        ] {
+            let s = explain_s3(&failure, "trail-bucket", &c);
+            assert!(s.starts_with(wanted), "{s}");
+            assert_one_sentence(&s);
+        }
+        assert!(explain_s3(&service("AccessDenied", ""), "b", &c).contains("kms:Decrypt"));
+    }
+
+    #[test]
     fn quoted_text_is_one_bounded_line() {
         assert_eq!(quoted("The specified log group does not exist.\n"), "The specified log group does not exist");
         assert_eq!(quoted(&"x".repeat(1000)).chars().count(), MAX_QUOTED_CHARS);
