@@ -54,8 +54,6 @@ const MAX_LIST_PAGES: usize = 10_000;
 pub struct S3Settings {
     /// Objects fetched and decompressed at once per read: the bound on memory.
     pub objects_in_flight: usize,
-    /// Listing calls at once per read.
-    pub lists_in_flight: usize,
     /// Attempts per call (and per download cut short) before giving up.
     pub max_attempts: u32,
     /// Throttled attempts (503 SlowDown) of one call before the read is given up: S3
@@ -71,7 +69,6 @@ impl Default for S3Settings {
     fn default() -> Self {
         S3Settings {
             objects_in_flight: 16,
-            lists_in_flight: 8,
             max_attempts: 6,
             max_throttled_attempts: 30,
             retry_base: Duration::from_millis(200),
@@ -353,19 +350,17 @@ impl S3Source {
         Ok(out)
     }
 
-    /// The objects of one region delivered within `window`.
-    async fn delivered(&self, region: String, window: Window) -> Result<Vec<Listed>, SourceError> {
+    /// The objects under one day prefix delivered within `window`, in key order.
+    async fn delivered_on(&self, day: String, window: Window) -> Result<Vec<Listed>, SourceError> {
+        let (objects, _) = self.list(&day, false).await?;
         let mut out = Vec::new();
-        for day in self.days(&region, window).await? {
-            let (objects, _) = self.list(&day, false).await?;
-            for o in objects {
-                let (Some(key), Some(modified)) = (o.key(), o.last_modified()) else { continue };
-                let Some(at) = DateTime::<Utc>::from_timestamp(modified.secs(), modified.subsec_nanos()) else {
-                    continue;
-                };
-                if at >= window.start && at < window.end && is_record_key(key) {
-                    out.push(Listed { key: key.to_string(), size: o.size().unwrap_or(0) });
-                }
+        for o in objects {
+            let (Some(key), Some(modified)) = (o.key(), o.last_modified()) else { continue };
+            let Some(at) = DateTime::<Utc>::from_timestamp(modified.secs(), modified.subsec_nanos()) else {
+                continue;
+            };
+            if at >= window.start && at < window.end && is_record_key(key) {
+                out.push(Listed { key: key.to_string(), size: o.size().unwrap_or(0) });
             }
         }
         Ok(out)
@@ -442,30 +437,38 @@ impl LogSource for S3Source {
         if window.is_empty() {
             return Ok(notes);
         }
-        let listings: Vec<Result<Vec<Listed>, SourceError>> = futures::stream::iter(regions.iter().cloned())
-            .map(|r| self.delivered(r, window))
-            .buffered(self.settings.lists_in_flight.max(1))
-            .collect()
-            .await;
-        let mut objects = Vec::new();
-        for l in listings {
-            objects.extend(l?);
+        let mut days = Vec::new();
+        for region in regions {
+            days.extend(self.days(region, window).await?);
         }
-        objects.sort();
-        *self.last_listing.lock().unwrap_or_else(|e| e.into_inner()) = Some((window, objects.len()));
-        let total = objects.len() as u64;
-        let mut fetched = futures::stream::iter(objects)
-            .map(|o| async move {
-                let result = self.fetch(&o).await;
-                (o, result)
-            })
-            .buffered(self.settings.objects_in_flight.max(1));
-        let mut done = 0u64;
-        while let Some((object, result)) = fetched.next().await {
-            if let Some(p) = &self.progress {
-                p(done, total);
+        // Day by day, in key order: listing runs ahead of fetching by a day at most, so a
+        // window of a year holds a day's keys, not the year's, and at most
+        // `objects_in_flight` objects.
+        let in_flight_max = self.settings.objects_in_flight.max(1);
+        let mut days = days.into_iter();
+        let mut listed: std::collections::VecDeque<Listed> = std::collections::VecDeque::new();
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let (mut total, mut seen) = (0u64, 0u64);
+        loop {
+            while in_flight.len() < in_flight_max {
+                if let Some(object) = listed.pop_front() {
+                    in_flight.push_back(async move {
+                        let result = self.fetch(&object).await;
+                        (object, result)
+                    });
+                } else if let Some(day) = days.next() {
+                    let found = self.delivered_on(day, window).await?;
+                    seen += found.len() as u64;
+                    listed.extend(found);
+                } else {
+                    break;
+                }
             }
-            done += 1;
+            let Some((object, result)) = in_flight.next().await else { break };
+            total += 1;
+            if let Some(p) = &self.progress {
+                p(total, seen);
+            }
             if let Err(problem) = result?.and_then(|bytes| ingest_file(&bytes, clusterer)) {
                 notes.bad_files += 1;
                 if notes.problems.len() < MAX_LISTED_PROBLEMS {
@@ -474,9 +477,7 @@ impl LogSource for S3Source {
                 tracing::warn!(key = %object.key, %problem, "an S3 object could not be read, or not whole");
             }
         }
-        if let Some(p) = &self.progress {
-            p(total, total);
-        }
+        *self.last_listing.lock().unwrap_or_else(|e| e.into_inner()) = Some((window, total as usize));
         if total > 0 && notes.bad_files == total {
             return Err(none_readable(&notes));
         }
