@@ -22,8 +22,15 @@ pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpS
         Some(root) => FilesAccess::Under(root.clone()),
         None => FilesAccess::Nowhere,
     };
-    let sources =
-        Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None, files };
+    let sources = Sources {
+        cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()),
+        s3: crate::source::s3::S3Factory::new(
+            runner_settings.s3.clone(),
+            runner_settings.cloudwatch.allow_metadata_endpoints,
+        ),
+        file_progress: None,
+        files,
+    };
     build_state_with(store, runner_settings, http, sources)
 }
 

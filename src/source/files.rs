@@ -23,7 +23,7 @@ use crate::engine::{Clusterer, Split, split_records};
 /// Largest file read (decompressed): CloudTrail files are a few MB at most.
 const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// Bad files listed per run; further ones are only counted.
-const MAX_LISTED_PROBLEMS: usize = 100;
+pub(super) const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// Reports files done and files in all, for a progress bar.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -148,8 +148,13 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Reads an opened file whole (decompressed when its name ends in `.gz`), up to the cap.
 fn read_opened(path: &Path, file: std::fs::File) -> Result<Vec<u8>, String> {
+    read_stream(&path.to_string_lossy(), file)
+}
+
+/// Reads one delivery file's bytes, from disk or from elsewhere (an S3 object), whole:
+/// decompressed when `name` ends in `.gz`, up to the cap.
+pub fn read_stream(name: &str, file: impl Read) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
-    let name = path.to_string_lossy();
     let result = if name.ends_with(".gz") {
         flate2::read::MultiGzDecoder::new(file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
     } else {
@@ -168,6 +173,17 @@ pub fn ingest_bytes(bytes: &[u8], clusterer: &mut Clusterer) -> Split {
     split_records(bytes, |raw| {
         clusterer.ingest(raw);
     })
+}
+
+/// Feeds one file's bytes to the clusterer; what could not be read of it, if anything, as
+/// a run lists it.
+pub fn ingest_file(bytes: &[u8], clusterer: &mut Clusterer) -> Result<(), String> {
+    let split = ingest_bytes(bytes, clusterer);
+    match split.problem {
+        None => Ok(()),
+        Some(p) if split.records == 0 => Err(p),
+        Some(p) => Err(format!("{p} ({} records read)", split.records)),
+    }
 }
 
 /// How one run reads its files: by path, or confined to a tree opened link by link.
@@ -265,12 +281,7 @@ impl LogSource for FilesSource {
                 .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
             let result = bytes.and_then(|b| {
                 self.counters.bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let split = ingest_bytes(&b, clusterer);
-                match split.problem {
-                    None => Ok(()),
-                    Some(p) if split.records == 0 => Err(p),
-                    Some(p) => Err(format!("{p} ({} records read)", split.records)),
-                }
+                ingest_file(&b, clusterer)
             });
             if let Err(problem) = result {
                 notes.bad_files += 1;
@@ -429,7 +440,7 @@ fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
 }
 
 /// Why nothing could be read when every file tried was bad: the first few problems.
-fn none_readable(notes: &ReadNotes) -> SourceError {
+pub(super) fn none_readable(notes: &ReadNotes) -> SourceError {
     let first: Vec<&str> = notes.problems.iter().take(3).map(String::as_str).collect();
     let more = if notes.bad_files > first.len() as u64 { "; …" } else { "" };
     let what =
