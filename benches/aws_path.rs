@@ -159,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
                 cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()),
                 file_progress: None,
                 files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
+                file_jobs: None,
             };
             let runner = Runner::new(db.clone(), Arc::new(sources), settings);
             let new: NewInspection = serde_json::from_value(serde_json::json!({

@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()),
         file_progress: None,
         files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
+        file_jobs: None,
     };
     let runner = Runner::new(db.clone(), Arc::new(sources), settings.clone());
 

@@ -141,6 +141,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
             }) as crate::source::files::Progress
         }),
         files: crate::source::files::FilesAccess::Anywhere,
+        file_jobs: args.jobs.map(usize::from),
     };
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     // Nothing comes before a window that starts at the beginning of time.

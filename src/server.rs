@@ -22,8 +22,12 @@ pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpS
         Some(root) => FilesAccess::Under(root.clone()),
         None => FilesAccess::Nowhere,
     };
-    let sources =
-        Sources { cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()), file_progress: None, files };
+    let sources = Sources {
+        cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()),
+        file_progress: None,
+        files,
+        file_jobs: None,
+    };
     build_state_with(store, runner_settings, http, sources)
 }
 

@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -44,16 +45,27 @@ pub struct FilesSource {
     counters: SourceCounters,
     progress: Option<Progress>,
     access: FilesAccess,
+    jobs: usize,
 }
 
 impl FilesSource {
     pub fn new(access: FilesAccess) -> Self {
-        FilesSource { counters: SourceCounters::default(), progress: None, access }
+        FilesSource { counters: SourceCounters::default(), progress: None, access, jobs: default_jobs() }
     }
 
     pub fn with_progress(access: FilesAccess, progress: Progress) -> Self {
         FilesSource { progress: Some(progress), ..FilesSource::new(access) }
     }
+
+    /// Reads with `jobs` threads (at least one), each decompressing and parsing whole files.
+    pub fn with_jobs(self, jobs: usize) -> Self {
+        FilesSource { jobs: jobs.max(1), ..self }
+    }
+}
+
+/// The cores this process may use.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The one answer for a path that may not be read, whatever the reason (outside the root,
@@ -249,42 +261,29 @@ impl LogSource for FilesSource {
             ));
         }
         let total = files.len() as u64;
-        let mut notes = ReadNotes::default();
-        let mut tried = 0u64;
-        for (i, path) in files.into_iter().enumerate() {
-            if let Some(p) = &self.progress {
-                p(i as u64, total);
-            }
-            if !may_overlap(&path, window) {
-                continue;
-            }
-            tried += 1;
-            let (p, reader) = (path.clone(), reader.clone());
-            let bytes = tokio::task::spawn_blocking(move || reader.read(&p))
-                .await
-                .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
-            let result = bytes.and_then(|b| {
-                self.counters.bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let split = ingest_bytes(&b, clusterer);
-                match split.problem {
-                    None => Ok(()),
-                    Some(p) if split.records == 0 => Err(p),
-                    Some(p) => Err(format!("{p} ({} records read)", split.records)),
-                }
-            });
-            if let Err(problem) = result {
-                notes.bad_files += 1;
-                if notes.problems.len() < MAX_LISTED_PROBLEMS {
-                    notes.problems.push(format!("{}: {problem}", shown_path(&path, &root).display()));
-                }
-                tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
-            }
-            // A long scan must not starve the runtime's other tasks.
-            tokio::task::yield_now().await;
+        let files: Vec<PathBuf> = files.into_iter().filter(|p| may_overlap(p, window)).collect();
+        let tried = files.len() as u64;
+        let job = ReadJob {
+            files,
+            skipped: total - tried,
+            total,
+            root,
+            reader,
+            progress: self.progress.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        // A run dropped half-way (shutdown, cancellation) stops the workers after their file.
+        let _stop = StopOnDrop(job.stop.clone());
+        let jobs = self.jobs;
+        let empty = clusterer.empty_like();
+        let read = tokio::task::spawn_blocking(move || job.run(jobs, &empty))
+            .await
+            .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
+        self.counters.bytes.fetch_add(read.bytes, Ordering::Relaxed);
+        for part in read.clusterers {
+            clusterer.merge(part);
         }
-        if let Some(p) = &self.progress {
-            p(total, total);
-        }
+        let notes = read.notes;
         if tried > 0 && notes.bad_files == tried {
             return Err(none_readable(&notes));
         }
@@ -301,6 +300,114 @@ impl LogSource for FilesSource {
 
     fn counters(&self) -> &SourceCounters {
         &self.counters
+    }
+}
+
+/// The files of one read, shared out to workers.
+struct ReadJob {
+    /// Sorted, and only those that may hold records of the window.
+    files: Vec<PathBuf>,
+    /// Files passed over by their day, counted as done for the progress.
+    skipped: u64,
+    total: u64,
+    root: PathBuf,
+    reader: Arc<Reader>,
+    progress: Option<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the workers of a read found, to merge into the run's clusterer.
+struct ReadResult {
+    clusterers: Vec<Clusterer>,
+    notes: ReadNotes,
+    bytes: u64,
+}
+
+/// What one worker found: problems come with their file's place in the sorted list, so the
+/// ones listed are the first in that order, as a one-worker read lists them.
+#[derive(Default)]
+struct WorkerNotes {
+    bad_files: u64,
+    problems: Vec<(usize, String)>,
+    bytes: u64,
+}
+
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ReadJob {
+    /// Reads the files with `jobs` threads, each taking the next file of the list when done
+    /// with one: at most `jobs` files are in memory at once, and a big file does not hold up
+    /// the others. Each thread has its own clusterer; merging them is independent of which
+    /// thread read which file (see [`Clusterer::merge`]), so the result is the one-thread
+    /// result.
+    fn run(self, jobs: usize, empty: &Clusterer) -> ReadResult {
+        let next = AtomicUsize::new(0);
+        let done = AtomicU64::new(self.skipped);
+        if let Some(p) = &self.progress {
+            p(self.skipped, self.total);
+        }
+        let jobs = jobs.clamp(1, self.files.len().max(1));
+        let parts: Vec<(Clusterer, WorkerNotes)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..jobs)
+                .map(|_| {
+                    let mut clusterer = empty.empty_like();
+                    let (next, done, job) = (&next, &done, &self);
+                    scope.spawn(move || {
+                        let mut notes = WorkerNotes::default();
+                        while !job.stop.load(Ordering::Relaxed) {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(path) = job.files.get(i) else { break };
+                            job.read_one(i, path, &mut clusterer, &mut notes);
+                            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            if let Some(p) = &job.progress {
+                                p(d, job.total);
+                            }
+                        }
+                        (clusterer, notes)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        let mut notes = ReadNotes::default();
+        let mut problems = Vec::new();
+        let mut bytes = 0;
+        let mut clusterers = Vec::with_capacity(parts.len());
+        for (c, n) in parts {
+            clusterers.push(c);
+            notes.bad_files += n.bad_files;
+            bytes += n.bytes;
+            problems.extend(n.problems);
+        }
+        problems.sort_by_key(|(i, _)| *i);
+        notes.problems = problems.into_iter().take(MAX_LISTED_PROBLEMS).map(|(_, p)| p).collect();
+        ReadResult { clusterers, notes, bytes }
+    }
+
+    fn read_one(&self, i: usize, path: &Path, clusterer: &mut Clusterer, notes: &mut WorkerNotes) {
+        let result = self.reader.read(path).and_then(|b| {
+            notes.bytes += b.len() as u64;
+            let split = ingest_bytes(&b, clusterer);
+            match split.problem {
+                None => Ok(()),
+                Some(p) if split.records == 0 => Err(p),
+                Some(p) => Err(format!("{p} ({} records read)", split.records)),
+            }
+        });
+        if let Err(problem) = result {
+            notes.bad_files += 1;
+            // A worker's files come in list order, so its first ones are all that can be listed.
+            if notes.problems.len() < MAX_LISTED_PROBLEMS {
+                notes.problems.push((i, format!("{}: {problem}", shown_path(path, &self.root).display())));
+            }
+            tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
+        }
     }
 }
 
