@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -207,22 +207,74 @@ impl Reader {
         }
     }
 
-    fn list(&self, group: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    /// The group's files in sorted order, listed one directory at a time as the walk goes:
+    /// a year of a trail is hundreds of thousands of files, and their list alone would grow
+    /// with it.
+    fn walk(&self, group: &Path) -> Result<Walk, SourceError> {
+        let is_dir = match self {
+            Reader::Anywhere => std::fs::metadata(group).map(|m| m.is_dir()),
+            Reader::Confined { tree, rel } => tree.kind(rel).and_then(|k| match k {
+                #[cfg(unix)]
+                rustix::fs::FileType::RegularFile => Ok(false),
+                #[cfg(unix)]
+                rustix::fs::FileType::Directory => Ok(true),
+                #[cfg(not(unix))]
+                k if k.is_file() => Ok(false),
+                #[cfg(not(unix))]
+                k if k.is_dir() => Ok(true),
+                _ => Err(std::io::Error::other("not a file or directory")),
+            }),
+        }
+        .map_err(|e| self.list_error(group, &e))?;
+        let at = match self {
+            Reader::Anywhere => group.to_path_buf(),
+            Reader::Confined { tree, rel } => tree.real.join(rel),
+        };
+        let top = if is_dir { self.children(&at).map_err(|e| self.list_error(group, &e))? } else { vec![(at, false)] };
+        Ok(Walk { stack: vec![top.into_iter()] })
+    }
+
+    fn list_error(&self, group: &Path, e: &std::io::Error) -> SourceError {
         match self {
-            Reader::Anywhere => list_files(group).map_err(|e| {
+            Reader::Anywhere => {
                 let kind = if e.kind() == std::io::ErrorKind::NotFound {
                     SourceErrorKind::NotFound
                 } else {
                     SourceErrorKind::Denied
                 };
                 SourceError::new(kind, format!("cannot read {}: {e}", group.display()))
-            }),
-            Reader::Confined { tree, rel } => {
-                tree.list(rel).map(|files| files.into_iter().map(|f| tree.real.join(f)).collect()).map_err(|_| {
-                    SourceError::new(SourceErrorKind::Denied, format!("{}: {NOT_UNDER_ROOT}", group.display()))
-                })
+            }
+            Reader::Confined { .. } => {
+                SourceError::new(SourceErrorKind::Denied, format!("{}: {NOT_UNDER_ROOT}", group.display()))
             }
         }
+    }
+
+    /// The record files and the directories directly in `dir`, sorted by name, so a walk
+    /// meets files in the order of the sorted full list.
+    fn children(&self, dir: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
+        let mut out = match self {
+            Reader::Anywhere => {
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(dir)? {
+                    let entry = entry?;
+                    let kind = entry.file_type()?;
+                    let path = entry.path();
+                    if kind.is_dir() {
+                        out.push((path, true));
+                    } else if kind.is_file() && is_record_file(&path) {
+                        out.push((path, false));
+                    }
+                }
+                out
+            }
+            Reader::Confined { tree, .. } => {
+                let rel = relative_to_root(&tree.real, dir).ok_or_else(|| std::io::Error::other(NOT_UNDER_ROOT))?;
+                tree.children(&rel)?.into_iter().map(|(p, d)| (tree.real.join(p), d)).collect()
+            }
+        };
+        out.sort();
+        Ok(out)
     }
 
     fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
@@ -247,43 +299,52 @@ impl LogSource for FilesSource {
     ) -> Result<ReadNotes, SourceError> {
         let root = PathBuf::from(group);
         let reader = Arc::new(Reader::new(&self.access, &root)?);
-        let listed = {
-            let (root, reader) = (root.clone(), reader.clone());
-            tokio::task::spawn_blocking(move || reader.list(&root))
-                .await
-                .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?
-        };
-        let files = listed?;
-        if files.is_empty() {
+        let stop = Arc::new(AtomicBool::new(false));
+        // A run dropped half-way (shutdown, cancellation) stops the workers after their file.
+        let _stop = StopOnDrop(stop.clone());
+        let (jobs, progress) = (self.jobs, self.progress.clone());
+        let empty = clusterer.empty_like();
+        let job_root = root.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<ReadResult, SourceError> {
+            let walk = reader.walk(&job_root)?;
+            // Only a progress bar needs the count before the end: a walk that only counts.
+            let total = match &progress {
+                Some(_) => {
+                    let mut count = reader.walk(&job_root)?;
+                    std::iter::from_fn(|| count.next(&reader)).take_while(Result::is_ok).count() as u64
+                }
+                None => 0,
+            };
+            let cursor = Cursor { walk, listed: 0, failed: None };
+            let (group, errors) = (job_root.clone(), reader.clone());
+            let job = ReadJob {
+                cursor: std::sync::Mutex::new(cursor),
+                window,
+                total,
+                root: job_root,
+                reader,
+                progress,
+                stop,
+            };
+            let read = job.run(jobs, &empty);
+            match &read.failed {
+                Some(e) => Err(errors.list_error(&group, e)),
+                None => Ok(read),
+            }
+        })
+        .await
+        .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))??;
+        if read.listed == 0 {
             return Err(SourceError::new(
                 SourceErrorKind::NotFound,
                 format!("no CloudTrail files in {} (.json, .jsonl or .ndjson, plain or .gz)", root.display()),
             ));
         }
-        let total = files.len() as u64;
-        let files: Vec<PathBuf> = files.into_iter().filter(|p| may_overlap(p, window)).collect();
-        let tried = files.len() as u64;
-        let job = ReadJob {
-            files,
-            skipped: total - tried,
-            total,
-            root,
-            reader,
-            progress: self.progress.clone(),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        // A run dropped half-way (shutdown, cancellation) stops the workers after their file.
-        let _stop = StopOnDrop(job.stop.clone());
-        let jobs = self.jobs;
-        let empty = clusterer.empty_like();
-        let read = tokio::task::spawn_blocking(move || job.run(jobs, &empty))
-            .await
-            .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
         self.counters.bytes.fetch_add(read.bytes, Ordering::Relaxed);
         for part in read.clusterers {
             clusterer.merge(part);
         }
-        let notes = read.notes;
+        let (notes, tried) = (read.notes, read.tried);
         if tried > 0 && notes.bad_files == tried {
             return Err(none_readable(&notes));
         }
@@ -303,12 +364,43 @@ impl LogSource for FilesSource {
     }
 }
 
+/// A depth-first walk, each directory's entries sorted: the files come in the order of
+/// their sorted full paths, and only the directories on the way down are held.
+struct Walk {
+    stack: Vec<std::vec::IntoIter<(PathBuf, bool)>>,
+}
+
+impl Walk {
+    fn next(&mut self, reader: &Reader) -> Option<std::io::Result<PathBuf>> {
+        loop {
+            match self.stack.last_mut()?.next() {
+                None => {
+                    self.stack.pop();
+                }
+                Some((dir, true)) => match reader.children(&dir) {
+                    Ok(children) => self.stack.push(children.into_iter()),
+                    Err(e) => return Some(Err(e)),
+                },
+                Some((file, false)) => return Some(Ok(file)),
+            }
+        }
+    }
+}
+
+/// Where the workers of a read take their next file.
+struct Cursor {
+    walk: Walk,
+    /// Files met so far, skipped ones included: the place of the next one in the sorted list.
+    listed: usize,
+    /// Why the walk could not go on, if it could not.
+    failed: Option<std::io::Error>,
+}
+
 /// The files of one read, shared out to workers.
 struct ReadJob {
-    /// Sorted, and only those that may hold records of the window.
-    files: Vec<PathBuf>,
-    /// Files passed over by their day, counted as done for the progress.
-    skipped: u64,
+    cursor: std::sync::Mutex<Cursor>,
+    window: Window,
+    /// Files in all, when a progress is shown (counted by a first walk).
     total: u64,
     root: PathBuf,
     reader: Arc<Reader>,
@@ -321,12 +413,18 @@ struct ReadResult {
     clusterers: Vec<Clusterer>,
     notes: ReadNotes,
     bytes: u64,
+    /// Files found, and of them those that may hold records of the window.
+    listed: u64,
+    tried: u64,
+    /// Why the walk stopped early, if it did: the read then fails as a whole.
+    failed: Option<std::io::Error>,
 }
 
 /// What one worker found: problems come with their file's place in the sorted list, so the
 /// ones listed are the first in that order, as a one-worker read lists them.
 #[derive(Default)]
 struct WorkerNotes {
+    tried: u64,
     bad_files: u64,
     problems: Vec<(usize, String)>,
     bytes: u64,
@@ -347,27 +445,21 @@ impl ReadJob {
     /// thread read which file (see [`Clusterer::merge`]), so the result is the one-thread
     /// result.
     fn run(self, jobs: usize, empty: &Clusterer) -> ReadResult {
-        let next = AtomicUsize::new(0);
-        let done = AtomicU64::new(self.skipped);
+        let done = AtomicU64::new(0);
         if let Some(p) = &self.progress {
-            p(self.skipped, self.total);
+            p(0, self.total);
         }
-        let jobs = jobs.clamp(1, self.files.len().max(1));
         let parts: Vec<(Clusterer, WorkerNotes)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..jobs)
+            let workers: Vec<_> = (0..jobs.max(1))
                 .map(|_| {
                     let mut clusterer = empty.empty_like();
-                    let (next, done, job) = (&next, &done, &self);
+                    let (done, job) = (&done, &self);
                     scope.spawn(move || {
                         let mut notes = WorkerNotes::default();
-                        while !job.stop.load(Ordering::Relaxed) {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(path) = job.files.get(i) else { break };
-                            job.read_one(i, path, &mut clusterer, &mut notes);
-                            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                            if let Some(p) = &job.progress {
-                                p(d, job.total);
-                            }
+                        while let Some((i, path)) = job.next_file(done) {
+                            notes.tried += 1;
+                            job.read_one(i, &path, &mut clusterer, &mut notes);
+                            job.file_done(done);
                         }
                         (clusterer, notes)
                     })
@@ -375,19 +467,49 @@ impl ReadJob {
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
         });
+        let cursor = self.cursor.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut notes = ReadNotes::default();
-        let mut problems = Vec::new();
-        let mut bytes = 0;
+        let (mut problems, mut bytes, mut tried) = (Vec::new(), 0, 0);
         let mut clusterers = Vec::with_capacity(parts.len());
         for (c, n) in parts {
             clusterers.push(c);
             notes.bad_files += n.bad_files;
             bytes += n.bytes;
+            tried += n.tried;
             problems.extend(n.problems);
         }
         problems.sort_by_key(|(i, _)| *i);
         notes.problems = problems.into_iter().take(MAX_LISTED_PROBLEMS).map(|(_, p)| p).collect();
-        ReadResult { clusterers, notes, bytes }
+        ReadResult { clusterers, notes, bytes, listed: cursor.listed as u64, tried, failed: cursor.failed }
+    }
+
+    /// The next file that may hold records of the window, with its place in the sorted list;
+    /// None when the walk is over, failed, or the read was dropped.
+    fn next_file(&self, done: &AtomicU64) -> Option<(usize, PathBuf)> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if cursor.failed.is_some() || self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            match cursor.walk.next(&self.reader)? {
+                Err(e) => cursor.failed = Some(e),
+                Ok(path) => {
+                    let i = cursor.listed;
+                    cursor.listed += 1;
+                    if may_overlap(&path, self.window) {
+                        return Some((i, path));
+                    }
+                    self.file_done(done);
+                }
+            }
+        }
+    }
+
+    fn file_done(&self, done: &AtomicU64) {
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(p) = &self.progress {
+            p(d, self.total.max(d));
+        }
     }
 
     fn read_one(&self, i: usize, path: &Path, clusterer: &mut Clusterer, notes: &mut WorkerNotes) {
@@ -456,41 +578,31 @@ impl Tree {
         Ok(std::fs::File::from(fd))
     }
 
-    /// Record files at or under `rel`, relative to the root and sorted; links and other
-    /// special files are passed over.
-    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
+    /// The record files and directories directly in the directory `rel`, relative to the
+    /// root; links and other special files are passed over.
+    fn children(&self, rel: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
         use rustix::fs::FileType;
         let mut out = Vec::new();
-        match self.kind(rel)? {
-            FileType::RegularFile => out.push(rel.to_path_buf()),
-            FileType::Directory => {
-                let mut stack = vec![rel.to_path_buf()];
-                while let Some(dir) = stack.pop() {
-                    let fd = self.open_rel(&dir)?;
-                    for entry in rustix::fs::Dir::read_from(&fd)? {
-                        let entry = entry?;
-                        let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
-                        if name == "." || name == ".." {
-                            continue;
-                        }
-                        let path = dir.join(name);
-                        let kind = match entry.file_type() {
-                            FileType::Unknown => rustix::fs::FileType::from_raw_mode(
-                                rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                            ),
-                            known => known,
-                        };
-                        match kind {
-                            FileType::Directory => stack.push(path),
-                            FileType::RegularFile if is_record_file(&path) => out.push(path),
-                            _ => {}
-                        }
-                    }
-                }
+        let fd = self.open_rel(rel)?;
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
             }
-            _ => return Err(std::io::Error::other("not a file or directory")),
+            let path = rel.join(name);
+            let kind = match entry.file_type() {
+                FileType::Unknown => rustix::fs::FileType::from_raw_mode(
+                    rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                ),
+                known => known,
+            };
+            match kind {
+                FileType::Directory => out.push((path, true)),
+                FileType::RegularFile if is_record_file(&path) => out.push((path, false)),
+                _ => {}
+            }
         }
-        out.sort();
         Ok(out)
     }
 }
@@ -520,9 +632,19 @@ impl Tree {
         std::fs::File::open(self.checked(rel)?)
     }
 
-    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
-        let found = list_files(&self.checked(rel)?)?;
-        Ok(found.into_iter().filter_map(|p| p.strip_prefix(&self.real).ok().map(Path::to_path_buf)).collect())
+    fn children(&self, rel: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.checked(rel)?)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = rel.join(entry.file_name());
+            if kind.is_dir() {
+                out.push((path, true));
+            } else if kind.is_file() && is_record_file(&path) {
+                out.push((path, false));
+            }
+        }
+        Ok(out)
     }
 }
 
