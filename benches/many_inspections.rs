@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = RunnerSettings::default();
     let sources = Sources {
         cloudwatch: CloudWatchFactory::new(settings.cloudwatch.clone()),
+        s3: cloudtrail_inspector::source::s3::S3Factory::new(settings.s3.clone(), false),
         file_progress: None,
         files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
         file_jobs: None,

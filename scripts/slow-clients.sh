@@ -8,11 +8,12 @@
 #   scripts/slow-clients.sh
 #
 # Environment: CONNECTIONS (10000), HOLD (60 s of attack), INTERVAL (5 s between a slow
-# client's bytes), SETTLE (10 s before memory is read again), BIN (the binary; default the
+# client's bytes), SETTLE (10 s before memory is read again), ROUNDS (1: attacks in a row on
+# the same process, a summary line each), BIN (the binary; default the
 # release build, built if missing), PORT (18090), SERVICE_ENV (extra variables for the
 # service, e.g. "HEADER_READ_TIMEOUT_SECS=10"). The open-file limit is raised for this script
 # and its children only (the attacker needs one descriptor per connection too); everything
-# is stopped when the script ends, or after HOLD + SETTLE + 120 s at most.
+# is stopped when the script ends, or after HOLD + SETTLE + 120 s per round at most.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,8 @@ for _ in $(seq 100); do
 done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$dir/service.log"; exit 1; }
 
-timeout "$(( ${HOLD%.*} + ${SETTLE%.*} + 120 ))" \
-    python3 scripts/slow_clients.py "$PORT" "$server_pid" "$CONNECTIONS" "$HOLD" "$INTERVAL" "$SETTLE"
+for _ in $(seq "${ROUNDS:-1}"); do
+    timeout "$(( ${HOLD%.*} + ${SETTLE%.*} + 120 ))" \
+        python3 scripts/slow_clients.py "$PORT" "$server_pid" "$CONNECTIONS" "$HOLD" "$INTERVAL" "$SETTLE"
+done
 echo "# service log: $(wc -l <"$dir/service.log") lines, $(grep -c 'Too many open files' "$dir/service.log" || true) about open files"

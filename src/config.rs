@@ -220,14 +220,18 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Args)]
 pub struct ScanArgs {
     /// A directory or file of CloudTrail records (as delivered to S3, JSON arrays or JSON
-    /// lines, optionally gzipped), or `cloudwatch://<region>/<log-group>`.
+    /// lines, optionally gzipped), `cloudwatch://<region>/<log-group>`, or
+    /// `s3://<bucket>[/<prefix>]`: a trail's bucket and key prefix (the part before
+    /// `AWSLogs/`), optionally followed by `/AWSLogs/[o-<org>/]<account>[/CloudTrail/<region>]`
+    /// to read one account or region. S3 windows select files by delivery time.
     pub target: String,
 
     /// Only records at or after this time: RFC 3339 (`2026-01-31T08:00:00Z`) or an age (`2h`, `7d`).
+    /// For `s3://`, files delivered at or after it.
     #[arg(long)]
     pub since: Option<String>,
 
-    /// Only records before this time: RFC 3339 or an age.
+    /// Only records before this time (for `s3://`, files delivered before it): RFC 3339 or an age.
     #[arg(long)]
     pub until: Option<String>,
 
@@ -256,7 +260,8 @@ pub struct ScanArgs {
     #[arg(long, default_value = "filter_log_events")]
     pub strategy: String,
 
-    /// For `cloudwatch://`: send calls here instead of AWS (LocalStack, a test server).
+    /// For `cloudwatch://` and `s3://`: send calls here instead of AWS (LocalStack, MinIO, a
+    /// test server); S3 is then addressed path-style.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
 

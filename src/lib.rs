@@ -17,7 +17,8 @@
 //!   Prometheus counters; [`share`]: the signed share links (and sessions) of the web console.
 //! - [`store`]: the database (Postgres or SQLite), one portable SQL implementation.
 //! - [`source`]: where records come from: CloudWatch Logs through the AWS SDK
-//!   ([`source::cloudwatch`]), or CloudTrail files on disk ([`source::files`]).
+//!   ([`source::cloudwatch`]), CloudTrail files on disk ([`source::files`]), or the files in
+//!   a trail's S3 bucket ([`source::s3`]), windows selecting them by delivery time.
 //! - [`guance`]: Guance's OpenAPI and OpenWay clients, event rendering (markdown, `df_*`
 //!   fields, line protocol) and the alerting state machine. Pure rendering and a client.
 //! - [`outbox`]: from runs to Guance: the events a finished run records, and the workers that

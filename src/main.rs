@@ -4,6 +4,12 @@ use cloudtrail_inspector::config::{Cli, Command};
 use cloudtrail_inspector::server::serve;
 use cloudtrail_inspector::telemetry;
 
+/// jemalloc, because it gives memory back: glibc's malloc kept the ~300 MB a burst of 10,000
+/// connections had used long after they were gone (BENCHMARKS.md, "Slow clients").
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     // Before the options are parsed: clap reads the environment, and `.env` only fills in
     // what the environment does not already say. Only the working directory's: a file found
@@ -14,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("could not read .env: {e}"),
     };
     let cli = Cli::parse();
+    return_freed_memory();
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(run(cli, dotenv));
     // What still runs when a command has returned (a request waiting for a run that shutdown
@@ -21,6 +28,16 @@ fn main() -> anyhow::Result<()> {
     // the runtime would wait for its blocking tasks, past the shutdown's documented bound.
     runtime.shutdown_timeout(std::time::Duration::from_millis(50));
     result
+}
+
+/// jemalloc returns freed pages to the system only while something allocates, unless its
+/// background thread purges them: an idle service after an attack would otherwise keep them.
+/// `_RJEM_MALLOC_CONF` still overrides the decay times (`dirty_decay_ms`, default 10 s).
+fn return_freed_memory() {
+    #[cfg(unix)]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: freed memory is returned to the system only while allocating: {e}");
+    }
 }
 
 async fn run(cli: Cli, dotenv: Option<std::path::PathBuf>) -> anyhow::Result<()> {

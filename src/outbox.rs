@@ -541,6 +541,9 @@ impl Guance {
                 sync::Field::Configs if i.settings.source.files_path().is_some() => {
                     errors.add("configs", "is not used by an inspection that reads files (its `source.path` is)");
                 }
+                sync::Field::Configs if i.settings.source.names_its_groups() => {
+                    errors.add("configs", "is not used by an inspection that reads S3 (its `source.bucket` is)");
+                }
                 sync::Field::Configs => validate_log_groups("configs", &fields.configs, &mut errors),
                 sync::Field::AlertPolicies => {
                     let policy = AlertPolicy {

@@ -56,7 +56,18 @@ pub fn exit_code(run: &Run) -> i32 {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     Files(PathBuf),
-    CloudWatch { region: String, log_group: String },
+    CloudWatch {
+        region: String,
+        log_group: String,
+    },
+    /// A trail's bucket and key prefix (the part before `AWSLogs/`), and the accounts and
+    /// regions a longer URL names.
+    S3 {
+        bucket: String,
+        prefix: String,
+        accounts: Option<Vec<String>>,
+        regions: Option<Vec<String>>,
+    },
 }
 
 impl Target {
@@ -70,6 +81,9 @@ impl Target {
             }
             return Ok(Target::CloudWatch { region: region.to_string(), log_group: group.to_string() });
         }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            return parse_s3(rest);
+        }
         let path = PathBuf::from(s);
         let path = std::fs::canonicalize(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Ok(Target::Files(path))
@@ -79,8 +93,61 @@ impl Target {
         match self {
             Target::Files(p) => p.display().to_string(),
             Target::CloudWatch { region, log_group } => format!("cloudwatch://{region}/{log_group}"),
+            Target::S3 { bucket, prefix, accounts, regions } => {
+                let mut url = crate::model::inspection::s3_url(bucket, prefix);
+                if let Some(a) = accounts {
+                    url += &format!(" (accounts {})", a.join(", "));
+                }
+                if let Some(r) = regions {
+                    url += &format!(" (regions {})", r.join(", "));
+                }
+                url
+            }
         }
     }
+}
+
+/// `s3://bucket[/prefix]`, where the prefix is the trail's; a URL that goes on into
+/// CloudTrail's layout (`…/AWSLogs/[o-org/]<account>[/CloudTrail/<region>]`) reads that
+/// account, and region, only.
+fn parse_s3(rest: &str) -> anyhow::Result<Target> {
+    const EXPECTED: &str = "expected s3://<bucket>[/<prefix>], e.g. s3://my-trail-bucket/org-trail";
+    let (bucket, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        bail!("{EXPECTED}");
+    }
+    let path = path.trim_matches('/');
+    let (prefix, layout) = if path == "AWSLogs" || path.starts_with("AWSLogs/") {
+        ("", path.strip_prefix("AWSLogs").unwrap_or(""))
+    } else {
+        match path.split_once("/AWSLogs") {
+            Some((p, l)) if l.is_empty() || l.starts_with('/') => (p, l),
+            _ => (path, ""),
+        }
+    };
+    let mut parts = layout.split('/').filter(|p| !p.is_empty()).peekable();
+    if parts.peek().is_some_and(|p| p.starts_with("o-")) {
+        parts.next();
+    }
+    let accounts = parts.next().map(|a| vec![a.to_string()]);
+    let regions = match (parts.next(), parts.next()) {
+        (Some("CloudTrail"), Some(region)) => Some(vec![region.to_string()]),
+        (None, _) | (Some("CloudTrail"), None) => None,
+        (Some(other), _) => {
+            bail!("{EXPECTED}: {other:?} is not CloudTrail's layout (…/AWSLogs/<account>/CloudTrail/<region>)")
+        }
+    };
+    Ok(Target::S3 { bucket: bucket.to_string(), prefix: prefix.to_string(), accounts, regions })
+}
+
+/// The region of `scan s3://…`'s calls, as the AWS CLI finds it (AWS_REGION, the profile),
+/// or us-east-1, where S3 answers for every bucket's listing with a redirect at worst.
+async fn default_region() -> String {
+    aws_config::default_provider::region::DefaultRegionChain::builder()
+        .build()
+        .region()
+        .await
+        .map_or_else(|| "us-east-1".to_string(), |r| r.to_string())
 }
 
 /// RFC 3339, or an age before `now` such as `90s`, `30m`, `2h`, `7d`, `2w`.
@@ -132,14 +199,20 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
 
     let bar = progress_bar(&args, &target);
     let runner_settings = RunnerSettings::default();
+    let progress = bar.clone().map(|b| {
+        Arc::new(move |done: u64, total: u64| {
+            b.set_length(total);
+            b.set_position(done);
+        }) as crate::source::files::Progress
+    });
     let sources = Sources {
         cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()),
-        file_progress: bar.clone().map(|b| {
-            Arc::new(move |done: u64, total: u64| {
-                b.set_length(total);
-                b.set_position(done);
-            }) as crate::source::files::Progress
-        }),
+        s3: crate::source::s3::S3Factory::new(
+            runner_settings.s3.clone(),
+            runner_settings.cloudwatch.allow_metadata_endpoints,
+        )
+        .with_progress(progress.clone()),
+        file_progress: progress,
         files: crate::source::files::FilesAccess::Anywhere,
         file_jobs: args.jobs.map(usize::from),
     };
@@ -262,7 +335,7 @@ impl KeyList {
 }
 
 fn progress_bar(args: &ScanArgs, target: &Target) -> Option<indicatif::ProgressBar> {
-    if args.no_progress || !std::io::stderr().is_terminal() || !matches!(target, Target::Files(_)) {
+    if args.no_progress || !std::io::stderr().is_terminal() || matches!(target, Target::CloudWatch { .. }) {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);
@@ -297,6 +370,11 @@ async fn prepare_inspection(
             body["aws"] = json!({"region": region, "endpoint_url": args.endpoint_url});
             body["strategy"] = json!(args.strategy);
             body["delivery_delay_minutes"] = json!(10);
+        }
+        Target::S3 { bucket, prefix, accounts, regions } => {
+            body["source"] = json!({"kind": "s3", "bucket": bucket, "prefix": prefix,
+                "accounts": accounts, "regions": regions});
+            body["aws"] = json!({"region": default_region().await, "endpoint_url": args.endpoint_url});
         }
     }
     let input: NewInspection = serde_json::from_value(body).context("scan options")?;
@@ -638,6 +716,33 @@ mod tests {
         );
         assert!(Target::parse("cloudwatch://us-east-1").is_err());
         assert!(Target::parse("/no/such/dir/anywhere").is_err());
+    }
+
+    #[test]
+    fn s3_urls_name_a_trail_and_optionally_an_account_and_region() {
+        let s3 = |bucket: &str, prefix: &str, account: Option<&str>, region: Option<&str>| Target::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            accounts: account.map(|a| vec![a.to_string()]),
+            regions: region.map(|r| vec![r.to_string()]),
+        };
+        for (url, wanted) in [
+            ("s3://trail-bucket", s3("trail-bucket", "", None, None)),
+            ("s3://trail-bucket/", s3("trail-bucket", "", None, None)),
+            ("s3://trail-bucket/org/trail/", s3("trail-bucket", "org/trail", None, None)),
+            ("s3://trail-bucket/AWSLogs/", s3("trail-bucket", "", None, None)),
+            ("s3://b/p/AWSLogs/o-abc123/111122223333", s3("b", "p", Some("111122223333"), None)),
+            (
+                "s3://b/AWSLogs/111122223333/CloudTrail/eu-west-1/2024/03/",
+                s3("b", "", Some("111122223333"), Some("eu-west-1")),
+            ),
+            ("s3://b/p/AWSLogsArchive", s3("b", "p/AWSLogsArchive", None, None)),
+        ] {
+            assert_eq!(Target::parse(url).unwrap(), wanted, "{url}");
+        }
+        assert!(Target::parse("s3://").is_err());
+        assert!(Target::parse("s3:///prefix").is_err());
+        assert!(Target::parse("s3://b/AWSLogs/111122223333/CloudTrail-Digest/eu-west-1").is_err());
     }
 
     fn run(status: RunStatus, clusters_new: i64) -> Run {

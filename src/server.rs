@@ -24,6 +24,10 @@ pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpS
     };
     let sources = Sources {
         cloudwatch: CloudWatchFactory::new(runner_settings.cloudwatch.clone()),
+        s3: crate::source::s3::S3Factory::new(
+            runner_settings.s3.clone(),
+            runner_settings.cloudwatch.allow_metadata_endpoints,
+        ),
         file_progress: None,
         files,
         file_jobs: None,

@@ -50,23 +50,104 @@ pub enum SourceSettings {
         /// Directory (or file) to read; must lie under the service's `--files-root`.
         path: String,
     },
+    /// The bucket a trail delivers to, read where CloudTrail writes:
+    /// `<prefix>/AWSLogs/[o-<org>/]<account>/CloudTrail/<region>/YYYY/MM/DD/*.json.gz`. Files
+    /// are selected by delivery time; `aws` says how to reach the bucket (its region).
+    S3 {
+        /// Bucket name (3–63 lowercase letters, digits, `.` and `-`).
+        bucket: String,
+        /// The trail's S3 key prefix: what comes before `AWSLogs/` (empty for none).
+        #[serde(default)]
+        prefix: String,
+        /// 12-digit accounts to read; absent: every account found under `AWSLogs/`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accounts: Option<Vec<String>>,
+        /// Regions to read; absent: every region found for each account.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        regions: Option<Vec<String>>,
+    },
 }
 
 impl SourceSettings {
     pub fn files_path(&self) -> Option<&str> {
         match self {
             SourceSettings::Files { path } => Some(path),
-            SourceSettings::CloudwatchLogs => None,
+            SourceSettings::CloudwatchLogs | SourceSettings::S3 { .. } => None,
         }
     }
 
-    /// What a run of this source reads: a file source has one "group", its directory;
-    /// CloudWatch Logs reads `log_groups`.
+    /// What a run of this source reads: a file source has one "group", its directory; an S3
+    /// source one, `s3://bucket/prefix` (all its accounts and regions share one watermark,
+    /// as delivery time is the bucket's clock); CloudWatch Logs reads `log_groups`.
     pub fn groups(&self, log_groups: &[String]) -> Vec<String> {
-        match self.files_path() {
-            Some(path) => vec![path.to_string()],
-            None => log_groups.to_vec(),
+        match self {
+            SourceSettings::Files { path } => vec![path.to_string()],
+            SourceSettings::S3 { bucket, prefix, .. } => vec![s3_url(bucket, prefix)],
+            SourceSettings::CloudwatchLogs => log_groups.to_vec(),
         }
+    }
+
+    /// Whether this source reads its own list of places rather than `log_groups`.
+    pub fn names_its_groups(&self) -> bool {
+        !matches!(self, SourceSettings::CloudwatchLogs)
+    }
+}
+
+/// `s3://bucket/prefix` (or `s3://bucket` without a prefix): how runs and reports name an S3
+/// source.
+pub fn s3_url(bucket: &str, prefix: &str) -> String {
+    if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") }
+}
+
+/// Whether `name` follows S3's rules for bucket names (general purpose buckets).
+pub fn valid_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !name.contains("..")
+        && name.parse::<std::net::Ipv4Addr>().is_err()
+}
+
+/// Checks an S3 source's fields and puts its prefix in the one form runs use (no slash at
+/// either end).
+fn validate_s3(source: &mut SourceSettings, errors: &mut FieldErrors) {
+    let SourceSettings::S3 { bucket, prefix, accounts, regions } = source else { return };
+    if !valid_bucket_name(bucket) {
+        errors.add(
+            "source.bucket",
+            "must be an S3 bucket name: 3–63 lowercase letters, digits, `.` and `-`, starting and ending with a \
+             letter or digit",
+        );
+    }
+    let trimmed = prefix.trim_matches('/').to_string();
+    if trimmed.len() > 900 || trimmed.chars().any(|c| c.is_control() || is_invisible(c)) || trimmed.contains("//") {
+        errors.add("source.prefix", "must be at most 900 printable characters, without empty path segments");
+    } else if trimmed == "AWSLogs" || trimmed.ends_with("/AWSLogs") || trimmed.contains("/AWSLogs/") {
+        errors.add(
+            "source.prefix",
+            "is the trail's S3 key prefix, the part before `AWSLogs/` (empty when the trail has none)",
+        );
+    }
+    *prefix = trimmed;
+    if let Some(list) = accounts {
+        if list.is_empty() || list.len() > 1000 {
+            errors.add("source.accounts", "must list 1–1000 accounts, or be left out to read every account");
+        } else if let Some(bad) = list.iter().find(|a| a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit())) {
+            errors.add("source.accounts", format!("must be 12-digit account ids ({bad:?} is not)"));
+        }
+        list.sort();
+        list.dedup();
+    }
+    if let Some(list) = regions {
+        if list.is_empty() || list.len() > 100 {
+            errors.add("source.regions", "must list 1–100 regions, or be left out to read every region");
+        } else if let Some(bad) = list.iter().find(|r| !valid_region(r)) {
+            errors.add("source.regions", format!("must be AWS region names such as `us-east-1` ({bad:?} is not)"));
+        }
+        list.sort();
+        list.dedup();
     }
 }
 
@@ -447,9 +528,11 @@ impl InspectionDraft {
         if input.name.is_none() {
             errors.add("name", "is required");
         }
-        // Files need neither log groups nor AWS access.
+        // Files need neither log groups nor AWS access; S3 needs AWS access (the bucket's
+        // region) but names its own places.
         if !matches!(input.source, Some(SourceSettings::Files { .. })) {
-            if input.log_groups.is_none() && input.configs.is_none() {
+            let names_groups = input.source.as_ref().is_some_and(SourceSettings::names_its_groups);
+            if !names_groups && input.log_groups.is_none() && input.configs.is_none() {
                 errors.add("log_groups", "is required (or give `configs`)");
             }
             match &input.aws {
@@ -522,11 +605,13 @@ impl InspectionDraft {
     /// Where records come from: the source and its log groups (`log_groups` or `configs`).
     fn apply_source(&mut self, input: &mut NewInspection, errors: &mut FieldErrors) {
         if let Some(source) = input.source.take() {
+            let mut source = source;
             if let SourceSettings::Files { path } = &source {
                 if path.trim().is_empty() || path.len() > 4096 || path.chars().any(char::is_control) {
                     errors.add("source.path", "must be a path of 1–4096 printable characters");
                 }
             }
+            validate_s3(&mut source, errors);
             self.settings.source = source;
         }
         match (input.log_groups.take(), input.configs.take()) {

@@ -59,6 +59,8 @@ pub struct RunnerSettings {
     pub log_group_concurrency: usize,
     /// How CloudWatch Logs is called.
     pub cloudwatch: CloudWatchSettings,
+    /// How S3 is called.
+    pub s3: crate::source::s3::S3Settings,
     /// How often a running run proves it is alive.
     pub heartbeat_interval: Duration,
     /// A run whose heartbeat is older than this is taken to be dead (its process crashed).
@@ -81,6 +83,7 @@ impl Default for RunnerSettings {
             run_concurrency: Self::DEFAULT_RUN_CONCURRENCY,
             log_group_concurrency: Self::DEFAULT_LOG_GROUP_CONCURRENCY,
             cloudwatch: CloudWatchSettings::default(),
+            s3: crate::source::s3::S3Settings::default(),
             heartbeat_interval: Duration::from_secs(15),
             stale_after: Duration::from_secs(120),
             events: crate::outbox::EventSettings::default(),

@@ -88,8 +88,8 @@ impl Runner {
             .await;
 
         let every = source.sees_every_record();
-        let mut merged = Clusterer::new(clusterer_config(ignore.clone(), every, None));
-        let mut baseline = Clusterer::new(clusterer_config(ignore, every, None));
+        let mut merged = Clusterer::new(clusterer_config(ignore.clone(), every, None, false));
+        let mut baseline = Clusterer::new(clusterer_config(ignore, every, None, false));
         let mut groups = Vec::with_capacity(results.len());
         let mut read_ok = Vec::new();
         for (plan, result) in results {
@@ -182,11 +182,17 @@ async fn read_keys(
 }
 
 /// A source that hands over every record lets the clusterer track keys and pick the window
-/// by `eventTime`; CloudWatch already selected by time and error, and keys come separately.
-fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Window>) -> ClustererConfig {
+/// by `eventTime`, unless its windows select files by delivery; CloudWatch already selected
+/// by time and error, and keys come separately.
+fn clusterer_config(
+    ignore: IgnoreRules,
+    every_record: bool,
+    window: Option<Window>,
+    by_delivery: bool,
+) -> ClustererConfig {
     ClustererConfig {
         ignore,
-        window: if every_record { window.map(|w| (w.start, w.end)) } else { None },
+        window: if every_record && !by_delivery { window.map(|w| (w.start, w.end)) } else { None },
         track_keys: every_record,
         top_k: TOP_K,
         max_samples: 5,
@@ -194,17 +200,17 @@ fn clusterer_config(ignore: IgnoreRules, every_record: bool, window: Option<Wind
 }
 
 async fn read_group(source: &dyn LogSource, plan: GroupPlan, ignore: IgnoreRules) -> GroupResult {
-    let every = source.sees_every_record();
+    let (every, by_delivery) = (source.sees_every_record(), source.selects_by_delivery());
     let result = async {
         let (baseline, baseline_notes) = match plan.baseline {
             Some(w) => {
-                let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w)));
+                let mut b = Clusterer::new(clusterer_config(ignore.clone(), every, Some(w), by_delivery));
                 let n = source.read_errors(&plan.group, w, &mut b).await?;
                 (Some(b), n)
             }
             None => (None, ReadNotes::default()),
         };
-        let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window)));
+        let mut c = Clusterer::new(clusterer_config(ignore, every, Some(plan.window), by_delivery));
         let mut notes = source.read_errors(&plan.group, plan.window, &mut c).await?;
         notes.absorb(baseline_notes);
         // A window without a single error is common; one without any record at all means

@@ -69,11 +69,12 @@ fn is_throttle(code: &str) -> bool {
             | "TooManyRequestsException"
             | "RequestLimitExceeded"
             | "LimitExceededException"
+            | "SlowDown"
     )
 }
 
 fn is_server_error(code: &str) -> bool {
-    matches!(code, "ServiceUnavailableException" | "InternalFailure" | "InternalServerError")
+    matches!(code, "ServiceUnavailableException" | "InternalFailure" | "InternalServerError" | "InternalError")
         || code.contains("ServiceUnavailable")
 }
 
@@ -115,7 +116,7 @@ where
             let message = se.err().message().unwrap_or("").to_string();
             let throttled = is_throttle(&code);
             let server = is_server_error(&code);
-            let kind = if code == "ResourceNotFoundException" {
+            let kind = if code == "ResourceNotFoundException" || code == "NoSuchBucket" {
                 SourceErrorKind::NotFound
             } else if is_denied(&code) || is_bad_credentials(&code) || is_expired(&code) || is_clock_skew(&code) {
                 SourceErrorKind::Denied
@@ -265,6 +266,81 @@ pub fn explain(failure: &Failure, ctx: &CallContext) -> String {
             ctx.gave_up()
         ),
         Failure::Other { cause } => format!("{} on {} failed ({cause})", ctx.operation, ctx.groups_phrase()),
+    }
+}
+
+/// One sentence about a failed S3 call on `bucket` (`ctx.groups` holds the `s3://` place
+/// read): what failed, and what to set or check.
+pub fn explain_s3(failure: &Failure, bucket: &str, ctx: &CallContext) -> String {
+    let place = ctx.groups.first().map_or(bucket, String::as_str);
+    let custom = if ctx.custom_endpoint {
+        "check the endpoint URL (aws.endpoint_url, --endpoint-url or AWS_ENDPOINT_URL) and that S3 answers there"
+    } else {
+        "check this machine's network, DNS and proxy settings (HTTPS_PROXY)"
+    };
+    match failure {
+        Failure::Service { code, message } => {
+            let message = quoted(message);
+            let aws = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+            if code == "NoSuchBucket" {
+                format!(
+                    "bucket {bucket} does not exist ({aws}): check the bucket's name (source.bucket) and the \
+                     account the credentials belong to"
+                )
+            } else if is_denied(code) || code == "AllAccessDisabled" {
+                format!(
+                    "access denied to {place} on {} ({aws}): allow the credentials s3:ListBucket on the bucket (with \
+                     the trail's prefix), s3:GetObject on its objects, and kms:Decrypt on the trail's key when it \
+                     is encrypted with SSE-KMS",
+                    ctx.operation
+                )
+            } else if code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" || code == "301" {
+                format!(
+                    "bucket {bucket} is not in region {} ({aws}): set aws.region to the bucket's region",
+                    ctx.region
+                )
+            } else if is_throttle(code) {
+                format!(
+                    "S3 kept throttling {} on {place} ({aws}{}): other readers share the bucket's request rate; try \
+                     again later",
+                    ctx.operation,
+                    ctx.gave_up()
+                )
+            } else if is_server_error(code) {
+                format!("S3 failed {} on {place} ({aws}{}): try again later", ctx.operation, ctx.gave_up())
+            } else if is_bad_credentials(code) || code == "InvalidAccessKeyId" {
+                format!(
+                    "AWS refused the credentials ({aws}): check the access key id and secret access key (the \
+                     inspection's aws settings, or the environment and profile the default chain reads)"
+                )
+            } else if is_expired(code) {
+                format!(
+                    "the AWS credentials have expired ({aws}): renew the session token, or use a role or profile \
+                     that renews itself"
+                )
+            } else if is_clock_skew(code) {
+                format!("AWS refused the request's time ({aws}): set this machine's clock right (NTP)")
+            } else {
+                format!("S3 refused {} on {place} ({aws})", ctx.operation)
+            }
+        }
+        Failure::Credentials { problem, detail } => explain_credentials(*problem, detail, ctx),
+        Failure::Unreachable { cause } => {
+            format!("could not reach S3 at {} ({cause}{}): {custom}", ctx.endpoint, ctx.gave_up())
+        }
+        Failure::TimedOut => format!(
+            "S3 at {} did not answer {} in time (timed out{}): check the network path to it and try again",
+            ctx.endpoint,
+            ctx.operation,
+            ctx.gave_up()
+        ),
+        Failure::BadAnswer { cause } => format!(
+            "the answer to {} from {} was not S3's ({cause}{}): check that the endpoint is S3",
+            ctx.operation,
+            ctx.endpoint,
+            ctx.gave_up()
+        ),
+        Failure::Other { cause } => format!("{} on {place} failed ({cause})", ctx.operation),
     }
 }
 
@@ -421,6 +497,27 @@ mod tests {
         );
         assert!(s.starts_with("could not assume role arn:aws:iam::123456789012:role/reader (AccessDenied)"), "{s}");
         assert_one_sentence(&s);
+    }
+
+    #[test]
+    fn s3_failures_say_what_to_fix() {
+        let g = vec!["s3://trail-bucket/org".to_string()];
+        let mut c = ctx(&g);
+        c.operation = "ListObjectsV2";
+        c.endpoint = "https://s3.eu-west-1.amazonaws.com";
+        let service = |code: &str, message: &str| Failure::Service { code: code.into(), message: message.into() };
+        for (failure, wanted) in [
+            (service("NoSuchBucket", "The specified bucket does not exist"), "bucket trail-bucket does not exist"),
+            (service("AccessDenied", "Access Denied"), "access denied to s3://trail-bucket/org on ListObjectsV2"),
+            (service("SlowDown", "Please reduce your request rate."), "S3 kept throttling ListObjectsV2"),
+            (service("PermanentRedirect", ""), "bucket trail-bucket is not in region eu-west-1"),
+            (Failure::TimedOut, "S3 at https://s3.eu-west-1.amazonaws.com did not answer ListObjectsV2 in time"),
+        ] {
+            let s = explain_s3(&failure, "trail-bucket", &c);
+            assert!(s.starts_with(wanted), "{s}");
+            assert_one_sentence(&s);
+        }
+        assert!(explain_s3(&service("AccessDenied", ""), "b", &c).contains("kms:Decrypt"));
     }
 
     #[test]

@@ -159,58 +159,75 @@ impl CloudWatchFactory {
     }
 }
 
+impl CloudWatchFactory {
+    pub fn settings(&self) -> &CloudWatchSettings {
+        &self.settings
+    }
+}
+
+/// The AWS configuration an inspection's calls are made with, whatever the service: its
+/// region, its own keys or the default chain, its endpoint (checked again here: the
+/// inspection may predate the check), and the role it assumes, if any.
+pub(crate) async fn inspection_sdk_config(
+    inspection: &Inspection,
+    allow_metadata_endpoints: bool,
+) -> anyhow::Result<aws_config::SdkConfig> {
+    let aws = &inspection.settings.aws;
+    let secrets = &inspection.secrets;
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(aws.region.clone()));
+    match (&aws.access_key_id, &secrets.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            loader = loader.credentials_provider(Credentials::new(
+                id.clone(),
+                secret.expose().to_string(),
+                secrets.session_token.as_ref().map(|t| t.expose().to_string()),
+                None,
+                "inspection",
+            ));
+        }
+        // An inspection with a key of its own is never read with another identity (the
+        // default credential chain is the service's own) because its secret is missing.
+        (Some(_), None) => anyhow::bail!(
+            "the inspection's access key has no secret access key stored; enter `aws.secret_access_key` again"
+        ),
+        (None, _) => {}
+    }
+    if let Some(url) = &aws.endpoint_url {
+        let parsed = crate::model::inspection::parse_endpoint_url(url)
+            .map_err(|e| anyhow::anyhow!("the inspection's endpoint_url {e}"))?;
+        if crate::model::inspection::is_metadata_endpoint(&parsed) && !allow_metadata_endpoints {
+            anyhow::bail!(
+                "the inspection's endpoint_url points at a link-local or cloud metadata address, which this \
+                 service does not call (ALLOW_METADATA_ENDPOINTS)"
+            );
+        }
+        loader = loader.endpoint_url(url.clone());
+    }
+    let base = loader.load().await;
+    let Some(role) = &aws.role_arn else { return Ok(base) };
+    let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+        .session_name("cloudtrail-inspector")
+        .configure(&base);
+    if let Some(ext) = &aws.external_id {
+        assume = assume.external_id(ext.clone());
+    }
+    let provider = aws_credential_types::provider::SharedCredentialsProvider::new(assume.build().await);
+    Ok(base.into_builder().credentials_provider(provider).build())
+}
+
 #[async_trait]
 impl SourceFactory for CloudWatchFactory {
     async fn for_inspection(&self, inspection: &Inspection) -> anyhow::Result<Arc<dyn LogSource>> {
         let aws = &inspection.settings.aws;
-        let secrets = &inspection.secrets;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(aws.region.clone()));
-        match (&aws.access_key_id, &secrets.secret_access_key) {
-            (Some(id), Some(secret)) => {
-                loader = loader.credentials_provider(Credentials::new(
-                    id.clone(),
-                    secret.expose().to_string(),
-                    secrets.session_token.as_ref().map(|t| t.expose().to_string()),
-                    None,
-                    "inspection",
-                ));
-            }
-            // An inspection with a key of its own is never read with another identity (the
-            // default credential chain is the service's own) because its secret is missing.
-            (Some(_), None) => anyhow::bail!(
-                "the inspection's access key has no secret access key stored; enter `aws.secret_access_key` again"
-            ),
-            (None, _) => {}
-        }
-        if let Some(url) = &aws.endpoint_url {
-            // Checked again here: the inspection may predate the check or this setting.
-            let parsed = crate::model::inspection::parse_endpoint_url(url)
-                .map_err(|e| anyhow::anyhow!("the inspection's endpoint_url {e}"))?;
-            if crate::model::inspection::is_metadata_endpoint(&parsed) && !self.settings.allow_metadata_endpoints {
-                anyhow::bail!(
-                    "the inspection's endpoint_url points at a link-local or cloud metadata address, which this \
-                     service does not call (ALLOW_METADATA_ENDPOINTS)"
-                );
-            }
-            loader = loader.endpoint_url(url.clone());
-        }
-        let base = loader.load().await;
-        let mut builder =
-            aws_sdk_cloudwatchlogs::config::Builder::from(&base).retry_config(RetryConfig::disabled()).timeout_config(
+        let config = inspection_sdk_config(inspection, self.settings.allow_metadata_endpoints).await?;
+        let builder = aws_sdk_cloudwatchlogs::config::Builder::from(&config)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
                 TimeoutConfig::builder()
                     .operation_attempt_timeout(self.settings.call_timeout)
                     .connect_timeout(Duration::from_secs(10))
                     .build(),
             );
-        if let Some(role) = &aws.role_arn {
-            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role.clone())
-                .session_name("cloudtrail-inspector")
-                .configure(&base);
-            if let Some(ext) = &aws.external_id {
-                assume = assume.external_id(ext.clone());
-            }
-            builder = builder.credentials_provider(assume.build().await);
-        }
         // Quotas are per account and region; without an account id, the credentials stand in.
         let quota_key = format!(
             "{}|{}|{}",
@@ -689,7 +706,7 @@ fn split_n(w: Window, n: i64) -> Option<Vec<Window>> {
     Some((0..n).map(|i| Window { start: at(i), end: if i == n - 1 { w.end } else { at(i + 1) } }).collect())
 }
 
-fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(super) fn backoff(base: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.min(10)).min(MAX_BACKOFF);
     // Full jitter between half and all of it, so parallel runs do not retry in step.
     let ms = exp.as_millis() as u64;

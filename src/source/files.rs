@@ -24,7 +24,7 @@ use crate::engine::{Clusterer, Split, split_records};
 /// Largest file read (decompressed): CloudTrail files are a few MB at most.
 const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// Bad files listed per run; further ones are only counted.
-const MAX_LISTED_PROBLEMS: usize = 100;
+pub(super) const MAX_LISTED_PROBLEMS: usize = 100;
 
 /// Reports files done and files in all, for a progress bar.
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -160,20 +160,32 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Reads an opened file whole (decompressed when its name ends in `.gz`), up to the cap.
 fn read_opened(path: &Path, mut file: std::fs::File) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
     let name = path.to_string_lossy();
-    let result = if name.ends_with(".gz") {
-        let small = file.metadata().is_ok_and(|m| m.len() <= MAX_FILE_BYTES);
-        if small {
-            let mut gz = Vec::new();
-            file.read_to_end(&mut gz).map_err(|e| format!("cannot read: {e}"))?;
-            if let Some(whole) = inflate_whole(&gz) {
-                return Ok(whole);
-            }
-            flate2::read::MultiGzDecoder::new(&gz[..]).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
-        } else {
-            flate2::read::MultiGzDecoder::new(file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
+    if name.ends_with(".gz") && file.metadata().is_ok_and(|m| m.len() <= MAX_FILE_BYTES) {
+        let mut gz = Vec::new();
+        file.read_to_end(&mut gz).map_err(|e| format!("cannot read: {e}"))?;
+        return read_bytes(&name, &gz);
+    }
+    read_stream(&name, file)
+}
+
+/// Reads one delivery file whose bytes are in memory (read from disk, or an S3 object) as
+/// [`read_stream`] does, a single-member gzip file at once.
+pub fn read_bytes(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if name.ends_with(".gz") {
+        if let Some(whole) = inflate_whole(bytes) {
+            return Ok(whole);
         }
+    }
+    read_stream(name, bytes)
+}
+
+/// Reads one delivery file's bytes, from disk or from elsewhere (an S3 object), whole:
+/// decompressed when `name` ends in `.gz`, up to the cap.
+pub fn read_stream(name: &str, file: impl Read) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let result = if name.ends_with(".gz") {
+        flate2::read::MultiGzDecoder::new(file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
     } else {
         file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)
     };
@@ -185,11 +197,12 @@ fn read_opened(path: &Path, mut file: std::fs::File) -> Result<Vec<u8>, String> 
 }
 
 /// A gzip file of one member, decompressed at once by libdeflate: 1.4× zlib-rs and 2×
-/// miniz_oxide on delivery files (BENCHMARKS.md), and CloudTrail writes one member per file. None, for the streaming decoder to read as far as it can and say what is wrong,
-/// unless the file is surely one whole member: no second member's magic anywhere after the
-/// first (a chance of about one in 16 million per byte, so a few percent of big files take
-/// the slower way for nothing), and the file's last eight bytes are the trailer (CRC and
-/// size) of what was decompressed, so nothing follows the member. A cut or corrupt file
+/// miniz_oxide on delivery files (BENCHMARKS.md), and CloudTrail writes one member per file.
+/// None, for the streaming decoder to read as far as it can and say what is wrong, unless
+/// the file is surely one whole member: no second member's magic anywhere after the first (a
+/// chance of about one in 16 million per byte, so a few percent of big files take the slower
+/// way for nothing), and the file's last eight bytes are the trailer (CRC and size) of what
+/// was decompressed, so nothing follows the member. A cut or corrupt file
 /// fails libdeflate's own checks.
 fn inflate_whole(gz: &[u8]) -> Option<Vec<u8>> {
     const MAGIC: &[u8] = &[0x1f, 0x8b, 0x08];
@@ -213,6 +226,17 @@ pub fn ingest_bytes(bytes: &[u8], clusterer: &mut Clusterer) -> Split {
     split_records(bytes, |raw| {
         clusterer.ingest(raw);
     })
+}
+
+/// Feeds one file's bytes to the clusterer; what could not be read of it, if anything, as
+/// a run lists it.
+pub fn ingest_file(bytes: &[u8], clusterer: &mut Clusterer) -> Result<(), String> {
+    let split = ingest_bytes(bytes, clusterer);
+    match split.problem {
+        None => Ok(()),
+        Some(p) if split.records == 0 => Err(p),
+        Some(p) => Err(format!("{p} ({} records read)", split.records)),
+    }
 }
 
 /// How one run reads its files: by path, or confined to a tree opened link by link.
@@ -548,12 +572,7 @@ impl ReadJob {
     fn read_one(&self, i: usize, path: &Path, clusterer: &mut Clusterer, notes: &mut WorkerNotes) {
         let result = self.reader.read(path).and_then(|b| {
             notes.bytes += b.len() as u64;
-            let split = ingest_bytes(&b, clusterer);
-            match split.problem {
-                None => Ok(()),
-                Some(p) if split.records == 0 => Err(p),
-                Some(p) => Err(format!("{p} ({} records read)", split.records)),
-            }
+            ingest_file(&b, clusterer)
         });
         if let Err(problem) = result {
             notes.bad_files += 1;
@@ -691,7 +710,7 @@ fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
 }
 
 /// Why nothing could be read when every file tried was bad: the first few problems.
-fn none_readable(notes: &ReadNotes) -> SourceError {
+pub(super) fn none_readable(notes: &ReadNotes) -> SourceError {
     let first: Vec<&str> = notes.problems.iter().take(3).map(String::as_str).collect();
     let more = if notes.bad_files > first.len() as u64 { "; …" } else { "" };
     let what =

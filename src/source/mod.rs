@@ -1,10 +1,12 @@
 //! Where CloudTrail records come from. A source feeds the records of one log group and window
-//! into a [`Clusterer`]; the runner decides which windows and merges the results.
+//! into a [`Clusterer`]; the runner decides which windows and merges the results. Sources:
+//! CloudWatch Logs ([`cloudwatch`]), CloudTrail files on disk ([`files`]) and in S3 ([`s3`]).
 
 mod aws_error;
 pub mod cloudwatch;
 pub mod files;
 mod limiter;
+pub mod s3;
 
 use std::sync::Arc;
 
@@ -121,6 +123,13 @@ pub trait LogSource: Send + Sync {
         false
     }
 
+    /// True when a window selects whole files by when they were delivered, not records by
+    /// `eventTime`: every record of a file delivered in the window counts, whatever its time,
+    /// so a late file is read by the run whose window holds its delivery.
+    fn selects_by_delivery(&self) -> bool {
+        false
+    }
+
     /// Feeds the access-key activity of `groups` within `window` into `clusterer`.
     async fn read_key_activity(
         &self,
@@ -148,6 +157,7 @@ pub trait SourceFactory: Send + Sync {
 /// Picks the source an inspection names.
 pub struct Sources {
     pub cloudwatch: cloudwatch::CloudWatchFactory,
+    pub s3: s3::S3Factory,
     /// Progress of file reads (the `scan` command's progress bar).
     pub file_progress: Option<files::Progress>,
     /// Where file sources may read, checked at every read.
@@ -161,6 +171,7 @@ impl SourceFactory for Sources {
     async fn for_inspection(&self, inspection: &Inspection) -> anyhow::Result<Arc<dyn LogSource>> {
         match &inspection.settings.source {
             SourceSettings::CloudwatchLogs => self.cloudwatch.for_inspection(inspection).await,
+            SourceSettings::S3 { .. } => self.s3.for_inspection(inspection).await,
             SourceSettings::Files { .. } => {
                 let source = match &self.file_progress {
                     Some(p) => files::FilesSource::with_progress(self.files.clone(), p.clone()),

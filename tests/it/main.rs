@@ -29,6 +29,7 @@ mod openapi;
 mod process_faults;
 mod run_lists;
 mod runs;
+mod s3;
 mod scan;
 mod scheduler;
 mod security;

@@ -270,3 +270,61 @@ async fn accepting_goes_on_after_the_descriptors_run_out() {
     let _ = child.wait();
     assert!(ok, "the service answers again once descriptors are free");
 }
+
+#[cfg(target_os = "linux")]
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn memory_goes_back_after_a_burst_of_slow_clients() {
+    // One descriptor per connection on this side too.
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(1 << 20);
+    let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) });
+    let connections = 3000.min(hard.saturating_sub(1024) as usize);
+    assert!(connections >= 1000, "open-file limit {hard} too low for this test");
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(
+        &["--data-dir", dir.path().to_str().unwrap()],
+        &[("HEADER_READ_TIMEOUT_SECS", "2"), ("SCHEDULER", "off")],
+    )
+    .await;
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_mb(pid);
+    let mut held = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        held.push(connect_and_send(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let peak = rss_mb(pid);
+    // The header deadline closes them all; then the memory they held must be given back.
+    for stream in &mut held {
+        assert!(read_until_closed(stream, Duration::from_secs(30)).await.is_some(), "still open");
+    }
+    drop(held);
+    let grown = peak - before;
+    assert!(grown > 15.0, "the burst should have used memory: {before:.1} MB -> {peak:.1} MB");
+    let bound = before + 8.0_f64.max(grown / 5.0);
+    let mut after = rss_mb(pid);
+    for _ in 0..120 {
+        if after <= bound {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after = rss_mb(pid);
+    }
+    assert!(
+        after <= bound,
+        "RSS {before:.1} MB before, {peak:.1} MB with {connections} connections, {after:.1} MB 60 s after"
+    );
+}

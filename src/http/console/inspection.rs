@@ -13,7 +13,7 @@ use super::{Access, PageError, PageResult, parse_id};
 use crate::http::AppState;
 use crate::model::cluster::ClusterView;
 use crate::model::event::EventView;
-use crate::model::inspection::Inspection;
+use crate::model::inspection::{Inspection, SourceSettings, s3_url};
 use crate::model::run::Run;
 use crate::store::{ClusterFilter, RunFilter, TimeKey, decode_cursor, encode_cursor};
 
@@ -86,9 +86,10 @@ fn facts(i: &Inspection, now: DateTime<Utc>, next_run: Option<DateTime<Utc>>, gu
         dl.facts {
             dt { "Reads" }
             dd {
-                @match s.source.files_path() {
-                    Some(p) => { "files under " code { (p) } }
-                    None => { "log groups " @for g in &s.log_groups { code { (g) } " " } }
+                @match &s.source {
+                    SourceSettings::Files { path } => { "files under " code { (path) } }
+                    SourceSettings::S3 { bucket, prefix, .. } => { "CloudTrail's files in " code { (s3_url(bucket, prefix)) } }
+                    SourceSettings::CloudwatchLogs => { "log groups " @for g in &s.log_groups { code { (g) } " " } }
                 }
                 " in " code { (s.aws.region) }
             }

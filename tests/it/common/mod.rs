@@ -6,6 +6,7 @@
 pub mod data;
 pub mod fake_cwl;
 pub mod fake_guance;
+pub mod fake_s3;
 pub mod logs;
 pub mod pg_cluster;
 
@@ -75,6 +76,13 @@ pub fn test_runner_settings() -> RunnerSettings {
             call_timeout: Duration::from_secs(5),
             insights_max_rows: 10_000,
             ..CloudWatchSettings::default()
+        },
+        s3: cloudtrail_inspector::source::s3::S3Settings {
+            max_attempts: 4,
+            max_throttled_attempts: 8,
+            retry_base: Duration::from_millis(5),
+            call_timeout: Duration::from_secs(5),
+            ..Default::default()
         },
         heartbeat_interval: Duration::from_millis(200),
         stale_after: Duration::from_secs(5),
