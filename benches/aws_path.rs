@@ -160,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 s3: cloudtrail_inspector::source::s3::S3Factory::new(settings.s3.clone(), false),
                 file_progress: None,
                 files: cloudtrail_inspector::source::files::FilesAccess::Nowhere,
+                file_jobs: None,
             };
             let runner = Runner::new(db.clone(), Arc::new(sources), settings);
             let new: NewInspection = serde_json::from_value(serde_json::json!({

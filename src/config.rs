@@ -268,6 +268,11 @@ pub struct ScanArgs {
     /// Never draw a progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Files read at once, each decompressed and parsed by its own thread (default: every
+    /// core). The report is the same whatever the number.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -214,6 +214,7 @@ async fn scan(args: ScanArgs) -> anyhow::Result<i32> {
         .with_progress(progress.clone()),
         file_progress: progress,
         files: crate::source::files::FilesAccess::Anywhere,
+        file_jobs: args.jobs.map(usize::from),
     };
     let runner = Runner::new(store.clone(), Arc::new(sources), runner_settings);
     // Nothing comes before a window that starts at the beginning of time.

@@ -30,6 +30,7 @@ pub fn build_state(store: DynStore, runner_settings: RunnerSettings, http: HttpS
         ),
         file_progress: None,
         files,
+        file_jobs: None,
     };
     build_state_with(store, runner_settings, http, sources)
 }

@@ -5,9 +5,10 @@
 //! same kind of error gets the same id across runs, hosts and versions.
 //!
 //! Memory per cluster is bounded: top principals and source IPs are counted for at most
-//! [`TOP_TRACKED`] distinct values each. Values first seen after that only add to the cluster's
-//! total, so a value that becomes frequent late may be missing from the top list, while the
-//! counts of the values that are listed are exact.
+//! [`TOP_TRACKED`] distinct values each, chosen by a fixed hash of the value (not by arrival,
+//! so the choice is the same whatever order files are read in). Other values only add to the
+//! cluster's total, so with more distinct values than that a frequent one may be missing
+//! from the top list, while the counts of the values that are listed are exact.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -180,10 +181,23 @@ pub struct Analysis {
     pub repairs: Vec<(String, u64)>,
 }
 
-/// Bounded counts of distinct values.
+/// Bounded counts of distinct values: the [`TOP_TRACKED`] values of smallest rank (a fixed hash
+/// of the value) among all those seen. Which values are kept depends on the values alone, never
+/// on the order records come in, so clusterers fed in parallel merge into exactly what one fed
+/// in sequence holds. A kept value was never dropped (values only join), so its count is exact.
 #[derive(Debug, Clone, Default)]
 struct TopCounter {
-    counts: HashMap<String, u64>,
+    /// value → (rank, count)
+    counts: HashMap<String, (u64, u64)>,
+    /// The highest rank kept once full: a value ranked above it is passed over at once.
+    ceiling: u64,
+}
+
+/// The same for every clusterer of a process (fixed keys), unlike the index's hasher.
+fn rank(value: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 impl TopCounter {
@@ -192,26 +206,50 @@ impl TopCounter {
             return;
         }
         if let Some(c) = self.counts.get_mut(value) {
-            *c += n;
-        } else if self.counts.len() < TOP_TRACKED {
-            self.counts.insert(value.to_owned(), n);
+            c.1 += n;
+        } else {
+            self.admit(rank(value), value, n);
+        }
+    }
+
+    fn admit(&mut self, r: u64, value: &str, n: u64) {
+        if self.counts.len() < TOP_TRACKED {
+            self.counts.insert(value.to_owned(), (r, n));
+            if self.counts.len() == TOP_TRACKED {
+                self.ceiling = self.counts.values().map(|c| c.0).max().unwrap_or(u64::MAX);
+            }
+            return;
+        }
+        if r > self.ceiling {
+            return;
+        }
+        // Ties of rank go to the smaller value, so the order stays total.
+        let Some(highest) =
+            self.counts.iter().max_by(|a, b| (a.1.0, a.0).cmp(&(b.1.0, b.0))).map(|(v, c)| (v.clone(), c.0))
+        else {
+            return;
+        };
+        if (r, value) < (highest.1, highest.0.as_str()) {
+            self.counts.remove(&highest.0);
+            self.counts.insert(value.to_owned(), (r, n));
+            self.ceiling = self.counts.values().map(|c| c.0).max().unwrap_or(u64::MAX);
         }
     }
 
     fn merge(&mut self, other: TopCounter) {
-        for (value, n) in other.counts {
+        for (value, (r, n)) in other.counts {
             if let Some(c) = self.counts.get_mut(&value) {
-                *c += n;
-            } else if self.counts.len() < TOP_TRACKED {
-                self.counts.insert(value, n);
+                c.1 += n;
+            } else {
+                self.admit(r, &value, n);
             }
         }
     }
 
     fn top(&self, k: usize) -> Vec<Counted> {
-        let mut v: Vec<(&String, &u64)> = self.counts.iter().collect();
-        v.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        v.into_iter().take(k).map(|(value, &count)| Counted { value: value.clone(), count }).collect()
+        let mut v: Vec<(&String, u64)> = self.counts.iter().map(|(v, c)| (v, c.1)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v.into_iter().take(k).map(|(value, count)| Counted { value: value.clone(), count }).collect()
     }
 }
 
@@ -451,6 +489,12 @@ impl Clusterer {
             insights: Vec::new(),
             repairs: Default::default(),
         }
+    }
+
+    /// An empty clusterer with this one's configuration: one per worker of a parallel read,
+    /// merged back with [`Clusterer::merge`].
+    pub fn empty_like(&self) -> Clusterer {
+        Clusterer::new(self.cfg.clone())
     }
 
     fn in_window(&self, first: DateTime<Utc>, last: DateTime<Utc>) -> bool {
@@ -1367,19 +1411,36 @@ mod tests {
         assert!(k.sample_record.as_deref().unwrap().contains("\"e1\""));
         assert_eq!((k.first_seen, k.last_seen), (utc("2023-07-10T12:00:01Z"), utc("2023-07-10T12:00:09Z")));
 
-        // Only the first 64 distinct values are counted; later ones only add to the total.
-        let mut c = Clusterer::new(ClustererConfig { top_k: 100, ..Default::default() });
-        for i in 0..70 {
-            c.ingest(&err_record("2023-07-10T12:00:00Z", &format!("e{i}"), &format!("p{i:02}"), "ip", "m"));
-        }
-        c.ingest(&err_record("2023-07-10T12:00:00Z", "x", "p69", "ip", "m"));
-        let a = c.finish();
-        let k = &a.clusters[0];
+        // Only 64 distinct values are counted, the same ones whatever the order; the others
+        // only add to the total.
+        let top = |order: &mut dyn Iterator<Item = usize>| {
+            let mut c = Clusterer::new(ClustererConfig { top_k: 100, ..Default::default() });
+            for i in order {
+                c.ingest(&err_record("2023-07-10T12:00:00Z", &format!("e{i}"), &format!("p{i:02}"), "ip", "m"));
+            }
+            c.ingest(&err_record("2023-07-10T12:00:00Z", "x", "p69", "ip", "m"));
+            c.finish().clusters.remove(0)
+        };
+        let k = top(&mut (0..70));
         assert_eq!(k.count, 71);
         assert_eq!(k.top_principals.len(), TOP_TRACKED);
-        assert_eq!(k.top_principals[0], Counted { value: "p00".into(), count: 1 });
-        assert!(k.top_principals.iter().all(|p| p.value != "p69"));
+        assert_eq!(
+            k.top_principals.iter().map(|p| p.count).sum::<u64>(),
+            64 + u64::from(k.top_principals.iter().any(|p| p.value == "p69"))
+        );
         assert_eq!(k.top_source_ips, counted(&[("ip", 71)]));
+        assert_eq!(top(&mut (0..70).rev()).top_principals, k.top_principals);
+        let (mut a, mut b) = (
+            Clusterer::new(ClustererConfig { top_k: 100, ..Default::default() }),
+            Clusterer::new(ClustererConfig { top_k: 100, ..Default::default() }),
+        );
+        for i in 0..70 {
+            let c = if i % 3 == 0 { &mut a } else { &mut b };
+            c.ingest(&err_record("2023-07-10T12:00:00Z", &format!("e{i}"), &format!("p{i:02}"), "ip", "m"));
+        }
+        b.ingest(&err_record("2023-07-10T12:00:00Z", "x", "p69", "ip", "m"));
+        a.merge(b);
+        assert_eq!(a.finish().clusters[0].top_principals, k.top_principals);
 
         // The sample message is cut to 1 KiB on a char boundary.
         let long = format!("a{}", "é".repeat(600));

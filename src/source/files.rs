@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -44,16 +45,27 @@ pub struct FilesSource {
     counters: SourceCounters,
     progress: Option<Progress>,
     access: FilesAccess,
+    jobs: usize,
 }
 
 impl FilesSource {
     pub fn new(access: FilesAccess) -> Self {
-        FilesSource { counters: SourceCounters::default(), progress: None, access }
+        FilesSource { counters: SourceCounters::default(), progress: None, access, jobs: default_jobs() }
     }
 
     pub fn with_progress(access: FilesAccess, progress: Progress) -> Self {
         FilesSource { progress: Some(progress), ..FilesSource::new(access) }
     }
+
+    /// Reads with `jobs` threads (at least one), each decompressing and parsing whole files.
+    pub fn with_jobs(self, jobs: usize) -> Self {
+        FilesSource { jobs: jobs.max(1), ..self }
+    }
+}
+
+/// The cores this process may use.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The one answer for a path that may not be read, whatever the reason (outside the root,
@@ -147,8 +159,25 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// Reads an opened file whole (decompressed when its name ends in `.gz`), up to the cap.
-fn read_opened(path: &Path, file: std::fs::File) -> Result<Vec<u8>, String> {
-    read_stream(&path.to_string_lossy(), file)
+fn read_opened(path: &Path, mut file: std::fs::File) -> Result<Vec<u8>, String> {
+    let name = path.to_string_lossy();
+    if name.ends_with(".gz") && file.metadata().is_ok_and(|m| m.len() <= MAX_FILE_BYTES) {
+        let mut gz = Vec::new();
+        file.read_to_end(&mut gz).map_err(|e| format!("cannot read: {e}"))?;
+        return read_bytes(&name, &gz);
+    }
+    read_stream(&name, file)
+}
+
+/// Reads one delivery file whose bytes are in memory (read from disk, or an S3 object) as
+/// [`read_stream`] does, a single-member gzip file at once.
+pub fn read_bytes(name: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if name.ends_with(".gz") {
+        if let Some(whole) = inflate_whole(bytes) {
+            return Ok(whole);
+        }
+    }
+    read_stream(name, bytes)
 }
 
 /// Reads one delivery file's bytes, from disk or from elsewhere (an S3 object), whole:
@@ -165,6 +194,30 @@ pub fn read_stream(name: &str, file: impl Read) -> Result<Vec<u8>, String> {
         return Err(format!("larger than {} MB", MAX_FILE_BYTES / 1024 / 1024));
     }
     Ok(bytes)
+}
+
+/// A gzip file of one member, decompressed at once by libdeflate: 1.4× zlib-rs and 2×
+/// miniz_oxide on delivery files (BENCHMARKS.md), and CloudTrail writes one member per file.
+/// None, for the streaming decoder to read as far as it can and say what is wrong, unless
+/// the file is surely one whole member: no second member's magic anywhere after the first (a
+/// chance of about one in 16 million per byte, so a few percent of big files take the slower
+/// way for nothing), and the file's last eight bytes are the trailer (CRC and size) of what
+/// was decompressed, so nothing follows the member. A cut or corrupt file
+/// fails libdeflate's own checks.
+fn inflate_whole(gz: &[u8]) -> Option<Vec<u8>> {
+    const MAGIC: &[u8] = &[0x1f, 0x8b, 0x08];
+    if gz.len() < 18 || !gz.starts_with(MAGIC) || memchr::memmem::find(&gz[1..], MAGIC).is_some() {
+        return None;
+    }
+    let trailer = &gz[gz.len() - 8..];
+    let crc = u32::from_le_bytes(trailer[..4].try_into().ok()?);
+    let size = u32::from_le_bytes(trailer[4..].try_into().ok()?);
+    if u64::from(size) > MAX_FILE_BYTES {
+        return None;
+    }
+    let mut out = vec![0u8; size as usize];
+    let n = libdeflater::Decompressor::new().gzip_decompress(gz, &mut out).ok()?;
+    (n == out.len() && libdeflater::crc32(&out) == crc).then_some(out)
 }
 
 /// Feeds every record of one file's bytes to the clusterer, record by record (see
@@ -211,22 +264,74 @@ impl Reader {
         }
     }
 
-    fn list(&self, group: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    /// The group's files in sorted order, listed one directory at a time as the walk goes:
+    /// a year of a trail is hundreds of thousands of files, and their list alone would grow
+    /// with it.
+    fn walk(&self, group: &Path) -> Result<Walk, SourceError> {
+        let is_dir = match self {
+            Reader::Anywhere => std::fs::metadata(group).map(|m| m.is_dir()),
+            Reader::Confined { tree, rel } => tree.kind(rel).and_then(|k| match k {
+                #[cfg(unix)]
+                rustix::fs::FileType::RegularFile => Ok(false),
+                #[cfg(unix)]
+                rustix::fs::FileType::Directory => Ok(true),
+                #[cfg(not(unix))]
+                k if k.is_file() => Ok(false),
+                #[cfg(not(unix))]
+                k if k.is_dir() => Ok(true),
+                _ => Err(std::io::Error::other("not a file or directory")),
+            }),
+        }
+        .map_err(|e| self.list_error(group, &e))?;
+        let at = match self {
+            Reader::Anywhere => group.to_path_buf(),
+            Reader::Confined { tree, rel } => tree.real.join(rel),
+        };
+        let top = if is_dir { self.children(&at).map_err(|e| self.list_error(group, &e))? } else { vec![(at, false)] };
+        Ok(Walk { stack: vec![top.into_iter()] })
+    }
+
+    fn list_error(&self, group: &Path, e: &std::io::Error) -> SourceError {
         match self {
-            Reader::Anywhere => list_files(group).map_err(|e| {
+            Reader::Anywhere => {
                 let kind = if e.kind() == std::io::ErrorKind::NotFound {
                     SourceErrorKind::NotFound
                 } else {
                     SourceErrorKind::Denied
                 };
                 SourceError::new(kind, format!("cannot read {}: {e}", group.display()))
-            }),
-            Reader::Confined { tree, rel } => {
-                tree.list(rel).map(|files| files.into_iter().map(|f| tree.real.join(f)).collect()).map_err(|_| {
-                    SourceError::new(SourceErrorKind::Denied, format!("{}: {NOT_UNDER_ROOT}", group.display()))
-                })
+            }
+            Reader::Confined { .. } => {
+                SourceError::new(SourceErrorKind::Denied, format!("{}: {NOT_UNDER_ROOT}", group.display()))
             }
         }
+    }
+
+    /// The record files and the directories directly in `dir`, sorted by name, so a walk
+    /// meets files in the order of the sorted full list.
+    fn children(&self, dir: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
+        let mut out = match self {
+            Reader::Anywhere => {
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(dir)? {
+                    let entry = entry?;
+                    let kind = entry.file_type()?;
+                    let path = entry.path();
+                    if kind.is_dir() {
+                        out.push((path, true));
+                    } else if kind.is_file() && is_record_file(&path) {
+                        out.push((path, false));
+                    }
+                }
+                out
+            }
+            Reader::Confined { tree, .. } => {
+                let rel = relative_to_root(&tree.real, dir).ok_or_else(|| std::io::Error::other(NOT_UNDER_ROOT))?;
+                tree.children(&rel)?.into_iter().map(|(p, d)| (tree.real.join(p), d)).collect()
+            }
+        };
+        out.sort();
+        Ok(out)
     }
 
     fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
@@ -251,51 +356,52 @@ impl LogSource for FilesSource {
     ) -> Result<ReadNotes, SourceError> {
         let root = PathBuf::from(group);
         let reader = Arc::new(Reader::new(&self.access, &root)?);
-        let listed = {
-            let (root, reader) = (root.clone(), reader.clone());
-            tokio::task::spawn_blocking(move || reader.list(&root))
-                .await
-                .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?
-        };
-        let files = listed?;
-        if files.is_empty() {
+        let stop = Arc::new(AtomicBool::new(false));
+        // A run dropped half-way (shutdown, cancellation) stops the workers after their file.
+        let _stop = StopOnDrop(stop.clone());
+        let (jobs, progress) = (self.jobs, self.progress.clone());
+        let empty = clusterer.empty_like();
+        let job_root = root.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<ReadResult, SourceError> {
+            let walk = reader.walk(&job_root)?;
+            // Only a progress bar needs the count before the end: a walk that only counts.
+            let total = match &progress {
+                Some(_) => {
+                    let mut count = reader.walk(&job_root)?;
+                    std::iter::from_fn(|| count.next(&reader)).take_while(Result::is_ok).count() as u64
+                }
+                None => 0,
+            };
+            let cursor = Cursor { walk, listed: 0, failed: None };
+            let (group, errors) = (job_root.clone(), reader.clone());
+            let job = ReadJob {
+                cursor: std::sync::Mutex::new(cursor),
+                window,
+                total,
+                root: job_root,
+                reader,
+                progress,
+                stop,
+            };
+            let read = job.run(jobs, &empty);
+            match &read.failed {
+                Some(e) => Err(errors.list_error(&group, e)),
+                None => Ok(read),
+            }
+        })
+        .await
+        .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))??;
+        if read.listed == 0 {
             return Err(SourceError::new(
                 SourceErrorKind::NotFound,
                 format!("no CloudTrail files in {} (.json, .jsonl or .ndjson, plain or .gz)", root.display()),
             ));
         }
-        let total = files.len() as u64;
-        let mut notes = ReadNotes::default();
-        let mut tried = 0u64;
-        for (i, path) in files.into_iter().enumerate() {
-            if let Some(p) = &self.progress {
-                p(i as u64, total);
-            }
-            if !may_overlap(&path, window) {
-                continue;
-            }
-            tried += 1;
-            let (p, reader) = (path.clone(), reader.clone());
-            let bytes = tokio::task::spawn_blocking(move || reader.read(&p))
-                .await
-                .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
-            let result = bytes.and_then(|b| {
-                self.counters.bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                ingest_file(&b, clusterer)
-            });
-            if let Err(problem) = result {
-                notes.bad_files += 1;
-                if notes.problems.len() < MAX_LISTED_PROBLEMS {
-                    notes.problems.push(format!("{}: {problem}", shown_path(&path, &root).display()));
-                }
-                tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
-            }
-            // A long scan must not starve the runtime's other tasks.
-            tokio::task::yield_now().await;
+        self.counters.bytes.fetch_add(read.bytes, Ordering::Relaxed);
+        for part in read.clusterers {
+            clusterer.merge(part);
         }
-        if let Some(p) = &self.progress {
-            p(total, total);
-        }
+        let (notes, tried) = (read.notes, read.tried);
         if tried > 0 && notes.bad_files == tried {
             return Err(none_readable(&notes));
         }
@@ -312,6 +418,170 @@ impl LogSource for FilesSource {
 
     fn counters(&self) -> &SourceCounters {
         &self.counters
+    }
+}
+
+/// A depth-first walk, each directory's entries sorted: the files come in the order of
+/// their sorted full paths, and only the directories on the way down are held.
+struct Walk {
+    stack: Vec<std::vec::IntoIter<(PathBuf, bool)>>,
+}
+
+impl Walk {
+    fn next(&mut self, reader: &Reader) -> Option<std::io::Result<PathBuf>> {
+        loop {
+            match self.stack.last_mut()?.next() {
+                None => {
+                    self.stack.pop();
+                }
+                Some((dir, true)) => match reader.children(&dir) {
+                    Ok(children) => self.stack.push(children.into_iter()),
+                    Err(e) => return Some(Err(e)),
+                },
+                Some((file, false)) => return Some(Ok(file)),
+            }
+        }
+    }
+}
+
+/// Where the workers of a read take their next file.
+struct Cursor {
+    walk: Walk,
+    /// Files met so far, skipped ones included: the place of the next one in the sorted list.
+    listed: usize,
+    /// Why the walk could not go on, if it could not.
+    failed: Option<std::io::Error>,
+}
+
+/// The files of one read, shared out to workers.
+struct ReadJob {
+    cursor: std::sync::Mutex<Cursor>,
+    window: Window,
+    /// Files in all, when a progress is shown (counted by a first walk).
+    total: u64,
+    root: PathBuf,
+    reader: Arc<Reader>,
+    progress: Option<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the workers of a read found, to merge into the run's clusterer.
+struct ReadResult {
+    clusterers: Vec<Clusterer>,
+    notes: ReadNotes,
+    bytes: u64,
+    /// Files found, and of them those that may hold records of the window.
+    listed: u64,
+    tried: u64,
+    /// Why the walk stopped early, if it did: the read then fails as a whole.
+    failed: Option<std::io::Error>,
+}
+
+/// What one worker found: problems come with their file's place in the sorted list, so the
+/// ones listed are the first in that order, as a one-worker read lists them.
+#[derive(Default)]
+struct WorkerNotes {
+    tried: u64,
+    bad_files: u64,
+    problems: Vec<(usize, String)>,
+    bytes: u64,
+}
+
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl ReadJob {
+    /// Reads the files with `jobs` threads, each taking the next file of the list when done
+    /// with one: at most `jobs` files are in memory at once, and a big file does not hold up
+    /// the others. Each thread has its own clusterer; merging them is independent of which
+    /// thread read which file (see [`Clusterer::merge`]), so the result is the one-thread
+    /// result.
+    fn run(self, jobs: usize, empty: &Clusterer) -> ReadResult {
+        let done = AtomicU64::new(0);
+        if let Some(p) = &self.progress {
+            p(0, self.total);
+        }
+        let parts: Vec<(Clusterer, WorkerNotes)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..jobs.max(1))
+                .map(|_| {
+                    let mut clusterer = empty.empty_like();
+                    let (done, job) = (&done, &self);
+                    scope.spawn(move || {
+                        let mut notes = WorkerNotes::default();
+                        while let Some((i, path)) = job.next_file(done) {
+                            notes.tried += 1;
+                            job.read_one(i, &path, &mut clusterer, &mut notes);
+                            job.file_done(done);
+                        }
+                        (clusterer, notes)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        let cursor = self.cursor.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut notes = ReadNotes::default();
+        let (mut problems, mut bytes, mut tried) = (Vec::new(), 0, 0);
+        let mut clusterers = Vec::with_capacity(parts.len());
+        for (c, n) in parts {
+            clusterers.push(c);
+            notes.bad_files += n.bad_files;
+            bytes += n.bytes;
+            tried += n.tried;
+            problems.extend(n.problems);
+        }
+        problems.sort_by_key(|(i, _)| *i);
+        notes.problems = problems.into_iter().take(MAX_LISTED_PROBLEMS).map(|(_, p)| p).collect();
+        ReadResult { clusterers, notes, bytes, listed: cursor.listed as u64, tried, failed: cursor.failed }
+    }
+
+    /// The next file that may hold records of the window, with its place in the sorted list;
+    /// None when the walk is over, failed, or the read was dropped.
+    fn next_file(&self, done: &AtomicU64) -> Option<(usize, PathBuf)> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if cursor.failed.is_some() || self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            match cursor.walk.next(&self.reader)? {
+                Err(e) => cursor.failed = Some(e),
+                Ok(path) => {
+                    let i = cursor.listed;
+                    cursor.listed += 1;
+                    if may_overlap(&path, self.window) {
+                        return Some((i, path));
+                    }
+                    self.file_done(done);
+                }
+            }
+        }
+    }
+
+    fn file_done(&self, done: &AtomicU64) {
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(p) = &self.progress {
+            p(d, self.total.max(d));
+        }
+    }
+
+    fn read_one(&self, i: usize, path: &Path, clusterer: &mut Clusterer, notes: &mut WorkerNotes) {
+        let result = self.reader.read(path).and_then(|b| {
+            notes.bytes += b.len() as u64;
+            ingest_file(&b, clusterer)
+        });
+        if let Err(problem) = result {
+            notes.bad_files += 1;
+            // A worker's files come in list order, so its first ones are all that can be listed.
+            if notes.problems.len() < MAX_LISTED_PROBLEMS {
+                notes.problems.push((i, format!("{}: {problem}", shown_path(path, &self.root).display())));
+            }
+            tracing::warn!(file = %path.display(), %problem, "a file could not be read, or not whole");
+        }
     }
 }
 
@@ -360,41 +630,31 @@ impl Tree {
         Ok(std::fs::File::from(fd))
     }
 
-    /// Record files at or under `rel`, relative to the root and sorted; links and other
-    /// special files are passed over.
-    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
+    /// The record files and directories directly in the directory `rel`, relative to the
+    /// root; links and other special files are passed over.
+    fn children(&self, rel: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
         use rustix::fs::FileType;
         let mut out = Vec::new();
-        match self.kind(rel)? {
-            FileType::RegularFile => out.push(rel.to_path_buf()),
-            FileType::Directory => {
-                let mut stack = vec![rel.to_path_buf()];
-                while let Some(dir) = stack.pop() {
-                    let fd = self.open_rel(&dir)?;
-                    for entry in rustix::fs::Dir::read_from(&fd)? {
-                        let entry = entry?;
-                        let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
-                        if name == "." || name == ".." {
-                            continue;
-                        }
-                        let path = dir.join(name);
-                        let kind = match entry.file_type() {
-                            FileType::Unknown => rustix::fs::FileType::from_raw_mode(
-                                rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                            ),
-                            known => known,
-                        };
-                        match kind {
-                            FileType::Directory => stack.push(path),
-                            FileType::RegularFile if is_record_file(&path) => out.push(path),
-                            _ => {}
-                        }
-                    }
-                }
+        let fd = self.open_rel(rel)?;
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
             }
-            _ => return Err(std::io::Error::other("not a file or directory")),
+            let path = rel.join(name);
+            let kind = match entry.file_type() {
+                FileType::Unknown => rustix::fs::FileType::from_raw_mode(
+                    rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
+                ),
+                known => known,
+            };
+            match kind {
+                FileType::Directory => out.push((path, true)),
+                FileType::RegularFile if is_record_file(&path) => out.push((path, false)),
+                _ => {}
+            }
         }
-        out.sort();
         Ok(out)
     }
 }
@@ -424,9 +684,19 @@ impl Tree {
         std::fs::File::open(self.checked(rel)?)
     }
 
-    fn list(&self, rel: &Path) -> std::io::Result<Vec<PathBuf>> {
-        let found = list_files(&self.checked(rel)?)?;
-        Ok(found.into_iter().filter_map(|p| p.strip_prefix(&self.real).ok().map(Path::to_path_buf)).collect())
+    fn children(&self, rel: &Path) -> std::io::Result<Vec<(PathBuf, bool)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.checked(rel)?)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = rel.join(entry.file_name());
+            if kind.is_dir() {
+                out.push((path, true));
+            } else if kind.is_file() && is_record_file(&path) {
+                out.push((path, false));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -465,6 +735,46 @@ mod tests {
         assert_eq!(shown_path(Path::new("/data/AWSLogs/2023/07/a.json"), root), Path::new("2023/07/a.json"));
         let file = Path::new("/data/dump.json");
         assert_eq!(shown_path(file, file), file);
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn read_gz(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json.gz");
+        std::fs::write(&path, bytes).unwrap();
+        read_file(&path)
+    }
+
+    /// libdeflate takes only whole single-member files; everything else reads as the
+    /// streaming decoder reads it: every member, or what comes before a cut, with the problem.
+    #[test]
+    fn gzip_files_read_whole_or_as_far_as_they_go() {
+        let a = br#"{"Records":[{"eventTime":"2023-07-10T12:00:00Z"}]}"#.repeat(500);
+        let one = gzip(&a);
+        assert_eq!(inflate_whole(&one).as_deref(), Some(&a[..]));
+        assert_eq!(read_gz(&one).unwrap(), a);
+
+        let mut two = one.clone();
+        two.extend_from_slice(&gzip(b"\n{\"b\":1}"));
+        assert_eq!(inflate_whole(&two), None, "a second member is seen");
+        let mut both = a.clone();
+        both.extend_from_slice(b"\n{\"b\":1}");
+        assert_eq!(read_gz(&two).unwrap(), both);
+
+        let mut trailing = one.clone();
+        trailing.extend_from_slice(b"garbage!");
+        assert_eq!(inflate_whole(&trailing), None, "bytes after the member are seen");
+        assert!(read_gz(&trailing).unwrap_err().starts_with("bad gzip"));
+
+        assert_eq!(inflate_whole(&one[..one.len() / 2]), None);
+        assert!(read_gz(&one[..one.len() / 2]).unwrap_err().starts_with("bad gzip"));
+        assert_eq!(read_gz(&gzip(b"")).unwrap(), b"");
     }
 
     #[test]

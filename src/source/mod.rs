@@ -162,6 +162,8 @@ pub struct Sources {
     pub file_progress: Option<files::Progress>,
     /// Where file sources may read, checked at every read.
     pub files: files::FilesAccess,
+    /// Threads reading files at once; None for every core.
+    pub file_jobs: Option<usize>,
 }
 
 #[async_trait]
@@ -170,10 +172,16 @@ impl SourceFactory for Sources {
         match &inspection.settings.source {
             SourceSettings::CloudwatchLogs => self.cloudwatch.for_inspection(inspection).await,
             SourceSettings::S3 { .. } => self.s3.for_inspection(inspection).await,
-            SourceSettings::Files { .. } => Ok(Arc::new(match &self.file_progress {
-                Some(p) => files::FilesSource::with_progress(self.files.clone(), p.clone()),
-                None => files::FilesSource::new(self.files.clone()),
-            })),
+            SourceSettings::Files { .. } => {
+                let source = match &self.file_progress {
+                    Some(p) => files::FilesSource::with_progress(self.files.clone(), p.clone()),
+                    None => files::FilesSource::new(self.files.clone()),
+                };
+                Ok(Arc::new(match self.file_jobs {
+                    Some(n) => source.with_jobs(n),
+                    None => source,
+                }))
+            }
         }
     }
 }

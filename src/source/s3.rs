@@ -11,7 +11,7 @@
 //! with, at most [`KEY_LAG`] before its delivery.
 //!
 //! Objects are fetched [`S3Settings::objects_in_flight`] at a time and fed, in key order,
-//! through the same reader as files on disk ([`super::files::read_stream`] and
+//! through the same reader as files on disk ([`super::files::read_bytes`] and
 //! [`super::files::ingest_file`]): memory holds at most that many objects, compressed and
 //! not. A file that cannot be read whole (gzip or JSON cut short, a download that kept
 //! ending early, an object deleted since the listing) is named on the run and the others
@@ -34,7 +34,7 @@ use futures::StreamExt;
 
 use super::aws_error::{CallContext, classify, explain_s3};
 use super::cloudwatch::{backoff, inspection_sdk_config};
-use super::files::{MAX_LISTED_PROBLEMS, Progress, ingest_file, none_readable, read_stream};
+use super::files::{MAX_LISTED_PROBLEMS, Progress, ingest_file, none_readable, read_bytes};
 use super::{LogSource, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::Clusterer;
 use crate::metrics::AwsOutcome;
@@ -385,7 +385,7 @@ impl S3Source {
                     let raw = body.into_bytes();
                     self.counters.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
                     let name = object.key.clone();
-                    let decoded = tokio::task::spawn_blocking(move || read_stream(&name, &raw[..]))
+                    let decoded = tokio::task::spawn_blocking(move || read_bytes(&name, &raw))
                         .await
                         .map_err(|e| SourceError::new(SourceErrorKind::Other, e.to_string()))?;
                     return Ok(decoded);

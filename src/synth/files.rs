@@ -20,6 +20,8 @@ pub struct FilesSummary {
     pub records: u64,
     /// Uncompressed JSON bytes of the records (without separators).
     pub record_bytes: u64,
+    /// Bytes of the files written (gzipped).
+    pub file_bytes: u64,
 }
 
 /// CloudTrail writes a file about every five minutes per account and region.
@@ -44,25 +46,41 @@ pub fn write_cloudtrail_files(
     records: u64,
     per_file: usize,
 ) -> io::Result<FilesSummary> {
-    let per_file = per_file.max(1);
+    let mut names = SplitMix64::new(synth.config().seed ^ 0x5EED_F11E);
+    let layout = Layout { dir, org: None, delivery_secs: DELIVERY_SECS, per_file: per_file.max(1) };
+    write_batched(&layout, synth, records, &mut names)
+}
+
+/// Where and how batches become files.
+struct Layout<'a> {
+    dir: &'a Path,
+    /// An organization trail's `o-…` level under `AWSLogs/`.
+    org: Option<&'a str>,
+    delivery_secs: i64,
+    per_file: usize,
+}
+
+fn write_batched(layout: &Layout, synth: &mut Synth, records: u64, names: &mut SplitMix64) -> io::Result<FilesSummary> {
     let accounts: Vec<String> = synth.account_ids().into_iter().map(str::to_owned).collect();
     let regions = synth.regions();
-    let mut names = SplitMix64::new(synth.config().seed ^ 0x5EED_F11E);
     let mut open: HashMap<(usize, usize), Batch> = HashMap::new();
     let mut summary = FilesSummary::default();
     let mut rec = Vec::with_capacity(4096);
     let mut flush = |key: (usize, usize), b: Batch, summary: &mut FilesSummary| -> io::Result<()> {
         let (acct, region) = (&accounts[key.0], regions[key.1]);
-        let path = s3_path(dir, acct, region, b.window + DELIVERY_SECS, &random_string(&mut names, ALNUM, 16));
+        let delivered = b.window + layout.delivery_secs;
+        let path = s3_path(layout.dir, layout.org, acct, region, delivered, &random_string(names, ALNUM, 16));
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let mut gz = GzEncoder::new(BufWriter::new(File::create(&path)?), Compression::fast());
+        let mut gz = GzEncoder::new(Counted::new(BufWriter::new(File::create(&path)?)), Compression::fast());
         gz.write_all(br#"{"Records":["#)?;
         gz.write_all(&b.body)?;
         gz.write_all(b"]}")?;
-        gz.finish()?.flush()?;
+        let mut out = gz.finish()?;
+        out.flush()?;
         summary.files += 1;
+        summary.file_bytes += out.bytes;
         Ok(())
     };
     for _ in 0..records {
@@ -71,9 +89,9 @@ pub fn write_cloudtrail_files(
         summary.records += 1;
         summary.record_bytes += rec.len() as u64;
         let key = (meta.account, meta.region);
-        let window = meta.time - meta.time.rem_euclid(DELIVERY_SECS);
+        let window = meta.time - meta.time.rem_euclid(layout.delivery_secs);
         if let Some(b) = open.get(&key) {
-            if b.window != window || b.records >= per_file {
+            if b.window != window || b.records >= layout.per_file {
                 let b = open.remove(&key).expect("batch just seen");
                 flush(key, b, &mut summary)?;
             }
@@ -93,18 +111,116 @@ pub fn write_cloudtrail_files(
     Ok(summary)
 }
 
-fn s3_path(dir: &Path, acct: &str, region: &str, delivered: i64, random: &str) -> PathBuf {
+/// Counts the bytes that reach the disk.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W> Counted<W> {
+    fn new(inner: W) -> Self {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An organization trail over whole days, as CloudTrail delivers it to the management
+/// account's bucket.
+#[derive(Debug, Clone)]
+pub struct OrgTrail {
+    /// The organization id, `o-` and ten lower-case letters or digits.
+    pub org: String,
+    /// The first day, in days since 1970-01-01.
+    pub first_day: i64,
+    pub days: u32,
+    pub records_per_day: u64,
+    /// Seconds of events per file. CloudTrail delivers about every five minutes; longer
+    /// windows keep a big generated tree to fewer, larger files.
+    pub delivery_secs: i64,
+    pub per_file: usize,
+    /// Threads writing, each a day at a time.
+    pub jobs: usize,
+}
+
+/// Writes `trail` under `dir` as
+/// `AWSLogs/<org>/<account>/CloudTrail/<region>/YYYY/MM/DD/…json.gz`, days in parallel.
+///
+/// Every day starts from `base` (its accounts and principals, so they are the same all year)
+/// with a stream of its own derived from the seed and the day: the tree is the same whatever
+/// the number of jobs, and a day can be regenerated alone. `progress` is called with the days
+/// done.
+pub fn write_org_trail(
+    dir: &Path,
+    base: &Synth,
+    trail: &OrgTrail,
+    progress: &(dyn Fn(u64, &FilesSummary) + Sync),
+) -> io::Result<FilesSummary> {
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let total = std::sync::Mutex::new(FilesSummary::default());
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let layout = Layout {
+        dir,
+        org: Some(&trail.org),
+        delivery_secs: trail.delivery_secs.clamp(60, 86_400),
+        per_file: trail.per_file.max(1),
+    };
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..trail.jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> io::Result<()> {
+                    loop {
+                        let d = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if d >= trail.days {
+                            return Ok(());
+                        }
+                        let day = trail.first_day + i64::from(d);
+                        let mut synth = base.clone();
+                        synth.restart(day as u64, day * 86_400_000, trail.records_per_day as f64 / 86_400.0);
+                        let mut names =
+                            SplitMix64::new(base.config().seed ^ 0x5EED_F11E ^ (day as u64).rotate_left(32));
+                        let s = write_batched(&layout, &mut synth, trail.records_per_day, &mut names)?;
+                        let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                        t.files += s.files;
+                        t.records += s.records;
+                        t.record_bytes += s.record_bytes;
+                        t.file_bytes += s.file_bytes;
+                        progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, &t);
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    })?;
+    Ok(total.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+fn s3_path(dir: &Path, org: Option<&str>, acct: &str, region: &str, delivered: i64, random: &str) -> PathBuf {
     let (y, m, d) = civil_from_days(delivered.div_euclid(86_400));
     let secs = delivered.rem_euclid(86_400);
     let (hh, mm) = (secs / 3600, secs / 60 % 60);
-    dir.join("AWSLogs")
-        .join(acct)
-        .join("CloudTrail")
-        .join(region)
-        .join(format!("{y:04}"))
-        .join(format!("{m:02}"))
-        .join(format!("{d:02}"))
-        .join(format!("{acct}_CloudTrail_{region}_{y:04}{m:02}{d:02}T{hh:02}{mm:02}Z_{random}.json.gz"))
+    let logs = dir.join("AWSLogs");
+    match org {
+        Some(org) => logs.join(org),
+        None => logs,
+    }
+    .join(acct)
+    .join("CloudTrail")
+    .join(region)
+    .join(format!("{y:04}"))
+    .join(format!("{m:02}"))
+    .join(format!("{d:02}"))
+    .join(format!("{acct}_CloudTrail_{region}_{y:04}{m:02}{d:02}T{hh:02}{mm:02}Z_{random}.json.gz"))
 }
 
 /// Writes `records` records, one JSON object a line, to `path`; returns the bytes written.

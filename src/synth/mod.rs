@@ -26,7 +26,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use model::{APIS, ERRORS, Ph, Piece, REGIONS, SERVICES, USER_AGENTS, USERS, WORDS};
 
 pub use calibrate::{Calibration, calibrate_from_dir};
-pub use files::{FilesSummary, write_cloudtrail_files, write_jsonl};
+pub use files::{FilesSummary, OrgTrail, write_cloudtrail_files, write_jsonl, write_org_trail};
 
 /// The public sample records for calibration: `CARGO_MANIFEST_DIR/../shared/data/cloudtrail`
 /// beside the checkout, else the directory named by `CLOUDTRAIL_DATA_DIR`; None when neither
@@ -424,6 +424,16 @@ impl Synth {
 
     pub fn config(&self) -> &SynthConfig {
         &self.cfg
+    }
+
+    /// Starts a new stream of records (`stream` mixed into the seed) at `start_ms` with a new
+    /// rate, keeping the accounts and principals: the days of a year in parallel, each its
+    /// own stream, from the same organization.
+    pub fn restart(&mut self, stream: u64, start_ms: i64, records_per_second: f64) {
+        self.rng = SplitMix64::new(self.cfg.seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.start_ms = start_ms;
+        self.cfg.records_per_second = records_per_second;
+        self.n = 0;
     }
 
     /// Records generated so far.

@@ -305,3 +305,143 @@ fn the_bundled_sample_is_what_the_generator_writes_and_the_first_command_reports
     assert!(stdout.contains("ConsoleLoginFailure"), "failed sign-ins are in the sample: {stdout}");
     assert!(stdout.contains("AccessDenied"), "{stdout}");
 }
+
+/// A tree of many files for reading in parallel: the real records cut into small gzipped
+/// delivery files, the panther and stratus sets, one cluster with more distinct principals
+/// and source IPs than a top list tracks (spread over files, with ties of time and of event
+/// id), Insights events with equal times, records with a repair and malformed ones, and more
+/// bad files than a run lists.
+fn many_files_tree(dir: &Path) {
+    let day = dir.join("AWSLogs/o-a1b2c3d4e5/123837392027/CloudTrail/us-east-1/2023/07/10");
+    std::fs::create_dir_all(&day).unwrap();
+    let gz = |path: &Path, bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap();
+    };
+    let invictus = data::invictus();
+    for (i, chunk) in invictus.chunks(37).enumerate() {
+        let doc = json!({ "Records": chunk });
+        gz(
+            &day.join(format!("123837392027_CloudTrail_us-east-1_20230710T{i:04}Z_a{i:03}.json.gz")),
+            doc.to_string().as_bytes(),
+        );
+    }
+    let lines: Vec<String> = data::panther().iter().map(Value::to_string).collect();
+    std::fs::write(dir.join("panther.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(dir.join("stratus.json"), serde_json::to_vec(&data::stratus()).unwrap()).unwrap();
+
+    let error = invictus.iter().find(|r| r.get("errorCode").is_some()).expect("an error record").clone();
+    for f in 0..12 {
+        let mut records = Vec::new();
+        for i in 0..25 {
+            let n = f * 25 + i;
+            let mut r = error.clone();
+            r["sourceIPAddress"] = json!(format!("198.51.{}.{}", n / 200, n % 200));
+            r["userIdentity"]["arn"] = json!(format!("arn:aws:iam::123837392027:user/u{}", n % 90));
+            r["userIdentity"]["accessKeyId"] = json!(format!("AKIAPARALLEL{:08}", n % 40));
+            // Every fourth record shares its time; ids repeat across files.
+            r["eventTime"] = json!(format!("2023-07-10T13:{:02}:{:02}Z", n % 7, (n / 4) % 60));
+            r["eventID"] = json!(format!("dup-{}", n % 50));
+            records.push(r);
+        }
+        gz(&dir.join(format!("spread-{f:02}.json.gz")), json!({ "Records": records }).to_string().as_bytes());
+    }
+    let insight = |id: &str, state: &str| {
+        json!({"eventVersion": "1.08", "eventTime": "2023-07-10T12:05:00Z", "awsRegion": "us-east-1",
+            "eventID": id, "eventType": "AwsCloudTrailInsight", "recipientAccountId": "123837392027",
+            "insightDetails": {"state": state, "eventSource": "ec2.amazonaws.com", "eventName": "RunInstances",
+                "insightType": "ApiCallRateInsight"}, "eventCategory": "Insight"})
+    };
+    for f in 0..3 {
+        let doc = json!({ "Records": [insight(&format!("i-{f}-a"), "Start"), insight(&format!("i-{f}-b"), "End")] });
+        std::fs::write(dir.join(format!("insights-{f}.json")), doc.to_string()).unwrap();
+    }
+    // Half-good files: a malformed record, and text that is not UTF-8.
+    let mut mixed = format!("{}\n{{\"eventTime\": oops}}\n{}\n", invictus[0], invictus[1]).into_bytes();
+    let at = mixed.iter().position(|&b| b == b'"').unwrap() + 1;
+    mixed[at + 1] = 0xff;
+    std::fs::write(dir.join("mixed.jsonl"), &mixed).unwrap();
+    let good = std::fs::read(day.join("123837392027_CloudTrail_us-east-1_20230710T0000Z_a000.json.gz")).unwrap();
+    std::fs::write(day.join("truncated.json.gz"), &good[..good.len() / 2]).unwrap();
+    for i in 0..130 {
+        std::fs::write(dir.join(format!("bad-{i:03}.json")), b"this is not JSON").unwrap();
+    }
+}
+
+async fn read_with_jobs(
+    dir: &Path,
+    jobs: usize,
+) -> (cloudtrail_inspector::engine::Analysis, cloudtrail_inspector::source::ReadNotes) {
+    use cloudtrail_inspector::engine::{Clusterer, ClustererConfig};
+    use cloudtrail_inspector::source::LogSource;
+    use cloudtrail_inspector::source::files::{FilesAccess, FilesSource, all_time};
+    let source = FilesSource::new(FilesAccess::Anywhere).with_jobs(jobs);
+    let mut c = Clusterer::new(ClustererConfig { track_keys: true, top_k: 100, max_samples: 5, ..Default::default() });
+    let notes = source.read_errors(dir.to_str().unwrap(), all_time(Utc::now()), &mut c).await.unwrap();
+    (c.finish(), notes)
+}
+
+/// Files read by several threads make exactly the result of one thread: clusters with their
+/// counts, times, top lists, samples and sample records, access keys, Insights, counters,
+/// repairs, and the bad files with the same ones listed in the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_in_parallel_gives_the_one_thread_result() {
+    let dir = tempfile::tempdir().unwrap();
+    many_files_tree(dir.path());
+    let (one, notes) = read_with_jobs(dir.path(), 1).await;
+    assert_eq!(notes.bad_files, 131, "{:?}", notes.problems);
+    assert_eq!(notes.problems.len(), 100);
+    assert!(notes.problems[0].starts_with("AWSLogs/"), "{}", notes.problems[0]);
+    assert!(notes.problems[1].starts_with("bad-000.json: not JSON"), "{}", notes.problems[1]);
+    assert!(one.stats.malformed_records >= 1 && one.stats.warned_records >= 1, "{:?}", one.stats);
+    assert_eq!(one.stats.insight_events, 6);
+    let spread = one.clusters.iter().find(|c| c.count >= 300).expect("the spread cluster");
+    assert_eq!(spread.top_source_ips.len(), cloudtrail_inspector::engine::cluster::TOP_TRACKED);
+    assert_eq!(spread.top_principals.len(), cloudtrail_inspector::engine::cluster::TOP_TRACKED);
+    assert!(one.keys.iter().any(|k| k.access_key_id == "AKIAPARALLEL00000039"));
+    for jobs in [2, 3, 8, 64] {
+        let (many, many_notes) = read_with_jobs(dir.path(), jobs).await;
+        assert_eq!(many_notes, notes, "{jobs} jobs");
+        assert_eq!(many.stats, one.stats, "{jobs} jobs");
+        assert_eq!(many.clusters, one.clusters, "{jobs} jobs");
+        assert_eq!(many.keys, one.keys, "{jobs} jobs");
+        assert_eq!(many.insights, one.insights, "{jobs} jobs");
+        assert_eq!(many, one, "{jobs} jobs");
+    }
+}
+
+/// `--jobs` reaches the scan: one thread and four report the same.
+#[test]
+fn scan_jobs_do_not_change_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    many_files_tree(dir.path());
+    let tree = dir.path().to_str().unwrap();
+    let report = |jobs: &str| {
+        let out = scan(&["--no-progress", "--format", "json", "--jobs", jobs, tree]);
+        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let run = doc["run"].take();
+        for c in doc["clusters"].as_array_mut().unwrap() {
+            for volatile in ["cluster_id", "id", "run_id", "inspection_id", "created_at", "updated_at"] {
+                c.as_object_mut().unwrap().remove(volatile);
+            }
+        }
+        (
+            doc,
+            run["stats"].clone(),
+            run["log_groups"][0]["warnings"].clone(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let one = report("1");
+    let four = report("4");
+    assert!(one.0["clusters"].as_array().unwrap().len() > 10);
+    assert!(one.0["clusters"] == four.0["clusters"], "the clusters differ");
+    assert!(one.0["access_keys"] == four.0["access_keys"], "the access keys differ");
+    assert_eq!(one.1, four.1);
+    assert_eq!(one.2, four.2);
+    assert_eq!(one.3, four.3);
+    let out = scan(&["--no-progress", "--jobs", "0", tree]);
+    assert_eq!(out.status.code(), Some(2), "--jobs 0 is refused");
+}
