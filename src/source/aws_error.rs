@@ -245,27 +245,41 @@ pub fn explain(failure: &Failure, ctx: &CallContext) -> String {
     match failure {
         Failure::Service { code, message } => explain_service(code, &quoted(message), ctx),
         Failure::Credentials { problem, detail } => explain_credentials(*problem, detail, ctx),
+        Failure::Unreachable { .. } | Failure::TimedOut | Failure::BadAnswer { .. } => {
+            explain_transport(failure, "CloudWatch Logs", "CloudWatch Logs'", ctx)
+        }
+        Failure::Other { cause } => format!("{} on {} failed ({cause})", ctx.operation, ctx.groups_phrase()),
+    }
+}
+
+/// A call that got no usable answer from `service` (`owned`: its possessive), alike for every
+/// service: where it was sent, and what to check.
+fn explain_transport(failure: &Failure, service: &str, owned: &str, ctx: &CallContext) -> String {
+    match failure {
         Failure::Unreachable { cause } => {
             let check = if ctx.custom_endpoint {
-                "check the endpoint URL (aws.endpoint_url, --endpoint-url or AWS_ENDPOINT_URL) and that CloudWatch Logs answers there"
+                format!(
+                    "check the endpoint URL (aws.endpoint_url, --endpoint-url or AWS_ENDPOINT_URL) and that {service} answers there"
+                )
             } else {
-                "check this machine's network, DNS and proxy settings (HTTPS_PROXY)"
+                "check this machine's network, DNS and proxy settings (HTTPS_PROXY)".to_string()
             };
-            format!("could not reach CloudWatch Logs at {} ({cause}{}): {check}", ctx.endpoint, ctx.gave_up())
+            format!("could not reach {service} at {} ({cause}{}): {check}", ctx.endpoint, ctx.gave_up())
         }
         Failure::TimedOut => format!(
-            "CloudWatch Logs at {} did not answer {} in time (timed out{}): check the network path to it and try again",
+            "{service} at {} did not answer {} in time (timed out{}): check the network path to it and try again",
             ctx.endpoint,
             ctx.operation,
             ctx.gave_up()
         ),
         Failure::BadAnswer { cause } => format!(
-            "the answer to {} from {} was not CloudWatch Logs' ({cause}{}): check that the endpoint is CloudWatch Logs",
+            "the answer to {} from {} was not {owned} ({cause}{}): check that the endpoint is {service}",
             ctx.operation,
             ctx.endpoint,
             ctx.gave_up()
         ),
-        Failure::Other { cause } => format!("{} on {} failed ({cause})", ctx.operation, ctx.groups_phrase()),
+        // Answers from the service are explained by its own explainer; a plain sentence if not.
+        _ => format!("{} to {service} at {} failed", ctx.operation, ctx.endpoint),
     }
 }
 
@@ -273,11 +287,6 @@ pub fn explain(failure: &Failure, ctx: &CallContext) -> String {
 /// read): what failed, and what to set or check.
 pub fn explain_s3(failure: &Failure, bucket: &str, ctx: &CallContext) -> String {
     let place = ctx.groups.first().map_or(bucket, String::as_str);
-    let custom = if ctx.custom_endpoint {
-        "check the endpoint URL (aws.endpoint_url, --endpoint-url or AWS_ENDPOINT_URL) and that S3 answers there"
-    } else {
-        "check this machine's network, DNS and proxy settings (HTTPS_PROXY)"
-    };
     match failure {
         Failure::Service { code, message } => {
             let message = quoted(message);
@@ -325,21 +334,9 @@ pub fn explain_s3(failure: &Failure, bucket: &str, ctx: &CallContext) -> String 
             }
         }
         Failure::Credentials { problem, detail } => explain_credentials(*problem, detail, ctx),
-        Failure::Unreachable { cause } => {
-            format!("could not reach S3 at {} ({cause}{}): {custom}", ctx.endpoint, ctx.gave_up())
+        Failure::Unreachable { .. } | Failure::TimedOut | Failure::BadAnswer { .. } => {
+            explain_transport(failure, "S3", "S3's", ctx)
         }
-        Failure::TimedOut => format!(
-            "S3 at {} did not answer {} in time (timed out{}): check the network path to it and try again",
-            ctx.endpoint,
-            ctx.operation,
-            ctx.gave_up()
-        ),
-        Failure::BadAnswer { cause } => format!(
-            "the answer to {} from {} was not S3's ({cause}{}): check that the endpoint is S3",
-            ctx.operation,
-            ctx.endpoint,
-            ctx.gave_up()
-        ),
         Failure::Other { cause } => format!("{} on {place} failed ({cause})", ctx.operation),
     }
 }
