@@ -7,6 +7,10 @@
 //! then serves until stdin closes. `--write-dir` also writes the same files, in the same
 //! layout, under DIR, so a scan of the tree on disk can be timed beside the scan of S3.
 
+/// The tests' reading of the real records; the example uses only part of it.
+#[path = "../tests/it/common/data.rs"]
+#[allow(dead_code)]
+mod data;
 #[path = "../tests/it/common/fake_s3.rs"]
 mod fake_s3;
 
@@ -22,22 +26,6 @@ const ORG: &str = "o-benchorg01";
 const ACCOUNTS: [&str; 2] = ["111111111111", "222222222222"];
 const REGIONS: [&str; 2] = ["eu-west-1", "us-east-1"];
 
-fn invictus() -> Vec<Value> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/cloudtrail/invictus-ir/CloudTrail");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("the invictus records")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let doc: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
-        out.extend(doc["Records"].as_array().unwrap().iter().cloned());
-    }
-    out
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let per_object: usize = flag("--records-per-object").and_then(|v| v.parse().ok()).unwrap_or(100);
     let write_dir = flag("--write-dir").map(PathBuf::from);
 
-    let records = invictus();
+    let records = data::invictus();
     let fake = fake_s3::FakeS3::start().await;
     let now = Utc::now().duration_trunc(TimeDelta::seconds(1))?;
     let (mut total_records, mut bytes, mut raw_bytes) = (0usize, 0usize, 0usize);
