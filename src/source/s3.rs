@@ -32,7 +32,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use futures::StreamExt;
 
-use super::aws_error::{CallContext, classify, explain_s3};
+use super::aws_error::{CallContext, CallError, Failure, classify, explain_s3};
 use super::cloudwatch::{backoff, inspection_sdk_config};
 use super::files::{MAX_LISTED_PROBLEMS, Progress, ingest_file, none_readable, read_bytes};
 use super::{LogSource, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
@@ -179,7 +179,27 @@ impl S3Source {
 
     /// Runs one call with bounded retries: throttles (503 SlowDown) and other transient
     /// failures have budgets of their own. A failure is one sentence saying what to fix.
-    async fn call<T, E, R, F, Fut>(&self, what: &'static str, mut f: F) -> Result<T, SourceError>
+    async fn call<T, E, R, F, Fut>(&self, what: &'static str, f: F) -> Result<T, SourceError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        self.call_classified(what, f).await.map_err(|(err, attempts)| self.explain(what, &err, attempts))
+    }
+
+    fn explain(&self, what: &'static str, err: &CallError, attempts: Option<u32>) -> SourceError {
+        SourceError::new(err.kind, explain_s3(&err.failure, &self.bucket, &self.context(what, attempts)))
+    }
+
+    /// [`Self::call`], with the failure as classified (and the attempts made when it was
+    /// retried), for callers that treat one error code apart.
+    async fn call_classified<T, E, R, F, Fut>(
+        &self,
+        what: &'static str,
+        mut f: F,
+    ) -> Result<T, (CallError, Option<u32>)>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, SdkError<E, R>>>,
@@ -212,10 +232,7 @@ impl S3Source {
             };
             if !err.retryable || spent {
                 let attempts = err.retryable.then_some(attempt + throttles);
-                return Err(SourceError::new(
-                    err.kind,
-                    explain_s3(&err.failure, &self.bucket, &self.context(what, attempts)),
-                ));
+                return Err((err, attempts));
             }
             let delay = backoff(self.settings.retry_base, tries);
             tracing::debug!(what, attempt, throttles, delay_ms = delay.as_millis() as u64, "retrying S3 call");
@@ -372,12 +389,15 @@ impl S3Source {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let answer =
-                self.call("GetObject", || self.client.get_object().bucket(&self.bucket).key(&object.key).send()).await;
+            let answer = self
+                .call_classified("GetObject", || self.client.get_object().bucket(&self.bucket).key(&object.key).send())
+                .await;
             let out = match answer {
                 Ok(out) => out,
-                Err(e) if e.message.contains("NoSuchKey") => return Ok(Err("deleted since it was listed".into())),
-                Err(e) => return Err(e),
+                Err((err, _)) if matches!(&err.failure, Failure::Service { code, .. } if code == "NoSuchKey") => {
+                    return Ok(Err("deleted since it was listed".into()));
+                }
+                Err((err, attempts)) => return Err(self.explain("GetObject", &err, attempts)),
             };
             let promised = out.content_length().unwrap_or(object.size);
             match out.body.collect().await {

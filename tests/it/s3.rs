@@ -320,6 +320,14 @@ async fn faults_are_named_and_retried_as_a_user_would_expect() {
     assert!(e.contains("gave up after 5 attempts"), "{e}");
     fake.clear_faults();
 
+    // An object deleted between the listing and its download: named, the others read.
+    fake.fail_next("GetObject", 1, S3Fault::NoSuchKey);
+    let r = run_window(id.clone()).await;
+    assert_eq!((r["status"].as_str(), r["records_scanned"].as_i64()), (Some("partial"), Some(400)), "{r}");
+    let warnings = r["log_groups"][0]["warnings"].to_string();
+    assert!(warnings.contains(": deleted since it was listed"), "{warnings}");
+    fake.clear_faults();
+
     // A download cut short twice is fetched again and read whole.
     fake.cut_body(BUCKET, &keys[0], 40, 2);
     let r = run_window(id.clone()).await;

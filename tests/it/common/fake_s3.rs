@@ -58,6 +58,8 @@ pub enum S3Fault {
     AccessDenied,
     /// 500 `InternalError`.
     InternalError,
+    /// 404 `NoSuchKey`: the object was deleted after it was listed.
+    NoSuchKey,
 }
 
 impl S3Fault {
@@ -66,6 +68,7 @@ impl S3Fault {
             S3Fault::SlowDown => (503, "SlowDown", "Please reduce your request rate."),
             S3Fault::AccessDenied => (403, "AccessDenied", "Access Denied"),
             S3Fault::InternalError => (500, "InternalError", "We encountered an internal error. Please try again."),
+            S3Fault::NoSuchKey => (404, "NoSuchKey", "The specified key does not exist."),
         }
     }
 }
