@@ -98,28 +98,13 @@ pub fn resolve_under(root: &Path, path: &str) -> Result<PathBuf, &'static str> {
     Ok(tree.real.join(rel))
 }
 
-/// Files under `root` that may hold CloudTrail records, sorted so runs are repeatable.
+/// Files under `root` that may hold CloudTrail records, sorted so runs are repeatable: the
+/// walk a read makes, whole.
 pub fn list_files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if root.is_file() {
-        out.push(root.to_path_buf());
-        return Ok(out);
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() && is_record_file(&path) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    let reader = Reader::Anywhere;
+    let top = if root.is_file() { vec![(root.to_path_buf(), false)] } else { reader.children(root)? };
+    let mut walk = Walk { stack: vec![top.into_iter()] };
+    std::iter::from_fn(|| walk.next(&reader)).collect()
 }
 
 fn is_record_file(path: &Path) -> bool {
