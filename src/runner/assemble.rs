@@ -259,7 +259,7 @@ fn group_outcome(
 
 /// The warning for a window that held no record at all. The original's FAQ answers "the
 /// report has no anomaly analysis" with "check that the collector has data"; the run says it.
-pub const EMPTY_WINDOW: &str = "no CloudTrail records in this window: is the trail delivering to this log group?";
+pub const EMPTY_WINDOW: &str = "no CloudTrail records in this window: is the trail delivering where this reads (log group, bucket prefix or directory)?";
 /// Default windows in a row without a record after which a group is taken to be idle, and
 /// warned about once a day instead of on every run.
 pub const IDLE_AFTER_EMPTY_WINDOWS: i64 = 3;

@@ -15,7 +15,7 @@ use crate::common::{Backend, TestApp, inspection_body};
 
 const SILENT: &str = "aws-cloudtrail-logs-silent";
 const BUSY: &str = "aws-cloudtrail-logs-123837392027";
-const WARNING: &str = "no CloudTrail records in this window: is the trail delivering to this log group?";
+const WARNING: &str = "no CloudTrail records in this window: is the trail delivering where this reads (log group, bucket prefix or directory)?";
 
 async fn run(app: &TestApp, id: &str, body: Value) -> Value {
     let (status, r) = app.post(&format!("/api/v1/inspections/{id}/runs"), body).await;
