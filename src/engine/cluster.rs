@@ -12,7 +12,11 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher};
+
+// foldhash, seeded per process: a fraction of SipHash's cost on these short keys, and still
+// no collisions an attacker can choose.
+use foldhash::fast::RandomState;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,7 +24,9 @@ use sha2::{Digest, Sha256};
 
 use super::ignore::IgnoreRules;
 use super::keys::{KeyActivity, KeyTracker};
-use super::record::{Event, Insight, ParseError, is_success_status, might_be_error, parse_event};
+use super::record::{
+    Event, Insight, ParseError, Record, is_success_status, might_be_error, parse_event, scan_record_into,
+};
 use super::template::{template, truncate_message};
 
 /// Distinct values counted per top list of a cluster.
@@ -188,7 +194,7 @@ pub struct Analysis {
 #[derive(Debug, Clone, Default)]
 struct TopCounter {
     /// value → (rank, count)
-    counts: HashMap<String, (u64, u64)>,
+    counts: HashMap<String, (u64, u64), RandomState>,
     /// The highest rank kept once full: a value ranked above it is passed over at once.
     ceiling: u64,
 }
@@ -428,7 +434,7 @@ type CachedTemplate = (Box<str>, Box<str>);
 /// refills at once.
 #[derive(Debug, Clone)]
 struct TemplateCache {
-    map: HashMap<u64, Vec<CachedTemplate>>,
+    map: HashMap<u64, Vec<CachedTemplate>, RandomState>,
     len: usize,
     cap: usize,
     hasher: RandomState,
@@ -436,7 +442,7 @@ struct TemplateCache {
 
 impl TemplateCache {
     fn new(cap: usize) -> Self {
-        TemplateCache { map: HashMap::new(), len: 0, cap, hasher: RandomState::new() }
+        TemplateCache { map: HashMap::default(), len: 0, cap, hasher: RandomState::default() }
     }
 
     fn get(&mut self, message: &str) -> &str {
@@ -467,7 +473,7 @@ pub struct Clusterer {
     clusters: Vec<ClusterState>,
     /// Hash of the borrowed key fields → indexes into `clusters`, so a known cluster is found
     /// without building an owned key.
-    index: HashMap<u64, Vec<usize>>,
+    index: HashMap<u64, Vec<usize>, RandomState>,
     hasher: RandomState,
     templates: TemplateCache,
     keys: KeyTracker,
@@ -481,8 +487,8 @@ impl Clusterer {
         Clusterer {
             cfg,
             clusters: Vec::new(),
-            index: HashMap::new(),
-            hasher: RandomState::new(),
+            index: HashMap::default(),
+            hasher: RandomState::default(),
             templates: TemplateCache::new(TEMPLATE_CACHE_ENTRIES),
             keys: KeyTracker::new(),
             stats: Stats::default(),
@@ -505,13 +511,21 @@ impl Clusterer {
     }
 
     /// Reads one raw record. Every call counts in `records_scanned`; records that cannot be
-    /// errors are skipped unparsed unless keys are tracked.
+    /// errors are skipped unparsed unless keys are tracked. A record the scanner can read
+    /// goes straight on; the rest are scrubbed of escaped NULs, parsed by serde, and repaired
+    /// where their text was not valid.
     pub fn ingest(&mut self, raw: &[u8]) -> Outcome {
         self.stats.records_scanned += 1;
         // The prefilter looks for `"errorCode"` and `ConsoleLogin`, which the scrub can neither
         // make nor break, so it runs on the raw bytes and only records it lets through are scrubbed.
         if !self.cfg.track_keys && !might_be_error(raw) {
             return Outcome::NotError;
+        }
+        // The scanner answers only for a well-formed record without an escaped NUL, which the
+        // scrub would leave as it is; every other record takes the general path below.
+        let mut rec = Record::default();
+        if scan_record_into(raw, &mut rec).is_some() {
+            return self.ingest_call(raw, &rec, false);
         }
         let raw = &*scrub_nul_escapes(raw);
         let parsed = parse_event(raw);
@@ -527,16 +541,21 @@ impl Clusterer {
                 }
             },
         };
-        let rec = match event {
-            Event::Call(rec) => rec,
+        match event {
+            Event::Call(rec) => self.ingest_call(raw, &rec, lossy),
             Event::Insight(insight) => {
                 if self.in_window(insight.event_time, insight.event_time) {
                     self.stats.insight_events += 1;
                     add_insight(&mut self.insights, insight);
                 }
-                return Outcome::Insight;
+                Outcome::Insight
             }
-        };
+        }
+    }
+
+    /// The rest of [`Self::ingest`] for an API call read from `raw` (`lossy` when its text had
+    /// to be repaired to be read).
+    fn ingest_call(&mut self, raw: &[u8], rec: &Record<'_>, lossy: bool) -> Outcome {
         let repair = if lossy { Some(INVALID_TEXT) } else { rec.repaired };
         if let Some(field) = repair {
             self.stats.warned_records += 1;
@@ -544,7 +563,7 @@ impl Clusterer {
         }
         let in_window = self.in_window(rec.event_time, rec.event_time);
         if self.cfg.track_keys && in_window {
-            self.keys.observe(&rec);
+            self.keys.observe(rec);
         }
         let Some(kind) = rec.error_kind() else {
             return Outcome::NotError;
@@ -553,7 +572,7 @@ impl Clusterer {
             self.stats.out_of_window += 1;
             return Outcome::OutOfWindow;
         }
-        if self.cfg.ignore.matches(&rec) {
+        if self.cfg.ignore.matches(rec) {
             self.stats.ignored_records += 1;
             return Outcome::Ignored;
         }
@@ -820,6 +839,32 @@ mod tests {
         let mut s = "a\0b".to_string();
         scrub_nul(&mut s);
         assert_eq!(s, "a\u{fffd}b");
+    }
+
+    /// The scanner reads a record unscrubbed, which is right only because it declines every
+    /// record the scrub would change: an escaped NUL anywhere, in a skipped field too, still
+    /// reaches the stored sample as U+FFFD.
+    #[test]
+    fn records_the_scrub_would_change_are_not_read_unscrubbed() {
+        let head = r#"{"eventTime":"2024-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","errorCode":"AccessDenied""#;
+        for tail in [
+            r#","requestParameters":{"key":"a\u0000b"}}"#,
+            r#","requestParameters":{"k\u0000":1}}"#,
+            r#","errorMessage":"x\u0000"}"#,
+            r#","requestParameters":["\\\u0000"]}"#,
+        ] {
+            let raw = format!("{head}{tail}");
+            assert!(crate::engine::record::scan_record(raw.as_bytes()).is_none(), "{raw}");
+            let a = run(ClustererConfig::default(), [raw.as_bytes()]);
+            let sample = a.clusters[0].sample_record.as_deref().unwrap();
+            assert!(matches!(scrub_nul_escapes(sample.as_bytes()), std::borrow::Cow::Borrowed(_)), "{sample}");
+            assert!(sample.contains(r"\ufffd"), "{sample}");
+        }
+        // Literal text is not a NUL: the scanner reads it, and the sample keeps it.
+        let raw = format!(r#"{head},"requestParameters":{{"key":"\\u0000"}}}}"#);
+        assert!(crate::engine::record::scan_record(raw.as_bytes()).is_some());
+        let a = run(ClustererConfig::default(), [raw.as_bytes()]);
+        assert!(a.clusters[0].sample_record.as_deref().unwrap().contains(r#""key":"\\u0000""#));
     }
 
     #[test]

@@ -6,17 +6,24 @@
 //! escapes, control characters, trailing bytes) while skipping what we do not need, and
 //! returns `None` — "ask serde" — whenever it is not certain to give the same answer:
 //! escapes in a key or in a string we keep, numbers where serde would convert them
-//! (`responseElements` itself, `ConsoleLogin`), an object as `ConsoleLogin`, nesting deeper than [`MAX_DEPTH`], a missing
-//! field, a timestamp it does not know, and every malformed input (the serde reader then
-//! names the error). So the result, when there is one, equals the serde reader's, which the
-//! tests check over the real records, generated ones, and mutations of both.
+//! (`responseElements` itself, `ConsoleLogin`), an object as `ConsoleLogin`, nesting deeper
+//! than [`MAX_DEPTH`], a missing field, a timestamp it does not know, an escaped NUL (which
+//! the general path scrubs first), and every malformed input (the serde reader then names the
+//! error). So the result, when there is one, equals the serde reader's, which the tests check
+//! over the real records, generated ones, and mutations of both.
+//!
+//! Where the time goes, per record: UTF-8 is checked with `simdutf8`; string bodies, most of
+//! the bytes, are crossed 16 at a time with vector compares (`wide`, SSE2 or NEON, no
+//! `unsafe` here); key names are told apart by length, first byte and one or two word
+//! compares; and the record is built where the caller holds it. What remains is the walk
+//! itself, a token at a time, each waiting on where the last one ended.
 //!
 //! `accessKeyId` is read from the top-level `userIdentity` object only; the same key nested in
 //! `requestParameters` or `responseElements` (CreateAccessKey, AssumeRole) is skipped.
 
 use std::borrow::Cow;
 
-use super::{Event, Fields, Identity, Record};
+use super::{INSIGHT_EVENT_TYPE, Identity, Record, parse_event_time};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
 pub const MAX_DEPTH: usize = 512;
@@ -24,17 +31,49 @@ pub const MAX_DEPTH: usize = 512;
 /// The record, when the scanner is sure it equals `parse_record`'s; None when unsure.
 #[inline]
 pub fn scan_record(raw: &[u8]) -> Option<Record<'_>> {
-    let text = std::str::from_utf8(raw).ok()?;
+    let mut r = Record::default();
+    scan_record_into(raw, &mut r)?;
+    Some(r)
+}
+
+/// [`scan_record`] into a record the caller holds, which spares moving the record (some
+/// 400 bytes) out to it. On None, `r` holds whatever had been read and is not a record.
+pub fn scan_record_into<'a>(raw: &'a [u8], r: &mut Record<'a>) -> Option<()> {
+    let text = simdutf8::basic::from_utf8(raw).ok()?;
     let mut s = Scanner { s: text, b: text.as_bytes(), i: 0 };
-    let f = s.record()?;
+    let [time, source, name, kind] = s.record(r)?;
     s.ws();
     if s.i != s.b.len() {
         return None;
     }
     // Insights events are the serde reader's: it reads their details.
-    match f.into_event() {
-        Ok(Event::Call(r)) => Some(r),
-        _ => None,
+    if kind == Some(INSIGHT_EVENT_TYPE) {
+        return None;
+    }
+    r.event_time = parse_event_time(time?)?;
+    r.event_source = Cow::Borrowed(source?);
+    r.event_name = Cow::Borrowed(name?);
+    Some(())
+}
+
+/// `a == b` for the short keys of a record without a call to `memcmp`: two or three
+/// overlapping loads of 8 bytes (or two of 4) compare strings of 4 to 24 bytes, and three
+/// bytes those of 1 to 3.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    let w4 = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap_or([0; 4]));
+    match n {
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        8..=16 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+        17..=24 => w8(a, 0) == w8(b, 0) && w8(a, 8) == w8(b, 8) && w8(a, n - 8) == w8(b, n - 8),
+        _ => a == b,
     }
 }
 
@@ -79,7 +118,34 @@ fn top_key(key: &str) -> Top {
         (18, b'r') => (Top::RecipientAccountId, "recipientAccountId"),
         _ => return Top::Other,
     };
-    if key == name { cand } else { Top::Other }
+    if same(key, name) { cand } else { Top::Other }
+}
+
+/// The keys of `userIdentity` we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum IdKey {
+    Type,
+    Arn,
+    AccessKeyId,
+    PrincipalId,
+    AccountId,
+    InvokedBy,
+    UserName,
+}
+
+/// Classifies a key of `userIdentity` as [`top_key`] does the record's.
+fn identity_key(key: &str) -> Option<IdKey> {
+    let (cand, name) = match (key.len(), key.as_bytes().first().copied().unwrap_or(0)) {
+        (4, b't') => (IdKey::Type, "type"),
+        (3, b'a') => (IdKey::Arn, "arn"),
+        (11, b'a') => (IdKey::AccessKeyId, "accessKeyId"),
+        (11, b'p') => (IdKey::PrincipalId, "principalId"),
+        (9, b'a') => (IdKey::AccountId, "accountId"),
+        (9, b'i') => (IdKey::InvokedBy, "invokedBy"),
+        (8, b'u') => (IdKey::UserName, "userName"),
+        _ => return None,
+    };
+    same(key, name).then_some(cand)
 }
 
 struct Scanner<'a> {
@@ -118,7 +184,26 @@ fn special_mask(w: u64) -> u64 {
 
 /// The index of the first quote, backslash or control byte of `b` at or after `i` (or the
 /// end): where the plain run of a string body stops, eight bytes at a time.
+#[inline(always)]
 pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    use wide::u8x16;
+    let (quote, backslash, ctrl_max) = (u8x16::splat(b'"'), u8x16::splat(b'\\'), u8x16::splat(0x1f));
+    let special = |chunk: &[u8]| {
+        let v = u8x16::new(chunk.try_into().unwrap_or([0; 16]));
+        let m = v.cmp_eq(quote) | v.cmp_eq(backslash) | v.min(ctrl_max).cmp_eq(v);
+        u64::from(m.move_mask() as u16)
+    };
+    while let Some(chunk) = b.get(i..i + 16) {
+        let mask = special(chunk);
+        if mask != 0 {
+            return i + mask.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    plain_run_end_swar(b, i)
+}
+
+fn plain_run_end_swar(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
         let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
         if mask != 0 {
@@ -159,6 +244,7 @@ impl<'a> Scanner<'a> {
 
     /// A string without escapes, borrowed; None for escapes, control characters or EOF.
     /// The cursor is on the opening quote.
+    #[inline(always)]
     fn plain_str(&mut self) -> Option<&'a str> {
         self.i += 1;
         let start = self.i;
@@ -173,6 +259,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips a string, validating escapes as serde_json does when it ignores one (a `\u`
     /// needs four hex digits; surrogates are not checked). The cursor is on the opening quote.
+    #[inline(always)]
     fn skip_str(&mut self) -> Option<()> {
         self.i += 1;
         loop {
@@ -188,7 +275,8 @@ impl<'a> Scanner<'a> {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
                         b'u' => {
                             let hex = self.b.get(self.i + 1..self.i + 5)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            // An escaped NUL is scrubbed before reading (see `Clusterer::ingest`).
+                            if !hex.iter().all(u8::is_ascii_hexdigit) || hex == b"0000" {
                                 return None;
                             }
                             self.i += 5;
@@ -263,6 +351,13 @@ impl<'a> Scanner<'a> {
         self.eat(b':')
     }
 
+    /// Skips the value of a member we do not read: most are strings, skipped here without
+    /// the machinery [`Self::skip_value`] sets up for nested values.
+    #[inline(always)]
+    fn skip_member(&mut self) -> Option<()> {
+        if self.peek() == Some(b'"') { self.skip_str() } else { self.skip_value() }
+    }
+
     /// Skips any value, iteratively (no stack frame per level), validating it.
     fn skip_value(&mut self) -> Option<()> {
         // One bit per open container: 1 = object, 0 = array.
@@ -333,10 +428,12 @@ impl<'a> Scanner<'a> {
 
     /// A string or null, as serde reads `Option<&str>`; anything else is for serde to judge.
     /// [`Self::opt_str`] in the form [`Fields`] holds.
+    #[inline(always)]
     fn opt_cow(&mut self) -> Option<Option<Cow<'a, str>>> {
         self.opt_str().map(|v| v.map(Cow::Borrowed))
     }
 
+    #[inline(always)]
     fn opt_str(&mut self) -> Option<Option<&'a str>> {
         match self.peek()? {
             b'"' => self.plain_str().map(Some),
@@ -376,56 +473,60 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn record(&mut self) -> Option<Fields<'a>> {
-        let mut f = Fields::default();
+    /// Reads the record's fields into `r` in place, and returns `eventTime`, `eventSource`,
+    /// `eventName` and `eventType` for [`scan_record`] to check: building the record where it
+    /// is returned spares copying it (it is some 400 bytes) from one frame to the next.
+    fn record(&mut self, r: &mut Record<'a>) -> Option<[Option<&'a str>; 4]> {
+        let [mut time, mut source, mut name, mut kind] = [None; 4];
         self.ws();
         // Duplicate keys: the last one wins, as in the serde reader.
         self.members(|s, key| {
             match top_key(key) {
-                Top::EventTime => f.event_time = s.opt_cow()?,
-                Top::EventId => f.event_id = s.opt_cow()?,
-                Top::EventSource => f.event_source = s.opt_cow()?,
-                Top::EventName => f.event_name = s.opt_cow()?,
-                Top::EventType => f.event_type = s.opt_cow()?,
-                Top::AwsRegion => f.aws_region = s.opt_cow()?,
-                Top::RecipientAccountId => f.recipient_account_id = s.opt_cow()?,
-                Top::ErrorCode => f.error_code = s.opt_cow()?,
-                Top::ErrorMessage => f.error_message = s.opt_cow()?,
-                Top::SourceIp => f.source_ip = s.opt_cow()?,
-                Top::UserAgent => f.user_agent = s.opt_cow()?,
-                Top::UserIdentity => s.identity(&mut f.identity)?,
-                Top::ResponseElements => f.console_login = s.response_elements()?.map(Cow::Borrowed),
-                Top::Other => s.skip_value()?,
+                Top::EventTime => time = s.opt_str()?,
+                Top::EventId => r.event_id = s.opt_cow()?,
+                Top::EventSource => source = s.opt_str()?,
+                Top::EventName => name = s.opt_str()?,
+                Top::EventType => kind = s.opt_str()?,
+                Top::AwsRegion => r.aws_region = s.opt_cow()?,
+                Top::RecipientAccountId => r.recipient_account_id = s.opt_cow()?,
+                Top::ErrorCode => r.error_code = s.opt_cow()?,
+                Top::ErrorMessage => r.error_message = s.opt_cow()?,
+                Top::SourceIp => r.source_ip = s.opt_cow()?,
+                Top::UserAgent => r.user_agent = s.opt_cow()?,
+                Top::UserIdentity => s.identity(&mut r.identity)?,
+                Top::ResponseElements => r.console_login = s.response_elements()?.map(Cow::Borrowed),
+                Top::Other => s.skip_member()?,
             }
             Some(())
         })?;
-        Some(f)
+        Some([time, source, name, kind])
     }
 
-    /// Reads `userIdentity` into `out` in place (a later duplicate replaces it whole): the
-    /// identity is a sixth of the record's size, and returning it by value copied it per record.
-    fn identity(&mut self, out: &mut Option<Identity<'a>>) -> Option<()> {
+    /// Reads `userIdentity` into `id` in place (a later duplicate replaces it whole; null
+    /// leaves every field empty, as an absent identity does).
+    fn identity(&mut self, id: &mut Identity<'a>) -> Option<()> {
         if self.peek()? == b'n' {
             self.skip_lit(b"null")?;
-            *out = None;
+            *id = Identity::default();
             return Some(());
         }
         if self.peek()? != b'{' {
             return None;
         }
-        let id = out.insert(Identity::default());
+        *id = Identity::default();
         let cow = |v: Option<&'a str>| v.map(Cow::Borrowed);
         self.members(|s, key| {
-            match key {
-                "type" => id.type_ = cow(s.opt_str()?),
-                "arn" => id.arn = cow(s.opt_str()?),
-                "accessKeyId" => id.access_key_id = cow(s.opt_str()?),
-                "principalId" => id.principal_id = cow(s.opt_str()?),
-                "accountId" => id.account_id = cow(s.opt_str()?),
-                "invokedBy" => id.invoked_by = cow(s.opt_str()?),
-                "userName" => id.user_name = cow(s.opt_str()?),
-                _ => s.skip_value()?,
-            }
+            let field = match identity_key(key) {
+                Some(IdKey::Type) => &mut id.type_,
+                Some(IdKey::Arn) => &mut id.arn,
+                Some(IdKey::AccessKeyId) => &mut id.access_key_id,
+                Some(IdKey::PrincipalId) => &mut id.principal_id,
+                Some(IdKey::AccountId) => &mut id.account_id,
+                Some(IdKey::InvokedBy) => &mut id.invoked_by,
+                Some(IdKey::UserName) => &mut id.user_name,
+                None => return s.skip_member(),
+            };
+            *field = cow(s.opt_str()?);
             Some(())
         })
     }
@@ -440,7 +541,7 @@ impl<'a> Scanner<'a> {
         }
         let mut found = None;
         self.members(|s, key| {
-            if key == "ConsoleLogin" {
+            if same(key, "ConsoleLogin") {
                 found = match s.peek()? {
                     b'"' => Some(s.plain_str()?),
                     // serde converts numbers, and reads (validates) the keys of an object
@@ -598,6 +699,10 @@ mod tests {
             (rec(" \n\t\r,\"requestParameters\" : { \"a\" : [ 1 , 2 ] } "), true),
             (format!("{} \n ", String::from_utf8(rec("")).unwrap()).into_bytes(), true),
             (format!("{} x", String::from_utf8(rec("")).unwrap()).into_bytes(), false),
+            // An escaped NUL is the general path's, which scrubs it; `\\u0000` is text.
+            (rec(r#","requestParameters":{"k":"a\u0000"}"#), false),
+            (rec(r#","requestParameters":{"k":"a\\u0000"}"#), true),
+            (rec(r#","requestParameters":{"k":"a\u00001"}"#), false),
             (rec(r#","eventTime":"redacted""#), false),
             (rec(r#","eventTime":"2023-07-10 12:00:00""#), true),
             (rec(r#","eventTime":"2016-12-31T23:59:60Z""#), true),
@@ -644,6 +749,45 @@ mod tests {
             "ConsoleLogin",
         ] {
             assert_eq!(top_key(other), Top::Other, "{other}");
+        }
+    }
+
+    #[test]
+    fn identity_keys() {
+        let names = ["type", "arn", "accessKeyId", "principalId", "accountId", "invokedBy", "userName"];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            assert!(seen.insert(identity_key(n).unwrap_or_else(|| panic!("{n}"))), "{n}");
+        }
+        for other in [
+            "",
+            "typ",
+            "types",
+            "arN",
+            "accessKeyID",
+            "principalID",
+            "accountID",
+            "invokedby",
+            "userNames",
+            "sessionContext",
+        ] {
+            assert_eq!(identity_key(other), None, "{other}");
+        }
+    }
+
+    /// `same` against `==` for every length it treats apart, equal and differing at each byte.
+    #[test]
+    fn same_is_equality() {
+        for n in 0..=30 {
+            let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            assert!(same(&a, &a.clone()), "{a}");
+            assert!(!same(&a, &format!("{a}x")), "{a}");
+            for at in 0..n {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).unwrap();
+                assert!(!same(&a, &b), "{a} {b}");
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 //! they contain escapes.
 //!
 //! That serde reader is the reference; [`parse_record`] first tries the faster hand-written
-//! scanner in [`super::scan`], which answers only when it gives the same result.
+//! scanner in `fast.rs`, which answers only when it gives the same result.
 //!
 //! Only `eventTime`, `eventSource` and `eventName` must be right for a record to be read. Any
 //! other field the engine reads as text but that holds a number, boolean, list or object is
@@ -28,7 +28,7 @@ use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use fast::scan_record;
+pub(super) use fast::{scan_record, scan_record_into};
 pub use split::{Split, split_records};
 
 /// `userIdentity`: who made the call. Every field is optional because service-initiated and
@@ -45,7 +45,7 @@ pub struct Identity<'a> {
 }
 
 /// The fields of a CloudTrail record that error clustering and key tracking need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record<'a> {
     pub event_time: DateTime<Utc>,
     pub event_id: Option<Cow<'a, str>>,
@@ -267,7 +267,7 @@ pub fn parse_record(raw: &[u8]) -> Result<Record<'_>, ParseError> {
 
 /// Reads one raw record, an API call or an Insights event.
 ///
-/// Tries the hand-written scanner ([`scan_record`]) first, which is several times faster on
+/// Tries the hand-written scanner (`fast.rs`) first, which is several times faster on
 /// well-formed records, and falls back to [`parse_event_serde`] whenever the scanner is not
 /// sure, so the result is always the serde reader's.
 #[inline]
