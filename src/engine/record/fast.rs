@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 
-use super::{INSIGHT_EVENT_TYPE, Identity, Record, parse_event_time};
+use super::{INSIGHT_EVENT_TYPE, Identity, Key, Record, parse_event_time};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
 pub const MAX_DEPTH: usize = 512;
@@ -121,28 +121,17 @@ fn top_key(key: &str) -> Top {
     if same(key, name) { cand } else { Top::Other }
 }
 
-/// The keys of `userIdentity` we read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum IdKey {
-    Type,
-    Arn,
-    AccessKeyId,
-    PrincipalId,
-    AccountId,
-    InvokedBy,
-    UserName,
-}
-
-/// Classifies a key of `userIdentity` as [`top_key`] does the record's.
-fn identity_key(key: &str) -> Option<IdKey> {
+/// Classifies a key of `userIdentity` as [`top_key`] does the record's, into the serde
+/// reader's names for them.
+fn identity_key(key: &str) -> Option<Key> {
     let (cand, name) = match (key.len(), key.as_bytes().first().copied().unwrap_or(0)) {
-        (4, b't') => (IdKey::Type, "type"),
-        (3, b'a') => (IdKey::Arn, "arn"),
-        (11, b'a') => (IdKey::AccessKeyId, "accessKeyId"),
-        (11, b'p') => (IdKey::PrincipalId, "principalId"),
-        (9, b'a') => (IdKey::AccountId, "accountId"),
-        (9, b'i') => (IdKey::InvokedBy, "invokedBy"),
-        (8, b'u') => (IdKey::UserName, "userName"),
+        (4, b't') => (Key::Type, "type"),
+        (3, b'a') => (Key::Arn, "arn"),
+        (11, b'a') => (Key::AccessKeyId, "accessKeyId"),
+        (11, b'p') => (Key::PrincipalId, "principalId"),
+        (9, b'a') => (Key::AccountId, "accountId"),
+        (9, b'i') => (Key::InvokedBy, "invokedBy"),
+        (8, b'u') => (Key::UserName, "userName"),
         _ => return None,
     };
     same(key, name).then_some(cand)
@@ -517,14 +506,14 @@ impl<'a> Scanner<'a> {
         let cow = |v: Option<&'a str>| v.map(Cow::Borrowed);
         self.members(|s, key| {
             let field = match identity_key(key) {
-                Some(IdKey::Type) => &mut id.type_,
-                Some(IdKey::Arn) => &mut id.arn,
-                Some(IdKey::AccessKeyId) => &mut id.access_key_id,
-                Some(IdKey::PrincipalId) => &mut id.principal_id,
-                Some(IdKey::AccountId) => &mut id.account_id,
-                Some(IdKey::InvokedBy) => &mut id.invoked_by,
-                Some(IdKey::UserName) => &mut id.user_name,
-                None => return s.skip_member(),
+                Some(Key::Type) => &mut id.type_,
+                Some(Key::Arn) => &mut id.arn,
+                Some(Key::AccessKeyId) => &mut id.access_key_id,
+                Some(Key::PrincipalId) => &mut id.principal_id,
+                Some(Key::AccountId) => &mut id.account_id,
+                Some(Key::InvokedBy) => &mut id.invoked_by,
+                Some(Key::UserName) => &mut id.user_name,
+                _ => return s.skip_member(),
             };
             *field = cow(s.opt_str()?);
             Some(())

@@ -516,7 +516,9 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Top-level keys we read; everything else is `Other` and skipped.
+/// The keys we read (top-level, then `userIdentity`'s and `responseElements`'); everything
+/// else is `Other` and skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     EventTime,
     EventId,
