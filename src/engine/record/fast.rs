@@ -143,67 +143,32 @@ struct Scanner<'a> {
     i: usize,
 }
 
-/// Bytes that end the plain run of a JSON string: quote, backslash, control characters.
-const fn special_table() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
-        c += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-}
-static SPECIAL: [bool; 256] = special_table();
-
-const ONES: u64 = u64::MAX / 255;
-const HIGHS: u64 = ONES << 7;
-
-/// High bit set in each byte of `w` that is `"`, `\` or below 0x20 (Mycroft's zero-byte test,
-/// as serde_json uses). Later bytes may show false positives; the lowest set bit is exact.
-fn special_mask(w: u64) -> u64 {
-    let ctrl = w.wrapping_sub(ONES * 0x20) & !w;
-    let q = w ^ (ONES * u64::from(b'"'));
-    let quote = q.wrapping_sub(ONES) & !q;
-    let bs = w ^ (ONES * u64::from(b'\\'));
-    let backslash = bs.wrapping_sub(ONES) & !bs;
-    (ctrl | quote | backslash) & HIGHS
-}
-
 /// The index of the first quote, backslash or control byte of `b` at or after `i` (or the
-/// end): where the plain run of a string body stops, eight bytes at a time.
+/// end): where the plain run of a string body stops, 16 bytes at a time. The last few bytes
+/// are copied into a block padded with a byte that stops nothing.
 #[inline(always)]
 pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     use wide::u8x16;
     let (quote, backslash, ctrl_max) = (u8x16::splat(b'"'), u8x16::splat(b'\\'), u8x16::splat(0x1f));
-    let special = |chunk: &[u8]| {
-        let v = u8x16::new(chunk.try_into().unwrap_or([0; 16]));
+    let special = |block: [u8; 16]| {
+        let v = u8x16::new(block);
         let m = v.cmp_eq(quote) | v.cmp_eq(backslash) | v.min(ctrl_max).cmp_eq(v);
-        u64::from(m.move_mask() as u16)
+        m.move_mask() as u32
     };
     while let Some(chunk) = b.get(i..i + 16) {
-        let mask = special(chunk);
+        let mask = special(chunk.try_into().unwrap_or([0; 16]));
         if mask != 0 {
             return i + mask.trailing_zeros() as usize;
         }
         i += 16;
     }
-    plain_run_end_swar(b, i)
-}
-
-fn plain_run_end_swar(b: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mask = special_mask(u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])));
-        if mask != 0 {
-            return i + mask.trailing_zeros() as usize / 8;
-        }
-        i += 8;
+    let rest = b.get(i..).unwrap_or(&[]);
+    let mut block = [b'a'; 16];
+    block[..rest.len()].copy_from_slice(rest);
+    match special(block) {
+        0 => b.len(),
+        mask => i + mask.trailing_zeros() as usize,
     }
-    while i < b.len() && !SPECIAL[usize::from(b[i])] {
-        i += 1;
-    }
-    i
 }
 
 impl<'a> Scanner<'a> {
@@ -761,6 +726,30 @@ mod tests {
             "sessionContext",
         ] {
             assert_eq!(identity_key(other), None, "{other}");
+        }
+    }
+
+    /// Against a byte-at-a-time search: every length around the 16-byte steps, each special
+    /// byte at each position, from every start, and none at all.
+    #[test]
+    fn plain_run_end_finds_the_first_special_byte() {
+        let naive = |b: &[u8], i: usize| {
+            i + b[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len() - i)
+        };
+        for n in 0..50 {
+            let mut cases = vec![vec![b'x'; n]];
+            for at in 0..n {
+                for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                    let mut b = vec![0xc3; n];
+                    b[at] = special;
+                    cases.push(b);
+                }
+            }
+            for b in &cases {
+                for i in 0..=n {
+                    assert_eq!(plain_run_end(b, i), naive(b, i), "{b:?} from {i}");
+                }
+            }
         }
     }
 
