@@ -386,15 +386,7 @@ impl LogSource for FilesSource {
         for part in read.clusterers {
             clusterer.merge(part);
         }
-        let (notes, tried) = (read.notes, read.tried);
-        if tried > 0 && notes.bad_files == tried {
-            return Err(none_readable(&notes));
-        }
-        Ok(notes)
-    }
-
-    async fn read_key_activity(&self, _: &[String], _: Window, _: &mut Clusterer) -> Result<(), SourceError> {
-        Ok(()) // read_errors saw every record already
+        read.notes.unless_all_bad(read.tried)
     }
 
     fn sees_every_record(&self) -> bool {
@@ -692,15 +684,6 @@ fn shown_path<'a>(path: &'a Path, root: &Path) -> &'a Path {
         Ok(rel) if !rel.as_os_str().is_empty() => rel,
         _ => path,
     }
-}
-
-/// Why nothing could be read when every file tried was bad: the first few problems.
-pub(super) fn none_readable(notes: &ReadNotes) -> SourceError {
-    let first: Vec<&str> = notes.problems.iter().take(3).map(String::as_str).collect();
-    let more = if notes.bad_files > first.len() as u64 { "; …" } else { "" };
-    let what =
-        if notes.bad_files == 1 { "the file".to_string() } else { format!("any of the {} files", notes.bad_files) };
-    SourceError::new(SourceErrorKind::Other, format!("could not read {what}: {}{more}", first.join("; ")))
 }
 
 /// The widest window a file scan can ask for: everything CloudTrail ever wrote, up to now.

@@ -90,6 +90,19 @@ pub struct ReadNotes {
 }
 
 impl ReadNotes {
+    /// These notes, or an error naming the first few problems when every one of the `tried`
+    /// files (or objects) was bad: a read that got nothing must not pass for an empty one.
+    pub fn unless_all_bad(self, tried: u64) -> Result<ReadNotes, SourceError> {
+        if tried == 0 || self.bad_files != tried {
+            return Ok(self);
+        }
+        let first: Vec<&str> = self.problems.iter().take(3).map(String::as_str).collect();
+        let more = if self.bad_files > first.len() as u64 { "; …" } else { "" };
+        let what =
+            if self.bad_files == 1 { "the file".to_string() } else { format!("any of the {} files", self.bad_files) };
+        Err(SourceError::new(SourceErrorKind::Other, format!("could not read {what}: {}{more}", first.join("; "))))
+    }
+
     /// Adds the notes of another read of the same group (its baseline): a file both reads
     /// found bad is listed and counted once.
     pub fn absorb(&mut self, other: ReadNotes) {
@@ -130,13 +143,17 @@ pub trait LogSource: Send + Sync {
         false
     }
 
-    /// Feeds the access-key activity of `groups` within `window` into `clusterer`.
+    /// Feeds the access-key activity of `groups` within `window` into `clusterer`. Nothing to
+    /// do for a source that [`sees_every_record`](Self::sees_every_record): `read_errors`
+    /// handed the clusterer every record, keys included.
     async fn read_key_activity(
         &self,
-        groups: &[String],
-        window: Window,
-        clusterer: &mut Clusterer,
-    ) -> Result<(), SourceError>;
+        _groups: &[String],
+        _window: Window,
+        _clusterer: &mut Clusterer,
+    ) -> Result<(), SourceError> {
+        Ok(())
+    }
 
     /// Whether `group` holds any record at all (errors or not) within `window`, when the
     /// source can tell cheaply; asked only of windows that gave no record to the clusterer.
@@ -189,6 +206,21 @@ impl SourceFactory for Sources {
 #[cfg(test)]
 mod tests {
     use super::ReadNotes;
+
+    #[test]
+    fn a_read_whose_every_file_was_bad_is_an_error() {
+        let notes = |bad: u64, problems: &[&str]| ReadNotes {
+            bad_files: bad,
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+            ..ReadNotes::default()
+        };
+        assert!(notes(0, &[]).unless_all_bad(0).is_ok(), "nothing tried");
+        assert!(notes(1, &["a: cut short"]).unless_all_bad(2).is_ok(), "one good file");
+        let one = notes(1, &["a: cut short"]).unless_all_bad(1).unwrap_err();
+        assert_eq!(one.message, "could not read the file: a: cut short");
+        let five = notes(5, &["a", "b", "c", "d", "e"]).unless_all_bad(5).unwrap_err();
+        assert_eq!(five.message, "could not read any of the 5 files: a; b; c; …");
+    }
 
     #[test]
     fn a_file_bad_in_both_reads_is_counted_once() {

@@ -34,7 +34,7 @@ use futures::StreamExt;
 
 use super::aws_error::{CallContext, CallError, Failure, classify, explain_s3};
 use super::cloudwatch::{backoff, inspection_sdk_config};
-use super::files::{MAX_LISTED_PROBLEMS, Progress, ingest_file, none_readable, read_bytes};
+use super::files::{MAX_LISTED_PROBLEMS, Progress, ingest_file, read_bytes};
 use super::{LogSource, ReadNotes, SourceCounters, SourceError, SourceErrorKind, SourceFactory, Window};
 use crate::engine::Clusterer;
 use crate::metrics::AwsOutcome;
@@ -498,14 +498,7 @@ impl LogSource for S3Source {
             }
         }
         *self.last_listing.lock().unwrap_or_else(|e| e.into_inner()) = Some((window, total as usize));
-        if total > 0 && notes.bad_files == total {
-            return Err(none_readable(&notes));
-        }
-        Ok(notes)
-    }
-
-    async fn read_key_activity(&self, _: &[String], _: Window, _: &mut Clusterer) -> Result<(), SourceError> {
-        Ok(()) // read_errors saw every record already
+        notes.unless_all_bad(total)
     }
 
     fn sees_every_record(&self) -> bool {
