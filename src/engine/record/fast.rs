@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use super::{INSIGHT_EVENT_TYPE, Identity, Key, Record, parse_event_time};
 
 /// Nesting handled inside skipped values; deeper input goes to the serde reader.
-pub const MAX_DEPTH: usize = 512;
+pub const MAX_DEPTH: usize = 64;
 
 /// The record, when the scanner is sure it equals `parse_record`'s; None when unsure.
 #[inline]
@@ -187,8 +187,22 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The next byte that is not whitespace, the cursor moved to it. Compact JSON has none, and
+    /// the byte that is read anyway says so with one comparison.
+    #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        if c > b' ' {
+            return Some(c);
+        }
+        self.ws();
+        self.peek()
+    }
+
+    /// Steps over `c`, after any whitespace.
+    #[inline(always)]
     fn eat(&mut self, c: u8) -> Option<()> {
-        (self.peek()? == c).then(|| self.i += 1)
+        (self.next()? == c).then(|| self.i += 1)
     }
 
     /// Moves to the next quote, backslash or control byte of a string body (or the end).
@@ -296,12 +310,10 @@ impl<'a> Scanner<'a> {
 
     /// `"key"` then `:`, skipping the key (any valid string).
     fn skip_key(&mut self) -> Option<()> {
-        self.ws();
-        if self.peek()? != b'"' {
+        if self.next()? != b'"' {
             return None;
         }
         self.skip_str()?;
-        self.ws();
         self.eat(b':')
     }
 
@@ -315,26 +327,24 @@ impl<'a> Scanner<'a> {
     /// Skips any value, iteratively (no stack frame per level), validating it.
     fn skip_value(&mut self) -> Option<()> {
         // One bit per open container: 1 = object, 0 = array.
-        let mut bits = [0u64; MAX_DEPTH / 64];
+        let mut bits = 0u64;
         let mut depth = 0usize;
         loop {
-            self.ws();
-            match self.peek()? {
+            match self.next()? {
                 open @ (b'{' | b'[') => {
                     self.i += 1;
-                    self.ws();
                     let close = if open == b'{' { b'}' } else { b']' };
-                    if self.peek()? == close {
+                    if self.next()? == close {
                         self.i += 1;
                     } else {
                         if depth == MAX_DEPTH {
                             return None;
                         }
-                        let (w, bit) = (depth / 64, 1u64 << (depth % 64));
+                        let bit = 1u64 << depth;
                         if open == b'{' {
-                            bits[w] |= bit
+                            bits |= bit
                         } else {
-                            bits[w] &= !bit
+                            bits &= !bit
                         }
                         depth += 1;
                         if open == b'{' {
@@ -356,9 +366,8 @@ impl<'a> Scanner<'a> {
                     return Some(());
                 }
                 let top = depth - 1;
-                let is_object = bits[top / 64] & (1u64 << (top % 64)) != 0;
-                self.ws();
-                match self.peek()? {
+                let is_object = bits & (1u64 << top) != 0;
+                match self.next()? {
                     b',' => {
                         self.i += 1;
                         if is_object {
@@ -400,23 +409,19 @@ impl<'a> Scanner<'a> {
     /// keys must be plain strings. Ends after the closing brace.
     fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
-        self.ws();
-        if self.peek()? == b'}' {
+        if self.next()? == b'}' {
             self.i += 1;
             return Some(());
         }
         loop {
-            self.ws();
-            if self.peek()? != b'"' {
+            if self.next()? != b'"' {
                 return None;
             }
             let key = self.plain_str()?;
-            self.ws();
             self.eat(b':')?;
-            self.ws();
+            self.next()?;
             f(self, key)?;
-            self.ws();
-            match self.peek()? {
+            match self.next()? {
                 b',' => self.i += 1,
                 b'}' => {
                     self.i += 1;
@@ -432,7 +437,6 @@ impl<'a> Scanner<'a> {
     /// is returned spares copying it (it is some 400 bytes) from one frame to the next.
     fn record(&mut self, r: &mut Record<'a>) -> Option<[Option<&'a str>; 4]> {
         let [mut time, mut source, mut name, mut kind] = [None; 4];
-        self.ws();
         // Duplicate keys: the last one wins, as in the serde reader.
         self.members(|s, key| {
             match top_key(key) {
@@ -575,6 +579,49 @@ mod tests {
         let parsed = recs.iter().filter(|r| parse_record_serde(r).is_ok()).count();
         // The rest carry escapes in a field we keep, or are malformed; serde reads those.
         assert!(fast * 100 >= parsed * 95, "fast path took {fast} of {parsed}");
+    }
+
+    /// Whitespace between every token (records re-written by tools, or pretty-printed files)
+    /// is stepped over wherever JSON allows it, and the record read as the compact one is.
+    #[test]
+    fn pretty_printed_records_are_read_as_compact_ones() {
+        let mut read = 0;
+        for raw in real_records().iter().step_by(5) {
+            let Some(compact) = scan_record(raw) else { continue };
+            let value: serde_json::Value = serde_json::from_slice(raw).unwrap();
+            for spaced in [serde_json::to_vec_pretty(&value).unwrap(), spaced_out(raw)] {
+                assert!(check(&spaced), "{}", String::from_utf8_lossy(&spaced));
+                assert_eq!(scan_record(&spaced).unwrap(), compact);
+            }
+            read += 1;
+        }
+        assert!(read > 500, "{read}");
+    }
+
+    /// `raw` with a space, tab, line break or carriage return around each structural byte
+    /// outside strings.
+    fn spaced_out(raw: &[u8]) -> Vec<u8> {
+        const WS: &[u8] = b" \t\n\r";
+        let (mut out, mut in_str, mut escaped) = (Vec::new(), false, false);
+        for (n, &c) in raw.iter().enumerate() {
+            let structural = !in_str && matches!(c, b'{' | b'}' | b'[' | b']' | b':' | b',');
+            if structural {
+                out.push(WS[n % 4]);
+            }
+            out.push(c);
+            if structural {
+                out.push(WS[(n + 1) % 4]);
+            }
+            if in_str && !escaped && c == b'\\' {
+                escaped = true;
+                continue;
+            }
+            if c == b'"' && !escaped {
+                in_str = !in_str;
+            }
+            escaped = false;
+        }
+        out
     }
 
     #[test]
