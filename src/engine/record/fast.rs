@@ -60,8 +60,7 @@ pub fn scan_record_into<'a>(raw: &'a [u8], r: &mut Record<'a>) -> Option<()> {
 /// overlapping loads of 8 bytes (or two of 4) compare strings of 4 to 24 bytes, and three
 /// bytes those of 1 to 3.
 #[inline]
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+fn same(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -98,8 +97,8 @@ enum Top {
 
 /// Classifies a top-level key with a couple of byte tests and one comparison: a `match` on
 /// the strings compares against every name of the same length, and records have ~20 keys.
-fn top_key(key: &str) -> Top {
-    let b = key.as_bytes();
+fn top_key(key: &[u8]) -> Top {
+    let b = key;
     let (cand, name) = match (b.len(), b.first().copied().unwrap_or(0)) {
         (7, b'e') => (Top::EventId, "eventID"),
         (9, b'e') => match (b[1], b[6]) {
@@ -118,13 +117,13 @@ fn top_key(key: &str) -> Top {
         (18, b'r') => (Top::RecipientAccountId, "recipientAccountId"),
         _ => return Top::Other,
     };
-    if same(key, name) { cand } else { Top::Other }
+    if same(key, name.as_bytes()) { cand } else { Top::Other }
 }
 
 /// Classifies a key of `userIdentity` as [`top_key`] does the record's, into the serde
 /// reader's names for them.
-fn identity_key(key: &str) -> Option<Key> {
-    let (cand, name) = match (key.len(), key.as_bytes().first().copied().unwrap_or(0)) {
+fn identity_key(key: &[u8]) -> Option<Key> {
+    let (cand, name) = match (key.len(), key.first().copied().unwrap_or(0)) {
         (4, b't') => (Key::Type, "type"),
         (3, b'a') => (Key::Arn, "arn"),
         (11, b'a') => (Key::AccessKeyId, "accessKeyId"),
@@ -134,9 +133,10 @@ fn identity_key(key: &str) -> Option<Key> {
         (8, b'u') => (Key::UserName, "userName"),
         _ => return None,
     };
-    same(key, name).then_some(cand)
+    same(key, name.as_bytes()).then_some(cand)
 }
 
+#[derive(Clone, Copy)]
 struct Scanner<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -149,10 +149,13 @@ struct Scanner<'a> {
 #[inline(always)]
 pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     use wide::u8x16;
-    let (quote, backslash, ctrl_max) = (u8x16::splat(b'"'), u8x16::splat(b'\\'), u8x16::splat(0x1f));
+    // A quote is 0x22 and control bytes are 0x00 to 0x1f: flipping bit 1 maps exactly those
+    // to 0x00..=0x20, so one unsigned comparison finds both.
+    let (flip, quote_or_ctrl, backslash) = (u8x16::splat(2), u8x16::splat(0x20), u8x16::splat(b'\\'));
     let special = |block: [u8; 16]| {
         let v = u8x16::new(block);
-        let m = v.cmp_eq(quote) | v.cmp_eq(backslash) | v.min(ctrl_max).cmp_eq(v);
+        let x = v ^ flip;
+        let m = x.min(quote_or_ctrl).cmp_eq(x) | v.cmp_eq(backslash);
         m.move_mask() as u32
     };
     while let Some(chunk) = b.get(i..i + 16) {
@@ -214,15 +217,30 @@ impl<'a> Scanner<'a> {
     /// The cursor is on the opening quote.
     #[inline(always)]
     fn plain_str(&mut self) -> Option<&'a str> {
+        let (start, end) = self.plain_span()?;
+        self.s.get(start..end)
+    }
+
+    /// [`Self::plain_str`] as bytes, for keys: told apart byte by byte, they need not be cut
+    /// from the text at char boundaries (which `str` checks at both ends).
+    #[inline(always)]
+    fn plain_key(&mut self) -> Option<&'a [u8]> {
+        let (start, end) = self.plain_span()?;
+        self.b.get(start..end)
+    }
+
+    /// Where the body of the plain string at the cursor starts and ends; the cursor moves past
+    /// its closing quote.
+    #[inline(always)]
+    fn plain_span(&mut self) -> Option<(usize, usize)> {
         self.i += 1;
         let start = self.i;
         self.skip_plain();
         if self.peek()? != b'"' {
             return None;
         }
-        let s = &self.s[start..self.i];
         self.i += 1;
-        Some(s)
+        Some((start, self.i - 1))
     }
 
     /// Skips a string, validating escapes as serde_json does when it ignores one (a `\u`
@@ -309,6 +327,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `"key"` then `:`, skipping the key (any valid string).
+    #[inline(always)]
     fn skip_key(&mut self) -> Option<()> {
         if self.next()? != b'"' {
             return None;
@@ -326,6 +345,15 @@ impl<'a> Scanner<'a> {
 
     /// Skips any value, iteratively (no stack frame per level), validating it.
     fn skip_value(&mut self) -> Option<()> {
+        // On a copy, which can live in registers: `self` is the caller's, in memory.
+        let mut s = *self;
+        s.skip_value_here()?;
+        self.i = s.i;
+        Some(())
+    }
+
+    #[inline(always)]
+    fn skip_value_here(&mut self) -> Option<()> {
         // One bit per open container: 1 = object, 0 = array.
         let mut bits = 0u64;
         let mut depth = 0usize;
@@ -407,7 +435,7 @@ impl<'a> Scanner<'a> {
 
     /// Calls `f(scanner, key)` on the value of each member of the object at the cursor;
     /// keys must be plain strings. Ends after the closing brace.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.next()? == b'}' {
             self.i += 1;
@@ -417,7 +445,7 @@ impl<'a> Scanner<'a> {
             if self.next()? != b'"' {
                 return None;
             }
-            let key = self.plain_str()?;
+            let key = self.plain_key()?;
             self.eat(b':')?;
             self.next()?;
             f(self, key)?;
@@ -499,7 +527,7 @@ impl<'a> Scanner<'a> {
         }
         let mut found = None;
         self.members(|s, key| {
-            if same(key, "ConsoleLogin") {
+            if same(key, b"ConsoleLogin") {
                 found = match s.peek()? {
                     b'"' => Some(s.plain_str()?),
                     // serde converts numbers, and reads (validates) the keys of an object
@@ -735,8 +763,8 @@ mod tests {
         ];
         let mut seen = std::collections::HashSet::new();
         for n in names {
-            assert_ne!(top_key(n), Top::Other, "{n}");
-            assert!(seen.insert(top_key(n)), "{n}");
+            assert_ne!(top_key(n.as_bytes()), Top::Other, "{n}");
+            assert!(seen.insert(top_key(n.as_bytes())), "{n}");
         }
         for other in [
             "",
@@ -749,7 +777,7 @@ mod tests {
             "requestParameters",
             "ConsoleLogin",
         ] {
-            assert_eq!(top_key(other), Top::Other, "{other}");
+            assert_eq!(top_key(other.as_bytes()), Top::Other, "{other}");
         }
     }
 
@@ -758,7 +786,7 @@ mod tests {
         let names = ["type", "arn", "accessKeyId", "principalId", "accountId", "invokedBy", "userName"];
         let mut seen = std::collections::HashSet::new();
         for n in names {
-            assert!(seen.insert(identity_key(n).unwrap_or_else(|| panic!("{n}"))), "{n}");
+            assert!(seen.insert(identity_key(n.as_bytes()).unwrap_or_else(|| panic!("{n}"))), "{n}");
         }
         for other in [
             "",
@@ -772,7 +800,7 @@ mod tests {
             "userNames",
             "sessionContext",
         ] {
-            assert_eq!(identity_key(other), None, "{other}");
+            assert_eq!(identity_key(other.as_bytes()), None, "{other}");
         }
     }
 
@@ -805,13 +833,13 @@ mod tests {
     fn same_is_equality() {
         for n in 0..=30 {
             let a: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-            assert!(same(&a, &a.clone()), "{a}");
-            assert!(!same(&a, &format!("{a}x")), "{a}");
+            assert!(same(a.as_bytes(), a.clone().as_bytes()), "{a}");
+            assert!(!same(a.as_bytes(), format!("{a}x").as_bytes()), "{a}");
             for at in 0..n {
                 let mut b = a.clone().into_bytes();
                 b[at] = b'Z';
                 let b = String::from_utf8(b).unwrap();
-                assert!(!same(&a, &b), "{a} {b}");
+                assert!(!same(a.as_bytes(), b.as_bytes()), "{a} {b}");
             }
         }
     }
