@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 use super::ignore::IgnoreRules;
 use super::keys::{KeyActivity, KeyTracker};
 use super::record::{
-    Event, Insight, ParseError, Record, is_success_status, might_be_error, parse_event, scan_record_into,
+    Event, Insight, ParseError, Record, is_success_status, might_be_error, parse_event, parse_event_serde,
+    scan_record_into,
 };
 use super::template::{template, truncate_message};
 
@@ -527,8 +528,12 @@ impl Clusterer {
         if scan_record_into(raw, &mut rec).is_some() {
             return self.ingest_call(raw, &rec, false);
         }
-        let raw = &*scrub_nul_escapes(raw);
-        let parsed = parse_event(raw);
+        let scrubbed = scrub_nul_escapes(raw);
+        // The scanner has declined these bytes, so serde reads them; a scrubbed copy is new
+        // text, which the scanner may read.
+        let rescan = matches!(scrubbed, std::borrow::Cow::Owned(_));
+        let raw = &*scrubbed;
+        let parsed = if rescan { parse_event(raw) } else { parse_event_serde(raw) };
         // Text that was not UTF-8, or held a lone surrogate, costs its bad characters only.
         let fixed = if parsed.is_err() { repair_text(raw) } else { None };
         let (raw, event, lossy) = match (parsed, &fixed) {
