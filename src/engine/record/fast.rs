@@ -418,7 +418,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string or null, as serde reads `Option<&str>`; anything else is for serde to judge.
-    /// [`Self::opt_str`] in the form [`Fields`] holds.
+    /// [`Self::opt_str`] in the form [`Record`] holds.
     #[inline(always)]
     fn opt_cow(&mut self) -> Option<Option<Cow<'a, str>>> {
         self.opt_str().map(|v| v.map(Cow::Borrowed))
@@ -447,7 +447,7 @@ impl<'a> Scanner<'a> {
             }
             let key = self.plain_key()?;
             self.eat(b':')?;
-            self.next()?;
+            self.ws();
             f(self, key)?;
             match self.next()? {
                 b',' => self.i += 1,
